@@ -1,0 +1,114 @@
+"""Where a job runs. ``ComputeResource.run`` drives every backend through this interface.
+
+The flow is identical for all backends (so local runs catch the bugs Slurm runs would):
+
+1. ``prepare``: the facade renders the job script (a pure function of the request) and writes
+   the run directory locally (job script, payload, Pipes context, extra files, env file).
+2. ``submit``: the backend ships the run directory (one round trip) and starts it; returns a
+   ``JobHandle`` that is recorded in the Dagster run before any waiting.
+3. ``poll``: cheap status (the machine-wide shared poller for Slurm). The job's own exit-code
+   file in the run directory is the truth about the outcome.
+4. Pipes messages, stdout and stderr are files in the run directory, tailed by byte offset
+   through ``backend.transport`` (LocalTransport for local mode).
+5. ``cancel`` on Dagster termination; ``outcome`` for metrics (also on failure).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from dagster_hpc.transport.base import Transport
+
+# File names inside a run directory: one contract for job scripts, readers and backends.
+JOB_SCRIPT = "job.sh"
+LAUNCH_SCRIPT = "launch.sh"
+ENV_FILE = "env.sh"  # mode 0600; holds extra_env (may contain secrets), sourced by job.sh
+PIPES_CONTEXT = "pipes_context.json"
+PIPES_MESSAGES = "pipes_messages.jsonl"
+STDOUT = "stdout.log"
+STDERR = "stderr.log"
+EXIT_CODE = "exit_code"
+
+
+class JobState(str, Enum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    TIMEOUT = "TIMEOUT"
+    OUT_OF_MEMORY = "OUT_OF_MEMORY"
+    NODE_FAIL = "NODE_FAIL"
+    PREEMPTED = "PREEMPTED"
+    UNKNOWN = "UNKNOWN"  # the scheduler does not know (yet / any more): keep waiting, never cancel
+
+    @property
+    def finished(self) -> bool:
+        return self not in (JobState.PENDING, JobState.RUNNING, JobState.UNKNOWN)
+
+
+@dataclass(frozen=True)
+class JobHandle:
+    """Everything needed to find a job again (reattach after a Dagster restart)."""
+
+    backend: str  # "local" | "slurm"
+    job_id: str  # pid for local, Slurm job id for slurm
+    run_dir: str  # absolute path on the machine where the job runs
+    cluster: str = "local"  # user@host:port for slurm
+
+    def to_dict(self) -> dict[str, str]:
+        return {"backend": self.backend, "job_id": self.job_id, "run_dir": self.run_dir, "cluster": self.cluster}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, str]) -> JobHandle:
+        return cls(**{k: d[k] for k in ("backend", "job_id", "run_dir", "cluster")})
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    state: JobState
+    reason: str = ""  # e.g. Slurm's pending reason (Priority, Resources, ...)
+    expected_start: str = ""  # when Slurm knows it
+    exit_code: int | None = None
+
+
+@dataclass
+class JobOutcome:
+    state: JobState
+    exit_code: int | None
+    metadata: dict[str, Any] = field(default_factory=dict)  # metrics -> Dagster metadata
+
+
+class Backend(abc.ABC):
+    """One place a job can run. Instances are per ``run()`` call (runtime state lives here,
+    never on the immutable Dagster resource)."""
+
+    name: str
+
+    @property
+    @abc.abstractmethod
+    def transport(self) -> Transport:
+        """How the run directory is reached (LocalTransport for local mode)."""
+
+    @abc.abstractmethod
+    def run_dir_for(self, run_id: str, step: str) -> str:
+        """Absolute run-directory path (on the execution side) for this Dagster run and step."""
+
+    @abc.abstractmethod
+    def submit(self, local_run_dir: str, remote_run_dir: str) -> JobHandle:
+        """Ship ``local_run_dir`` to ``remote_run_dir`` (if they differ) and start ``job.sh``."""
+
+    @abc.abstractmethod
+    def poll(self, handle: JobHandle) -> JobStatus:
+        """Current status. Transient failures return UNKNOWN, never a finished state."""
+
+    @abc.abstractmethod
+    def cancel(self, handle: JobHandle) -> None:
+        """Stop the job and confirm it stopped."""
+
+    @abc.abstractmethod
+    def outcome(self, handle: JobHandle, exit_code: int | None) -> JobOutcome:
+        """Final state + metrics (sacct for Slurm), for success AND failure."""

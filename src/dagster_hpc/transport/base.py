@@ -1,0 +1,74 @@
+"""The one interface every way of reaching a cluster implements.
+
+Backends, Pipes readers and env shipping only talk to a ``Transport``. Implementations:
+LocalTransport (this machine is the login node), SSHTransport (asyncssh, one connection per
+host and process) and OpenSSHTransport (system ssh + persistent ControlMaster).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+class Transport(abc.ABC):
+    """Run commands, ship a directory tree, read files by byte offset on the login node.
+
+    All methods are blocking and thread-safe (Pipes readers call them from threads).
+    ``command`` strings are passed to a POSIX shell on the remote side: callers build them
+    with ``shlex.quote`` for every argument.
+    """
+
+    @abc.abstractmethod
+    def run(self, command: str, *, timeout: float | None = None, stdin: bytes | None = None) -> CommandResult:
+        """Run ``command`` in a shell; never raises for a non-zero exit (see ``check``)."""
+
+    def check(self, command: str, *, timeout: float | None = None, hint: str = "") -> str:
+        """Run ``command`` and return stdout; raise RemoteCommandError on a non-zero exit."""
+        from dagster_hpc.errors import RemoteCommandError
+
+        result = self.run(command, timeout=timeout)
+        if not result.ok:
+            raise RemoteCommandError(command, result.exit_code, result.stdout, result.stderr, hint)
+        return result.stdout
+
+    @abc.abstractmethod
+    def put_tree(self, local_dir: Path, remote_dir: str, *, mode: int = 0o700) -> int:
+        """Copy ``local_dir``'s contents into ``remote_dir`` (created with ``mode``) in ONE round trip.
+
+        Returns the number of bytes sent.
+        """
+
+    @abc.abstractmethod
+    def read_from(self, remote_path: str, offset: int, *, max_bytes: int = 4 << 20) -> bytes:
+        """Bytes of ``remote_path`` from ``offset`` (b"" if the file is missing or has no more)."""
+
+    def read_many_from(self, requests: list[tuple[str, int]], *, max_bytes: int = 4 << 20) -> list[bytes]:
+        """Several ``read_from`` calls; implementations batch them into one round trip."""
+        return [self.read_from(p, o, max_bytes=max_bytes) for p, o in requests]
+
+    @property
+    def roundtrips(self) -> int:
+        """Round trips made so far by this process through this transport (for benchmarks)."""
+        return 0
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections (idempotent)."""
+
+    def __enter__(self) -> Transport:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
