@@ -51,6 +51,37 @@ class Transport(abc.ABC):
         Returns the number of bytes sent.
         """
 
+    def put_file(self, local_path: Path, remote_path: str, *, mode: int = 0o600) -> int:
+        """Upload one (possibly large) file to ``remote_path``; returns the number of bytes sent.
+
+        The file appears under its final name only when complete (written to a temporary
+        name next to it, then renamed), so a reader never sees half a file. This default
+        sends the bytes through ``run``'s stdin; implementations with a streaming channel
+        (SFTP) should override it to avoid holding the file in memory.
+        """
+        import shlex
+        import uuid
+
+        from dagster_hpc.errors import TransportError
+
+        data = Path(local_path).read_bytes()
+        tmp = f"{remote_path}.part-{uuid.uuid4().hex[:12]}"
+        q_tmp, q_dst = shlex.quote(tmp), shlex.quote(remote_path)
+        command = f"umask 077 && cat > {q_tmp} && chmod {mode:o} {q_tmp} && mv -f {q_tmp} {q_dst}"
+        result = self.run(command, stdin=data)
+        if not result.ok:
+            raise TransportError(
+                f"uploading {local_path} to {remote_path} failed (exit {result.exit_code}): "
+                f"{result.stderr.strip()[-500:]}\nhint: check that the remote directory exists and has free space"
+            )
+        return len(data)
+
+    @property
+    def bytes_sent(self) -> int:
+        """Payload bytes uploaded so far (put_tree, put_file, stdin) by this transport (for
+        benchmarks and the env cache's 'a hit uploads nothing' check). 0 if not counted."""
+        return 0
+
     @abc.abstractmethod
     def read_from(self, remote_path: str, offset: int, *, max_bytes: int = 4 << 20) -> bytes:
         """Bytes of ``remote_path`` from ``offset`` (b"" if the file is missing or has no more)."""
