@@ -1,0 +1,445 @@
+#!/usr/bin/env bash
+# cluster/up.sh [CONFDIR] -- bring up the real single-machine Slurm test cluster + SSH servers.
+# Default CONFDIR: /var/tmp/dagster-hpc-cluster (fixed: sessions and CI share the same daemons,
+# because the ports are fixed). Adopted from the verified recipe in shared/reference/test-cluster.
+#
+# Idempotent: run it again and it only starts what is not running (and restarts the Slurm
+# daemons if the generated slurm.conf changed). Everything lives under CONFDIR:
+#   CONFDIR/etc/slurm.conf, slurmdbd.conf   CONFDIR/env.sh (source it: exports SLURM_CONF ...)
+#   CONFDIR/run/*.pid  CONFDIR/log/*.log   CONFDIR/spool/  CONFDIR/munge/  CONFDIR/mysql/
+#   CONFDIR/ssh/ (host keys, sshd_*.conf)  CONFDIR/client/ (id_ed25519, known_hosts, ssh_config,
+#   otp-askpass.sh, totp_secret)
+# Stop with cluster/down.sh CONFDIR (kills exactly the pids in the pid files written here).
+#
+# Tunables (environment):
+#   NODES=4            number of slurmd (node1..nodeN), one process each, -N nodeN, own port
+#   NODE_CPUS=4 NODE_MEM_MB=4000   advertised per node (SlurmdParameters=config_overrides)
+#   UTS_HOSTNAMES=1    run each slurmd in its own UTS namespace so `hostname` in a job == nodeN
+#   ACCOUNTING=dbd     dbd: MariaDB + slurmdbd (sacct/sstat work); none: no accounting db
+#   KILL_INVALID_DEPEND=0   1: jobs whose dependency can never be satisfied are cancelled
+#   CLUSTER=testcluster TEST_USER=hpcuser TEST_PASS=hpcpass TEST_ACCOUNT=testacct
+#   TOTP_SECRET=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP (base32)
+#   CTLD_PORT=6817 SLURMD_BASE_PORT=17001 DBD_PORT=6819 MYSQL_PORT=3307
+#   SSH_PORT=2222 (key+password) SSH_JUMP_PORT=2223 (jump host) SSH_OTP_PORT=2224 (key + TOTP)
+#   SKIP_APT=0 SMOKE=1 (submit one job over ssh at the end and wait for it)
+#   PAYLOAD_ENV=1      build CONFDIR/envs/payload (venv: dagster-pipes + polars, pinned) for jobs
+#   DAGSTER_PIPES_VERSION / POLARS_VERSION  pins of that env (default: read from ../uv.lock)
+set -euo pipefail
+
+CONFDIR=${1:-${DAGSTER_HPC_TEST_CLUSTER:-/var/tmp/dagster-hpc-cluster}}
+HERE=$(cd "$(dirname "$0")" && pwd)
+mkdir -p "$CONFDIR"; CONFDIR=$(cd "$CONFDIR" && pwd)
+NODES=${NODES:-4}; NODE_CPUS=${NODE_CPUS:-4}; NODE_MEM_MB=${NODE_MEM_MB:-4000}
+UTS_HOSTNAMES=${UTS_HOSTNAMES:-1}; ACCOUNTING=${ACCOUNTING:-dbd}
+KILL_INVALID_DEPEND=${KILL_INVALID_DEPEND:-0}
+CLUSTER=${CLUSTER:-testcluster}; TEST_USER=${TEST_USER:-hpcuser}; TEST_PASS=${TEST_PASS:-hpcpass}
+TEST_ACCOUNT=${TEST_ACCOUNT:-testacct}; TOTP_SECRET=${TOTP_SECRET:-JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP}
+CTLD_PORT=${CTLD_PORT:-6817}; SLURMD_BASE_PORT=${SLURMD_BASE_PORT:-17001}; DBD_PORT=${DBD_PORT:-6819}
+MYSQL_PORT=${MYSQL_PORT:-3307}
+SSH_PORT=${SSH_PORT:-2222}; SSH_JUMP_PORT=${SSH_JUMP_PORT:-2223}; SSH_OTP_PORT=${SSH_OTP_PORT:-2224}
+SKIP_APT=${SKIP_APT:-0}; SMOKE=${SMOKE:-1}; PAYLOAD_ENV=${PAYLOAD_ENV:-1}
+# version of a package pinned in the project's uv.lock (the payload env must match the client side)
+lock_version() { awk -v n="$1" '$0=="name = \""n"\"" {getline; gsub(/version = |"/,""); print; exit}' "$HERE/../uv.lock" 2>/dev/null; }
+DAGSTER_PIPES_VERSION=${DAGSTER_PIPES_VERSION:-$(lock_version dagster-pipes)}; DAGSTER_PIPES_VERSION=${DAGSTER_PIPES_VERSION:-1.13.27}
+POLARS_VERSION=${POLARS_VERSION:-$(lock_version polars)}; POLARS_VERSION=${POLARS_VERSION:-2.1.0}
+
+T0=$(date +%s%N)
+log() { printf '[cluster/up %6.1fs] %s\n' "$(( ($(date +%s%N) - T0) / 1000000 ))e-3" "$*"; }
+die() { echo "cluster/up.sh: ERROR: $*" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || die "must run as root"
+
+# pid_alive PIDFILE COMM -> 0 if the pid in PIDFILE is running and its comm is COMM
+# (a zombie counts as dead: PID 1 in such sandboxes may reap daemonized processes late)
+pid_alive() { local pf=$1 comm=$2 pid st; [ -s "$pf" ] || return 1; pid=$(cat "$pf" 2>/dev/null) || return 1
+  [[ $pid =~ ^[0-9]+$ ]] || return 1; st=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) || return 1
+  [ -n "$st" ] && [ "$st" != Z ] && [ "$(cat /proc/$pid/comm 2>/dev/null)" = "$comm" ]; }
+# listening check without connecting (a bare connect makes slurmctld log "Zero Bytes were transmitted")
+port_open() { if command -v ss >/dev/null; then [ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]
+  else (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; fi; }
+wait_port() { local p=$1 what=$2 n=${3:-120}; for ((i=0;i<n;i++)); do port_open "$p" && return 0; sleep 0.25; done
+  die "$what did not open 127.0.0.1:$p (see $CONFDIR/log)"; }
+# refuse to start a daemon on a port someone else already holds
+port_free_or_die() { if port_open "$1"; then die "port $1 ($2) is in use by another process:
+$(ss -ltnp 2>/dev/null | grep ":$1 " || true)"; fi; }
+
+# ---------------------------------------------------------------- 1. packages
+PKGS=(slurmctld slurmd slurm-client munge openssh-server openssh-client libpam-google-authenticator
+      oathtool sshpass iproute2 util-linux procps)
+[ "$ACCOUNTING" = dbd ] && PKGS+=(slurmdbd mariadb-server mariadb-client)
+if [ "$SKIP_APT" != 1 ]; then
+  missing=()
+  for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "apt: installing ${missing[*]}"
+    # keep package maintainer scripts from starting system-wide daemons (no systemd here)
+    own_policy=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+      chmod 755 /usr/sbin/policy-rc.d; own_policy=1; fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get -o DPkg::Lock::Timeout=600 update -qq
+    apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    [ $own_policy = 1 ] && rm -f /usr/sbin/policy-rc.d
+    log "apt: done"
+  else
+    log "apt: all packages present"
+  fi
+fi
+
+# ---------------------------------------------------------------- 2. layout, user
+D=$CONFDIR
+install -d -m 0755 "$D" "$D/etc" "$D/run" "$D/log" "$D/spool" "$D/spool/ctld" "$D/spool/d" "$D/ssh" "$D/client"
+for ((n=1;n<=NODES;n++)); do install -d -m 0755 "$D/spool/d/node$n"; done
+install -d -m 0755 -o munge -g munge "$D/munge" "$D/munge/run"   # socket path must be o+x for all users
+install -d -m 0700 -o munge -g munge "$D/munge/etc" "$D/munge/lib" "$D/munge/log"
+install -d -m 0755 /run/sshd
+chmod 1777 "$D/log"   # job output of tests may be pointed here by any user
+
+if ! id "$TEST_USER" >/dev/null 2>&1; then useradd -m -s /bin/bash "$TEST_USER"; log "created user $TEST_USER"; fi
+echo "$TEST_USER:$TEST_PASS" | chpasswd
+UHOME=$(getent passwd "$TEST_USER" | cut -d: -f6)
+
+# ---------------------------------------------------------------- 3. munge
+MUNGE_SOCK=$D/munge/run/munge.socket
+if [ ! -s "$D/munge/etc/munge.key" ]; then
+  dd if=/dev/urandom of="$D/munge/etc/munge.key" bs=1024 count=1 status=none
+fi
+chown munge:munge "$D/munge/etc/munge.key"; chmod 0400 "$D/munge/etc/munge.key"
+if pid_alive "$D/munge/run/munged.pid" munged; then log "munged already running"
+else
+  rm -f "$MUNGE_SOCK" "$MUNGE_SOCK.lock"
+  runuser -u munge -- /usr/sbin/munged --key-file="$D/munge/etc/munge.key" --socket="$MUNGE_SOCK" \
+    --pid-file="$D/munge/run/munged.pid" --log-file="$D/munge/log/munged.log" --seed-file="$D/munge/lib/munged.seed"
+  log "munged started (pid $(cat "$D/munge/run/munged.pid"))"
+fi
+munge -S "$MUNGE_SOCK" -n | unmunge -S "$MUNGE_SOCK" >/dev/null || die "munge self-test failed"
+
+# ---------------------------------------------------------------- 4. slurm.conf
+HOST=$(hostname -s)
+SLURM_CONF=$D/etc/slurm.conf; export SLURM_CONF
+LASTPORT=$((SLURMD_BASE_PORT + NODES - 1))
+{
+cat <<EOF
+# generated by cluster/up.sh -- do not edit, re-run cluster/up.sh instead
+ClusterName=$CLUSTER
+SlurmctldHost=$HOST(127.0.0.1)
+SlurmctldPort=$CTLD_PORT
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+AuthInfo=socket=$MUNGE_SOCK
+CredType=cred/munge
+StateSaveLocation=$D/spool/ctld
+SlurmdSpoolDir=$D/spool/d/%n
+SlurmctldPidFile=$D/run/slurmctld.pid
+SlurmdPidFile=$D/run/slurmd-%n.pid
+SlurmctldLogFile=$D/log/slurmctld.log
+SlurmdLogFile=$D/log/slurmd-%n.log
+SlurmctldDebug=info
+SlurmdDebug=info
+MailProg=/bin/true
+MpiDefault=none
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+DefMemPerCPU=256
+SchedulerType=sched/backfill
+SchedulerParameters=bf_interval=2,bf_hetjob_immediate
+SlurmdParameters=config_overrides
+ReturnToService=2
+MinJobAge=300
+KillWait=5
+InactiveLimit=0
+SlurmctldTimeout=60
+SlurmdTimeout=60
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=2
+# task/none enforces no memory limit: let the accounting sampler kill a step above its --mem,
+# so an over-memory job really ends OUT_OF_MEMORY (tests of the Slurm backend need that state)
+JobAcctGatherParams=OverMemoryKill
+JobCompType=jobcomp/filetxt
+JobCompLoc=$D/log/jobcomp.txt
+EOF
+if [ "$ACCOUNTING" = dbd ]; then cat <<EOF
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=127.0.0.1
+AccountingStoragePort=$DBD_PORT
+# with a non-default munge socket this is how the dbd connection finds it
+AccountingStoragePass=$MUNGE_SOCK
+AccountingStorageTRES=cpu,mem,node,billing
+EOF
+else echo "AccountingStorageType=accounting_storage/none"; fi
+[ "$KILL_INVALID_DEPEND" = 1 ] && echo "DependencyParameters=kill_invalid_depend"
+cat <<EOF
+NodeName=node[1-$NODES] NodeHostname=$HOST NodeAddr=127.0.0.1 Port=[$SLURMD_BASE_PORT-$LASTPORT] CPUs=$NODE_CPUS RealMemory=$NODE_MEM_MB State=UNKNOWN
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE DefaultTime=00:30:00 State=UP
+EOF
+} > "$SLURM_CONF.new"
+CONF_CHANGED=0
+if ! cmp -s "$SLURM_CONF.new" "$SLURM_CONF"; then
+  [ -e "$SLURM_CONF" ] && cp -p "$SLURM_CONF" "$SLURM_CONF.prev"
+  mv "$SLURM_CONF.new" "$SLURM_CONF"; CONF_CHANGED=1
+else rm -f "$SLURM_CONF.new"; fi
+chmod 0644 "$SLURM_CONF"
+# a Slurm client without SLURM_CONF looks at /etc/slurm/slurm.conf: point it here unless a real file is there
+if [ -L /etc/slurm/slurm.conf ] || [ ! -e /etc/slurm/slurm.conf ]; then ln -sfn "$SLURM_CONF" /etc/slurm/slurm.conf
+else log "WARNING: /etc/slurm/slurm.conf is a regular file, left alone (clients need SLURM_CONF)"; fi
+cat > "$D/env.sh" <<EOF
+export SLURM_CONF=$SLURM_CONF
+export SLURM_TEST_SSH_CONFIG=$D/client/ssh_config
+export SLURM_TEST_SSH_KEY=$D/client/id_ed25519
+export SLURM_TEST_USER=$TEST_USER SLURM_TEST_PASS=$TEST_PASS SLURM_TEST_TOTP_SECRET=$TOTP_SECRET
+export SLURM_TEST_SSH_PORT=$SSH_PORT SLURM_TEST_SSH_JUMP_PORT=$SSH_JUMP_PORT SLURM_TEST_SSH_OTP_PORT=$SSH_OTP_PORT
+EOF
+[ "$PAYLOAD_ENV" = 1 ] && echo "export SLURM_TEST_PAYLOAD_PYTHON=$D/envs/payload/bin/python" >> "$D/env.sh"
+runuser -u "$TEST_USER" -- test -r "$SLURM_CONF" || die "$TEST_USER cannot read $SLURM_CONF: every parent of CONFDIR must be o+x"
+runuser -u "$TEST_USER" -- test -w "$MUNGE_SOCK" || die "$TEST_USER cannot reach $MUNGE_SOCK"
+
+# ---------------------------------------------------------------- 5. accounting: MariaDB + slurmdbd
+if [ "$ACCOUNTING" = dbd ]; then
+  install -d -m 0755 -o mysql -g mysql "$D/mysql" "$D/mysql/run"
+  install -d -m 0700 -o mysql -g mysql "$D/mysql/data"
+  MYSOCK=$D/mysql/run/mysqld.sock
+  if pid_alive "$D/mysql/run/mysqld.pid" mariadbd; then log "mariadbd already running"
+  else
+    port_free_or_die "$MYSQL_PORT" mariadb
+    if [ ! -d "$D/mysql/data/mysql" ]; then
+      mariadb-install-db --no-defaults --user=mysql --datadir="$D/mysql/data" --auth-root-authentication-method=socket \
+        --skip-test-db > "$D/log/mariadb-install.log" 2>&1 || die "mariadb-install-db failed, see $D/log/mariadb-install.log"
+      log "mariadb datadir initialised"
+    fi
+    ( cd / && setsid -f /usr/sbin/mariadbd --no-defaults --user=mysql --datadir="$D/mysql/data" --socket="$MYSOCK" \
+        --pid-file="$D/mysql/run/mysqld.pid" --port="$MYSQL_PORT" --bind-address=127.0.0.1 --skip-name-resolve \
+        --log-error="$D/log/mariadb.err" --innodb-buffer-pool-size=128M --innodb-lock-wait-timeout=900 \
+        </dev/null >/dev/null 2>&1 )
+    for ((i=0;i<120;i++)); do mariadb-admin --no-defaults --socket="$MYSOCK" -uroot ping >/dev/null 2>&1 && break; sleep 0.25; done
+    pid_alive "$D/mysql/run/mysqld.pid" mariadbd || die "mariadbd did not start, see $D/log/mariadb.err"
+    log "mariadbd started (pid $(cat "$D/mysql/run/mysqld.pid"))"
+  fi
+  mariadb --no-defaults --socket="$MYSOCK" -uroot -e "
+    CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY 'slurmdbpass';
+    CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY 'slurmdbpass';
+    GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1'; GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost';"
+  # slurmdbd has no -f: it reads slurmdbd.conf from dirname($SLURM_CONF); must be 0600 and owned by SlurmUser
+  cat > "$D/etc/slurmdbd.conf.new" <<EOF
+AuthType=auth/munge
+AuthInfo=socket=$MUNGE_SOCK
+DbdHost=localhost
+DbdAddr=127.0.0.1
+DbdPort=$DBD_PORT
+SlurmUser=root
+PidFile=$D/run/slurmdbd.pid
+LogFile=$D/log/slurmdbd.log
+DebugLevel=info
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort=$MYSQL_PORT
+StorageUser=slurm
+StoragePass=slurmdbpass
+StorageLoc=slurm_acct_db
+EOF
+  DBD_CHANGED=0
+  if ! cmp -s "$D/etc/slurmdbd.conf.new" "$D/etc/slurmdbd.conf"; then mv "$D/etc/slurmdbd.conf.new" "$D/etc/slurmdbd.conf"; DBD_CHANGED=1
+  else rm -f "$D/etc/slurmdbd.conf.new"; fi
+  chmod 0600 "$D/etc/slurmdbd.conf"
+  if [ $DBD_CHANGED = 1 ] && pid_alive "$D/run/slurmdbd.pid" slurmdbd; then
+    kill "$(cat "$D/run/slurmdbd.pid")"; for ((i=0;i<40;i++)); do pid_alive "$D/run/slurmdbd.pid" slurmdbd || break; sleep 0.25; done
+  fi
+  if pid_alive "$D/run/slurmdbd.pid" slurmdbd; then log "slurmdbd already running"
+  else
+    port_free_or_die "$DBD_PORT" slurmdbd
+    ( cd / && slurmdbd )
+    wait_port "$DBD_PORT" slurmdbd 160
+    log "slurmdbd started (pid $(cat "$D/run/slurmdbd.pid"))"
+  fi
+  # associations (sacctmgr talks to slurmdbd only). Create the cluster before slurmctld registers.
+  sacctmgr -n -P list cluster format=cluster | grep -qx "$CLUSTER" || sacctmgr -i add cluster "$CLUSTER" >/dev/null
+  sacctmgr -n -P list account format=account | grep -qx "$TEST_ACCOUNT" || \
+    sacctmgr -i add account "$TEST_ACCOUNT" Description=test Organization=test cluster="$CLUSTER" >/dev/null
+  for u in "$TEST_USER" root; do
+    sacctmgr -n -P list assoc cluster="$CLUSTER" account="$TEST_ACCOUNT" user="$u" format=user | grep -qx "$u" || \
+      sacctmgr -i add user "$u" account="$TEST_ACCOUNT" cluster="$CLUSTER" >/dev/null
+  done
+  log "accounting associations ok"
+fi
+
+# ---------------------------------------------------------------- 6. slurmctld + slurmd
+# Settings that `scontrol reconfigure` applies: when only those changed, running daemons (and the
+# jobs of everyone using this shared cluster) are left alone. Anything else needs a restart.
+RECONFIGURABLE='^(#|JobAcctGather|SchedulerParameters|DependencyParameters|MinJobAge|KillWait|DefMemPerCPU|SlurmctldDebug|SlurmdDebug|InactiveLimit|ReturnToService)'
+if [ $CONF_CHANGED = 1 ] && [ -s "$SLURM_CONF.prev" ] && pid_alive "$D/run/slurmctld.pid" slurmctld && \
+   cmp -s <(grep -Ev "$RECONFIGURABLE" "$SLURM_CONF.prev") <(grep -Ev "$RECONFIGURABLE" "$SLURM_CONF"); then
+  scontrol reconfigure || die "scontrol reconfigure failed (see $D/log/slurmctld.log)"
+  log "slurm.conf changed (reconfigurable settings only): scontrol reconfigure, daemons kept"
+  CONF_CHANGED=0
+fi
+if [ $CONF_CHANGED = 1 ]; then
+  # a changed slurm.conf needs the running Slurm daemons restarted
+  for pf in "$D"/run/slurmd-node*.pid "$D/run/slurmctld.pid"; do
+    [ -e "$pf" ] || continue; comm=slurmd; [[ $pf == *slurmctld* ]] && comm=slurmctld
+    if pid_alive "$pf" $comm; then log "slurm.conf changed: stopping $comm ($(cat "$pf"))"; kill "$(cat "$pf")"
+      for ((i=0;i<60;i++)); do pid_alive "$pf" $comm || break; sleep 0.25; done; fi
+  done
+fi
+if pid_alive "$D/run/slurmctld.pid" slurmctld; then log "slurmctld already running"
+else
+  port_free_or_die "$CTLD_PORT" slurmctld
+  ( cd / && slurmctld -f "$SLURM_CONF" )
+  wait_port "$CTLD_PORT" slurmctld
+  log "slurmctld started (pid $(cat "$D/run/slurmctld.pid"))"
+fi
+for ((n=1;n<=NODES;n++)); do
+  if pid_alive "$D/run/slurmd-node$n.pid" slurmd; then continue; fi
+  port_free_or_die $((SLURMD_BASE_PORT + n - 1)) "slurmd node$n"
+  if [ "$UTS_HOSTNAMES" = 1 ]; then
+    ( cd / && unshare --uts sh -c "hostname node$n && exec slurmd -f '$SLURM_CONF' -N node$n" )
+  else
+    ( cd / && slurmd -f "$SLURM_CONF" -N "node$n" )
+  fi
+  log "slurmd node$n started"
+done
+ready=0
+for ((i=0;i<240;i++)); do   # up to 60 s for every node to register and be usable
+  states=$(sinfo -h -N -o '%N %t' 2>/dev/null | sort -u || true)
+  bad=$(echo "$states" | awk 'NF==2 && $2 !~ /^(idle|mix|alloc|comp|plnd)$/')
+  if [ -n "$states" ] && [ -z "$bad" ] && [ "$(echo "$states" | wc -l)" -ge "$NODES" ]; then ready=1; break; fi
+  sleep 0.25
+done
+[ $ready = 1 ] || die "nodes not ready: ${bad:-$states} (see $D/log/slurmd-node*.log)"
+log "sinfo: $(sinfo -h -o '%P %a %D %t %N' | tr '\n' ' ')"
+
+# ---------------------------------------------------------------- 7. ssh user files
+install -d -m 0700 -o "$TEST_USER" -g "$TEST_USER" "$UHOME/.ssh"
+[ -s "$D/client/id_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C "$TEST_USER-test" -f "$D/client/id_ed25519"
+# append (not overwrite): several CONFDIRs may share the test user
+touch "$UHOME/.ssh/authorized_keys"
+grep -qxF "$(cat "$D/client/id_ed25519.pub")" "$UHOME/.ssh/authorized_keys" || cat "$D/client/id_ed25519.pub" >> "$UHOME/.ssh/authorized_keys"
+chown "$TEST_USER:$TEST_USER" "$UHOME/.ssh/authorized_keys"; chmod 0600 "$UHOME/.ssh/authorized_keys"
+printf '%s\n" RATE_LIMIT 100 30\n" WINDOW_SIZE 3\n" TOTP_AUTH\n' "$TOTP_SECRET" > "$UHOME/.google_authenticator"
+chown "$TEST_USER:$TEST_USER" "$UHOME/.google_authenticator"; chmod 0400 "$UHOME/.google_authenticator"
+echo "$TOTP_SECRET" > "$D/client/totp_secret"
+
+# ---------------------------------------------------------------- 8. sshd x3
+for k in ed25519 rsa; do [ -s "$D/ssh/ssh_host_${k}_key" ] || ssh-keygen -q -t $k -N '' -f "$D/ssh/ssh_host_${k}_key"; done
+# the OTP instance runs as "sshd-otp" so that PAM uses /etc/pam.d/sshd-otp (service name = program name)
+ln -sfn /usr/sbin/sshd /usr/local/sbin/sshd-otp
+cat > /etc/pam.d/sshd-otp <<'EOF'
+# written by cluster/up.sh: PAM stack of the test OTP sshd -- one "Verification code:" prompt (TOTP)
+auth     required   pam_google_authenticator.so
+account  required   pam_permit.so
+session  required   pam_permit.so
+password required   pam_deny.so
+EOF
+sshd_common() { cat <<EOF
+ListenAddress 127.0.0.1
+HostKey $D/ssh/ssh_host_ed25519_key
+HostKey $D/ssh/ssh_host_rsa_key
+AuthorizedKeysFile .ssh/authorized_keys
+PermitRootLogin no
+AllowUsers $TEST_USER
+PubkeyAuthentication yes
+AllowTcpForwarding yes
+X11Forwarding no
+PrintMotd no
+MaxStartups 100:30:200
+MaxSessions 100
+LogLevel VERBOSE
+SetEnv SLURM_CONF=$SLURM_CONF
+Subsystem sftp /usr/lib/openssh/sftp-server
+EOF
+}
+{ echo "Port $SSH_PORT"; echo "PidFile $D/run/sshd-main.pid"; sshd_common
+  echo "UsePAM no"; echo "PasswordAuthentication yes"; echo "KbdInteractiveAuthentication no"; } > "$D/ssh/sshd_main.conf.new"
+{ echo "Port $SSH_JUMP_PORT"; echo "PidFile $D/run/sshd-jump.pid"; sshd_common
+  echo "UsePAM no"; echo "PasswordAuthentication yes"; echo "KbdInteractiveAuthentication no"; } > "$D/ssh/sshd_jump.conf.new"
+{ echo "Port $SSH_OTP_PORT"; echo "PidFile $D/run/sshd-otp.pid"; sshd_common
+  echo "UsePAM yes"; echo "PasswordAuthentication no"; echo "KbdInteractiveAuthentication yes"
+  echo "AuthenticationMethods publickey,keyboard-interactive"; } > "$D/ssh/sshd_otp.conf.new"
+start_sshd() { local name=$1 bin=$2 port=$3 comm changed=0; comm=$(basename "$bin")
+  local cf=$D/ssh/sshd_$name.conf
+  if cmp -s "$cf.new" "$cf"; then rm -f "$cf.new"; else mv "$cf.new" "$cf"; changed=1; fi
+  if pid_alive "$D/run/sshd-$name.pid" "$comm"; then
+    # reload only on a real change: a HUP re-execs the listener, and a connection attempt by
+    # someone else's test in that instant would be refused
+    if [ $changed = 1 ]; then kill -HUP "$(cat "$D/run/sshd-$name.pid")"; log "sshd-$name config changed: reloaded"
+    else log "sshd-$name already running"; fi
+    return; fi
+  port_free_or_die "$port" "sshd-$name"
+  "$bin" -t -f "$D/ssh/sshd_$name.conf" || die "bad sshd config $D/ssh/sshd_$name.conf"
+  "$bin" -f "$D/ssh/sshd_$name.conf" -E "$D/log/sshd-$name.log"
+  wait_port "$port" "sshd-$name"; log "sshd-$name started on 127.0.0.1:$port (pid $(cat "$D/run/sshd-$name.pid"))"; }
+start_sshd main /usr/sbin/sshd "$SSH_PORT"
+start_sshd jump /usr/sbin/sshd "$SSH_JUMP_PORT"
+start_sshd otp /usr/local/sbin/sshd-otp "$SSH_OTP_PORT"
+sleep 0.3; for p in "$SSH_PORT" "$SSH_JUMP_PORT" "$SSH_OTP_PORT"; do wait_port "$p" sshd; done
+
+# ---------------------------------------------------------------- 9. client side files
+C=$D/client
+{ for k in ed25519 rsa; do
+    echo "[127.0.0.1]:$SSH_PORT,[127.0.0.1]:$SSH_JUMP_PORT,[127.0.0.1]:$SSH_OTP_PORT,[localhost]:$SSH_PORT,[localhost]:$SSH_JUMP_PORT,[localhost]:$SSH_OTP_PORT $(cut -d' ' -f1,2 "$D/ssh/ssh_host_${k}_key.pub")"
+  done; } > "$C/known_hosts"
+cat > "$C/ssh_config" <<EOF
+# ssh -F $C/ssh_config slurm-main|slurm-jump|slurm-via-jump|slurm-otp
+Host slurm-main slurm-jump slurm-via-jump slurm-otp
+  User $TEST_USER
+  IdentityFile $C/id_ed25519
+  IdentitiesOnly yes
+  UserKnownHostsFile $C/known_hosts
+  StrictHostKeyChecking yes
+  ControlPath $C/cm-%C
+Host slurm-main
+  HostName 127.0.0.1
+  Port $SSH_PORT
+Host slurm-jump
+  HostName 127.0.0.1
+  Port $SSH_JUMP_PORT
+Host slurm-via-jump
+  HostName 127.0.0.1
+  Port $SSH_PORT
+  ProxyJump slurm-jump
+Host slurm-otp
+  HostName 127.0.0.1
+  Port $SSH_OTP_PORT
+EOF
+cat > "$C/otp-askpass.sh" <<EOF
+#!/bin/sh
+# SSH_ASKPASS helper: answers the "Verification code:" prompt with the current TOTP
+case "\$1" in
+  *erification*) exec oathtool --totp -b "\$(cat '$C/totp_secret')" ;;
+  *) echo "otp-askpass: unexpected prompt: \$1" >&2; exit 1 ;;
+esac
+EOF
+chmod 0755 "$C/otp-askpass.sh"
+
+# ---------------------------------------------------------------- 10. pre-deployed payload env
+# A venv that jobs (running as the test user) use as a pre-deployed environment. Built by root,
+# readable by all; rebuilt only when missing, broken, or pinned to other versions.
+if [ "$PAYLOAD_ENV" = 1 ]; then
+  PENV=$D/envs/payload; WANT="dagster-pipes==$DAGSTER_PIPES_VERSION polars==$POLARS_VERSION"
+  if [ -x "$PENV/bin/python" ] && [ "$(cat "$PENV/.pins" 2>/dev/null)" = "$WANT" ] && \
+     runuser -u "$TEST_USER" -- "$PENV/bin/python" -c 'import dagster_pipes, polars' 2>/dev/null; then
+    log "payload env present ($WANT)"
+  else
+    install -d -m 0755 "$D/envs"; rm -rf "$PENV"   # a venv embeds its path: build it in place
+    /usr/bin/python3 -m venv "$PENV"
+    # bounded retries/timeout: fail CI clearly instead of hanging when PyPI is unreachable
+    # shellcheck disable=SC2086  # WANT is two words on purpose
+    "$PENV/bin/python" -m pip install --quiet --disable-pip-version-check --retries 3 --timeout 60 $WANT \
+      || { rm -rf "$PENV"; die "pip install $WANT into $PENV failed (needs PyPI); re-run cluster/up.sh"; }
+    echo "$WANT" > "$PENV/.pins"; chmod -R a+rX "$PENV"
+    runuser -u "$TEST_USER" -- "$PENV/bin/python" -c 'import dagster_pipes, polars' || die "$TEST_USER cannot use $PENV"
+    log "payload env built: $PENV ($WANT)"
+  fi
+fi
+
+# ---------------------------------------------------------------- 11. smoke test over ssh
+if [ "$SMOKE" = 1 ]; then
+  out=$(ssh -F "$C/ssh_config" -o BatchMode=yes slurm-main '
+    j=$(sbatch --parsable -o /dev/null --wrap "hostname") || exit 1
+    for i in $(seq 1 120); do s=$(scontrol show job $j 2>/dev/null | grep -o "JobState=[A-Z]*"); [ "$s" = JobState=COMPLETED ] && break; sleep 0.25; done
+    echo "$j $s"') || die "smoke test over ssh failed"
+  log "smoke: job $out"
+fi
+log "READY: source $D/env.sh ; ssh -F $C/ssh_config slurm-main squeue   (total $(( ($(date +%s%N) - T0) / 1000000 )) ms)"
