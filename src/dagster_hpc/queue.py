@@ -1,0 +1,259 @@
+"""QueueConfig: a Slurm resource request, validated before anything is submitted.
+
+Every field is optional: ``None`` means "let the site's default apply". A resource holds a
+default request and each asset may override parts of it (``run(..., queue=...)`` or asset
+metadata under ``QUEUE_METADATA_KEY``); ``merged`` combines the two. ``to_sbatch_lines`` is a
+pure function: the ``#SBATCH`` header that users can print with a dry run.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+
+from dagster_hpc.errors import ConfigError
+
+# Asset metadata key whose value (a mapping of QueueConfig fields) overrides the resource's queue.
+QUEUE_METADATA_KEY = "dagster-hpc/queue"
+
+UNLIMITED_TIME = ("UNLIMITED", "INFINITE")
+
+# Slurm time formats: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S.
+_TIME_RE = re.compile(
+    r"^(?:(?P<d>\d+)-(?P<dh>\d+)(?::(?P<dm>\d+)(?::(?P<ds>\d+))?)?"
+    r"|(?P<a>\d+)(?::(?P<b>\d+)(?::(?P<c>\d+))?)?)$"
+)
+_MEM_RE = re.compile(r"^(?P<n>\d+)(?P<unit>[KMGT]?)B?$", re.IGNORECASE)
+_MEM_UNIT_MB = {"": 1, "K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
+# Names Slurm accepts for partitions, accounts, QOS, reservations, GRES types.
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+@%:-]*$")
+# Constraint expressions may use & | [ ] * ( ) , ! but never whitespace, quotes or $ ` ; < >.
+_CONSTRAINT_RE = re.compile(r"^[A-Za-z0-9_.:+&|*\[\](),!-]+$")
+_SIGNAL_RE = re.compile(r"^(?:(?P<scope>[RB]):)?(?:SIG)?(?P<sig>[A-Z0-9]+)(?:@(?P<secs>\d+))?$")
+_KNOWN_SIGNALS = frozenset(
+    "HUP INT QUIT ABRT KILL ALRM TERM USR1 USR2 CONT STOP TSTP TTIN TTOU URG XCPU XFSZ".split()
+)
+# Default lead time (s) when the signal is given without "@secs": Slurm's own default is 60.
+DEFAULT_SIGNAL_LEAD_S = 60
+# A free-form directive: --option or --option=value, value restricted to characters that need
+# no quoting (sbatch parses #SBATCH lines itself; a newline would start a new script line).
+_DIRECTIVE_RE = re.compile(r"^(?P<opt>--?[A-Za-z][A-Za-z0-9-]*)(?:=(?P<val>[A-Za-z0-9_.,:+@%/=&|*\[\]()!-]*))?$")
+# Options the backend sets itself (run dir, logs, name): overriding them breaks log streaming.
+RESERVED_DIRECTIVES = frozenset(
+    ["--output", "-o", "--error", "-e", "--chdir", "-D", "--job-name", "-J", "--parsable",
+     "--wrap", "--input", "-i"]
+)
+
+
+def parse_time_limit(value: str) -> int | None:
+    """Seconds for a Slurm time string; ``None`` for UNLIMITED. Raises ConfigError if invalid."""
+    text = value.strip()
+    if text.upper() in UNLIMITED_TIME:
+        return None
+    m = _TIME_RE.match(text)
+    if not m:
+        raise ConfigError(
+            f"time_limit={value!r} is not a Slurm time: use minutes (\"30\"), MM:SS, HH:MM:SS, "
+            "D-HH, D-HH:MM, D-HH:MM:SS or UNLIMITED, e.g. time_limit=\"01:30:00\" or \"2-00:00:00\""
+        )
+    g = {k: int(v) for k, v in m.groupdict().items() if v is not None}
+    if "d" in g:
+        return ((g["d"] * 24 + g["dh"]) * 60 + g.get("dm", 0)) * 60 + g.get("ds", 0)
+    if "c" in g:  # H:M:S
+        return (g["a"] * 60 + g["b"]) * 60 + g["c"]
+    if "b" in g:  # M:S
+        return g["a"] * 60 + g["b"]
+    return g["a"] * 60  # minutes
+
+
+def parse_mem_mb(value: str, field: str = "mem") -> float:
+    """Megabytes for a Slurm memory size ("512M", "4G", "1024" = MB). Raises ConfigError."""
+    m = _MEM_RE.match(value.strip())
+    if not m:
+        raise ConfigError(
+            f"{field}={value!r} is not a Slurm memory size: use a whole number with an optional "
+            f"unit K, M, G or T (plain numbers are megabytes), e.g. {field}=\"4G\" or {field}=\"512M\""
+        )
+    return int(m["n"]) * _MEM_UNIT_MB[m["unit"].upper()]
+
+
+def _check_name(field: str, value: str) -> None:
+    if not _NAME_RE.match(value):
+        raise ConfigError(
+            f"{field}={value!r} is not a valid Slurm name: use letters, digits and _ . - + @ % : "
+            "only (no spaces, quotes or shell characters)"
+        )
+
+
+def _check_positive(field: str, value: int | None, minimum: int = 1) -> None:
+    if value is not None and value < minimum:
+        raise ConfigError(f"{field}={value} must be >= {minimum}")
+
+
+def parse_signal(value: str) -> tuple[str, int]:
+    """("USR2", 120) for "USR2@120", "SIGUSR2@120", "B:USR2@120" or "12@120"."""
+    m = _SIGNAL_RE.match(value.strip().upper())
+    sig = m["sig"] if m else ""
+    if not m or not (sig in _KNOWN_SIGNALS or sig.isdigit()):
+        raise ConfigError(
+            f"signal_before_timeout={value!r} is not a signal spec: use NAME@SECONDS, e.g. "
+            "\"USR2@120\" (USR2 120 s before the time limit; USR1 is taken by NCCL)"
+        )
+    if m["scope"] == "R":
+        raise ConfigError(
+            f"signal_before_timeout={value!r}: the R: scope would bypass the job wrapper, which "
+            "forwards the signal to the payload; write it without a scope, e.g. \"USR2@120\""
+        )
+    secs = int(m["secs"]) if m["secs"] else DEFAULT_SIGNAL_LEAD_S
+    if secs > 65535:
+        raise ConfigError(f"signal_before_timeout={value!r}: Slurm allows at most 65535 s lead time")
+    return sig, secs
+
+
+def parse_directive(value: str) -> tuple[str, str | None]:
+    m = _DIRECTIVE_RE.match(value.strip())
+    if not m:
+        raise ConfigError(
+            f"extra directive {value!r} cannot be passed safely: write it as --option or "
+            "--option=value without spaces, quotes, newlines or shell characters ($ ` ; < > \\), "
+            "e.g. \"--mail-type=END\""
+        )
+    opt = m["opt"]
+    if opt in RESERVED_DIRECTIVES:
+        raise ConfigError(
+            f"extra directive {value!r}: {opt} is set by dagster-hpc (run directory, logs, job "
+            "name) and must not be overridden"
+        )
+    return opt, m["val"]
+
+
+class QueueConfig(dg.Config):
+    """A Slurm resource request. Immutable; bad values raise ConfigError at construction."""
+
+    partition: str | None = None
+    nodes: int | None = None
+    ntasks: int | None = None
+    cpus_per_task: int | None = None
+    mem: str | None = None  # per node, e.g. "4G"; exclusive with mem_per_cpu
+    mem_per_cpu: str | None = None
+    gpus_per_node: int | None = None
+    gres_type: str | None = None  # e.g. "a100" -> --gres=gpu:a100:N
+    time_limit: str | None = None  # any Slurm time format or UNLIMITED
+    qos: str | None = None
+    account: str | None = None
+    reservation: str | None = None
+    constraint: str | None = None
+    exclusive: bool | None = None
+    signal_before_timeout: str | None = None  # "USR2@120" -> --signal=B:USR2@120
+    extra_directives: list[str] = []
+
+    def __init__(self, **data: Any):
+        super().__init__(**data)
+        self.validate_request()
+
+    def validate_request(self) -> None:
+        """Raise ConfigError naming the first bad field and a valid example."""
+        for f in ("partition", "qos", "account", "reservation", "gres_type"):
+            v = getattr(self, f)
+            if v is not None:
+                _check_name(f, v)
+        for f in ("nodes", "ntasks", "cpus_per_task"):
+            _check_positive(f, getattr(self, f))
+        _check_positive("gpus_per_node", self.gpus_per_node, minimum=0)
+        if self.mem is not None and self.mem_per_cpu is not None:
+            raise ConfigError(
+                f"mem={self.mem!r} and mem_per_cpu={self.mem_per_cpu!r} are mutually exclusive in "
+                "Slurm: set only one (mem is per node, mem_per_cpu per allocated CPU)"
+            )
+        if self.mem is not None:
+            parse_mem_mb(self.mem, "mem")
+        if self.mem_per_cpu is not None:
+            parse_mem_mb(self.mem_per_cpu, "mem_per_cpu")
+        if self.gres_type is not None and not self.gpus_per_node:
+            raise ConfigError(f"gres_type={self.gres_type!r} needs gpus_per_node >= 1")
+        limit = parse_time_limit(self.time_limit) if self.time_limit is not None else None
+        if self.constraint is not None and not _CONSTRAINT_RE.match(self.constraint):
+            raise ConfigError(
+                f"constraint={self.constraint!r} is not a Slurm feature expression: use feature "
+                "names with & | [ ] * ( ) , ! and no spaces or quotes, e.g. \"intel&ib\""
+            )
+        if self.signal_before_timeout is not None:
+            _, secs = parse_signal(self.signal_before_timeout)
+            if limit is not None and secs >= limit:
+                raise ConfigError(
+                    f"signal_before_timeout={self.signal_before_timeout!r} asks for the signal "
+                    f"{secs} s before a time limit of {limit} s: lower the lead time"
+                )
+        for d in self.extra_directives:
+            parse_directive(d)
+
+    @property
+    def time_limit_seconds(self) -> int | None:
+        return parse_time_limit(self.time_limit) if self.time_limit is not None else None
+
+    @property
+    def signal(self) -> tuple[str, int] | None:
+        """(signal name, lead seconds) the job wrapper forwards to the payload, if any."""
+        return parse_signal(self.signal_before_timeout) if self.signal_before_timeout else None
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any] | QueueConfig | None) -> QueueConfig:
+        """From asset metadata / a plain dict; unknown keys are an error, not silently ignored."""
+        if data is None:
+            return cls()
+        if isinstance(data, QueueConfig):
+            return data
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"queue override must be a QueueConfig or a mapping, got {type(data).__name__}")
+        unknown = sorted(set(data) - set(cls.model_fields))
+        if unknown:
+            raise ConfigError(
+                f"unknown queue field(s) {unknown}: valid fields are {sorted(cls.model_fields)}"
+            )
+        return cls(**dict(data))
+
+    def merged(self, override: QueueConfig | Mapping[str, Any] | None) -> QueueConfig:
+        """This request with every field the override sets replaced (extra directives appended)."""
+        over = QueueConfig.from_mapping(override)
+        values = self.model_dump()
+        for name, v in over.model_dump().items():
+            if name == "extra_directives":
+                values[name] = [*self.extra_directives, *v]
+            elif v is not None:
+                values[name] = v
+                if name == "mem":
+                    values["mem_per_cpu"] = None  # the override's choice of memory kind wins
+                elif name == "mem_per_cpu":
+                    values["mem"] = None
+        return QueueConfig(**values)
+
+    def to_sbatch_lines(self) -> list[str]:
+        """The ``#SBATCH`` lines for this request, every value quoted. Pure."""
+        opts: list[tuple[str, str | None]] = []
+        simple = [
+            ("partition", "--partition"), ("nodes", "--nodes"), ("ntasks", "--ntasks"),
+            ("cpus_per_task", "--cpus-per-task"), ("mem", "--mem"), ("mem_per_cpu", "--mem-per-cpu"),
+            ("time_limit", "--time"), ("qos", "--qos"), ("account", "--account"),
+            ("reservation", "--reservation"), ("constraint", "--constraint"),
+        ]
+        for field, opt in simple:
+            v = getattr(self, field)
+            if v is not None:
+                opts.append((opt, str(v)))
+        if self.gpus_per_node:
+            gres = f"gpu:{self.gres_type}:{self.gpus_per_node}" if self.gres_type else f"gpu:{self.gpus_per_node}"
+            opts.append(("--gres", gres))
+        if self.exclusive:
+            opts.append(("--exclusive", None))
+        if self.signal is not None:
+            sig, secs = self.signal
+            opts.append(("--signal", f"B:{sig}@{secs}"))
+        opts.extend(parse_directive(d) for d in self.extra_directives)
+        return [
+            f"#SBATCH {opt}" if val is None else f"#SBATCH {opt}={shlex.quote(val)}"
+            for opt, val in opts
+        ]
