@@ -18,8 +18,10 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
+from dagster_hpc.errors import PayloadError
 from dagster_hpc.transport.base import Transport
 
 # File names inside a run directory: one contract for job scripts, readers and backends.
@@ -33,7 +35,7 @@ STDERR = "stderr.log"
 EXIT_CODE = "exit_code"
 
 
-class JobState(str, Enum):
+class JobState(str, Enum):  # noqa: UP042 - str() must stay the plain value on 3.11
     PENDING = "PENDING"
     RUNNING = "RUNNING"
     COMPLETED = "COMPLETED"
@@ -87,6 +89,32 @@ class Backend(abc.ABC):
     never on the immutable Dagster resource)."""
 
     name: str
+    # Named waits (backends override with their own reasons): how often the Pipes reader reads
+    # the run dir (one round trip per tick), how often ``poll`` is called, and how long to wait
+    # for the exit_code file after the scheduler says the job finished (shared filesystems lag).
+    tail_interval_s: float = 0.5
+    poll_interval_s: float = 1.0
+    exit_file_grace_s: float = 10.0
+    # Interpreter for Python payloads when neither the launcher nor the resource names one.
+    default_python: str = "python3"
+
+    def local_staging_dir(self, run_dir: str) -> Path | None:
+        """Where the facade writes the run directory before ``submit``.
+
+        None (the default) means "a fresh local temporary directory that ``submit`` ships to
+        ``run_dir``"; the local backend returns ``run_dir`` itself (nothing to ship).
+        """
+        return None
+
+    def failure_error(self, handle: JobHandle, outcome: JobOutcome, stderr_tail: list[str]) -> PayloadError:
+        """The error raised when a job did not succeed (backends name their own states)."""
+        code = "unknown (no exit_code file)" if outcome.exit_code is None else str(outcome.exit_code)
+        tail = "\n".join(stderr_tail) or "(stderr was empty)"
+        return PayloadError(
+            f"payload failed: state {outcome.state.value}, exit code {code}, {self.name} job {handle.job_id}\n"
+            f"--- stderr (last {len(stderr_tail)} lines) ---\n{tail}\n"
+            f"hint: the payload's full output is in {handle.run_dir}/{STDOUT} and {handle.run_dir}/{STDERR}"
+        )
 
     @property
     @abc.abstractmethod

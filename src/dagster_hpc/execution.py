@@ -1,0 +1,154 @@
+"""The one flow every backend goes through (template method): stage, submit, watch, finish.
+
+``ComputeResource.run`` validates input and picks a backend; everything after that is here,
+so local runs exercise exactly the path Slurm runs take.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import dagster as dg
+
+from dagster_hpc.backends.base import (
+    ENV_FILE,
+    JOB_SCRIPT,
+    LAUNCH_SCRIPT,
+    PIPES_CONTEXT,
+    Backend,
+    JobHandle,
+    JobState,
+    JobStatus,
+)
+from dagster_hpc.jobscript import render_env_file, render_job_script
+from dagster_hpc.pipes import RunDirContextInjector, RunDirMessageReader
+from dagster_hpc.request import JobRequest
+
+AnyContext = dg.AssetExecutionContext | dg.OpExecutionContext
+
+
+def execute(
+    context: AnyContext,
+    backend: Backend,
+    request: JobRequest,
+    *,
+    python: str | None = None,
+    base_env: dict[str, str] | None = None,
+    header_lines: tuple[str, ...] = (),
+) -> dg.PipesClientCompletedInvocation:
+    """Run ``request`` on ``backend`` through Dagster Pipes; raise PayloadError on failure."""
+    op_context = context.op_execution_context if isinstance(context, dg.AssetExecutionContext) else context
+    run_dir = backend.run_dir_for(context.run_id, op_context.op.name)
+    staging = backend.local_staging_dir(run_dir)
+    temp_staging = staging is None
+    if staging is None:
+        staging = Path(tempfile.mkdtemp(prefix="dagster-hpc-stage-"))
+    reader = RunDirMessageReader(
+        backend.transport,
+        run_dir,
+        _line_sink(context),
+        interval_s=backend.tail_interval_s,
+        warn=context.log.warning,
+    )
+    injector = RunDirContextInjector(staging / PIPES_CONTEXT, f"{run_dir}/{PIPES_CONTEXT}")
+    try:
+        with dg.open_pipes_session(context, injector, reader, extras=dict(request.extras)) as session:
+            env = {
+                **(base_env or {}),
+                **request.extra_env,
+                **session.get_bootstrap_env_vars(),
+                **_run_env(context, run_dir),
+            }
+            _write_run_dir(staging, run_dir, request, env, python or backend.default_python, header_lines)
+            handle = backend.submit(str(staging), run_dir)
+            context.log.info(
+                f"dagster-hpc: {backend.name} job {handle.job_id} started for {request.describe()} (run dir {run_dir})"
+            )
+            exit_code = _wait(context, backend, handle, reader)
+    finally:
+        if temp_staging:
+            shutil.rmtree(staging, ignore_errors=True)
+    outcome = backend.outcome(handle, exit_code)
+    if outcome.exit_code != 0:
+        error = backend.failure_error(handle, outcome, list(reader.stderr_tail))
+        _observe_failure(context, outcome.metadata)
+        raise error
+    return dg.PipesClientCompletedInvocation(session, metadata=outcome.metadata)
+
+
+def _wait(context: AnyContext, backend: Backend, handle: JobHandle, reader: RunDirMessageReader) -> int | None:
+    """Block until the job's exit_code file appears (or the job is gone without one)."""
+    last: JobStatus | None = None
+    finished_at: float | None = None
+    try:
+        while not reader.exited.wait(backend.poll_interval_s):
+            status = backend.poll(handle)
+            if status != last:
+                _log_status(context, handle, status)
+                last = status
+            if status.state.finished:
+                finished_at = finished_at or time.monotonic()
+                if time.monotonic() - finished_at > backend.exit_file_grace_s:
+                    return None
+    except (KeyboardInterrupt, dg.DagsterExecutionInterruptedError):
+        context.log.warning(f"dagster-hpc: run interrupted: cancelling {backend.name} job {handle.job_id}")
+        backend.cancel(handle)
+        raise
+    return reader.exit_code
+
+
+def _log_status(context: AnyContext, handle: JobHandle, status: JobStatus) -> None:
+    if status.state is JobState.PENDING:
+        detail = f" (reason: {status.reason})" if status.reason else ""
+        start = f", expected start {status.expected_start}" if status.expected_start else ""
+        context.log.info(f"dagster-hpc: job {handle.job_id} is pending{detail}{start}")
+    elif status.state is not JobState.UNKNOWN:
+        context.log.debug(f"dagster-hpc: job {handle.job_id} is {status.state.value}")
+
+
+def _write_run_dir(
+    staging: Path,
+    run_dir: str,
+    request: JobRequest,
+    env: dict[str, str],
+    python: str,
+    header_lines: tuple[str, ...],
+) -> None:
+    for src in ((request.payload_file,) if request.payload_file else ()) + request.extra_files:
+        shutil.copy2(src, staging / src.name)
+    _write(staging / ENV_FILE, render_env_file(env), 0o600)
+    _write(staging / LAUNCH_SCRIPT, request.launcher.render(request.launch_request(python)), 0o700)
+    _write(staging / JOB_SCRIPT, render_job_script(run_dir, header_lines=header_lines), 0o700)
+
+
+def _write(path: Path, text: str, mode: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(path, mode)
+
+
+def _run_env(context: AnyContext, run_dir: str) -> dict[str, str]:
+    env = {"DAGSTER_HPC_RUN_ID": context.run_id, "DAGSTER_HPC_RUN_DIR": run_dir}
+    if context.has_partition_key:
+        env["DAGSTER_HPC_PARTITION_KEY"] = context.partition_key
+    return env
+
+
+def _line_sink(context: AnyContext):
+    def sink(stream: str, line: str) -> None:
+        context.log.info(line if stream == "stdout" else f"[stderr] {line}")
+
+    return sink
+
+
+def _observe_failure(context: AnyContext, metadata: dict) -> None:
+    """Failed jobs still carry their metrics: record them as observations of the selected assets."""
+    if not metadata or not context.has_assets_def:
+        return
+    for key in context.selected_asset_keys:
+        context.log_event(dg.AssetObservation(asset_key=key, metadata=metadata))

@@ -1,0 +1,166 @@
+"""Pipes messages + stdout/stderr + the exit-code file, tailed through any ``Transport``.
+
+One background thread; each tick is ONE batched ``read_many_from`` (one round trip over SSH)
+covering the Pipes messages file, stdout.log, stderr.log and the exit_code file. Lines are
+forwarded in file order; a partial last line is held back until it is complete (or the job
+has ended: the final drain). Offsets only advance by what was received, so a failed read
+(e.g. a dropped SSH connection) is simply retried from the same offset: nothing is lost or
+doubled across a reconnect.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import dagster as dg
+from dagster_pipes import PipesParams
+
+from dagster_hpc.backends.base import EXIT_CODE, PIPES_MESSAGES, STDERR, STDOUT
+from dagster_hpc.errors import TransportError
+from dagster_hpc.pipes.tail import FileTail
+from dagster_hpc.transport.base import Transport
+
+# Local files are cheap to read: a short tick keeps the per-asset overhead near zero.
+DEFAULT_TAIL_INTERVAL_S = 0.02
+# Bytes per file per tick; a full chunk means "more is waiting": read again without sleeping.
+READ_CHUNK_BYTES = 4 << 20
+# How many stderr lines we keep for error messages.
+STDERR_TAIL_LINES = 30
+# After stop is requested, give up the final drain if the transport keeps failing this long
+# (the files stay in the run directory; the error says where).
+FINAL_DRAIN_RETRY_S = 30.0
+
+LineSink = Callable[[str, str], None]  # (stream name "stdout"|"stderr", line)
+
+
+class RunDirMessageReader(dg.PipesMessageReader):
+    """Reads everything a job writes into its run directory while it runs."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        run_dir: str,
+        line_sink: LineSink,
+        *,
+        interval_s: float = DEFAULT_TAIL_INTERVAL_S,
+        warn: Callable[[str], None] | None = None,
+    ):
+        self._transport = transport
+        self._run_dir = run_dir.rstrip("/")
+        self._sink = line_sink
+        self._warn = warn or (lambda msg: None)
+        self._interval_s = interval_s
+        self._messages = FileTail(f"{self._run_dir}/{PIPES_MESSAGES}")
+        self._stdout = FileTail(f"{self._run_dir}/{STDOUT}")
+        self._stderr = FileTail(f"{self._run_dir}/{STDERR}")
+        self._exit_code_path = f"{self._run_dir}/{EXIT_CODE}"
+        self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        self.exit_code: int | None = None
+        self.exited = threading.Event()
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self.message_count = 0
+
+    # -- Dagster's reader interface -------------------------------------------------------
+    @contextmanager
+    def read_messages(self, handler: dg.PipesMessageHandler) -> Iterator[PipesParams]:
+        thread = threading.Thread(target=self._run, args=(handler,), name="dagster-hpc-tail", daemon=True)
+        thread.start()
+        try:
+            yield {"path": self._messages.path}
+        finally:
+            self._stop.set()
+            thread.join()
+        if self._error is not None:
+            raise self._error
+
+    @property
+    def expected_writer_count(self) -> int:
+        return 1  # one payload process writes the messages file
+
+    def no_messages_debug_text(self) -> str:
+        return (
+            f"dagster-hpc tailed Pipes messages from {self._messages.path} and nothing arrived. "
+            "The payload must call dagster_pipes.open_dagster_pipes() (it then writes there); "
+            f"its own output is in {self._stdout.path} and {self._stderr.path}."
+        )
+
+    # -- the tail thread --------------------------------------------------------------------
+    def _run(self, handler: dg.PipesMessageHandler) -> None:
+        try:
+            self._loop(handler)
+        except Exception as exc:  # noqa: BLE001 - re-raised in the caller's thread by read_messages
+            self._error = exc
+            self.exited.set()
+
+    def _loop(self, handler: dg.PipesMessageHandler) -> None:
+        failing_since: float | None = None
+        while True:
+            stopping = self._stop.is_set()  # read before the tick: the last tick sees final sizes
+            try:
+                more = self._tick(handler)
+                failing_since = None
+            except TransportError as exc:
+                failing_since = failing_since or time.monotonic()
+                if stopping and time.monotonic() - failing_since > FINAL_DRAIN_RETRY_S:
+                    self._warn(f"gave up reading the job's files in {self._run_dir}: {exc}")
+                    return
+                self._warn(f"reading the job's files failed, retrying from the same offsets: {exc}")
+                self._stop.wait(self._interval_s)
+                continue
+            if more:
+                continue
+            if stopping:
+                self._drain_partials(handler)
+                return
+            self._stop.wait(self._interval_s)
+
+    def _tick(self, handler: dg.PipesMessageHandler) -> bool:
+        """One batched read; returns True when a chunk was full (more is waiting)."""
+        tails = (self._messages, self._stdout, self._stderr)
+        chunks = self._transport.read_many_from(
+            [(t.path, t.offset) for t in tails] + [(self._exit_code_path, 0)], max_bytes=READ_CHUNK_BYTES
+        )
+        msg_chunk, out_chunk, err_chunk, exit_chunk = chunks
+        for line in self._stdout.feed(out_chunk):
+            self._sink("stdout", line)
+        for line in self._stderr.feed(err_chunk):
+            self._emit_stderr(line)
+        for line in self._messages.feed(msg_chunk):
+            self._handle_message_line(handler, line)
+        if self.exit_code is None and exit_chunk.endswith(b"\n"):
+            try:
+                self.exit_code = int(exit_chunk.strip())
+            except ValueError:
+                self._warn(f"{self._exit_code_path} holds {exit_chunk[:50]!r}, not an exit code")
+                self.exit_code = -1
+            self.exited.set()
+        return any(len(c) >= READ_CHUNK_BYTES for c in (msg_chunk, out_chunk, err_chunk))
+
+    def _drain_partials(self, handler: dg.PipesMessageHandler) -> None:
+        for line in self._stdout.flush():
+            self._sink("stdout", line)
+        for line in self._stderr.flush():
+            self._emit_stderr(line)
+        for line in self._messages.flush():
+            self._handle_message_line(handler, line)
+
+    def _emit_stderr(self, line: str) -> None:
+        self.stderr_tail.append(line)
+        self._sink("stderr", line)
+
+    def _handle_message_line(self, handler: dg.PipesMessageHandler, line: str) -> None:
+        if not line.strip():
+            return
+        try:
+            message = json.loads(line)
+        except json.JSONDecodeError:
+            self._warn(f"ignored a malformed Pipes message line in {self._messages.path}: {line[:200]!r}")
+            return
+        self.message_count += 1
+        handler.handle_message(message)
