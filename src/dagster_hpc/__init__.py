@@ -1,8 +1,61 @@
 """dagster-hpc: the same Dagster assets on a laptop, in CI and on Slurm; only changed samples recomputed.
 
-This module is the public API: explicit re-exports only.
+This module is the public API: explicit re-exports only. They are resolved lazily (PEP 562) so
+that ``import dagster_hpc.incremental`` on a compute node does not import Dagster.
 """
 
-from dagster_hpc.errors import DagsterHpcError
+from __future__ import annotations
 
-__all__ = ["DagsterHpcError"]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from dagster_hpc.errors import (
+    AuthenticationError,
+    ConfigError,
+    DagsterHpcError,
+    HostKeyError,
+    PayloadError,
+    RemoteCommandError,
+    SlurmJobError,
+    TransportError,
+)
+
+# public name -> module that defines it
+_LAZY = {
+    "ComputeResource": "dagster_hpc.compute",
+    "BashLauncher": "dagster_hpc.launchers",
+    "ExecLauncher": "dagster_hpc.launchers",
+    "PythonLauncher": "dagster_hpc.launchers",
+    "Launcher": "dagster_hpc.launchers",
+    "LocalTransport": "dagster_hpc.transport.local",
+}
+
+if TYPE_CHECKING:
+    from dagster_hpc.compute import ComputeResource
+    from dagster_hpc.launchers import BashLauncher, ExecLauncher, Launcher, PythonLauncher
+    from dagster_hpc.transport.local import LocalTransport
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dagster_hpc' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = [
+    "AuthenticationError",
+    "BashLauncher",
+    "ComputeResource",
+    "ConfigError",
+    "DagsterHpcError",
+    "ExecLauncher",
+    "HostKeyError",
+    "Launcher",
+    "LocalTransport",
+    "PayloadError",
+    "PythonLauncher",
+    "RemoteCommandError",
+    "SlurmJobError",
+    "TransportError",
+]
