@@ -1,0 +1,398 @@
+"""SSHTransport: one authenticated asyncssh connection per login node and process.
+
+Every command, upload and file read of a process goes over that one connection as its own
+channel (channels run concurrently). Sites that count logins see one per process, not one per
+command. The connection lives on a background event loop (``_loop``); the methods here block
+and are thread-safe.
+
+A dropped connection is re-opened with backoff on the next use. A command is re-sent only when
+its channel could not even be opened (so it never started); a command that was running when
+the connection dropped raises instead, because it may already have had its effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import threading
+from pathlib import Path
+
+import asyncssh
+
+from dagster_hpc.errors import AuthenticationError, ConfigError, HostKeyError, TransportError
+from dagster_hpc.transport import _loop, _shell
+from dagster_hpc.transport.auth import JumpHost, SSHTarget
+from dagster_hpc.transport.base import CommandResult, Transport
+from dagster_hpc.transport.hostkeys import describe_host_key_failure, trust_on_first_use
+
+# Waits before each connection attempt after the connection dropped: quick first, then backing
+# off so a rebooting login node is not hammered (~30 s in total covers a sshd restart or a
+# short network blip; a longer outage surfaces as an error the caller can retry).
+RECONNECT_BACKOFF_S: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
+# The very first connection of a process: one quick retry only, so a wrong host or port is
+# reported within seconds instead of after the whole reconnect budget.
+FIRST_CONNECT_BACKOFF_S: tuple[float, ...] = (0.0, 1.0)
+# Keepalives detect a silently dead connection (NAT timeout, login node reboot) within
+# ~KEEPALIVE_INTERVAL_S * KEEPALIVE_COUNT_MAX instead of hanging on it until TCP gives up.
+KEEPALIVE_INTERVAL_S = 15.0
+KEEPALIVE_COUNT_MAX = 4
+# A server re-asking keyboard-interactive questions after we answered means our answer was
+# wrong; we stop after this many rounds rather than guess again (sites lock accounts for that).
+MAX_KBDINT_ROUNDS = 2
+# Exit code reported when the remote command was killed by a signal (what OpenSSH's client does).
+SIGNALLED_EXIT_CODE = 255
+
+_CONNECTION_ERRORS = (OSError, asyncssh.Error, TimeoutError)
+
+
+class _Client(asyncssh.SSHClient):
+    """Answers keyboard-interactive prompts from the target's secrets; reports a dropped connection."""
+
+    def __init__(self, target: SSHTarget, owner: _SharedConnection | None) -> None:
+        self._target = target
+        self._owner = owner
+        self._rounds = 0
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._owner is not None:
+            self._owner.lost = True
+
+    def kbdint_auth_requested(self) -> str | None:
+        t = self._target
+        return "" if (t.can_answer_otp or t.password is not None) else None
+
+    async def kbdint_challenge_received(
+        self, name: str, instructions: str, lang: str, prompts: list[tuple[str, bool]]
+    ) -> list[str] | None:
+        if not prompts:  # an informational banner: nothing to answer
+            return []
+        self._rounds += 1
+        if self._rounds > MAX_KBDINT_ROUNDS:
+            return None
+        # a user callback may block (e.g. ask a human): keep the event loop free meanwhile
+        return await asyncio.get_running_loop().run_in_executor(None, self._target.answer_prompts, list(prompts))
+
+
+class _SharedConnection:
+    """The one connection (plus its jump hops) to one target, re-opened on demand. Loop-thread only."""
+
+    def __init__(self, target: SSHTarget) -> None:
+        self.target = target
+        self.lost = False
+        self.authentications = 0
+        self.local_ports: list[int] = []
+        self._conns: list[asyncssh.SSHClientConnection] = []  # jump hops first, target last
+        self._sftp: asyncssh.SFTPClient | None = None
+        self._lock: asyncio.Lock | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return bool(self._conns) and not self.lost
+
+    async def connection(self) -> asyncssh.SSHClientConnection:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if not self.is_open:
+                await self._close_all()
+                await self._connect_with_backoff()
+            return self._conns[-1]
+
+    async def sftp(self) -> asyncssh.SFTPClient:
+        conn = await self.connection()
+        if self._sftp is None:
+            self._sftp = await conn.start_sftp_client()
+        return self._sftp
+
+    async def _connect_with_backoff(self) -> None:
+        delays = RECONNECT_BACKOFF_S if self.authentications else FIRST_CONNECT_BACKOFF_S
+        last: BaseException | None = None
+        for delay in delays:
+            if delay:
+                await asyncio.sleep(delay)
+            try:
+                await self._connect_once()
+                return
+            except _CONNECTION_ERRORS as exc:  # auth/host-key/config errors propagate: never retried
+                last = exc
+                await self._close_all()
+        raise TransportError(
+            f"could not connect to {self.target.label} ({len(delays)} attempts over {sum(delays):.0f} s): "
+            f"{type(last).__name__}: {last}\nhint: check that the host and port are right and "
+            "reachable from here (try `ssh -v` with the same settings)"
+        ) from last
+
+    async def _connect_once(self) -> None:
+        self.lost = False
+        tunnel: asyncssh.SSHClientConnection | None = None
+        t = self.target
+        for hop in t.jump_hosts:
+            tunnel = await self._open(hop.host, hop.port, hop.user or t.user, tunnel, f"jump host {hop}", None)
+            self._conns.append(tunnel)
+        conn = await self._open(t.host, t.port, t.user, tunnel, t.label, self)
+        self._conns.append(conn)
+        sock = conn.get_extra_info("sockname")
+        if sock and not t.jump_hosts:
+            self.local_ports.append(int(sock[1]))
+
+    async def _open(
+        self,
+        host: str,
+        port: int | None,
+        user: str | None,
+        tunnel: asyncssh.SSHClientConnection | None,
+        label: str,
+        owner: _SharedConnection | None,
+    ) -> asyncssh.SSHClientConnection:
+        t = self.target
+        kwargs: dict[str, object] = {
+            "known_hosts": os.path.expanduser(t.known_hosts) if t.known_hosts else (),
+            "config": [os.path.expanduser(t.ssh_config)] if t.ssh_config else (),
+            "connect_timeout": t.connect_timeout,
+            "login_timeout": t.connect_timeout,
+            "keepalive_interval": KEEPALIVE_INTERVAL_S,
+            "keepalive_count_max": KEEPALIVE_COUNT_MAX,
+            "kbdint_auth": True,
+            "client_factory": lambda: _Client(t, owner),
+        }
+        if port is not None:
+            kwargs["port"] = port
+        if user is not None:
+            kwargs["username"] = user
+        if tunnel is not None:
+            kwargs["tunnel"] = tunnel
+        if t.key_paths:
+            kwargs["client_keys"] = [os.path.expanduser(k) for k in t.key_paths]
+        if t.certificate_path:
+            kwargs["client_certs"] = [os.path.expanduser(t.certificate_path)]
+        if not t.use_agent:
+            kwargs["agent_path"] = None
+        if t.password is not None:
+            kwargs["password"] = t.password
+        for attempt in (1, 2):
+            try:
+                conn = await asyncssh.connect(host, **kwargs)
+                self.authentications += owner is self
+                return conn
+            except asyncssh.PermissionDenied as exc:
+                raise AuthenticationError(
+                    f"{label}: the server refused our credentials ({self._offered()}); "
+                    "not retried, so the account is not locked by a retry storm.\nhint: check the "
+                    "user name, key and password; for one-time codes check the TOTP secret and this "
+                    f"machine's clock (codes are time-based). Server said: {exc.reason}"
+                ) from exc
+            except asyncssh.HostKeyNotVerifiable as exc:
+                if attempt == 1 and t.host_key_policy == "accept-new":
+                    if await trust_on_first_use(host, port, t, tunnel):
+                        continue
+                raise HostKeyError(describe_host_key_failure(host, port, t, str(exc.reason))) from exc
+        raise AssertionError("unreachable")
+
+    def _offered(self) -> str:
+        t = self.target
+        parts = []
+        if t.key_paths:
+            parts.append("key " + ", ".join(t.key_paths))
+        elif t.use_agent:
+            parts.append("agent/default keys")
+        if t.certificate_path:
+            parts.append("certificate")
+        if t.password is not None:
+            parts.append("password")
+        if t.totp_secret is not None:
+            parts.append("TOTP code")
+        elif t.otp_callback is not None:
+            parts.append("one-time code from the callback")
+        return "offered: " + ("; ".join(parts) or "nothing")
+
+    async def _close_all(self) -> None:
+        self._sftp = None
+        for conn in reversed(self._conns):
+            conn.close()
+        self._conns = []
+
+    async def close(self) -> None:
+        conns = list(self._conns)
+        await self._close_all()
+        for conn in conns:
+            await conn.wait_closed()
+
+
+_pool_lock = threading.Lock()
+_pool: dict[SSHTarget, tuple[int, _SharedConnection]] = {}
+
+
+def _shared(target: SSHTarget) -> _SharedConnection:
+    with _pool_lock:
+        entry = _pool.get(target)
+        if entry is None or entry[0] != os.getpid():
+            entry = (os.getpid(), _SharedConnection(target))
+            _pool[target] = entry
+        return entry[1]
+
+
+def close_all_connections() -> None:
+    """Close every pooled connection of this process (tests, and a clean shutdown)."""
+    with _pool_lock:
+        entries = [c for pid, c in _pool.values() if pid == os.getpid()]
+        _pool.clear()
+    for conn in entries:
+        _loop.call(conn.close(), timeout=10)
+
+
+class SSHTransport(Transport):
+    """Reach a login node over asyncssh (see module docstring).
+
+    ``SSHTransport(SSHTarget(host=..., user=..., key_paths=(...,)))``. Transports built from equal
+    targets in one process share one connection (``share=False`` gives a private one).
+    """
+
+    def __init__(self, target: SSHTarget, *, share: bool = True) -> None:
+        if not isinstance(target, SSHTarget):
+            raise ConfigError(f"SSHTransport needs an SSHTarget, got {type(target).__name__}")
+        self.target = target
+        self._shared = _shared(target) if share else _SharedConnection(target)
+        self._private = not share
+        self._count_lock = threading.Lock()
+        self._roundtrips = 0
+        self._bytes_sent = 0
+
+    # --- counters -------------------------------------------------------------------------
+    @property
+    def roundtrips(self) -> int:
+        return self._roundtrips
+
+    @property
+    def bytes_sent(self) -> int:
+        return self._bytes_sent
+
+    @property
+    def authentications(self) -> int:
+        """Successful logins to the target made by this transport's connection (1 unless it reconnected)."""
+        return self._shared.authentications
+
+    @property
+    def local_ports(self) -> list[int]:
+        """Source ports of the connections opened so far (they identify our lines in the sshd log)."""
+        return list(self._shared.local_ports)
+
+    def _count(self, roundtrips: int = 1, sent: int = 0) -> None:
+        with self._count_lock:
+            self._roundtrips += roundtrips
+            self._bytes_sent += sent
+
+    # --- the interface --------------------------------------------------------------------
+    def connect(self) -> None:
+        """Open (or reuse) the connection now: surfaces auth and host-key errors early."""
+        _loop.call(self._shared.connection(), timeout=self.target.connect_timeout * 3)
+
+    def run(self, command: str, *, timeout: float | None = None, stdin: bytes | None = None) -> CommandResult:
+        code, out, err = self._run_bytes(command, timeout=timeout, stdin=stdin)
+        return CommandResult(code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
+
+    def _run_bytes(self, command: str, *, timeout: float | None, stdin: bytes | None) -> tuple[int, bytes, bytes]:
+        if timeout is not None and timeout <= 0:
+            raise ConfigError(f"timeout must be > 0 seconds, got {timeout} (command: {command})")
+        wait = None if timeout is None else timeout + self.target.connect_timeout
+        result = _loop.call(self._arun(command, timeout, stdin), timeout=wait)
+        self._count(1, len(stdin or b""))
+        return result
+
+    async def _arun(self, command: str, timeout: float | None, stdin: bytes | None) -> tuple[int, bytes, bytes]:
+        shared = self._shared
+        proc = None
+        for attempt in (1, 2):
+            conn = await shared.connection()
+            try:
+                proc = await conn.create_process(command, encoding=None)
+                break
+            except (asyncssh.ChannelOpenError, asyncssh.ConnectionLost, BrokenPipeError, ConnectionError) as exc:
+                # the session never opened, so the command never started: safe to reconnect and re-send
+                shared.lost = True
+                if attempt == 2:
+                    raise TransportError(
+                        f"could not open a session on {self.target.label} for: {command}\n{exc}\n"
+                        "hint: the connection dropped twice in a row; check the login node"
+                    ) from exc
+        assert proc is not None
+        try:
+            stdout, stderr = await asyncio.wait_for(proc.communicate(stdin), timeout)
+        except TimeoutError as exc:
+            proc.close()
+            raise TransportError(
+                f"command timed out after {timeout} s on {self.target.label}: {command}\n"
+                "hint: raise the timeout, or check whether the login node is overloaded"
+            ) from exc
+        except (asyncssh.DisconnectError, asyncssh.ConnectionLost, BrokenPipeError, ConnectionError) as exc:
+            shared.lost = True
+            raise TransportError(
+                f"the connection to {self.target.label} dropped while running: {command}\n"
+                "It may or may not have taken effect, so it is not re-run automatically; the next "
+                "command reconnects."
+            ) from exc
+        status = proc.exit_status
+        return (SIGNALLED_EXIT_CODE if status is None or status < 0 else status), stdout or b"", stderr or b""
+
+    def put_tree(self, local_dir: Path, remote_dir: str, *, mode: int = 0o700) -> int:
+        data = _shell.tar_directory(Path(local_dir))
+        code, _out, err = self._run_bytes(_shell.untar_command(remote_dir, mode), timeout=None, stdin=data)
+        if code != 0:
+            raise TransportError(
+                f"unpacking {local_dir} into {remote_dir} on {self.target.label} failed (exit {code}): "
+                f"{err.decode(errors='replace').strip()[-500:]}\nhint: check that the parent directory is "
+                "writable and the disk is not full"
+            )
+        return len(data)
+
+    def put_file(self, local_path: Path, remote_path: str, *, mode: int = 0o600) -> int:
+        local_path = Path(local_path)
+        if not local_path.is_file():
+            raise ConfigError(f"cannot upload {local_path}: not a file")
+        tmp = _shell.temp_name(remote_path)
+        size = local_path.stat().st_size
+        _loop.call(self._aput(local_path, tmp), timeout=None)
+        self._count(1, size)
+        self.check(_shell.publish_command(tmp, remote_path, mode), hint=f"uploading {local_path} to {remote_path}")
+        return size
+
+    async def _aput(self, local_path: Path, tmp: str) -> None:
+        sftp = await self._shared.sftp()
+        try:
+            await sftp.put(str(local_path), tmp)
+        except (asyncssh.SFTPError, OSError) as exc:
+            raise TransportError(
+                f"SFTP upload of {local_path} to {tmp} on {self.target.label} failed: {exc}\n"
+                "hint: check that the remote directory exists and is writable"
+            ) from exc
+
+    def read_from(self, remote_path: str, offset: int, *, max_bytes: int = 4 << 20) -> bytes:
+        code, out, err = self._run_bytes(_shell.read_command(remote_path, offset, max_bytes), timeout=None, stdin=None)
+        if code != 0:
+            raise TransportError(f"reading {remote_path} from byte {offset} failed (exit {code}): {err.decode(errors='replace')[-300:]}")
+        return out
+
+    def read_many_from(self, requests: list[tuple[str, int]], *, max_bytes: int = 4 << 20) -> list[bytes]:
+        if not requests:
+            return []
+        command = _shell.read_many_command(requests, max_bytes)
+        code, out, err = self._run_bytes(command, timeout=None, stdin=None)
+        if code != 0:
+            raise TransportError(f"batched read of {len(requests)} files failed (exit {code}): {err.decode(errors='replace')[-300:]}")
+        return _shell.parse_read_many(out, len(requests))
+
+    def close(self) -> None:
+        """Private connections close; a shared one stays for the process (see close_all_connections)."""
+        if self._private:
+            _loop.call(self._shared.close(), timeout=10)
+
+    def __repr__(self) -> str:
+        return f"SSHTransport({self.target.label})"
+
+
+def quote_command(argv: list[str]) -> str:
+    """argv -> one shell command string with every argument quoted."""
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+__all__ = ["JumpHost", "SSHTarget", "SSHTransport", "close_all_connections", "quote_command"]
