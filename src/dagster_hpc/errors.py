@@ -41,3 +41,17 @@ class PayloadError(DagsterHpcError):
 
 class SlurmJobError(PayloadError):
     """A Slurm job ended in a state other than COMPLETED."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        state: str = "",
+        job_id: str = "",
+        exit_code: int | None = None,
+        metadata: dict | None = None,
+    ):
+        # state/job_id/exit_code/metadata let callers act on the outcome without parsing text.
+        self.state, self.job_id, self.exit_code = state, job_id, exit_code
+        self.metadata = dict(metadata or {})
+        super().__init__(message)

@@ -1,0 +1,79 @@
+"""Final Slurm states -> SlurmJobError messages that name the state, the job and a next step."""
+
+from __future__ import annotations
+
+from dagster_hpc.backends.base import JobState
+from dagster_hpc.errors import SlurmJobError
+from dagster_hpc.metrics import JobMetrics
+
+STDERR_TAIL_LINES = 20
+
+_HINTS: dict[JobState, str] = {
+    JobState.FAILED: "the payload exited non-zero: read the stderr tail above and the payload's logs",
+    JobState.OUT_OF_MEMORY: (
+        "the job used more memory than it asked for: raise QueueConfig(mem=...) or "
+        "mem_per_cpu (see slurm/max_rss_mb in the metadata for the peak it reached)"
+    ),
+    JobState.TIMEOUT: (
+        "the job hit its time limit: raise QueueConfig(time_limit=...), or use "
+        "signal_before_timeout (e.g. \"USR2@120\") to checkpoint before the kill"
+    ),
+    JobState.CANCELLED: (
+        "the job was cancelled (scancel by you, an admin or a dependency): check "
+        "`sacct -j <id> -o JobID,State,Reason` on the cluster"
+    ),
+    JobState.NODE_FAIL: "a node of the allocation failed: retry; if it repeats, tell the site admins",
+    JobState.PREEMPTED: (
+        "a higher-priority job took the resources: retry, or use a QOS/partition without "
+        "preemption (add --requeue via extra_directives to let Slurm requeue it)"
+    ),
+    JobState.UNKNOWN: "the final state could not be read: check `sacct -j <id>` on the cluster",
+}
+
+
+def final_state(exit_code: int | None, metrics: JobMetrics | None, scheduler_state: JobState) -> JobState:
+    """The outcome: the exit-code file is the truth for a payload that finished by itself;
+    sacct (or the scheduler) explains a job that was killed before it could write one."""
+    if exit_code == 0:
+        return JobState.COMPLETED
+    if metrics is not None:
+        if metrics.over_memory:
+            return JobState.OUT_OF_MEMORY
+        try:
+            state = JobState(metrics.state)
+        except ValueError:
+            state = JobState.UNKNOWN
+        if state is JobState.COMPLETED and exit_code not in (None, 0):
+            return JobState.FAILED  # the wrapper exits 0 but recorded the payload's failure
+        if state.finished:
+            return state
+    if exit_code is not None:
+        return JobState.FAILED
+    return scheduler_state if scheduler_state.finished else JobState.UNKNOWN
+
+
+def slurm_job_error(
+    *,
+    state: JobState,
+    job_id: str,
+    exit_code: int | None,
+    stderr_tail: str,
+    run_dir: str,
+    cluster: str,
+    metadata: dict | None = None,
+) -> SlurmJobError:
+    """The error raised for a job that did not complete."""
+    what = state.value
+    if state is JobState.FAILED and exit_code is not None:
+        what = f"FAILED with exit code {exit_code}"
+    lines = "\n".join(stderr_tail.rstrip().splitlines()[-STDERR_TAIL_LINES:]) or "(stderr is empty)"
+    hint = _HINTS.get(state, _HINTS[JobState.UNKNOWN]).replace("<id>", job_id)
+    return SlurmJobError(
+        f"Slurm job {job_id} on {cluster} ended {what}.\n"
+        f"--- stderr (last {STDERR_TAIL_LINES} lines) ---\n{lines}\n"
+        f"run directory: {run_dir}\nhint: {hint}",
+        state=state.value,
+        job_id=job_id,
+        exit_code=exit_code,
+        metadata=metadata,
+    )
