@@ -30,6 +30,11 @@ from dagster_hpc.request import JobRequest
 
 AnyContext = dg.AssetExecutionContext | dg.OpExecutionContext
 
+# Up to this many new lines per tick and stream become one Dagster log event each; more (a
+# flood) are grouped LOG_LINES_PER_EVENT per event so 10^5 lines do not cost minutes of events.
+LOG_BATCH_THRESHOLD = 20
+LOG_LINES_PER_EVENT = 200
+
 
 def execute(
     context: AnyContext,
@@ -140,8 +145,17 @@ def _run_env(context: AnyContext, run_dir: str) -> dict[str, str]:
 
 
 def _line_sink(context: AnyContext):
-    def sink(stream: str, line: str) -> None:
-        context.log.info(line if stream == "stdout" else f"[stderr] {line}")
+    """Forward payload output as Dagster log events: one event per line while output trickles,
+    up to LOG_LINES_PER_EVENT lines per event when it floods (a Dagster event costs ~0.5 ms)."""
+
+    def sink(stream: str, lines: list[str]) -> None:
+        prefix = "" if stream == "stdout" else "[stderr] "
+        if len(lines) <= LOG_BATCH_THRESHOLD:
+            for line in lines:
+                context.log.info(prefix + line)
+            return
+        for start in range(0, len(lines), LOG_LINES_PER_EVENT):
+            context.log.info("\n".join(prefix + line for line in lines[start : start + LOG_LINES_PER_EVENT]))
 
     return sink
 

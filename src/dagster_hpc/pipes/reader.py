@@ -35,7 +35,7 @@ STDERR_TAIL_LINES = 30
 # (the files stay in the run directory; the error says where).
 FINAL_DRAIN_RETRY_S = 30.0
 
-LineSink = Callable[[str, str], None]  # (stream name "stdout"|"stderr", line)
+LineSink = Callable[[str, list[str]], None]  # (stream name "stdout"|"stderr", complete lines in order)
 
 
 class RunDirMessageReader(dg.PipesMessageReader):
@@ -127,10 +127,8 @@ class RunDirMessageReader(dg.PipesMessageReader):
             [(t.path, t.offset) for t in tails] + [(self._exit_code_path, 0)], max_bytes=READ_CHUNK_BYTES
         )
         msg_chunk, out_chunk, err_chunk, exit_chunk = chunks
-        for line in self._stdout.feed(out_chunk):
-            self._sink("stdout", line)
-        for line in self._stderr.feed(err_chunk):
-            self._emit_stderr(line)
+        self._emit("stdout", self._stdout.feed(out_chunk))
+        self._emit("stderr", self._stderr.feed(err_chunk))
         for line in self._messages.feed(msg_chunk):
             self._handle_message_line(handler, line)
         if self.exit_code is None and exit_chunk.endswith(b"\n"):
@@ -143,16 +141,17 @@ class RunDirMessageReader(dg.PipesMessageReader):
         return any(len(c) >= READ_CHUNK_BYTES for c in (msg_chunk, out_chunk, err_chunk))
 
     def _drain_partials(self, handler: dg.PipesMessageHandler) -> None:
-        for line in self._stdout.flush():
-            self._sink("stdout", line)
-        for line in self._stderr.flush():
-            self._emit_stderr(line)
+        self._emit("stdout", self._stdout.flush())
+        self._emit("stderr", self._stderr.flush())
         for line in self._messages.flush():
             self._handle_message_line(handler, line)
 
-    def _emit_stderr(self, line: str) -> None:
-        self.stderr_tail.append(line)
-        self._sink("stderr", line)
+    def _emit(self, stream: str, lines: list[str]) -> None:
+        if not lines:
+            return
+        if stream == "stderr":
+            self.stderr_tail.extend(lines)
+        self._sink(stream, lines)
 
     def _handle_message_line(self, handler: dg.PipesMessageHandler, line: str) -> None:
         if not line.strip():
