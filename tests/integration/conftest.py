@@ -72,3 +72,56 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+
+
+# --- SSH helpers (transport tests): count logins of OUR connections only -----------------------
+# Other engineers and CI log in to the same sshd concurrently, so tests never count all
+# "Accepted" lines: each test logs in with a key of its own and counts lines with its fingerprint.
+
+AUTHORIZED_KEYS = Path("/home/hpcuser/.ssh/authorized_keys")
+
+
+@dataclass(frozen=True)
+class DedicatedKey:
+    path: Path
+    fingerprint: str  # "SHA256:..." as sshd logs it
+
+    def accepted(self, log: Path) -> int:
+        """'Accepted publickey' lines for this key (on the OTP server: 'Partial publickey')."""
+        return sum(
+            1
+            for line in log.read_text(errors="replace").splitlines()
+            if self.fingerprint in line and ("Accepted publickey" in line or "Partial publickey" in line)
+        )
+
+    def ports(self, log: Path) -> set[str]:
+        """Source ports of every connection that offered this key (successful or partial)."""
+        out = set()
+        for line in log.read_text(errors="replace").splitlines():
+            if self.fingerprint in line and " port " in line:
+                out.add(line.split(" port ", 1)[1].split()[0])
+        return out
+
+
+@pytest.fixture
+def dedicated_key(cluster: TestCluster, tmp_path: Path):
+    """A fresh ed25519 key authorized for the test user for the duration of one test."""
+    import subprocess
+
+    key = tmp_path / "id_test"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"dagster-hpc-test-{os.getpid()}", "-f", str(key)], check=True)
+    pub = (tmp_path / "id_test.pub").read_text().strip()
+    fp = subprocess.run(["ssh-keygen", "-lf", str(key) + ".pub"], check=True, capture_output=True, text=True).stdout.split()[1]
+    with AUTHORIZED_KEYS.open("a") as fh:
+        fh.write(pub + "\n")
+    try:
+        yield DedicatedKey(key, fp)
+    finally:
+        # atomic replace: sshd reads this file at every login of everyone; never show it truncated
+        st = AUTHORIZED_KEYS.stat()
+        lines = AUTHORIZED_KEYS.read_text().splitlines()
+        tmp = AUTHORIZED_KEYS.with_name(f".authorized_keys.{os.getpid()}")
+        tmp.write_text("".join(line + "\n" for line in lines if line.strip() != pub))
+        os.chown(tmp, st.st_uid, st.st_gid)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, AUTHORIZED_KEYS)

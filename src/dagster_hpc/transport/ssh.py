@@ -49,14 +49,19 @@ _CONNECTION_ERRORS = (OSError, asyncssh.Error, TimeoutError)
 class _Client(asyncssh.SSHClient):
     """Answers keyboard-interactive prompts from the target's secrets; reports a dropped connection."""
 
-    def __init__(self, target: SSHTarget, owner: _SharedConnection | None) -> None:
+    def __init__(self, target: SSHTarget, owner: _SharedConnection, is_target: bool) -> None:
         self._target = target
         self._owner = owner
+        self._is_target = is_target
         self._rounds = 0
 
+    def connection_made(self, conn: asyncssh.SSHClientConnection) -> None:
+        sock = conn.get_extra_info("sockname")
+        if self._is_target and sock:
+            self._owner.attempt_ports.append(int(sock[1]))
+
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._owner is not None:
-            self._owner.lost = True
+        self._owner.lost = True
 
     def kbdint_auth_requested(self) -> str | None:
         t = self._target
@@ -81,7 +86,8 @@ class _SharedConnection:
         self.target = target
         self.lost = False
         self.authentications = 0
-        self.local_ports: list[int] = []
+        self.local_ports: list[int] = []  # source port of each authenticated connection to the target
+        self.attempt_ports: list[int] = []  # source port of every attempt (also refused ones)
         self._conns: list[asyncssh.SSHClientConnection] = []  # jump hops first, target last
         self._sftp: asyncssh.SFTPClient | None = None
         self._lock: asyncio.Lock | None = None
@@ -128,12 +134,12 @@ class _SharedConnection:
         tunnel: asyncssh.SSHClientConnection | None = None
         t = self.target
         for hop in t.jump_hosts:
-            tunnel = await self._open(hop.host, hop.port, hop.user or t.user, tunnel, f"jump host {hop}", None)
+            tunnel = await self._open(hop.host, hop.port, hop.user or t.user, tunnel, f"jump host {hop}", False)
             self._conns.append(tunnel)
-        conn = await self._open(t.host, t.port, t.user, tunnel, t.label, self)
+        conn = await self._open(t.host, t.port, t.user, tunnel, t.label, True)
         self._conns.append(conn)
         sock = conn.get_extra_info("sockname")
-        if sock and not t.jump_hosts:
+        if sock:
             self.local_ports.append(int(sock[1]))
 
     async def _open(
@@ -143,7 +149,7 @@ class _SharedConnection:
         user: str | None,
         tunnel: asyncssh.SSHClientConnection | None,
         label: str,
-        owner: _SharedConnection | None,
+        is_target: bool,
     ) -> asyncssh.SSHClientConnection:
         t = self.target
         kwargs: dict[str, object] = {
@@ -154,7 +160,7 @@ class _SharedConnection:
             "keepalive_interval": KEEPALIVE_INTERVAL_S,
             "keepalive_count_max": KEEPALIVE_COUNT_MAX,
             "kbdint_auth": True,
-            "client_factory": lambda: _Client(t, owner),
+            "client_factory": lambda: _Client(t, self, is_target),
         }
         if port is not None:
             kwargs["port"] = port
@@ -173,7 +179,7 @@ class _SharedConnection:
         for attempt in (1, 2):
             try:
                 conn = await asyncssh.connect(host, **kwargs)
-                self.authentications += owner is self
+                self.authentications += is_target
                 return conn
             except asyncssh.PermissionDenied as exc:
                 raise AuthenticationError(
@@ -274,8 +280,13 @@ class SSHTransport(Transport):
 
     @property
     def local_ports(self) -> list[int]:
-        """Source ports of the connections opened so far (they identify our lines in the sshd log)."""
+        """Source ports of the authenticated connections so far (they identify our sshd log lines)."""
         return list(self._shared.local_ports)
+
+    @property
+    def attempt_ports(self) -> list[int]:
+        """Source ports of every connection attempt to the target, refused ones included."""
+        return list(self._shared.attempt_ports)
 
     def _count(self, roundtrips: int = 1, sent: int = 0) -> None:
         with self._count_lock:
