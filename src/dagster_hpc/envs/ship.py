@@ -1,0 +1,216 @@
+"""Ship an environment to the cluster once, and find it again with one round trip.
+
+Remote layout under ``<remote_base>/envs/`` (all 0700):
+
+    <key>/               a published entry (see ``manifest``), never modified after publishing
+    .lock-<key>          flock'ed by publishers (and by ``env gc`` before removing <key>)
+    .incoming/<key>.*    uploads in flight (each uploader its own name)
+    .tmp-<key>-*         entries being unpacked and installed
+
+Lookup (one round trip, zero bytes uploaded): check the entry (manifest, interpreter, tree
+digest, ``import dagster_pipes``) and touch its last-used stamp. On a miss or a corrupt
+entry: build locally (or reuse the local bundle cache), upload to a private name, then ONE
+remote script takes the key's flock, re-checks (another run may have published meanwhile),
+moves a corrupt entry aside, unpacks into a tmp dir, runs the install step, writes the digest
+and the manifest last, and renames the tmp dir into place. Concurrent runs therefore either
+see no entry or a complete one, never half of one.
+"""
+
+from __future__ import annotations
+
+import shlex
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from dagster_hpc.envs import build as build_mod
+from dagster_hpc.envs.build import BuildPlan, Bundle
+from dagster_hpc.envs.manifest import (
+    ACTIVATE,
+    CORRUPT,
+    HIT,
+    LAST_USED,
+    MANIFEST,
+    MANIFEST_PENDING,
+    MISS,
+    TREE_DIGEST,
+    check_shell,
+    tree_digest_shell,
+)
+from dagster_hpc.errors import ConfigError, DagsterHpcError, TransportError
+from dagster_hpc.transport.base import Transport
+
+# A lookup runs find + sha256sum over a few thousand names and starts Python once.
+LOOKUP_TIMEOUT_S = 60.0
+# Waiting for another run that is publishing the same key (unpack + offline install of a
+# large env on a slow shared filesystem takes minutes); beyond this, give up with a hint.
+PUBLISH_LOCK_WAIT_S = 900
+# The publish script itself: lock wait + unpack + install.
+PUBLISH_TIMEOUT_S = PUBLISH_LOCK_WAIT_S + 900.0
+ENVS_DIR = "envs"
+
+
+@dataclass(frozen=True)
+class EnvRef:
+    """A verified environment on the cluster: what job scripts use."""
+
+    key: str
+    path: str  # the entry directory
+    python: str  # absolute interpreter path
+    activate: str  # absolute path of activate.sh ('' if the environment has none)
+
+
+@dataclass(frozen=True)
+class ShipReport:
+    """What ``ensure`` did: for logs, benchmarks and tests."""
+
+    ref: EnvRef
+    status: str  # 'hit' (already there), 'published', 'published-by-other' (lost the race)
+    lookup_status: str  # the first check's line: HIT, MISS or 'CORRUPT <reason>'
+    bytes_uploaded: int
+    roundtrips: int
+    build_s: float
+    seconds: float
+
+
+def envs_root(remote_base: str) -> str:
+    return f"{remote_base.rstrip('/')}/{ENVS_DIR}"
+
+
+def entry_dir(remote_base: str, key: str) -> str:
+    return f"{envs_root(remote_base)}/{key}"
+
+
+def lookup_command(remote_base: str, key: str, python_relpath: str) -> str:
+    """One round trip: print HIT / MISS / CORRUPT <reason>; a hit also stamps last-used."""
+    d = shlex.quote(entry_dir(remote_base, key))
+    return f"d={d}; s=$({check_shell('d', python_relpath)}); " f'[ "$s" = {HIT} ] && touch "$d/{LAST_USED}"; echo "$s"'
+
+
+def publish_script(remote_base: str, p: BuildPlan, upload: str, token: str) -> str:
+    """The remote half of a publish (pure; see the module docstring for the protocol)."""
+    root = envs_root(remote_base)
+    q = shlex.quote
+    tmp = f"{root}/.tmp-{p.key}-{token}"
+    trash = f"{root}/.trash-{p.key}-{token}"
+    install = f"(cd \"$tmp\" && {p.install_shell})" if p.install_shell else "true"
+    return "\n".join([
+        "set -eu",
+        "umask 077",
+        f"root={q(root)}; d={q(entry_dir(remote_base, p.key))}; up={q(upload)}; tmp={q(tmp)}",
+        'cleanup() { rm -rf "$tmp"; rm -f "$up"; }',
+        "trap cleanup EXIT",
+        f'exec 9>"$root/.lock-{p.key}"',
+        f"flock -w {PUBLISH_LOCK_WAIT_S} 9 || {{ echo 'timed out waiting for the env lock' >&2; exit 75; }}",
+        f"s=$({check_shell('d', p.python_relpath)})",
+        f'if [ "$s" = {HIT} ]; then echo ALREADY; exit 0; fi',
+        f'if [ -e "$d" ]; then mv "$d" {q(trash)}; rm -rf {q(trash)}; fi',
+        'mkdir -m 700 "$tmp"',
+        'tar -xf "$up" -C "$tmp"',
+        'rm -f "$up"',
+        install,
+        f'digest=$({tree_digest_shell("tmp")})',
+        f'echo "$digest" > "$tmp/{TREE_DIGEST}"',
+        f'mv "$tmp/{MANIFEST_PENDING}" "$tmp/{MANIFEST}"',
+        f"s=$({check_shell('tmp', p.python_relpath)})",
+        f'if [ "$s" != {HIT} ]; then echo "the new environment fails its own check: $s" >&2; exit 3; fi',
+        'mv -T "$tmp" "$d"',
+        "trap - EXIT",
+        "echo PUBLISHED",
+    ])
+
+
+def _ref(remote_base: str, p: BuildPlan) -> EnvRef:
+    d = entry_dir(remote_base, p.key)
+    return EnvRef(key=p.key, path=d, python=f"{d}/{p.python_relpath}", activate=f"{d}/{ACTIVATE}")
+
+
+# Once an entry is verified in this process, later runs skip even the lookup (DESIGN step 2).
+_verified: dict[tuple[str, str, str], EnvRef] = {}
+_verified_lock = threading.Lock()
+
+
+def forget_verified() -> None:
+    """Drop the per-process memo (tests; or after removing entries by hand)."""
+    with _verified_lock:
+        _verified.clear()
+
+
+class EnvShipper:
+    """Runtime object (never stored on a Dagster resource): one transport, one remote base."""
+
+    def __init__(
+        self, transport: Transport, remote_base: str, *, cluster: str = "", cache_dir: Path | None = None
+    ):
+        if not remote_base.startswith("/"):
+            raise ConfigError(
+                f"remote_base {remote_base!r} must be an absolute path on the cluster "
+                "(e.g. /home/USER/.dagster-hpc; '~' is not expanded inside quoted commands)"
+            )
+        self.transport = transport
+        self.remote_base = remote_base
+        self.cluster = cluster
+        self.cache_dir = cache_dir
+
+    def lookup(self, p: BuildPlan) -> str:
+        """HIT, MISS or 'CORRUPT <reason>' (one round trip)."""
+        result = self.transport.run(lookup_command(self.remote_base, p.key, p.python_relpath), timeout=LOOKUP_TIMEOUT_S)
+        line = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+        if not result.ok or not (line in (HIT, MISS) or line.startswith(CORRUPT)):
+            raise TransportError(
+                f"looking up environment {p.key} under {envs_root(self.remote_base)} failed "
+                f"(exit {result.exit_code}): {result.stderr.strip()[-500:]}\n"
+                "hint: check that the remote base directory exists and is writable (dagster-hpc doctor)"
+            )
+        return line
+
+    def publish(self, bundle: Bundle) -> tuple[str, int]:
+        """Upload ``bundle`` and publish it under the key's lock; returns (status, bytes)."""
+        p = bundle.plan
+        token = uuid.uuid4().hex[:12]
+        root = envs_root(self.remote_base)
+        upload = f"{root}/.incoming/{p.key}.{token}.tar"
+        self.transport.check(
+            f"umask 077 && mkdir -p {shlex.quote(root)}/.incoming && chmod 700 {shlex.quote(root)}",
+            timeout=LOOKUP_TIMEOUT_S,
+            hint="the remote base directory must be writable by the cluster user",
+        )
+        sent = self.transport.put_file(bundle.archive, upload, mode=0o600)
+        result = self.transport.run(publish_script(self.remote_base, p, upload, token), timeout=PUBLISH_TIMEOUT_S)
+        if not result.ok:
+            raise DagsterHpcError(
+                f"publishing environment {p.key} ({p.kind}) to {entry_dir(self.remote_base, p.key)} "
+                f"failed with exit code {result.exit_code}\n--- stderr (tail) ---\n"
+                f"{result.stderr.strip()[-1500:]}\n"
+                "hint: exit 75 means another run held the env lock too long; otherwise check disk "
+                "space/quota under the remote base and run `dagster-hpc env push` to see the full output"
+            )
+        last = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+        return ("published-by-other" if last == "ALREADY" else "published"), sent
+
+    def ensure(self, p: BuildPlan) -> ShipReport:
+        """The entry for ``p`` on the cluster: verified, published if needed."""
+        started = time.monotonic()
+        memo_key = (self.cluster, self.remote_base, p.key)
+        with _verified_lock:
+            cached = _verified.get(memo_key)
+        if cached is not None:
+            return ShipReport(cached, "hit", "HIT (verified earlier in this process)", 0, 0, 0.0, 0.0)
+        rt0 = self.transport.roundtrips
+        bytes0 = self.transport.bytes_sent
+        status = self.lookup(p)
+        build_s, uploaded = 0.0, 0
+        if status == HIT:
+            outcome = "hit"
+        else:
+            bundle = build_mod.build(p, cache_dir=self.cache_dir)
+            build_s = bundle.built_s
+            outcome, uploaded = self.publish(bundle)
+        ref = _ref(self.remote_base, p)
+        with _verified_lock:
+            _verified[memo_key] = ref
+        counted = self.transport.bytes_sent - bytes0
+        return ShipReport(ref, outcome, status, counted if counted else uploaded,
+                          self.transport.roundtrips - rt0, build_s, time.monotonic() - started)
