@@ -22,6 +22,14 @@ def known_hosts_path(target: SSHTarget) -> str:
     return target.known_hosts or DEFAULT_KNOWN_HOSTS
 
 
+def ensure_known_hosts_file(target: SSHTarget) -> None:
+    """accept-new may start from no file at all: create an empty private one to add keys to."""
+    p = Path(os.path.expanduser(known_hosts_path(target)))
+    if not p.exists():
+        p.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        p.touch(mode=0o600)
+
+
 def host_pattern(host: str, port: int | None) -> str:
     """How OpenSSH writes a host in known_hosts ([host]:port for a non-default port)."""
     return host if port in (None, 22) else f"[{host}]:{port}"
@@ -74,9 +82,8 @@ async def trust_on_first_use(
     key = await asyncssh.get_server_host_key(host, **kwargs)
     if key is None:
         return False
-    line = f"{host_pattern(host, port)} {key.export_public_key('openssh').decode().split()[0]} " + (
-        key.export_public_key("openssh").decode().split()[1]
-    )
+    algorithm, blob = key.export_public_key("openssh").decode().split()[:2]
+    line = f"{host_pattern(host, port)} {algorithm} {blob}"
     p = Path(os.path.expanduser(path))
     p.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with p.open("a") as fh:

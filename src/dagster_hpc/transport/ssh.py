@@ -24,7 +24,11 @@ from dagster_hpc.errors import AuthenticationError, ConfigError, HostKeyError, T
 from dagster_hpc.transport import _loop, _shell
 from dagster_hpc.transport.auth import JumpHost, SSHTarget
 from dagster_hpc.transport.base import CommandResult, Transport
-from dagster_hpc.transport.hostkeys import describe_host_key_failure, trust_on_first_use
+from dagster_hpc.transport.hostkeys import (
+    describe_host_key_failure,
+    ensure_known_hosts_file,
+    trust_on_first_use,
+)
 
 # Waits before each connection attempt after the connection dropped: quick first, then backing
 # off so a rebooting login node is not hammered (~30 s in total covers a sshd restart or a
@@ -152,6 +156,8 @@ class _SharedConnection:
         is_target: bool,
     ) -> asyncssh.SSHClientConnection:
         t = self.target
+        if t.host_key_policy == "accept-new":
+            ensure_known_hosts_file(t)
         kwargs: dict[str, object] = {
             "known_hosts": os.path.expanduser(t.known_hosts) if t.known_hosts else (),
             "config": [os.path.expanduser(t.ssh_config)] if t.ssh_config else (),
