@@ -10,6 +10,7 @@ it never replays history (``compact()`` merges small files and writes a checkpoi
 from __future__ import annotations
 
 import json
+import logging
 import random
 import time
 from pathlib import Path
@@ -34,6 +35,7 @@ COMMIT_BACKOFF_CAP_S = 1.0
 # Stored in each table's description; checked on every read.
 TABLE_FORMAT = 1
 _SOURCE, _TARGET = "s", "t"
+log = logging.getLogger(__name__)
 
 
 def _table_description() -> str:
@@ -156,6 +158,7 @@ class DeltaStore(MetadataStore):
                 if table is not None or "already exists" not in str(exc).lower():
                     raise
                 last = exc
+            log.debug("%s on %s lost a commit race (%s); retrying", action, feature.key, last)
             time.sleep(backoff * (0.5 + random.random()))
             backoff = min(backoff * 2, COMMIT_BACKOFF_CAP_S)
         raise StoreError(
