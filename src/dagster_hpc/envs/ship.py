@@ -109,6 +109,7 @@ def publish_script(remote_base: str, p: BuildPlan, upload: str, token: str) -> s
         f'if [ -e "$d" ]; then mv "$d" {q(trash)}; rm -rf {q(trash)}; fi',
         'mkdir -m 700 "$tmp"',
         'tar -xf "$up" -C "$tmp"',
+        'chmod 700 "$tmp"',  # tar restores the archive root's mode (0755) onto $tmp
         'rm -f "$up"',
         install,
         f'digest=$({tree_digest_shell("tmp")})',

@@ -1,0 +1,159 @@
+"""The env cache protocol with the real shipping code against a transport double that runs the
+remote shell locally: cold publish, warm hit (1 round trip, 0 bytes), corruption detected and
+repaired, concurrent publishers, and a small real bundle from the ``pack`` hook."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from dagster_hpc.envs import build as build_mod
+from dagster_hpc.envs.build import EnvSpec, plan
+from dagster_hpc.envs.platform import TargetPlatform
+from dagster_hpc.envs.ship import EnvShipper, entry_dir, forget_verified
+from dagster_hpc.errors import ConfigError, DagsterHpcError
+from tests.unit.envs_fakes import LocalShellTransport
+
+PLAT = TargetPlatform(arch="x86_64", glibc="2.36", python="3.11", node_python="/usr/bin/python3")
+# A self-extracting file the pack hook writes: it creates env/bin/python, a wrapper around the
+# interpreter running these tests (which has dagster_pipes), plus a data file.
+_SELF_EXTRACTOR = (
+    "printf '%s\\n' '#!/bin/sh' 'mkdir -p env/bin env/data' "
+    f"'printf \"#!/bin/sh\\nexec {sys.executable} \\\"\\$@\\\"\\n\" > env/bin/python' "
+    "'chmod 755 env/bin/python' 'echo payload-data > env/data/file.txt' > {output}"
+)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_memo():
+    forget_verified()
+    yield
+    forget_verified()
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    lock = tmp_path / "project" / "requirements.txt"
+    lock.parent.mkdir()
+    lock.write_text("polars==2.1.0\n")
+    return lock
+
+
+def _plan(lock: Path, marker: str = ""):
+    spec = EnvSpec(lock, kind="pack", pack_command=("sh", "-c", _SELF_EXTRACTOR + marker))
+    return plan(spec, PLAT)
+
+
+def _shipper(tmp_path: Path, transport=None) -> EnvShipper:
+    return EnvShipper(transport or LocalShellTransport(), str(tmp_path / "remote base"),
+                      cluster="test", cache_dir=tmp_path / "cache")
+
+
+def test_cold_publishes_then_warm_costs_one_round_trip_and_no_bytes(tmp_path, project):
+    p = _plan(project)
+    t = LocalShellTransport()
+    cold = _shipper(tmp_path, t).ensure(p)
+    assert cold.status == "published" and cold.lookup_status == "MISS"
+    assert cold.bytes_uploaded >= (tmp_path / "cache" / "bundles" / f"{p.key}.tar").stat().st_size > 0
+    entry = Path(cold.ref.path)
+    manifest = json.loads((entry / "manifest.json").read_text())
+    assert manifest["key"] == p.key and manifest["kind"] == "pack"
+    assert "polars==2.1.0" in manifest["packages"] and any(x.startswith("dagster-pipes==") for x in manifest["packages"])
+    assert oct(entry.stat().st_mode & 0o777) == "0o700"
+    assert oct(entry.parent.stat().st_mode & 0o777) == "0o700"
+    assert (entry / "env" / "data" / "file.txt").read_text() == "payload-data\n"
+    forget_verified()  # a new process
+    before_rt, before_bytes = t.roundtrips, t.bytes_sent
+    warm = _shipper(tmp_path, t).ensure(p)
+    assert warm.status == "hit" and warm.lookup_status == "HIT"
+    assert t.roundtrips - before_rt == 1 and t.bytes_sent - before_bytes == 0
+    assert (entry / ".last-used").exists()
+    again = _shipper(tmp_path, t).ensure(p)  # same process: not even a lookup
+    assert again.roundtrips == 0 and t.roundtrips - before_rt == 1
+    assert not list((entry.parent).glob(".tmp-*")) and not list((entry.parent / ".incoming").iterdir())
+
+
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (lambda e: (e / "env" / "data" / "file.txt").unlink(), "tree checksum mismatch"),
+        (lambda e: (e / "env" / "data" / "file.txt").write_text("x"), "tree checksum mismatch"),
+        (lambda e: (e / "env" / "bin" / "python").unlink(), "interpreter env/bin/python missing"),
+        (lambda e: (e / "manifest.json").unlink(), "manifest.json missing"),
+    ],
+)
+def test_corrupt_entry_is_detected_and_rebuilt(tmp_path, project, damage, reason):
+    p = _plan(project)
+    first = _shipper(tmp_path).ensure(p)
+    damage(Path(first.ref.path))
+    forget_verified()
+    s = _shipper(tmp_path)
+    assert s.lookup(p).startswith("CORRUPT") and reason in s.lookup(p)
+    repaired = s.ensure(p)
+    assert repaired.status == "published" and reason in repaired.lookup_status
+    assert s.lookup(p) == "HIT"
+    assert (Path(repaired.ref.path) / "env" / "data" / "file.txt").read_text() == "payload-data\n"
+
+
+def test_concurrent_cold_publishers_leave_one_intact_entry(tmp_path, project):
+    p = _plan(project)
+    build_mod.build(p, cache_dir=tmp_path / "cache")  # both publishers upload the same archive
+    reports, errors = [], []
+
+    def publish():
+        try:
+            reports.append(_shipper(tmp_path).ensure(p))
+        except DagsterHpcError as exc:  # surfaced by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=publish) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors
+    statuses = sorted(r.status for r in reports)
+    # exactly one run unpacked; the others found it published (under the lock, or before)
+    assert len(statuses) == 4 and statuses.count("published") == 1
+    assert set(statuses) <= {"published", "published-by-other", "hit"}
+    envs = Path(entry_dir(str(tmp_path / "remote base"), p.key)).parent
+    assert [d.name for d in envs.iterdir() if not d.name.startswith(".")] == [p.key]
+    assert not list(envs.glob(".tmp-*")) and not list(envs.glob(".trash-*"))
+    assert _shipper(tmp_path).lookup(p) == "HIT"
+
+
+def test_pack_hook_errors_are_clear(tmp_path, project):
+    with pytest.raises(ConfigError, match="needs pack_command"):
+        plan(EnvSpec(project, kind="pack"), PLAT)
+    bad = plan(EnvSpec(project, kind="pack", pack_command=("true", "{nope}")), PLAT)
+    with pytest.raises(ConfigError, match="unknown placeholder"):
+        build_mod.build(bad, cache_dir=tmp_path / "c")
+    silent = plan(EnvSpec(project, kind="pack", pack_command=("true",)), PLAT)
+    with pytest.raises(DagsterHpcError, match="wrote no file"):
+        build_mod.build(silent, cache_dir=tmp_path / "c")
+
+
+def test_a_broken_bundle_is_never_published(tmp_path, project):
+    # the pack output creates no interpreter: the publish step's own check refuses it
+    p = plan(EnvSpec(project, kind="pack", pack_command=("sh", "-c", "echo 'mkdir env' > {output}")), PLAT)
+    with pytest.raises(DagsterHpcError, match="(?s)fails its own check.*interpreter env/bin/python missing"):
+        _shipper(tmp_path).ensure(p)
+    envs = Path(entry_dir(str(tmp_path / "remote base"), p.key)).parent
+    assert not (envs / p.key).exists() and not list(envs.glob(".tmp-*"))
+
+
+def test_relative_remote_base_rejected():
+    with pytest.raises(ConfigError, match="must be an absolute path"):
+        EnvShipper(LocalShellTransport(), "~/.dagster-hpc")
+
+
+def test_different_locks_get_different_entries(tmp_path, project):
+    a = _shipper(tmp_path).ensure(_plan(project))
+    project.write_text("polars==2.0.0\n")
+    b = _shipper(tmp_path).ensure(_plan(project))
+    assert a.ref.key != b.ref.key and os.path.isdir(a.ref.path) and os.path.isdir(b.ref.path)
