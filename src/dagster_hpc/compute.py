@@ -56,7 +56,10 @@ class ComputeResource(dg.ConfigurableResource):
             extra_files=extra_files,
             queue=queue,
         )
-        return execute(context, backend, request, python=self.python, base_env=dict(self.extra_env))
+        request, header_lines = backend.prepare(context, request)
+        return execute(
+            context, backend, request, python=self.python, base_env=dict(self.extra_env), header_lines=header_lines
+        )
 
 
 def _local_backend(resource: ComputeResource) -> Backend:

@@ -106,6 +106,12 @@ class Backend(abc.ABC):
         """
         return None
 
+    def prepare(self, context: Any, request: Any) -> tuple[Any, tuple[str, ...]]:
+        """Backend checks before anything is written or submitted (raise ConfigError), and the
+        job-script header lines (Slurm: ``#SBATCH``). Returns the request to run (a backend may
+        wrap its launcher) and the header; the default changes nothing."""
+        return request, ()
+
     def failure_error(self, handle: JobHandle, outcome: JobOutcome, stderr_tail: list[str]) -> PayloadError:
         """The error raised when a job did not succeed (backends name their own states)."""
         code = "unknown (no exit_code file)" if outcome.exit_code is None else str(outcome.exit_code)

@@ -1,0 +1,132 @@
+"""Pure text for Slurm mode: the #SBATCH header, the activation wrapper, the preflight check.
+
+Everything here is a function of its inputs (golden-tested in tests/unit/test_slurm_script.py)
+and quotes every value with ``shlex.quote``.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+from typing import ClassVar
+
+from dagster_hpc.errors import ConfigError
+from dagster_hpc.launchers import Launcher
+from dagster_hpc.launchers.base import LaunchRequest
+from dagster_hpc.queue import QueueConfig
+
+# Exit code of launch.sh when the activation script cannot be sourced (outside 0-3 and 126-255).
+EXIT_ACTIVATE_FAILED = 95
+# Slurm's own log for the batch step (the wrapper's output, not the payload's).
+SLURM_LOG = "slurm.log"
+_JOB_NAME_RE = re.compile(r"[^A-Za-z0-9_.-]+")
+JOB_NAME_MAX = 64
+
+
+def job_name(step: str) -> str:
+    """A Slurm-safe job name for a Dagster step ("dhpc-" prefix: easy to find in squeue)."""
+    return ("dhpc-" + _JOB_NAME_RE.sub("_", step))[:JOB_NAME_MAX]
+
+
+def sbatch_header(queue: QueueConfig, *, step: str) -> tuple[str, ...]:
+    """All #SBATCH lines: our own (name, Slurm's log) first, then the resource request.
+
+    sbatch runs inside the run directory, so the job's working directory and the relative
+    ``--output`` both land there.
+    """
+    own = [
+        f"#SBATCH --job-name={shlex.quote(job_name(step))}",
+        f"#SBATCH --output={SLURM_LOG}",
+    ]
+    return (*own, *queue.to_sbatch_lines())
+
+
+@dataclass(frozen=True)
+class ActivatedLauncher(Launcher):
+    """Wraps a launcher: sources a cluster-side activation script before the payload starts."""
+
+    inner: Launcher
+    activate: str
+    name: ClassVar[str] = "activated"
+
+    def render(self, request: LaunchRequest) -> str:
+        inner = self.inner.render(request)
+        q = shlex.quote(self.activate)
+        return (
+            "#!/usr/bin/env bash\n"
+            f"# dagster-hpc: activate the cluster environment, then run the {self.inner.name} launcher\n"
+            f". {q} || {{ echo \"dagster-hpc: cannot source \"{q} >&2; exit {EXIT_ACTIVATE_FAILED}; }}\n"
+            + inner
+        )
+
+    def check_payload(self, payload):  # type: ignore[no-untyped-def]
+        self.inner.check_payload(payload)
+
+
+def preflight_command(*, base_dir: str, python: str, activate: str | None) -> str:
+    """ONE command that checks everything a submit needs: the base directory is writable, the
+    interpreter (after activation) runs and imports dagster_pipes, and which partitions exist.
+    The answer is one "key=value" line per check (``parse_preflight``)."""
+    qb = shlex.quote(base_dir)
+    act = f". {shlex.quote(activate)} >/dev/null 2>&1 && " if activate else ""
+    act_check = (
+        f"if [ -r {shlex.quote(activate)} ]; then echo activate=ok; else echo activate=missing; fi; "
+        if activate
+        else ""
+    )
+    py = shlex.quote(python)
+    return (
+        f"umask 077; if mkdir -p {qb} 2>/dev/null && [ -w {qb} ]; then echo base=ok; else echo base=unwritable; fi; "
+        + act_check
+        + f"if ( {act}{py} -c 'import dagster_pipes' ) >/dev/null 2>&1; then echo python=ok; "
+        f"elif ( {act}command -v {py} ) >/dev/null 2>&1; then echo python=no-dagster-pipes; "
+        "else echo python=missing; fi; "
+        "echo partitions=$(sinfo --noheader --format=%R 2>/dev/null | sort -u | tr '\\n' ','); "
+        "echo default_partition=$(sinfo --noheader --format=%P 2>/dev/null | grep '\\*$' | tr -d '*' | head -n1)"
+    )
+
+
+def parse_preflight(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        if "=" in line:
+            k, v = line.split("=", 1)
+            out[k.strip()] = v.strip()
+    return out
+
+
+def check_preflight(
+    answer: dict[str, str], *, cluster: str, base_dir: str, python: str, activate: str | None,
+    partition: str | None, need_python: bool = True,
+) -> None:
+    """Raise ConfigError naming what is wrong on the cluster (before anything is submitted)."""
+    if answer.get("base") != "ok":
+        raise ConfigError(
+            f"remote base directory {base_dir} on {cluster} cannot be created or is not writable: "
+            "set remote_base_dir to a directory you own (e.g. on $HOME or $SCRATCH)"
+        )
+    if activate and answer.get("activate") != "ok":
+        raise ConfigError(
+            f"activation script {activate} does not exist or is not readable on {cluster}: fix activate= "
+            "(a file such as /path/env/bin/activate)"
+        )
+    py = answer.get("python") if need_python else "ok"
+    if py == "missing":
+        raise ConfigError(
+            f"python {python!r} was not found on {cluster}"
+            + (f" after sourcing {activate}" if activate else "")
+            + ": set python= to an interpreter path that exists on the compute nodes"
+        )
+    if py == "no-dagster-pipes":
+        raise ConfigError(
+            f"python {python!r} on {cluster} cannot import dagster_pipes: install it there "
+            "(`python -m pip install dagster-pipes`) or point python=/activate= at an environment that has it"
+        )
+    if py != "ok":
+        raise ConfigError(f"could not verify python {python!r} on {cluster} (answer: {answer})")
+    known = [p for p in answer.get("partitions", "").split(",") if p]
+    if partition is not None and known and partition not in known:
+        raise ConfigError(
+            f"unknown partition {partition!r} on {cluster}: this cluster has {', '.join(known)}"
+        )
