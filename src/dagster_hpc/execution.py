@@ -47,7 +47,7 @@ def execute(
 ) -> dg.PipesClientCompletedInvocation:
     """Run ``request`` on ``backend`` through Dagster Pipes; raise PayloadError on failure."""
     op_context = context.op_execution_context if isinstance(context, dg.AssetExecutionContext) else context
-    run_dir = backend.run_dir_for(context.run_id, op_context.op.name)
+    run_dir = backend.run_dir_for(context.run.run_id, op_context.op.name)
     staging = backend.local_staging_dir(run_dir)
     temp_staging = staging is None
     if staging is None:
@@ -138,7 +138,7 @@ def _write(path: Path, text: str, mode: int) -> None:
 
 
 def _run_env(context: AnyContext, run_dir: str) -> dict[str, str]:
-    env = {"DAGSTER_HPC_RUN_ID": context.run_id, "DAGSTER_HPC_RUN_DIR": run_dir}
+    env = {"DAGSTER_HPC_RUN_ID": context.run.run_id, "DAGSTER_HPC_RUN_DIR": run_dir}
     if context.has_partition_key:
         env["DAGSTER_HPC_PARTITION_KEY"] = context.partition_key
     return env

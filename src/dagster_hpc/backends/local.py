@@ -29,6 +29,8 @@ WRAPPER_LOG = "wrapper.log"
 # After SIGTERM, how long the payload gets to clean up before SIGKILL (Slurm's KillWait is 30 s;
 # local runs are interactive, so shorter).
 CANCEL_GRACE_S = 10.0
+# How often cancel checks that every process of the job's group has exited.
+GROUP_CHECK_INTERVAL_S = 0.02
 _STEP_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -105,7 +107,10 @@ class LocalBackend(Backend):
         except subprocess.TimeoutExpired:
             _signal_group(proc.pid, signal.SIGKILL)
             proc.wait(timeout=CANCEL_GRACE_S)
-        if proc.poll() is None:
+        # the wrapper is gone; its grandchildren may still be dying: confirm the group is empty
+        if not _group_gone(proc.pid, CANCEL_GRACE_S):
+            _signal_group(proc.pid, signal.SIGKILL)
+        if proc.poll() is None or not _group_gone(proc.pid, CANCEL_GRACE_S):
             raise PayloadError(
                 f"local job {handle.job_id} did not stop after SIGTERM and SIGKILL; "
                 f"kill process group {proc.pid} by hand (run dir {handle.run_dir})"
@@ -136,6 +141,17 @@ def _state_for(code: int) -> JobState:
     if code < 0 or code in (128 + signal.SIGTERM, 128 + signal.SIGKILL):
         return JobState.CANCELLED
     return JobState.FAILED
+
+
+def _group_gone(pgid: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(GROUP_CHECK_INTERVAL_S)
+    return False
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

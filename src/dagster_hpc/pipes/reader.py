@@ -103,7 +103,7 @@ class RunDirMessageReader(dg.PipesMessageReader):
         while True:
             stopping = self._stop.is_set()  # read before the tick: the last tick sees final sizes
             try:
-                more = self._tick(handler)
+                full, got_any = self._tick(handler)
                 failing_since = None
             except TransportError as exc:
                 failing_since = failing_since or time.monotonic()
@@ -113,15 +113,15 @@ class RunDirMessageReader(dg.PipesMessageReader):
                 self._warn(f"reading the job's files failed, retrying from the same offsets: {exc}")
                 self._stop.wait(self._interval_s)
                 continue
-            if more:
-                continue
+            if full or (stopping and got_any):
+                continue  # more is waiting; when stopping, read until a batch comes back empty
             if stopping:
                 self._drain_partials(handler)
                 return
             self._stop.wait(self._interval_s)
 
-    def _tick(self, handler: dg.PipesMessageHandler) -> bool:
-        """One batched read; returns True when a chunk was full (more is waiting)."""
+    def _tick(self, handler: dg.PipesMessageHandler) -> tuple[bool, bool]:
+        """One batched read; returns (a chunk was full: more is waiting, any bytes arrived)."""
         tails = (self._messages, self._stdout, self._stderr)
         chunks = self._transport.read_many_from(
             [(t.path, t.offset) for t in tails] + [(self._exit_code_path, 0)], max_bytes=READ_CHUNK_BYTES
@@ -138,7 +138,8 @@ class RunDirMessageReader(dg.PipesMessageReader):
                 self._warn(f"{self._exit_code_path} holds {exit_chunk[:50]!r}, not an exit code")
                 self.exit_code = -1
             self.exited.set()
-        return any(len(c) >= READ_CHUNK_BYTES for c in (msg_chunk, out_chunk, err_chunk))
+        data = (msg_chunk, out_chunk, err_chunk)
+        return any(len(c) >= READ_CHUNK_BYTES for c in data), any(data)
 
     def _drain_partials(self, handler: dg.PipesMessageHandler) -> None:
         self._emit("stdout", self._stdout.flush())

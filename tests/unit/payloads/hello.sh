@@ -1,0 +1,1 @@
+echo "bash says $1 from $(basename "$PWD" | cut -c1-1)x"
