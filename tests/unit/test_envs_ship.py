@@ -93,10 +93,11 @@ def test_corrupt_entry_is_detected_and_rebuilt(tmp_path, project, damage, reason
     damage(Path(first.ref.path))
     forget_verified()
     s = _shipper(tmp_path)
-    assert s.lookup(p).startswith("CORRUPT") and reason in s.lookup(p)
+    status, _root = s.lookup(p)
+    assert status.startswith("CORRUPT") and reason in status
     repaired = s.ensure(p)
     assert repaired.status == "published" and reason in repaired.lookup_status
-    assert s.lookup(p) == "HIT"
+    assert s.lookup(p)[0] == "HIT"
     assert (Path(repaired.ref.path) / "env" / "data" / "file.txt").read_text() == "payload-data\n"
 
 
@@ -124,7 +125,7 @@ def test_concurrent_cold_publishers_leave_one_intact_entry(tmp_path, project):
     envs = Path(entry_dir(str(tmp_path / "remote base"), p.key)).parent
     assert [d.name for d in envs.iterdir() if not d.name.startswith(".")] == [p.key]
     assert not list(envs.glob(".tmp-*")) and not list(envs.glob(".trash-*"))
-    assert _shipper(tmp_path).lookup(p) == "HIT"
+    assert _shipper(tmp_path).lookup(p)[0] == "HIT"
 
 
 def test_pack_hook_errors_are_clear(tmp_path, project):
@@ -149,7 +150,15 @@ def test_a_broken_bundle_is_never_published(tmp_path, project):
 
 def test_relative_remote_base_rejected():
     with pytest.raises(ConfigError, match="must be an absolute path"):
-        EnvShipper(LocalShellTransport(), "~/.dagster-hpc")
+        EnvShipper(LocalShellTransport(), "relative/.dagster-hpc")
+
+
+def test_home_relative_remote_base_resolves_on_the_remote_side(tmp_path, project, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home dir"))  # the 'remote' shell's HOME
+    (tmp_path / "home dir").mkdir()
+    report = EnvShipper(LocalShellTransport(), "~/.dagster-hpc", cache_dir=tmp_path / "cache").ensure(_plan(project))
+    assert report.ref.path == f"{tmp_path}/home dir/.dagster-hpc/envs/{report.ref.key}"
+    assert Path(report.ref.python).exists()
 
 
 def test_different_locks_get_different_entries(tmp_path, project):

@@ -75,7 +75,21 @@ class ShipReport:
     seconds: float
 
 
+def envs_root_expr(remote_base: str) -> str:
+    """Shell expression for ``<remote_base>/envs`` (``~/x`` -> ``"$HOME"/x/envs``), quoted."""
+    if not (remote_base.startswith("/") or remote_base == "~" or remote_base.startswith("~/")):
+        raise ConfigError(
+            f"remote_base {remote_base!r} must be an absolute path on the cluster or start with ~/ "
+            "(e.g. ~/.dagster-hpc or /scratch/USER/dagster-hpc)"
+        )
+    rest = f"{remote_base.rstrip('/')}/{ENVS_DIR}"
+    if rest.startswith("~/"):
+        return '"$HOME"/' + shlex.quote(rest[2:])
+    return shlex.quote(rest)
+
+
 def envs_root(remote_base: str) -> str:
+    """``<remote_base>/envs`` as text (for messages; may start with ~)."""
     return f"{remote_base.rstrip('/')}/{ENVS_DIR}"
 
 
@@ -84,14 +98,22 @@ def entry_dir(remote_base: str, key: str) -> str:
 
 
 def lookup_command(remote_base: str, key: str, python_relpath: str) -> str:
-    """One round trip: print HIT / MISS / CORRUPT <reason>; a hit also stamps last-used."""
-    d = shlex.quote(entry_dir(remote_base, key))
-    return f"d={d}; s=$({check_shell('d', python_relpath)}); " f'[ "$s" = {HIT} ] && touch "$d/{LAST_USED}"; echo "$s"'
+    """One round trip: print HIT / MISS / CORRUPT <reason>, then ROOT=<absolute envs dir>.
+
+    A hit also stamps last-used; a miss creates the envs dir (0700) for the upload to come.
+    """
+    return (
+        f"root={envs_root_expr(remote_base)}; d=\"$root\"/{key}; "
+        f"s=$({check_shell('d', python_relpath)}); "
+        f'if [ "$s" = {HIT} ]; then touch "$d/{LAST_USED}"; '
+        'else (umask 077 && mkdir -p "$root/.incoming" && chmod 700 "$root") || exit 1; fi; '
+        'echo "$s"; cd "$root" && echo "ROOT=$(pwd -P)"'
+    )
 
 
-def publish_script(remote_base: str, p: BuildPlan, upload: str, token: str) -> str:
-    """The remote half of a publish (pure; see the module docstring for the protocol)."""
-    root = envs_root(remote_base)
+def publish_script(root: str, p: BuildPlan, upload: str, token: str) -> str:
+    """The remote half of a publish, for the absolute envs dir ``root`` (pure; see the module
+    docstring for the protocol)."""
     q = shlex.quote
     tmp = f"{root}/.tmp-{p.key}-{token}"
     trash = f"{root}/.trash-{p.key}-{token}"
@@ -99,7 +121,7 @@ def publish_script(remote_base: str, p: BuildPlan, upload: str, token: str) -> s
     return "\n".join([
         "set -eu",
         "umask 077",
-        f"root={q(root)}; d={q(entry_dir(remote_base, p.key))}; up={q(upload)}; tmp={q(tmp)}",
+        f"root={q(root)}; d={q(root + '/' + p.key)}; up={q(upload)}; tmp={q(tmp)}",
         'cleanup() { rm -rf "$tmp"; rm -f "$up"; }',
         "trap cleanup EXIT",
         f'exec 9>"$root/.lock-{p.key}"',
@@ -123,8 +145,8 @@ def publish_script(remote_base: str, p: BuildPlan, upload: str, token: str) -> s
     ])
 
 
-def _ref(remote_base: str, p: BuildPlan) -> EnvRef:
-    d = entry_dir(remote_base, p.key)
+def _ref(root: str, p: BuildPlan) -> EnvRef:
+    d = f"{root}/{p.key}"
     return EnvRef(key=p.key, path=d, python=f"{d}/{p.python_relpath}", activate=f"{d}/{ACTIVATE}")
 
 
@@ -145,44 +167,36 @@ class EnvShipper:
     def __init__(
         self, transport: Transport, remote_base: str, *, cluster: str = "", cache_dir: Path | None = None
     ):
-        if not remote_base.startswith("/"):
-            raise ConfigError(
-                f"remote_base {remote_base!r} must be an absolute path on the cluster "
-                "(e.g. /home/USER/.dagster-hpc; '~' is not expanded inside quoted commands)"
-            )
+        envs_root_expr(remote_base)  # validates
         self.transport = transport
         self.remote_base = remote_base
         self.cluster = cluster
         self.cache_dir = cache_dir
 
-    def lookup(self, p: BuildPlan) -> str:
-        """HIT, MISS or 'CORRUPT <reason>' (one round trip)."""
+    def lookup(self, p: BuildPlan) -> tuple[str, str]:
+        """(HIT | MISS | 'CORRUPT <reason>', absolute envs dir): one round trip."""
         result = self.transport.run(lookup_command(self.remote_base, p.key, p.python_relpath), timeout=LOOKUP_TIMEOUT_S)
-        line = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
-        if not result.ok or not (line in (HIT, MISS) or line.startswith(CORRUPT)):
+        lines = result.stdout.strip().splitlines()
+        status = lines[-2] if len(lines) >= 2 else ""
+        root = lines[-1].removeprefix("ROOT=") if lines and lines[-1].startswith("ROOT=/") else ""
+        if not result.ok or not root or not (status in (HIT, MISS) or status.startswith(CORRUPT)):
             raise TransportError(
                 f"looking up environment {p.key} under {envs_root(self.remote_base)} failed "
                 f"(exit {result.exit_code}): {result.stderr.strip()[-500:]}\n"
-                "hint: check that the remote base directory exists and is writable (dagster-hpc doctor)"
+                "hint: check that the remote base directory is writable (dagster-hpc doctor)"
             )
-        return line
+        return status, root
 
-    def publish(self, bundle: Bundle) -> tuple[str, int]:
+    def publish(self, bundle: Bundle, root: str) -> tuple[str, int]:
         """Upload ``bundle`` and publish it under the key's lock; returns (status, bytes)."""
         p = bundle.plan
         token = uuid.uuid4().hex[:12]
-        root = envs_root(self.remote_base)
         upload = f"{root}/.incoming/{p.key}.{token}.tar"
-        self.transport.check(
-            f"umask 077 && mkdir -p {shlex.quote(root)}/.incoming && chmod 700 {shlex.quote(root)}",
-            timeout=LOOKUP_TIMEOUT_S,
-            hint="the remote base directory must be writable by the cluster user",
-        )
         sent = self.transport.put_file(bundle.archive, upload, mode=0o600)
-        result = self.transport.run(publish_script(self.remote_base, p, upload, token), timeout=PUBLISH_TIMEOUT_S)
+        result = self.transport.run(publish_script(root, p, upload, token), timeout=PUBLISH_TIMEOUT_S)
         if not result.ok:
             raise DagsterHpcError(
-                f"publishing environment {p.key} ({p.kind}) to {entry_dir(self.remote_base, p.key)} "
+                f"publishing environment {p.key} ({p.kind}) to {root}/{p.key} "
                 f"failed with exit code {result.exit_code}\n--- stderr (tail) ---\n"
                 f"{result.stderr.strip()[-1500:]}\n"
                 "hint: exit 75 means another run held the env lock too long; otherwise check disk "
@@ -201,15 +215,15 @@ class EnvShipper:
             return ShipReport(cached, "hit", "HIT (verified earlier in this process)", 0, 0, 0.0, 0.0)
         rt0 = self.transport.roundtrips
         bytes0 = self.transport.bytes_sent
-        status = self.lookup(p)
+        status, root = self.lookup(p)
         build_s, uploaded = 0.0, 0
         if status == HIT:
             outcome = "hit"
         else:
             bundle = build_mod.build(p, cache_dir=self.cache_dir)
             build_s = bundle.built_s
-            outcome, uploaded = self.publish(bundle)
-        ref = _ref(self.remote_base, p)
+            outcome, uploaded = self.publish(bundle, root)
+        ref = _ref(root, p)
         with _verified_lock:
             _verified[memo_key] = ref
         counted = self.transport.bytes_sent - bytes0
