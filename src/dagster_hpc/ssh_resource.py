@@ -39,6 +39,7 @@ ENV_FIELDS: dict[str, str] = {
     "TRANSPORT": "transport",
     "CONTROL_DIR": "control_dir",
     "CONTROL_PERSIST": "control_persist",
+    "REQUIRE_LOGIN": "require_login",
 }
 _SECRET_FIELDS = ("password", "totp_secret")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
@@ -71,6 +72,10 @@ class SSHConnectionResource(dg.ConfigurableResource):
     transport: str = Field(default="asyncssh", description="'asyncssh' (default) or 'openssh' (system ssh + ControlMaster).")
     control_dir: str | None = Field(default=None, description="openssh: directory of the ControlMaster sockets.")
     control_persist: str = Field(default="8h", description="openssh: how long an idle master stays up (ssh ControlPersist).")
+    require_login: bool = Field(
+        default=False,
+        description="openssh: never log in from a step; use the master opened by `dagster-hpc login` (interactive OTP sites).",
+    )
     connect_timeout: float = Field(default=30.0, description="Seconds for connect + authenticate, per hop.")
 
     @classmethod
@@ -93,7 +98,7 @@ class SSHConnectionResource(dg.ConfigurableResource):
                 if not raw.isdigit():
                     raise ConfigError(f"{name}={raw!r} is not a port number")
                 kwargs[field] = int(raw)
-            elif field == "use_agent":
+            elif field in ("use_agent", "require_login"):
                 if raw.lower() not in _TRUE + _FALSE:
                     raise ConfigError(f"{name}={raw!r}: use 1/0, true/false, yes/no")
                 kwargs[field] = raw.lower() in _TRUE
@@ -131,7 +136,9 @@ class SSHConnectionResource(dg.ConfigurableResource):
         if self.transport == "openssh":
             from dagster_hpc.transport.openssh import OpenSSHTransport
 
-            return OpenSSHTransport(target, control_dir=self.control_dir, control_persist=self.control_persist)
+            return OpenSSHTransport(
+                target, control_dir=self.control_dir, control_persist=self.control_persist, require_login=self.require_login
+            )
         from dagster_hpc.transport.ssh import SSHTransport
 
         return SSHTransport(target)

@@ -7,7 +7,7 @@ import importlib
 import sys
 
 # module name -> it defines ``register(subparsers)``; each registered parser sets ``func``.
-SUBCOMMAND_MODULES: tuple[str, ...] = ()
+SUBCOMMAND_MODULES: tuple[str, ...] = ("doctor", "login")
 
 
 def build_parser() -> argparse.ArgumentParser:
