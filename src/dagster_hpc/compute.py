@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -10,10 +11,16 @@ import dagster as dg
 
 from dagster_hpc.backends.base import Backend
 from dagster_hpc.backends.local import LocalBackend
+from dagster_hpc.backends.slurm_resource import SlurmResource
 from dagster_hpc.errors import ConfigError
 from dagster_hpc.execution import AnyContext, execute
+from dagster_hpc.jobscript import render_job_script
 from dagster_hpc.launchers import Launcher
+from dagster_hpc.queue import QueueConfig
 from dagster_hpc.request import Payload, build_request
+
+# The run directory shown by a dry run (the real one is chosen at submit time).
+DRY_RUN_DIR = "/path/to/run-dir"
 
 
 class ComputeResource(dg.ConfigurableResource):
@@ -28,6 +35,7 @@ class ComputeResource(dg.ConfigurableResource):
     base_dir: str | None = None  # local mode: where run directories go (default: per-user tmp)
     python: str | None = None  # interpreter for Python payloads (local default: this Python)
     extra_env: dict[str, str] = {}  # environment for every payload; per-call extra_env wins
+    slurm: SlurmResource | None = None  # mode="slurm": cluster, default queue, paths (SlurmResource.from_env())
 
     def run(
         self,
@@ -62,6 +70,50 @@ class ComputeResource(dg.ConfigurableResource):
         )
 
 
+    def render_job_script(
+        self,
+        payload: Payload,
+        *,
+        launcher: Launcher | None = None,
+        args: Sequence[str] = (),
+        queue: QueueConfig | Mapping[str, Any] | None = None,
+        run_dir: str = DRY_RUN_DIR,
+    ) -> str:
+        """Dry run: the job script and launch script exactly as ``run`` would submit them
+        (no connection, nothing runs). Print it when a job misbehaves."""
+        request = build_request(payload, launcher=launcher, args=args, queue=queue)
+        header: tuple[str, ...] = ()
+        python = self.python or "python3"
+        if self.mode == "slurm":
+            from dagster_hpc.backends.slurm_script import ActivatedLauncher, sbatch_header
+
+            slurm = _slurm_settings(self)
+            header = sbatch_header(slurm.queue.merged(queue), step=request.describe().rsplit("/", 1)[-1])
+            python = slurm.python or python
+            if slurm.activate:
+                request = dataclasses.replace(request, launcher=ActivatedLauncher(request.launcher, slurm.activate))
+        launch = request.launcher.render(request.launch_request(python))
+        job = render_job_script(run_dir, header_lines=header)
+        return f"# ===== job.sh =====\n{job}\n# ===== launch.sh =====\n{launch}"
+
+
+def _slurm_settings(resource: ComputeResource) -> SlurmResource:
+    slurm = resource.slurm if resource.slurm is not None else SlurmResource.from_env()
+    if resource.python and slurm.python and resource.python != slurm.python:
+        raise ConfigError(
+            f"python is set twice: ComputeResource(python={resource.python!r}) and "
+            f"SlurmResource(python={slurm.python!r}); set it on SlurmResource only"
+        )
+    if resource.python and not slurm.python:
+        slurm = slurm.model_copy(update={"python": resource.python})
+    return slurm
+
+
+def _slurm_backend(resource: ComputeResource) -> Backend:
+    """mode="slurm": the resource's ``slurm`` settings, or SlurmResource.from_env() if unset."""
+    return _slurm_settings(resource).make_backend()
+
+
 def _local_backend(resource: ComputeResource) -> Backend:
     return LocalBackend(resource.base_dir)
 
@@ -69,7 +121,7 @@ def _local_backend(resource: ComputeResource) -> Backend:
 # mode -> backend factory. Each mode registers exactly one entry.
 BACKEND_FACTORIES: dict[str, Callable[[ComputeResource], Backend]] = {
     "local": _local_backend,
-    # --- mode="slurm": the Slurm backend registers its factory here ---
+    "slurm": _slurm_backend,
 }
 
 

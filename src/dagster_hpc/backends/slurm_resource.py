@@ -1,0 +1,121 @@
+"""SlurmResource: where and how ``mode="slurm"`` submits (login node, default queue, paths).
+
+Nested in ``ComputeResource(mode="slurm", slurm=SlurmResource(...))``. Like every Dagster
+resource it is immutable and only describes; ``make_backend()`` builds the per-run
+``SlurmBackend`` that holds runtime state. ``from_env()`` reads the site settings from
+environment variables, so the same definitions run on a laptop and against a real cluster.
+"""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+from pydantic import Field
+
+from dagster_hpc.backends.slurm import DEFAULT_REMOTE_BASE, SlurmBackend, base_dir_expr
+from dagster_hpc.errors import ConfigError
+from dagster_hpc.queue import QueueConfig
+from dagster_hpc.ssh_resource import SSHConnectionResource
+from dagster_hpc.transport.base import Transport
+
+DEFAULT_ENV_PREFIX = "DAGSTER_HPC_SLURM"
+# {prefix}_{suffix} -> QueueConfig field (strings; ints converted).
+QUEUE_ENV_FIELDS: dict[str, str] = {
+    "PARTITION": "partition",
+    "ACCOUNT": "account",
+    "QOS": "qos",
+    "RESERVATION": "reservation",
+    "CONSTRAINT": "constraint",
+    "TIME_LIMIT": "time_limit",
+    "MEM": "mem",
+    "MEM_PER_CPU": "mem_per_cpu",
+    "NODES": "nodes",
+    "NTASKS": "ntasks",
+    "CPUS_PER_TASK": "cpus_per_task",
+    "GPUS_PER_NODE": "gpus_per_node",
+    "SIGNAL": "signal_before_timeout",
+}
+_INT_FIELDS = ("nodes", "ntasks", "cpus_per_task", "gpus_per_node")
+# {prefix}_{suffix} -> SlurmResource field.
+RESOURCE_ENV_FIELDS: dict[str, str] = {
+    "REMOTE_BASE_DIR": "remote_base_dir",
+    "PYTHON": "python",
+    "ACTIVATE": "activate",
+    "CLUSTER_NAME": "cluster_name",
+}
+
+
+class SlurmResource(dg.ConfigurableResource):
+    """A Slurm cluster reached through ``ssh`` (or this machine, when ``ssh`` is None)."""
+
+    ssh: SSHConnectionResource | None = Field(
+        default=None, description="The login node; None: this machine is the login node (sbatch runs locally)."
+    )
+    queue: QueueConfig = Field(default_factory=QueueConfig, description="Default resource request of every job.")
+    remote_base_dir: str = Field(
+        default=DEFAULT_REMOTE_BASE, description="Run directories on the cluster (absolute or ~/...), created 0700."
+    )
+    python: str | None = Field(
+        default=None, description="Interpreter for Python payloads on the compute nodes (default python3)."
+    )
+    activate: str | None = Field(
+        default=None, description="Script sourced before the payload starts (e.g. /path/env/bin/activate)."
+    )
+    cluster_name: str | None = Field(
+        default=None, description="Label in messages and the shared poll cache (default: user@host:port)."
+    )
+
+    @classmethod
+    def from_env(cls, prefix: str = DEFAULT_ENV_PREFIX, ssh_prefix: str | None = None) -> SlurmResource:
+        """Build from ``{prefix}_PARTITION``, ``_ACCOUNT``, ``_TIME_LIMIT``, ... and the SSH
+        settings of ``SSHConnectionResource.from_env(ssh_prefix)`` when ``{ssh_prefix}_HOST`` is set."""
+        queue: dict[str, object] = {}
+        for suffix, field in QUEUE_ENV_FIELDS.items():
+            raw = os.environ.get(f"{prefix}_{suffix}", "")
+            if not raw:
+                continue
+            if field in _INT_FIELDS:
+                if not raw.lstrip("-").isdigit():
+                    raise ConfigError(f"{prefix}_{suffix}={raw!r} is not a whole number")
+                queue[field] = int(raw)
+            else:
+                queue[field] = raw
+        kwargs: dict[str, object] = {"queue": QueueConfig(**queue)}
+        for suffix, field in RESOURCE_ENV_FIELDS.items():
+            raw = os.environ.get(f"{prefix}_{suffix}", "")
+            if raw:
+                kwargs[field] = raw
+        from dagster_hpc.ssh_resource import DEFAULT_ENV_PREFIX as SSH_PREFIX
+
+        sp = ssh_prefix or SSH_PREFIX
+        if os.environ.get(f"{sp}_HOST"):
+            kwargs["ssh"] = SSHConnectionResource.from_env(sp)
+        return cls(**kwargs)
+
+    def cluster_label(self) -> str:
+        if self.cluster_name:
+            return self.cluster_name
+        if self.ssh is None:
+            return "localhost"
+        target = self.ssh.to_target()
+        return target.label
+
+    def make_transport(self) -> Transport:
+        if self.ssh is None:
+            from dagster_hpc.transport.local import LocalTransport
+
+            return LocalTransport()
+        return self.ssh.get_transport()
+
+    def make_backend(self) -> SlurmBackend:
+        """A fresh backend for one ``run()`` (validates settings before connecting)."""
+        base_dir_expr(self.remote_base_dir)
+        return SlurmBackend(
+            self.make_transport(),
+            cluster=self.cluster_label(),
+            queue=self.queue,
+            remote_base_dir=self.remote_base_dir,
+            python=self.python,
+            activate=self.activate,
+        )
