@@ -29,6 +29,9 @@ REASON_DATA = "data_changed"
 REASON_BOTH = "code_and_data_changed"
 
 _STORED = "__stored_"
+_STORED_MARK = "__in_stored"
+_EXPECTED_MARK = "__in_expected"
+_STALE_COLUMNS = [STALE_FIELDS, CODE_CHANGED_FIELDS, DATA_CHANGED_FIELDS, STALE_REASON]
 
 Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
 
@@ -95,37 +98,47 @@ def compute_increment(
     stored: pl.LazyFrame | None,
     lazy: bool = False,
 ) -> Increment:
-    """Join expected (ids, provenance, provenance_by_field, any extra columns) with stored state."""
+    """Join expected (ids, provenance, provenance_by_field, any extra columns) with stored state.
+
+    One full outer join on the id columns classifies every sample (new / stale / orphaned / up to
+    date); in eager mode it is computed once and the three frames are filtered from it.
+    """
     ids = list(feature.id_columns)
     if stored is None:
-        stored = expected.select(ids).clear()
-        stored_schema = pl.Schema()
-    else:
-        stored_schema = stored.collect_schema()
-        stored = stored.select(
-            ids
-            + [
-                pl.col(PROVENANCE).alias(_STORED + PROVENANCE),
-                pl.col(PROVENANCE_BY_FIELD).alias(_STORED + PROVENANCE_BY_FIELD),
-                pl.col(CODE_VERSION_BY_FIELD).alias(_STORED + CODE_VERSION_BY_FIELD),
-            ]
-        )
-    has_stored = PROVENANCE in stored_schema
-    if has_stored:
-        new = expected.join(stored.select(ids), on=ids, how="anti")
-        orphaned = stored.join(expected.select(ids), on=ids, how="anti").select(
-            ids + [pl.col(_STORED + PROVENANCE).alias(PROVENANCE)]
-        )
-        both = expected.join(stored, on=ids, how="inner").filter(
-            pl.col(PROVENANCE) != pl.col(_STORED + PROVENANCE)
-        )
-        stale = _annotate_stale(feature, both, stored_schema).drop(
-            [_STORED + PROVENANCE, _STORED + PROVENANCE_BY_FIELD, _STORED + CODE_VERSION_BY_FIELD]
-        )
-    else:
-        new = expected
-        orphaned = stored.select(ids).with_columns(pl.lit(None, dtype=pl.Int64).alias(PROVENANCE))
         stale = _annotate_stale(feature, expected.clear(), pl.Schema())
+        orphaned = (
+            expected.select(ids)
+            .clear()
+            .with_columns(pl.lit(None, dtype=pl.Int64).alias(PROVENANCE))
+        )
+        increment = Increment(new=expected, stale=stale, orphaned=orphaned)
+        return increment if lazy else increment.collect()
+    stored_schema = stored.collect_schema()
+    columns = expected.collect_schema().names()
+    stored = stored.select(
+        ids
+        + [
+            pl.col(PROVENANCE).alias(_STORED + PROVENANCE),
+            pl.col(PROVENANCE_BY_FIELD).alias(_STORED + PROVENANCE_BY_FIELD),
+            pl.col(CODE_VERSION_BY_FIELD).alias(_STORED + CODE_VERSION_BY_FIELD),
+            pl.lit(True).alias(_STORED_MARK),
+        ]
+    )
+    joined = expected.with_columns(pl.lit(True).alias(_EXPECTED_MARK)).join(
+        stored, on=ids, how="full", coalesce=True
+    )
+    if not lazy:
+        joined = joined.collect().lazy()
+    in_expected = pl.col(_EXPECTED_MARK).is_not_null()
+    in_stored = pl.col(_STORED_MARK).is_not_null()
+    new = joined.filter(in_expected & ~in_stored).select(columns)
+    orphaned = joined.filter(~in_expected).select(
+        ids + [pl.col(_STORED + PROVENANCE).alias(PROVENANCE)]
+    )
+    both = joined.filter(
+        in_expected & in_stored & (pl.col(PROVENANCE) != pl.col(_STORED + PROVENANCE))
+    )
+    stale = _annotate_stale(feature, both, stored_schema).select(columns + _STALE_COLUMNS)
     increment = Increment(new=new, stale=stale, orphaned=orphaned)
     return increment if lazy else increment.collect()
 

@@ -1,0 +1,391 @@
+"""Incremental resolve: ours vs metaxy 0.1.11 (its Delta store) vs a plain polars floor.
+
+    uv run python benchmarks/incremental.py [--sizes 100000 1000000] [--reps 3]
+
+Same generated data for all three: a root feature with 3 fields (file_uri, value, category) and
+one downstream feature (result <- value; value_bucket <- value, category). Measured: resolving
+the DOWNSTREAM feature (load upstream data versions, hash, compare with stored) in three
+states: first resolve (nothing stored downstream), 1% of root values changed, no change.
+
+Every measurement runs in a fresh subprocess (clean peak RSS: ru_maxrss of that process, which
+includes the interpreter and imports), against a store prepared beforehand by another
+subprocess; the reported figure is the median over ``--reps`` runs.
+
+metaxy lives in its own venv (never in the project lock):
+    python3 -m venv benchmarks/.metaxy-venv
+    benchmarks/.metaxy-venv/bin/pip install 'metaxy[delta]==0.1.11'
+
+Writes benchmarks/results/incremental.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+METAXY_PYTHON = HERE / ".metaxy-venv" / "bin" / "python"
+RESULTS = HERE / "results" / "incremental.json"
+SYSTEMS = ("ours", "metaxy", "floor")
+SCENARIOS = ("first", "changed_1pct", "no_change")
+# A measured child that takes longer than this is hung, not slow (metaxy needs ~5 s at 1M).
+CHILD_TIMEOUT_S = 600
+CHANGED_EVERY = 100  # every 100th sample's value changes: 1%
+
+# Data ----------------------------------------------------------------------------------------
+
+
+def root_rows(n: int, changed: bool):
+    """Deterministic root samples; ``changed`` shifts the value of every 100th sample."""
+    import polars as pl
+
+    i = pl.int_range(n, eager=True).alias("i")
+    df = pl.DataFrame(i).select(
+        pl.format("s{}", pl.col("i")).alias("sample_uid"),
+        pl.format("s3://bucket/sample-{}.bin", pl.col("i")).alias("file_uri"),
+        ((pl.col("i") * 7919 % 1000) / 10.0).alias("value"),
+        pl.format("c{}", pl.col("i") % 10).alias("category"),
+        pl.col("i"),
+    )
+    if changed:
+        df = df.with_columns(
+            pl.when(pl.col("i") % CHANGED_EVERY == 0)
+            .then(pl.col("value") + 0.5)
+            .otherwise(pl.col("value"))
+            .alias("value")
+        )
+    return df.drop("i")
+
+
+def provenance_struct(df, name: str):
+    import polars as pl
+
+    return df.with_columns(
+        pl.struct(pl.col("file_uri"), pl.col("value").cast(pl.String), pl.col("category")).alias(
+            name
+        )
+    )
+
+
+# Ours ----------------------------------------------------------------------------------------
+
+
+def ours_graph():
+    from dagster_hpc.incremental import FeatureGraph, FeatureSpec, FieldDep, FieldSpec
+
+    raw = FeatureSpec(
+        key="bench/raw",
+        id_columns=("sample_uid",),
+        fields=(FieldSpec("file_uri"), FieldSpec("value"), FieldSpec("category")),
+    )
+    derived = FeatureSpec(
+        key="bench/derived",
+        id_columns=("sample_uid",),
+        deps=("bench/raw",),
+        fields=(
+            FieldSpec("result", deps=(FieldDep("bench/raw", ("value",)),)),
+            FieldSpec("value_bucket", deps=(FieldDep("bench/raw", ("value", "category")),)),
+        ),
+    )
+    return FeatureGraph([raw, derived]), raw, derived
+
+
+def ours_setup(root: Path, n: int, scenario: str) -> None:
+    from dagster_hpc.incremental import DeltaStore
+
+    graph, raw, derived = ours_graph()
+    store = DeltaStore(root, graph)
+    samples = provenance_struct(root_rows(n, False), "provenance_by_field")
+    store.write(raw, store.resolve_update(raw, samples=samples).to_process())
+    if scenario == "first":
+        return
+    store.write(derived, store.resolve_update(derived).to_process())
+    if scenario == "changed_1pct":
+        samples = provenance_struct(root_rows(n, True), "provenance_by_field")
+        store.write(raw, store.resolve_update(raw, samples=samples).to_process())
+
+
+def ours_measure(root: Path) -> dict[str, int]:
+    from dagster_hpc.incremental import DeltaStore
+
+    graph, _, derived = ours_graph()
+    return DeltaStore(root, graph).resolve_update(derived).counts()
+
+
+# metaxy --------------------------------------------------------------------------------------
+
+
+def metaxy_features():
+    import metaxy as mx
+
+    class Raw(
+        mx.BaseFeature,
+        spec=mx.FeatureSpec(
+            key="bench/raw", id_columns=["sample_uid"], fields=["file_uri", "value", "category"]
+        ),
+    ):
+        sample_uid: str
+
+    class Derived(
+        mx.BaseFeature,
+        spec=mx.FeatureSpec(
+            key="bench/derived",
+            id_columns=["sample_uid"],
+            deps=[mx.FeatureDep(feature=Raw)],
+            fields=[
+                mx.FieldSpec(key="result", deps=[mx.FieldDep(feature=Raw, fields=["value"])]),
+                mx.FieldSpec(
+                    key="value_bucket",
+                    deps=[mx.FieldDep(feature=Raw, fields=["value", "category"])],
+                ),
+            ],
+        ),
+    ):
+        sample_uid: str
+
+    return Raw, Derived
+
+
+def metaxy_store(root: Path):
+    from metaxy.ext.polars.handlers.delta import DeltaMetadataStore
+
+    return DeltaMetadataStore(root_path=str(root))
+
+
+def metaxy_setup(root: Path, n: int, scenario: str) -> None:
+    raw, derived = metaxy_features()
+    store = metaxy_store(root)
+    with store.open("w"):
+        samples = provenance_struct(root_rows(n, False), "metaxy_provenance_by_field")
+        store.write(raw, store.resolve_update(raw, samples=samples).new.to_native())
+        if scenario == "first":
+            return
+        store.write(derived, store.resolve_update(derived).new.to_native())
+        if scenario == "changed_1pct":
+            samples = provenance_struct(root_rows(n, True), "metaxy_provenance_by_field")
+            store.write(raw, store.resolve_update(raw, samples=samples).stale.to_native())
+
+
+def metaxy_measure(root: Path) -> dict[str, int]:
+    _, derived = metaxy_features()
+    store = metaxy_store(root)
+    with store.open("r"):
+        inc = store.resolve_update(derived)
+        return {"new": len(inc.new), "stale": len(inc.stale), "orphaned": len(inc.orphaned)}
+
+
+# Floor: plain polars, one native hash per sample, one join ---------------------------------
+
+
+def floor_setup(root: Path, n: int, scenario: str) -> None:
+    import polars as pl
+
+    rows = root_rows(n, False)
+    rows.write_delta(root / "raw")
+    if scenario == "first":
+        pl.DataFrame(schema={"sample_uid": pl.String, "h": pl.Int64}).write_delta(root / "derived")
+        return
+    hashed = rows.select("sample_uid", floor_hash())
+    hashed.write_delta(root / "derived")
+    if scenario == "changed_1pct":
+        root_rows(n, True).write_delta(root / "raw", mode="overwrite")
+
+
+def floor_hash():
+    import polars as pl
+
+    parts = [pl.col("value").cast(pl.String), pl.col("category")]
+    return pl.concat_str(parts, separator="|").hash(seed=0).reinterpret(signed=True).alias("h")
+
+
+def floor_measure(root: Path) -> dict[str, int]:
+    import polars as pl
+
+    expected = pl.scan_delta(str(root / "raw")).select("sample_uid", floor_hash())
+    stored = pl.scan_delta(str(root / "derived")).select("sample_uid", pl.col("h").alias("h_old"))
+    joined = expected.join(stored, on="sample_uid", how="full", coalesce=True)
+    counts = joined.select(
+        pl.col("h_old").is_null().sum().alias("new"),
+        (
+            pl.col("h").is_not_null()
+            & pl.col("h_old").is_not_null()
+            & (pl.col("h") != pl.col("h_old"))
+        )
+        .sum()
+        .alias("stale"),
+        pl.col("h").is_null().sum().alias("orphaned"),
+    ).collect()
+    return {k: int(v) for k, v in counts.row(0, named=True).items()}
+
+
+# Child entry point ---------------------------------------------------------------------------
+
+SETUP = {"ours": ours_setup, "metaxy": metaxy_setup, "floor": floor_setup}
+MEASURE = {"ours": ours_measure, "metaxy": metaxy_measure, "floor": floor_measure}
+
+
+def child(system: str, action: str, root: Path, n: int, scenario: str) -> None:
+    if action == "setup":
+        SETUP[system](root, n, scenario)
+        print(json.dumps({"ok": True}))
+        return
+    start = time.perf_counter()
+    counts = MEASURE[system](root)
+    wall = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"wall_s": wall, "peak_rss_mb": peak_mb, "counts": counts}))
+
+
+# Parent --------------------------------------------------------------------------------------
+
+
+def run_child(system: str, action: str, root: Path, n: int, scenario: str) -> dict:
+    python = str(METAXY_PYTHON) if system == "metaxy" else sys.executable
+    cmd = [
+        python,
+        str(Path(__file__).resolve()),
+        "child",
+        system,
+        action,
+        str(root),
+        str(n),
+        scenario,
+    ]
+    env = dict(
+        os.environ, POLARS_MAX_THREADS=os.environ.get("POLARS_MAX_THREADS", str(os.cpu_count()))
+    )
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"{system} {action} {scenario} n={n} failed (exit {proc.returncode}): {' '.join(cmd)}\n"
+            f"{proc.stderr[-3000:]}"
+        )
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def expected_counts(n: int, scenario: str) -> dict[str, int]:
+    if scenario == "first":
+        return {"new": n, "stale": 0, "orphaned": 0}
+    if scenario == "changed_1pct":
+        return {"new": 0, "stale": len(range(0, n, CHANGED_EVERY)), "orphaned": 0}
+    return {"new": 0, "stale": 0, "orphaned": 0}
+
+
+def bench(sizes: list[int], reps: int, workdir: Path, systems: tuple[str, ...]) -> dict:
+    cases: list[dict] = []
+    for n in sizes:
+        for scenario in SCENARIOS:
+            for system in systems:
+                root = workdir / f"{system}-{n}-{scenario}"
+                shutil.rmtree(root, ignore_errors=True)
+                root.mkdir(parents=True)
+                run_child(system, "setup", root, n, scenario)
+                runs = [run_child(system, "measure", root, n, scenario) for _ in range(reps)]
+                counts = runs[0]["counts"]
+                if counts != expected_counts(n, scenario):
+                    raise RuntimeError(
+                        f"{system} {scenario} n={n}: counts {counts} != {expected_counts(n, scenario)}"
+                    )
+                case = {
+                    "system": system,
+                    "n": n,
+                    "scenario": scenario,
+                    "wall_median_s": statistics.median(r["wall_s"] for r in runs),
+                    "peak_rss_median_mb": statistics.median(r["peak_rss_mb"] for r in runs),
+                    "wall_runs_s": [round(r["wall_s"], 4) for r in runs],
+                    "counts": counts,
+                }
+                cases.append(case)
+                print(
+                    f"n={n:>8} {scenario:<13} {system:<7} wall {case['wall_median_s']:7.3f} s"
+                    f"  peak {case['peak_rss_median_mb']:7.0f} MB  {counts}",
+                    flush=True,
+                )
+                shutil.rmtree(root, ignore_errors=True)
+    return {"cases": cases}
+
+
+def ratios(cases: list[dict], n: int) -> dict:
+    def pick(system: str, scenario: str, key: str) -> float | None:
+        for c in cases:
+            if c["system"] == system and c["n"] == n and c["scenario"] == scenario:
+                return c[key]
+        return None
+
+    out: dict = {}
+    for other, name in (("metaxy", "ours_vs_metaxy"), ("floor", "ours_vs_floor")):
+        per = {}
+        for scenario in SCENARIOS:
+            ours, theirs = (
+                pick("ours", scenario, "wall_median_s"),
+                pick(other, scenario, "wall_median_s"),
+            )
+            if ours is not None and theirs:
+                per[scenario] = round(ours / theirs, 3)
+        if per:
+            # The least favourable scenario for us (ratios are ours / theirs: lower is better).
+            out[name] = max(per.values())
+            out[f"{name}_by_scenario"] = per
+    mem = {}
+    for scenario in SCENARIOS:
+        ours, theirs = (
+            pick("ours", scenario, "peak_rss_median_mb"),
+            pick("metaxy", scenario, "peak_rss_median_mb"),
+        )
+        if ours is not None and theirs:
+            mem[scenario] = round(ours / theirs, 3)
+    if mem:
+        out["ours_vs_metaxy_peak_memory_by_scenario"] = mem
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    systems = tuple(args.systems)
+    if "metaxy" in systems and not METAXY_PYTHON.exists():
+        raise SystemExit(
+            f"metaxy venv not found at {METAXY_PYTHON}; create it (see this file's docstring) "
+            "or pass --systems ours floor"
+        )
+    with tempfile.TemporaryDirectory(prefix="bench-incremental-") as tmp:
+        result = bench(args.sizes, args.reps, Path(tmp), systems)
+    largest = max(args.sizes)
+    result.update(ratios(result["cases"], largest))
+    result["ratios_at_n"] = largest
+    result["notes"] = {
+        "ours_vs_metaxy": "max over scenarios of ours/metaxy median wall (0.2 = 5x faster)",
+        "ours_vs_floor": "max over scenarios of ours/floor median wall",
+        "peak_rss": "ru_maxrss of the measuring process (interpreter + imports + resolve)",
+        "floor": "polars scan_delta + native concat_str hash + one full join, no provenance",
+    }
+    result["machine"] = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "polars_max_threads": os.environ.get("POLARS_MAX_THREADS", str(os.cpu_count())),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "cases"}, indent=2))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "child":
+        _, _, system, action, root, n, scenario = sys.argv
+        child(system, action, Path(root), int(n), scenario)
+    else:
+        main()
