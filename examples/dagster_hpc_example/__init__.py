@@ -1,0 +1,1 @@
+"""A Dagster project that runs every asset through dagster-hpc (locally or on Slurm)."""

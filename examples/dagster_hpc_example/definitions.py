@@ -1,0 +1,83 @@
+"""The example project: `dagster dev -m dagster_hpc_example.definitions` (from examples/).
+
+Every asset runs its payload through ``ComputeResource``; DAGSTER_HPC_MODE=slurm runs the very
+same assets as Slurm jobs.
+"""
+
+from pathlib import Path
+
+import dagster as dg
+
+from dagster_hpc import ComputeResource
+from dagster_hpc_example.resources import compute_from_env
+
+PAYLOADS = Path(__file__).parent / "payloads"
+REGIONS = dg.StaticPartitionsDefinition(["eu", "us", "apac"])
+
+
+@dg.asset(group_name="hpc_example", kinds={"bash"})
+def measurements(context: dg.AssetExecutionContext, compute: ComputeResource) -> dg.MaterializeResult:
+    """A bash script generates the raw CSV (no Pipes inside: plain shell)."""
+    rows = 20_000
+    completed = compute.run(context, PAYLOADS / "make_numbers.sh", args=[str(rows)])
+    return dg.MaterializeResult(metadata={**completed.metadata, "rows": rows})
+
+
+@dg.asset(group_name="hpc_example", deps=[measurements], kinds={"python", "polars"})
+def sensor_summary(context: dg.AssetExecutionContext, compute: ComputeResource):
+    """Polars statistics per sensor, computed by a Python payload that reports metadata."""
+    yield from compute.run(context, PAYLOADS / "summarize.py").get_results()
+
+
+@dg.asset(group_name="hpc_example", deps=[sensor_summary], kinds={"python"})
+def sensor_report(context: dg.AssetExecutionContext, compute: ComputeResource):
+    """Downstream of the summary: a markdown table of the top sensors."""
+    yield from compute.run(context, PAYLOADS / "report.py", extras={"top_n": 3}).get_results()
+
+
+@dg.multi_asset(
+    group_name="hpc_example",
+    specs=[
+        dg.AssetSpec("clean_measurements", deps=[measurements], kinds={"python"}),
+        dg.AssetSpec("rejected_measurements", deps=[measurements], kinds={"python"}),
+    ],
+    check_specs=[dg.AssetCheckSpec("values_within_threshold", asset="clean_measurements", blocking=True)],
+)
+def split_measurements(context: dg.AssetExecutionContext, compute: ComputeResource):
+    """One payload, two assets and a blocking check reported through Pipes."""
+    yield from compute.run(context, PAYLOADS / "clean_split.py", extras={"max_value": 95.0}).get_results()
+
+
+@dg.asset(group_name="hpc_example", deps=[measurements], partitions_def=REGIONS, kinds={"python"})
+def regional_measurements(context: dg.AssetExecutionContext, compute: ComputeResource):
+    """Statically partitioned: the partition key reaches the payload (Pipes + env var)."""
+    yield from compute.run(context, PAYLOADS / "regional.py").get_results()
+
+
+ASSETS = [measurements, sensor_summary, sensor_report, split_measurements, regional_measurements]
+UNPARTITIONED = [measurements, sensor_summary, sensor_report, split_measurements]
+
+hpc_example_job = dg.define_asset_job("hpc_example_job", selection=dg.AssetSelection.assets(*UNPARTITIONED))
+regional_job = dg.define_asset_job(
+    "regional_job", selection=dg.AssetSelection.assets(regional_measurements), partitions_def=REGIONS
+)
+
+defs = dg.Definitions(
+    assets=ASSETS,
+    jobs=[hpc_example_job, regional_job],
+    resources={"compute": compute_from_env()},
+)
+
+
+def resolved_job(name: str) -> dg.JobDefinition:
+    return defs.resolve_job_def(name)
+
+
+def example_job() -> dg.JobDefinition:
+    """For ``dg.reconstructable`` (multiprocess executor): the unpartitioned assets."""
+    return resolved_job("hpc_example_job")
+
+
+def partitioned_job() -> dg.JobDefinition:
+    """For ``dg.reconstructable``: the partitioned asset, one run per partition."""
+    return resolved_job("regional_job")
