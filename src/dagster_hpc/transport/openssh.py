@@ -259,8 +259,8 @@ class OpenSSHTransport(Transport):
 
     def _expired(self) -> SSHMasterExpired:
         return SSHMasterExpired(
-            f"no SSH master connection to {self.target.label} is open: it expired (ControlPersist="
-            f"{self.control_persist} of idle time) or was never opened on this machine, and this "
+            f"no SSH master connection to {self.target.label} is open: it expired (a master closes "
+            "after being idle for its ControlPersist time) or was never opened on this machine, and this "
             "deployment is set to never log in by itself (require_login=True).\nLog in again, "
             f"once, in a terminal on this machine:\n    {self.login_command()}\nthen re-run the step."
         )

@@ -1,0 +1,124 @@
+"""OpenSSHTransport + `dagster-hpc login` on the real key+TOTP sshd: one login for a whole
+multi-process deployment, and a clear error once the master has expired."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+PROCESSES = 8
+COMMANDS_PER_PROCESS = 3
+# ControlPersist for the expiry test: short, so the master really times out during the test.
+SHORT_PERSIST_S = 5  # longer than a worker's start-up on a loaded machine
+EXPIRY_WAIT_S = 30.0
+
+# Workers build the transport the way SSHConnectionResource.get_transport does, without importing
+# Dagster (8 Dagster imports on 2 shared cores would dominate the test's time).
+WORKER = f"""
+import json, os
+from dagster_hpc.transport.auth import SSHTarget
+from dagster_hpc.transport.openssh import OpenSSHTransport
+e = os.environ
+target = SSHTarget(e["DHT_HOST"], port=int(e["DHT_PORT"]), user=e["DHT_USER"], key_paths=(e["DHT_KEY_PATH"],),
+                   known_hosts=e["DHT_KNOWN_HOSTS"], use_agent=False)
+t = OpenSSHTransport(target, control_dir=e["DHT_CONTROL_DIR"], require_login=e["DHT_REQUIRE_LOGIN"] == "1")
+outs = [t.run("echo $SSH_CONNECTION").stdout.split()[1] for _ in range({COMMANDS_PER_PROCESS})]
+print(json.dumps({{"pid": os.getpid(), "ports": outs, "roundtrips": t.roundtrips}}))
+"""
+
+
+@pytest.fixture
+def control_dir():
+    # socket paths are limited to ~104 bytes: keep it short, not under pytest's long tmp_path
+    d = tempfile.mkdtemp(prefix="dhcm-", dir="/tmp")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _env(cluster, key: Path, control_dir: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DHT_", "DAGSTER_HPC_SSH_"))}
+    env.update(
+        DHT_HOST=cluster.host, DHT_PORT=str(cluster.otp_port), DHT_USER=cluster.user, DHT_KEY_PATH=str(key),
+        DHT_KNOWN_HOSTS=str(cluster.known_hosts), DHT_TRANSPORT="openssh", DHT_CONTROL_DIR=control_dir,
+        DHT_REQUIRE_LOGIN="1", DHT_USE_AGENT="0",
+    )  # fmt: skip
+    env.update(extra)
+    return env
+
+
+def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "dagster-hpc"), *args], env=env, capture_output=True, text=True, timeout=120,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def _otp_logins(cluster, key) -> int:
+    """Completed key+TOTP logins of this test's key on the OTP server."""
+    ports = key.ports(cluster.sshd_log("otp"))
+    log = cluster.sshd_log("otp").read_text().splitlines()
+    return sum(1 for ln in log if "Accepted keyboard-interactive/pam" in ln and ln.split(" port ")[1].split()[0] in ports)
+
+
+def test_eight_processes_after_one_login_cost_one_authentication(cluster, dedicated_key, control_dir):
+    env = _env(cluster, dedicated_key.path, control_dir)
+    # the workers have no TOTP secret: they cannot log in by themselves, only reuse the master
+    login = _cli(["login", "--env-prefix", "DHT"], dict(env, DHT_TOTP_SECRET=cluster.totp_secret))
+    assert login.returncode == 0, login.stderr
+    assert "master opened" in login.stdout
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(PROCESSES)]  # fmt: skip
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        results.append(json.loads(out))
+    assert len({r["pid"] for r in results}) == PROCESSES
+    # every command of every process arrived over the same TCP connection (same client port)
+    assert len({port for r in results for port in r["ports"]}) == 1
+    assert all(r["roundtrips"] == COMMANDS_PER_PROCESS for r in results)
+    # the server's view: one publickey step and one TOTP answer for this key, in all
+    assert dedicated_key.accepted(cluster.sshd_log("otp")) == 1
+    assert _otp_logins(cluster, dedicated_key) == 1
+    check = _cli(["login", "--env-prefix", "DHT", "--check"], env)
+    assert check.returncode == 0 and "master open" in check.stdout
+    assert _cli(["login", "--env-prefix", "DHT", "--exit"], env).returncode == 0
+
+
+def test_expired_master_says_how_to_log_in_again(cluster, dedicated_key, control_dir):
+    env = _env(cluster, dedicated_key.path, control_dir)
+    login = _cli(["login", "--env-prefix", "DHT", "--persist", str(SHORT_PERSIST_S)], dict(env, DHT_TOTP_SECRET=cluster.totp_secret))
+    assert login.returncode == 0, login.stderr
+    worker = subprocess.run([sys.executable, "-c", WORKER], env=env, capture_output=True, text=True, timeout=120)
+    assert worker.returncode == 0, worker.stderr
+    # let the master expire for real (ControlPersist idle timeout): its socket disappears
+    sockets = lambda: [p for p in Path(control_dir).iterdir() if p.name.startswith("cm-") and not p.name.endswith(".lock")]  # noqa: E731
+    deadline = time.monotonic() + EXPIRY_WAIT_S
+    while sockets() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not sockets(), "the master did not expire"
+    worker = subprocess.run([sys.executable, "-c", WORKER], env=env, capture_output=True, text=True, timeout=120)
+    assert worker.returncode != 0
+    assert "SSHMasterExpired" in worker.stderr and "expired" in worker.stderr
+    assert f"dagster-hpc login {cluster.host} --port {cluster.otp_port} --user {cluster.user}" in worker.stderr
+    assert _otp_logins(cluster, dedicated_key) == 1  # the expired worker did not log in by itself
+
+
+def test_openssh_without_require_login_opens_one_master_for_concurrent_processes(cluster, dedicated_key, control_dir):
+    """Key-only site: the first processes race to open the master; the file lock makes it one login."""
+    env = _env(cluster, dedicated_key.path, control_dir, DHT_PORT=str(cluster.port), DHT_REQUIRE_LOGIN="0")
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]  # fmt: skip
+    for p in procs:
+        _out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    assert dedicated_key.accepted(cluster.sshd_log("main")) == 1
+    _cli(["login", "--env-prefix", "DHT", "--exit"], env)
