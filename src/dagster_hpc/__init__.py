@@ -28,12 +28,20 @@ _LAZY = {
     "PythonLauncher": "dagster_hpc.launchers",
     "Launcher": "dagster_hpc.launchers",
     "LocalTransport": "dagster_hpc.transport.local",
+    "SSHConnectionResource": "dagster_hpc.ssh_resource",
+    "SSHTarget": "dagster_hpc.transport.auth",
+    "SSHTransport": "dagster_hpc.transport.ssh",
+    "OpenSSHTransport": "dagster_hpc.transport.openssh",
 }
 
 if TYPE_CHECKING:
     from dagster_hpc.compute import ComputeResource
     from dagster_hpc.launchers import BashLauncher, ExecLauncher, Launcher, PythonLauncher
+    from dagster_hpc.ssh_resource import SSHConnectionResource
+    from dagster_hpc.transport.auth import SSHTarget
     from dagster_hpc.transport.local import LocalTransport
+    from dagster_hpc.transport.openssh import OpenSSHTransport
+    from dagster_hpc.transport.ssh import SSHTransport
 
 
 def __getattr__(name: str) -> Any:
@@ -53,9 +61,13 @@ __all__ = [
     "HostKeyError",
     "Launcher",
     "LocalTransport",
+    "OpenSSHTransport",
     "PayloadError",
     "PythonLauncher",
     "RemoteCommandError",
+    "SSHConnectionResource",
+    "SSHTarget",
+    "SSHTransport",
     "SlurmJobError",
     "TransportError",
 ]
