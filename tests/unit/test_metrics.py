@@ -172,3 +172,8 @@ def test_final_state_without_accounting_uses_exit_file_then_scheduler() -> None:
     assert final_state(2, None, JobState.COMPLETED) is JobState.FAILED
     assert final_state(None, None, JobState.CANCELLED) is JobState.CANCELLED
     assert final_state(None, None, JobState.RUNNING) is JobState.UNKNOWN
+
+
+def test_exit_code_above_128_names_the_signal() -> None:
+    err = slurm_job_error(state=JobState.FAILED, job_id="5", exit_code=140, stderr_tail="", run_dir="/r", cluster="c")
+    assert "exit code 140 (the payload was killed by SIGUSR2)" in str(err)

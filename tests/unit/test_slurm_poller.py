@@ -182,5 +182,7 @@ def test_several_processes_share_one_query_per_tick(tmp_path: Path) -> None:
     seen = [int((tmp_path / f"o{i}").read_text()) for i in range(nproc)]
     assert all(s > 10 for s in seen)  # every process got answers all along
     n = queries(log)
+    snap = SlurmPoller(CountingTransport(log), "shared", cache_dir=tmp_path).snapshot()
+    assert snap is not None and snap.seq >= n  # the shared counter saw every query
     ticks = duration / floor
     assert 1 <= n <= ticks + 2, f"{n} scheduler queries for {ticks:.0f} ticks across {nproc} processes"

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import signal
+
 from dagster_hpc.backends.base import JobState
 from dagster_hpc.errors import SlurmJobError
 from dagster_hpc.metrics import JobMetrics
 
 STDERR_TAIL_LINES = 20
+# Shells report "killed by signal N" as exit code 128 + N.
+SIGNAL_EXIT_BASE = 128
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 _HINTS: dict[JobState, str] = {
     JobState.FAILED: "the payload exited non-zero: read the stderr tail above and the payload's logs",
@@ -66,6 +77,8 @@ def slurm_job_error(
     what = state.value
     if state is JobState.FAILED and exit_code is not None:
         what = f"FAILED with exit code {exit_code}"
+        if exit_code > SIGNAL_EXIT_BASE:
+            what += f" (the payload was killed by {_signal_name(exit_code - SIGNAL_EXIT_BASE)})"
     lines = "\n".join(stderr_tail.rstrip().splitlines()[-STDERR_TAIL_LINES:]) or "(stderr is empty)"
     hint = _HINTS.get(state, _HINTS[JobState.UNKNOWN]).replace("<id>", job_id)
     return SlurmJobError(

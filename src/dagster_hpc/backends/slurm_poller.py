@@ -16,6 +16,7 @@ the number of channels. Instead every process reads one small cache file per clu
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -116,6 +117,7 @@ class Snapshot:
     ok: bool
     error: str
     jobs: dict[str, dict[str, str]]
+    seq: int = 0  # scheduler queries made for this cache so far, by all processes (observability)
 
 
 class SlurmPoller:
@@ -154,6 +156,7 @@ class SlurmPoller:
                 ok=bool(data["ok"]),
                 error=str(data.get("error", "")),
                 jobs=dict(data["jobs"]),
+                seq=int(data.get("seq", 0)),
             )
         except FileNotFoundError:
             return None
@@ -167,21 +170,22 @@ class SlurmPoller:
 
     def _query(self, previous: Snapshot | None) -> Snapshot:
         self.queries += 1
+        seq = (previous.seq if previous else 0) + 1
         now = self._clock()
         prev_interval = previous.interval_s if previous else self._floor
         try:
             result = self._transport.run(SQUEUE_COMMAND, timeout=SCHEDULER_QUERY_TIMEOUT_S)
         except (TransportError, TimeoutError, OSError) as exc:
             return Snapshot(now, min(self._max, prev_interval * POLL_BACKOFF), False, str(exc),
-                            previous.jobs if previous else {})
+                            previous.jobs if previous else {}, seq)
         if not result.ok:
             err = f"squeue exited {result.exit_code}: {result.stderr.strip()[-500:]}"
             return Snapshot(now, min(self._max, prev_interval * POLL_BACKOFF), False, err,
-                            previous.jobs if previous else {})
+                            previous.jobs if previous else {}, seq)
         jobs = parse_squeue(result.stdout)
         changed = previous is None or not previous.ok or previous.jobs != jobs
         interval = self._floor if changed else min(self._max, prev_interval * POLL_BACKOFF)
-        return Snapshot(now, interval, True, "", jobs)
+        return Snapshot(now, interval, True, "", jobs, seq)
 
     def snapshot(self) -> Snapshot | None:
         """The current shared answer, refreshing it first if its tick has passed."""
@@ -204,7 +208,7 @@ class SlurmPoller:
             with self._lock:
                 snap = self._read()
                 if snap is not None and snap.interval_s > self._floor:
-                    self._write(Snapshot(snap.fetched_at, self._floor, snap.ok, snap.error, snap.jobs))
+                    self._write(dataclasses.replace(snap, interval_s=self._floor))
         except Timeout:
             return  # someone else holds the lock and is querying: the tick is coming anyway
 

@@ -1,0 +1,104 @@
+"""Shared pieces of the Slurm-mode integration tests: resources pointed at the test cluster,
+a fresh remote base per test, and ways to ask Slurm what really happened (as hpcuser)."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from dagster_hpc.backends.slurm_resource import SlurmResource
+from dagster_hpc.compute import ComputeResource
+from dagster_hpc.queue import QueueConfig
+from dagster_hpc.ssh_resource import SSHConnectionResource
+
+PAYLOADS = Path(__file__).parent / "slurm_payloads"
+# A trivial job on the idle test cluster finishes in ~2 s; other engineers' jobs may queue ours.
+JOB_DEADLINE_S = 180
+# How long sacct may lag behind a job's end for queries by name (observed: about a second).
+SACCT_NAME_LAG_S = 10
+
+
+def env_value(cluster, name: str) -> str:
+    for line in (cluster.confdir / "env.sh").read_text().splitlines():
+        for part in line.removeprefix("export ").split():
+            if part.startswith(name + "="):
+                return part.split("=", 1)[1]
+    raise AssertionError(f"{name} is not in {cluster.confdir}/env.sh: bring the cluster up with cluster/up.sh")
+
+
+def payload_python(cluster) -> str:
+    """The pre-deployed venv with dagster-pipes that hpcuser can run on the compute nodes."""
+    return env_value(cluster, "SLURM_TEST_PAYLOAD_PYTHON")
+
+
+def ssh_resource(cluster, *, key_path: Path | None = None, transport: str = "asyncssh",
+                 control_dir: str | None = None) -> SSHConnectionResource:
+    return SSHConnectionResource(
+        host=cluster.host,
+        port=cluster.port,
+        user=cluster.user,
+        key_path=str(key_path or cluster.key_path),
+        use_agent=False,
+        known_hosts_file=str(cluster.known_hosts),
+        transport=transport,
+        control_dir=control_dir,
+    )
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def slurm_resource(cluster, *, queue: QueueConfig | None = None, **kw) -> SlurmResource:
+    kw.setdefault("ssh", ssh_resource(cluster))
+    kw.setdefault("remote_base_dir", f"~/.dagster-hpc-tests/{unique('slurm')}")
+    kw.setdefault("python", payload_python(cluster))
+    kw.setdefault("cluster_name", unique("testcluster"))  # own poll cache per test
+    return SlurmResource(queue=queue or QueueConfig(time_limit="5", mem="256M"), **kw)
+
+
+def compute(cluster, **kw) -> ComputeResource:
+    return ComputeResource(mode="slurm", slurm=slurm_resource(cluster, **kw))
+
+
+def remote(cluster, command: str, *, timeout: float = 60) -> str:
+    """Run ``command`` on the login node as the cluster user (plain ssh, not our transport)."""
+    out = subprocess.run(
+        ["ssh", "-F", str(cluster.ssh_config), "slurm-main", command],
+        capture_output=True, text=True, timeout=timeout, check=True,
+    )
+    return out.stdout
+
+
+def jobs_named(cluster, name: str, *, expect: int = 0) -> list[tuple[str, str]]:
+    """(job id, state) of every job of ours with this name in sacct (last hour).
+
+    slurmdbd records a finished job's name a moment after ``sacct -j`` already shows it, so
+    when ``expect`` jobs are expected we ask again for up to SACCT_NAME_LAG_S.
+    """
+    deadline = time.monotonic() + SACCT_NAME_LAG_S
+    while True:
+        text = remote(
+            cluster,
+            f"sacct -X -n -P --starttime now-1hour --name={shlex.quote(name)} --format=JobID,State",
+        )
+        rows = [tuple(line.split("|", 1)) for line in text.splitlines() if "|" in line]
+        if len(rows) >= expect or time.monotonic() > deadline:
+            return rows  # type: ignore[return-value]
+        time.sleep(0.5)
+
+
+def staged_run_dirs(cluster, remote_base_dir: str) -> list[str]:
+    """Run directories under a test's remote base: none means nothing was staged or submitted."""
+    base = remote_base_dir.replace("~/", "$HOME/", 1)
+    text = remote(cluster, f"find {base} -mindepth 2 -maxdepth 2 2>/dev/null || true")
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def live_jobs_named(cluster, name: str) -> list[str]:
+    """Lines of squeue (pending/running only) for jobs with this name."""
+    text = remote(cluster, f"squeue --me --noheader --name={shlex.quote(name)} --format='%i %T'")
+    return [line for line in text.splitlines() if line.strip()]
