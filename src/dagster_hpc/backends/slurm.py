@@ -112,6 +112,7 @@ class SlurmBackend(Backend):
         activate: str | None = None,
         poller: SlurmPoller | None = None,
         record_launch: bool = True,
+        env: Any = None,  # envs.config.EnvConfig: built/shipped or pre-deployed env (resolved in prepare)
     ):
         base_dir_expr(remote_base_dir)  # validates
         self._transport = transport
@@ -121,6 +122,7 @@ class SlurmBackend(Backend):
         self.python = python
         self.activate = activate
         self.default_python = python or "python3"
+        self.env = env
         self._poller = poller or SlurmPoller(transport, cluster)
         self._record_launch = record_launch
         self._context: Any = None
@@ -144,6 +146,8 @@ class SlurmBackend(Backend):
         self.effective_queue = queue
         self._context = context
         launcher_is_python = getattr(request.launcher, "name", "") == "python"
+        if self.env is not None:
+            self._use_env(context, queue.partition)
         answer = self._preflight()
         check_preflight(
             answer,
@@ -157,6 +161,23 @@ class SlurmBackend(Backend):
         if self.activate:
             request = dataclasses.replace(request, launcher=ActivatedLauncher(request.launcher, self.activate))
         return request, sbatch_header(queue, step=_step_name(context))
+
+    def _use_env(self, context: Any, partition: str | None) -> None:
+        """EnvConfig -> a verified interpreter on the cluster (envs/), before the preflight:
+        a missing or broken environment fails here, before any job exists."""
+        from dagster_hpc.envs.resolve import resolve_env
+
+        if self.python is not None:
+            raise ConfigError(
+                f"SlurmResource sets both python={self.python!r} and env=: the environment provides "
+                "the interpreter; remove one of them"
+            )
+        log = getattr(getattr(context, "log", None), "info", None)
+        ref = resolve_env(self._transport, self.env, cluster=self.cluster, runs_base=self.remote_base_dir,
+                          partition=partition, log=log)
+        self.python = self.default_python = ref.python
+        if self.activate is None and ref.activate:
+            self.activate = ref.activate
 
     def _preflight(self) -> dict[str, str]:
         key = (self.cluster, self.remote_base_dir, self.default_python, self.activate or "")

@@ -14,6 +14,7 @@ import dagster as dg
 from pydantic import Field
 
 from dagster_hpc.backends.slurm import DEFAULT_REMOTE_BASE, SlurmBackend, base_dir_expr
+from dagster_hpc.envs.config import EnvConfig
 from dagster_hpc.errors import ConfigError
 from dagster_hpc.queue import QueueConfig
 from dagster_hpc.ssh_resource import SSHConnectionResource
@@ -65,6 +66,11 @@ class SlurmResource(dg.ConfigurableResource):
     cluster_name: str | None = Field(
         default=None, description="Label in messages and the shared poll cache (default: user@host:port)."
     )
+    env: EnvConfig | None = Field(
+        default=None,
+        description="Payload environment: built from a lock and shipped once (cached by content), or a "
+        "pre-deployed path verified before submit. Replaces python/activate. From DAGSTER_HPC_ENV_* in from_env().",
+    )
 
     @classmethod
     def from_env(cls, prefix: str = DEFAULT_ENV_PREFIX, ssh_prefix: str | None = None) -> SlurmResource:
@@ -88,6 +94,9 @@ class SlurmResource(dg.ConfigurableResource):
                 kwargs[field] = raw
         from dagster_hpc.ssh_resource import DEFAULT_ENV_PREFIX as SSH_PREFIX
 
+        env = EnvConfig.from_env()
+        if env is not None:
+            kwargs["env"] = env
         sp = ssh_prefix or SSH_PREFIX
         if os.environ.get(f"{sp}_HOST"):
             kwargs["ssh"] = SSHConnectionResource.from_env(sp)
@@ -118,4 +127,5 @@ class SlurmResource(dg.ConfigurableResource):
             remote_base_dir=self.remote_base_dir,
             python=self.python,
             activate=self.activate,
+            env=self.env,
         )
