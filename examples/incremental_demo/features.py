@@ -25,7 +25,9 @@ DERIVED = FeatureSpec(
     deps=("demo/raw",),
     fields=(
         FieldSpec("result", code_version="1", deps=(FieldDep("demo/raw", ("value",)),)),
-        FieldSpec("value_bucket", code_version="1", deps=(FieldDep("demo/raw", ("value", "category")),)),
+        FieldSpec(
+            "value_bucket", code_version="1", deps=(FieldDep("demo/raw", ("value", "category")),)
+        ),
     ),
 )
 
@@ -48,7 +50,10 @@ def compute_derived(inputs: pl.DataFrame) -> pl.DataFrame:
     return inputs.with_columns(
         (pl.col("value") ** 2).alias("result"),
         pl.concat_str(
-            [pl.col("category"), pl.when(pl.col("value") < 10).then(pl.lit("low")).otherwise(pl.lit("high"))],
+            [
+                pl.col("category"),
+                pl.when(pl.col("value") < 10).then(pl.lit("low")).otherwise(pl.lit("high")),
+            ],
             separator=":",
         ).alias("value_bucket"),
     )

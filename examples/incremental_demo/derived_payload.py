@@ -1,0 +1,30 @@
+"""Payload of the demo's ``derived`` asset: computes ONLY the samples it is handed.
+
+Runs through ComputeResource (a local subprocess or a Slurm job), without Dagster: it reads
+``extras["incremental"]`` via dagster-pipes, computes, and writes its results to the store.
+``features.py`` is shipped next to it in the run directory.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import polars as pl
+from dagster_pipes import open_dagster_pipes
+
+sys.path.insert(0, os.getcwd())  # features.py is staged in the run directory (the cwd)
+
+from features import DERIVED, GRAPH, compute_derived  # noqa: E402
+
+from dagster_hpc.incremental import PROVENANCE, PROVENANCE_BY_FIELD, DeltaStore  # noqa: E402
+
+with open_dagster_pipes() as pipes:
+    job = pipes.extras["incremental"]
+    todo = pl.read_parquet(job["todo_file"])
+    pipes.log.info(f"computing {todo.height} sample(s) of {job['feature']}")
+    results = compute_derived(todo).select(
+        "sample_uid", PROVENANCE_BY_FIELD, PROVENANCE, "result", "value_bucket"
+    )
+    written = DeltaStore(job["store_root"], GRAPH).write(DERIVED, results)
+    pipes.report_asset_materialization(metadata={"payload_rows_written": written})

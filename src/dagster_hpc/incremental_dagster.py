@@ -1,0 +1,269 @@
+"""Dagster integration of the incremental engine: an asset backed by a feature.
+
+The asset resolves the increment, hands ONLY new + stale samples to the computation, makes sure
+the results are stored, and reports what happened (new, stale, orphaned, skipped) as metadata.
+
+Two ways to compute:
+- ``payload=``: a script run through ``ComputeResource.run`` (local subprocess or Slurm job). It
+  gets ``extras["incremental"]`` (feature key, store root, the file holding the samples to do,
+  already joined with their upstream columns) and writes its results to the store itself with
+  ``DeltaStore(root, graph).write(feature, results)``: the store must be on a filesystem that
+  both the Dagster process and the payload see (as a cluster's shared filesystem is). Afterwards
+  the asset checks that every sample it handed out was written.
+- ``compute_fn=``: a Python function ``(samples) -> results`` run in the Dagster process, for
+  cheap features and for tests.
+With neither (root features only), the samples themselves are registered in the store.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import dagster as dg
+import polars as pl
+
+from dagster_hpc.errors import ConfigError, PayloadError
+from dagster_hpc.incremental import (
+    PROVENANCE,
+    PROVENANCE_BY_FIELD,
+    STALE_REASON,
+    DeltaStore,
+    FeatureGraph,
+    FeatureSpec,
+    Increment,
+)
+from dagster_hpc.incremental.resolve import REASON_BOTH, REASON_CODE, REASON_DATA
+
+# The file (in the payload's run directory) holding the samples to compute.
+TODO_FILE = "incremental_todo.parquet"
+EXTRAS_KEY = "incremental"
+OrphanPolicy = Literal["keep", "delete"]
+SamplesFn = Callable[[dg.AssetExecutionContext], pl.DataFrame]
+ComputeFn = Callable[[pl.DataFrame], pl.DataFrame]
+
+
+def feature_asset_key(feature: FeatureSpec | str) -> dg.AssetKey:
+    """``video/crops`` -> AssetKey(["video", "crops"])."""
+    key = feature.key if isinstance(feature, FeatureSpec) else feature
+    return dg.AssetKey(key.split("/"))
+
+
+def incremental_asset(
+    feature: FeatureSpec,
+    *,
+    graph: FeatureGraph,
+    store_root: str | Path,
+    samples_fn: SamplesFn | None = None,
+    payload: str | Path | Sequence[str] | None = None,
+    compute_fn: ComputeFn | None = None,
+    orphans: OrphanPolicy = "keep",
+    compute_resource_key: str = "compute",
+    extra_files: Sequence[str | Path] = (),
+    run_kwargs: Mapping[str, Any] | None = None,
+    **asset_kwargs: Any,
+) -> dg.AssetsDefinition:
+    """Declare an asset for ``feature`` (its upstream features' assets become its deps).
+
+    ``samples_fn(context)`` gives a root feature's samples (id columns, a
+    ``provenance_by_field`` struct, any data columns). ``run_kwargs`` go to
+    ``ComputeResource.run`` (launcher, queue, extra_env ...). ``asset_kwargs`` go to
+    ``dagster.asset`` (group_name, config_schema, description ...).
+    """
+    spec = _validate(feature, graph, samples_fn, payload, compute_fn, orphans)
+    resource_keys = {compute_resource_key} if payload is not None else set()
+    run_options = dict(run_kwargs or {})
+    files = [Path(f) for f in extra_files]
+    for reserved in ("extras", "extra_files"):
+        if reserved in run_options:
+            raise ConfigError(f"run_kwargs may not set {reserved!r}: the incremental asset sets it")
+
+    @dg.asset(
+        key=feature_asset_key(spec),
+        deps=[feature_asset_key(up) for up in spec.deps],
+        required_resource_keys=resource_keys,
+        kinds={"polars", "deltalake"},
+        **asset_kwargs,
+    )
+    def _incremental(
+        context,
+    ):  # no annotation: Dagster inspects it, and annotations are strings here
+        store = DeltaStore(store_root, graph)
+        samples = samples_fn(context) if samples_fn is not None else None
+        increment = store.resolve_update(spec, samples=samples)
+        todo = increment.to_process()
+        results: list[Any] = []
+        if todo.height:
+            context.log.info(f"{spec.key}: computing {todo.height} sample(s) (new + stale)")
+            if payload is not None:
+                compute = getattr(context.resources, compute_resource_key)
+                results = _run_payload(
+                    context, compute, store, spec, todo, payload, files, run_options
+                )
+            elif compute_fn is not None:
+                _run_in_process(store, spec, todo, compute_fn)
+            else:
+                store.write(spec, todo)
+        else:
+            context.log.info(f"{spec.key}: every sample is up to date; nothing to compute")
+        deleted = store.delete(spec, increment.orphaned) if orphans == "delete" else 0
+        metadata = _metadata(store, spec, increment, todo.height, deleted)
+        yield from _merge_results(results, metadata)
+
+    return _incremental
+
+
+def _validate(
+    feature: FeatureSpec,
+    graph: FeatureGraph,
+    samples_fn: SamplesFn | None,
+    payload: Any,
+    compute_fn: ComputeFn | None,
+    orphans: str,
+) -> FeatureSpec:
+    if not isinstance(graph, FeatureGraph):
+        raise ConfigError(
+            f"incremental_asset: graph must be a FeatureGraph, got {type(graph).__name__}"
+        )
+    spec = graph.feature(feature)
+    if payload is not None and compute_fn is not None:
+        raise ConfigError(
+            f"incremental_asset({spec.key!r}): give payload= (run via ComputeResource) or "
+            "compute_fn= (run in-process), not both"
+        )
+    if spec.is_root and samples_fn is None:
+        raise ConfigError(
+            f"incremental_asset({spec.key!r}) is a root feature: pass samples_fn=(context) -> "
+            "DataFrame with its id columns and a provenance_by_field struct"
+        )
+    if not spec.is_root and samples_fn is not None:
+        raise ConfigError(
+            f"incremental_asset({spec.key!r}): samples_fn is for root features; this one is "
+            f"resolved from its upstream features {list(spec.deps)}"
+        )
+    if not spec.is_root and payload is None and compute_fn is None:
+        raise ConfigError(
+            f"incremental_asset({spec.key!r}): a downstream feature needs payload= or compute_fn= "
+            "to compute its samples"
+        )
+    if orphans not in ("keep", "delete"):
+        raise ConfigError(
+            f"incremental_asset({spec.key!r}): orphans must be 'keep' or 'delete', got {orphans!r}"
+        )
+    return spec
+
+
+def _inputs(store: DeltaStore, spec: FeatureSpec, todo: pl.DataFrame) -> pl.DataFrame:
+    """The samples to compute with their upstream data columns joined (root: as given)."""
+    if spec.is_root:
+        return todo
+    upstream = store.load_upstream(spec, todo)
+    return todo.join(upstream, on=list(spec.id_columns), how="left")
+
+
+def _run_in_process(
+    store: DeltaStore, spec: FeatureSpec, todo: pl.DataFrame, compute_fn: ComputeFn
+) -> None:
+    computed = compute_fn(_inputs(store, spec, todo))
+    if not isinstance(computed, pl.DataFrame):
+        raise PayloadError(
+            f"compute_fn for {spec.key!r} returned {type(computed).__name__}, expected a polars "
+            "DataFrame with the id columns and the computed columns"
+        )
+    ids = list(spec.id_columns)
+    keep = [c for c in computed.columns if c not in (PROVENANCE, PROVENANCE_BY_FIELD)]
+    store.write(
+        spec,
+        todo.select(ids + [PROVENANCE_BY_FIELD, PROVENANCE]).join(computed.select(keep), on=ids),
+    )
+    _check_written(store, spec, todo, "compute_fn")
+
+
+def _run_payload(
+    context: dg.AssetExecutionContext,
+    compute: Any,
+    store: DeltaStore,
+    spec: FeatureSpec,
+    todo: pl.DataFrame,
+    payload: Any,
+    files: list[Path],
+    run_options: dict[str, Any],
+) -> list[Any]:
+    with tempfile.TemporaryDirectory(prefix="dagster-hpc-incremental-") as tmp:
+        todo_file = Path(tmp) / TODO_FILE
+        _inputs(store, spec, todo).write_parquet(todo_file)
+        extras = {
+            EXTRAS_KEY: {
+                "feature": spec.key,
+                "store_root": str(Path(store.root).absolute()),
+                "todo_file": TODO_FILE,
+                "samples": todo.height,
+            }
+        }
+        completed = compute.run(
+            context, payload, extras=extras, extra_files=[*files, todo_file], **run_options
+        )
+        results = list(completed.get_results())
+    _check_written(store, spec, todo, f"payload {payload!r}")
+    return results
+
+
+def _check_written(store: DeltaStore, spec: FeatureSpec, todo: pl.DataFrame, who: str) -> None:
+    ids = list(spec.id_columns)
+    stored = store.read(spec, lazy=True)
+    if PROVENANCE not in stored.collect_schema().names():  # nothing was ever written
+        stored = todo.lazy().select(ids + [PROVENANCE]).clear()
+    done = stored.select(ids + [PROVENANCE]).join(
+        todo.lazy().select(ids + [PROVENANCE]), on=ids + [PROVENANCE], how="semi"
+    )
+    written = done.select(pl.len()).collect().item()
+    if written != todo.height:
+        missing = todo.join(done.collect(), on=ids, how="anti").select(ids).head(5).to_dicts()
+        raise PayloadError(
+            f"{who} for feature {spec.key!r} finished, but only {written} of the {todo.height} "
+            f"samples it was given are stored with their expected provenance (missing e.g. "
+            f"{missing}). The payload must write its results with "
+            f"DeltaStore(extras['{EXTRAS_KEY}']['store_root'], graph).write(feature, rows), "
+            "keeping the provenance columns of the samples it received."
+        )
+
+
+def _metadata(
+    store: DeltaStore, spec: FeatureSpec, increment: Increment, computed: int, deleted: int
+) -> dict[str, Any]:
+    inc = increment.collect()
+    counts = inc.counts()
+    stored_before_or_now = store.read(spec, lazy=True).select(pl.len()).collect().item()
+    reasons = inc.stale[STALE_REASON].value_counts() if inc.stale.height else None
+    by_reason = {r: 0 for r in (REASON_CODE, REASON_DATA, REASON_BOTH)}
+    if reasons is not None:
+        for row in reasons.iter_rows():
+            by_reason[row[0]] = int(row[1])
+    # Up to date = stored now, minus what was just (re)computed, minus orphans still kept.
+    skipped = stored_before_or_now - computed - (counts["orphaned"] - deleted)
+    return {
+        "new": counts["new"],
+        "stale": counts["stale"],
+        "orphaned": counts["orphaned"],
+        "skipped": max(skipped, 0),
+        "computed": computed,
+        "orphans_deleted": deleted,
+        "stale_code_changed": by_reason[REASON_CODE],
+        "stale_data_changed": by_reason[REASON_DATA],
+        "stale_code_and_data_changed": by_reason[REASON_BOTH],
+        "store_table": dg.MetadataValue.path(str(store.table_path(spec))),
+    }
+
+
+def _merge_results(results: list[Any], metadata: dict[str, Any]):
+    """One materialization: the payload's reported metadata plus ours; checks pass through."""
+    merged: dict[str, Any] = {}
+    for result in results:
+        if isinstance(result, dg.MaterializeResult):
+            merged.update(result.metadata or {})
+        else:
+            yield result
+    merged.update(metadata)
+    yield dg.MaterializeResult(metadata=merged)
