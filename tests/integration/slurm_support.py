@@ -102,3 +102,33 @@ def live_jobs_named(cluster, name: str) -> list[str]:
     """Lines of squeue (pending/running only) for jobs with this name."""
     text = remote(cluster, f"squeue --me --noheader --name={shlex.quote(name)} --format='%i %T'")
     return [line for line in text.splitlines() if line.strip()]
+
+
+def slurm_env(cluster, *, key_path: Path | None = None, transport: str = "asyncssh",
+              control_dir: str | None = None, **slurm: str) -> dict[str, str]:
+    """Environment variables that make ``SlurmResource.from_env()`` point at the test cluster
+    (what a user exports for a real site), for subprocesses and multiprocess steps."""
+    import os
+
+    env = dict(os.environ)
+    env.update(
+        {
+            "DAGSTER_HPC_SSH_HOST": cluster.host,
+            "DAGSTER_HPC_SSH_PORT": str(cluster.port),
+            "DAGSTER_HPC_SSH_USER": cluster.user,
+            "DAGSTER_HPC_SSH_KEY_PATH": str(key_path or cluster.key_path),
+            "DAGSTER_HPC_SSH_USE_AGENT": "0",
+            "DAGSTER_HPC_SSH_KNOWN_HOSTS": str(cluster.known_hosts),
+            "DAGSTER_HPC_SSH_TRANSPORT": transport,
+            "DAGSTER_HPC_SLURM_PYTHON": payload_python(cluster),
+            "DAGSTER_HPC_SLURM_REMOTE_BASE_DIR": f"~/.dagster-hpc-tests/{unique('slurm')}",
+            "DAGSTER_HPC_SLURM_CLUSTER_NAME": unique("testcluster"),
+            "DAGSTER_HPC_SLURM_TIME_LIMIT": "5",
+            "DAGSTER_HPC_SLURM_MEM": "256M",
+            "DAGSTER_HPC_MODE": "slurm",
+        }
+    )
+    if control_dir:
+        env["DAGSTER_HPC_SSH_CONTROL_DIR"] = control_dir
+    env.update({f"DAGSTER_HPC_SLURM_{k.upper()}": v for k, v in slurm.items()})
+    return env
