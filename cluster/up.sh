@@ -373,6 +373,8 @@ echo "$TOTP_SECRET" > "$D/client/totp_secret"
 
 # ---------------------------------------------------------------- 8. sshd x3
 for k in ed25519 rsa; do [ -s "$D/ssh/ssh_host_${k}_key" ] || ssh-keygen -q -t $k -N '' -f "$D/ssh/ssh_host_${k}_key"; done
+# a user CA (private key root-only): tests sign throw-away keys with it to test certificate logins
+[ -s "$D/ssh/user_ca" ] || ssh-keygen -q -t ed25519 -N '' -C dagster-hpc-test-user-ca -f "$D/ssh/user_ca"
 # the OTP instance runs as "sshd-otp" so that PAM uses /etc/pam.d/sshd-otp (service name = program name)
 ln -sfn /usr/sbin/sshd /usr/local/sbin/sshd-otp
 cat > /etc/pam.d/sshd-otp <<'EOF'
@@ -387,6 +389,7 @@ ListenAddress 127.0.0.1
 HostKey $D/ssh/ssh_host_ed25519_key
 HostKey $D/ssh/ssh_host_rsa_key
 AuthorizedKeysFile .ssh/authorized_keys
+TrustedUserCAKeys $D/ssh/user_ca.pub
 PermitRootLogin no
 AllowUsers $TEST_USER
 PubkeyAuthentication yes

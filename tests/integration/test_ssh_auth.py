@@ -132,3 +132,62 @@ def test_password_is_not_an_otp_answer(cluster):
     ours = [ln for ln in log.splitlines() if f"port {t.attempt_ports[0]} " in ln]
     assert not [ln for ln in ours if "Failed keyboard-interactive" in ln]
     assert "refused our credentials" in str(err)
+
+
+def test_ssh_config_alias_with_proxyjump_is_honoured(cluster):
+    """Host, port, user, key, known_hosts and ProxyJump all come from the ssh config file."""
+    t = _private(SSHTarget("slurm-via-jump", ssh_config=str(cluster.ssh_config), use_agent=False))
+    try:
+        r = t.run("echo $SSH_CONNECTION; id -un")
+    finally:
+        t.close()
+    conn, user = r.stdout.splitlines()
+    assert conn.split()[2:] == ["127.0.0.1", str(cluster.port)] and user == cluster.user
+
+
+def test_agent_key(cluster, dedicated_key, tmp_path):
+    import os
+    import signal
+    import subprocess
+
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.run(["ssh-agent", "-a", str(sock), "-s"], capture_output=True, text=True, check=True).stdout
+    agent_pid = int(agent.split("SSH_AGENT_PID=")[1].split(";")[0])
+    try:
+        env = dict(os.environ, SSH_AUTH_SOCK=str(sock))
+        subprocess.run(["ssh-add", "-q", str(dedicated_key.path)], env=env, check=True, capture_output=True)
+        old = os.environ.get("SSH_AUTH_SOCK")
+        os.environ["SSH_AUTH_SOCK"] = str(sock)
+        try:
+            # no key file given: the only way in is the agent's key
+            t = _private(SSHTarget(cluster.host, port=cluster.port, user=cluster.user, known_hosts=str(cluster.known_hosts)))
+            try:
+                assert t.run("echo agent-ok").stdout == "agent-ok\n"
+            finally:
+                t.close()
+        finally:
+            if old is None:
+                os.environ.pop("SSH_AUTH_SOCK")
+            else:
+                os.environ["SSH_AUTH_SOCK"] = old
+    finally:
+        os.kill(agent_pid, signal.SIGTERM)
+    assert dedicated_key.accepted(cluster.sshd_log("main")) == 1
+
+
+def test_certificate_login_with_a_key_the_server_does_not_list(cluster, tmp_path):
+    """A throw-away key signed by the test user CA (sshd TrustedUserCAKeys): cert auth only."""
+    import subprocess
+
+    key = tmp_path / "id_cert"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    ca = cluster.confdir / "ssh" / "user_ca"
+    subprocess.run(["ssh-keygen", "-q", "-s", str(ca), "-I", "dagster-hpc-test", "-n", cluster.user, "-V", "+10m", f"{key}.pub"], check=True)
+    cert = tmp_path / "id_cert-cert.pub"
+    t = _private(_target(cluster, key_paths=(str(key),), certificate_path=str(cert)))
+    try:
+        assert t.run("echo cert-ok").stdout == "cert-ok\n"
+    finally:
+        t.close()
+    log = cluster.sshd_log("main").read_text()
+    assert f"Accepted publickey for {cluster.user} from 127.0.0.1 port {t.local_ports[0]} ssh2: ED25519-CERT" in log
