@@ -45,7 +45,9 @@ def resolve_env(
     shipper = EnvShipper(transport, config.remote_base or default_env_base(runs_base), cluster=cluster,
                          cache_dir=cache_dir)
     report = shipper.ensure(p)
-    if report.status == "hit":
+    if report.status == "hit" and report.roundtrips == 0:
+        say(f"environment {p.key} ({p.kind}): {report.ref.path} (verified earlier in this process)")
+    elif report.status == "hit":
         say(f"environment {p.key} ({p.kind}) already on {cluster}: {report.ref.path} "
             f"({report.roundtrips} round trip(s), 0 bytes uploaded)")
     else:
