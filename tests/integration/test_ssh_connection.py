@@ -177,3 +177,43 @@ def test_command_timeout_is_reported_with_the_command(cluster):
     assert time.monotonic() - start < 5
     assert "timed out after 0.5 s" in str(info.value) and "sleep 30" in str(info.value)
     assert t.run("echo still-usable").stdout == "still-usable\n"
+
+
+def test_connection_dropped_mid_command_raises_instead_of_rerunning(cluster, dedicated_key, remote_dir):
+    import threading
+
+    t = SSHTransport(_target(cluster, dedicated_key.path), share=False)
+    try:
+        t.check(f"mkdir -p {remote_dir}")
+        errors: list[BaseException] = []
+
+        def slow() -> None:
+            try:
+                t.run(f"echo started >> {remote_dir}/log; sleep 10; echo finished >> {remote_dir}/log")
+            except TransportError as exc:
+                errors.append(exc)
+
+        th = threading.Thread(target=slow)
+        th.start()
+        deadline = time.monotonic() + DROP_SEEN_WITHIN_S
+        while t.run(f"cat {remote_dir}/log").stdout != "started\n" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for pid in _server_pids_for(t.local_ports[0], cluster.port):
+            os.kill(pid, signal.SIGTERM)
+        th.join(timeout=30)
+        assert errors and "dropped while running" in str(errors[0]) and "not re-run" in str(errors[0])
+        time.sleep(0.5)
+        # the next command reconnects; the interrupted command was not started a second time
+        assert t.run(f"cat {remote_dir}/log").stdout.count("started") == 1
+        assert t.authentications == 2
+    finally:
+        t.close()
+
+
+def test_unreachable_port_fails_within_seconds(cluster):
+    t = SSHTransport(_target(cluster, cluster.key_path, port=1), share=False)
+    start = time.monotonic()
+    with pytest.raises(TransportError) as info:
+        t.run("true")
+    assert time.monotonic() - start < 10
+    assert "could not connect to" in str(info.value) and "hint:" in str(info.value)

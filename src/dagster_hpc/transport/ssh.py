@@ -343,13 +343,20 @@ class SSHTransport(Transport):
             ) from exc
         except (asyncssh.DisconnectError, asyncssh.ConnectionLost, BrokenPipeError, ConnectionError) as exc:
             shared.lost = True
-            raise TransportError(
-                f"the connection to {self.target.label} dropped while running: {command}\n"
-                "It may or may not have taken effect, so it is not re-run automatically; the next "
-                "command reconnects."
-            ) from exc
+            raise self._dropped(command) from exc
         status = proc.exit_status
+        if status is None and proc.exit_signal is None:
+            # the channel closed without an exit status: the connection went away under it
+            shared.lost = True
+            raise self._dropped(command)
         return (SIGNALLED_EXIT_CODE if status is None or status < 0 else status), stdout or b"", stderr or b""
+
+    def _dropped(self, command: str) -> TransportError:
+        return TransportError(
+            f"the connection to {self.target.label} dropped while running: {command}\n"
+            "It may or may not have taken effect, so it is not re-run automatically; the next "
+            "command reconnects."
+        )
 
     def put_tree(self, local_dir: Path, remote_dir: str, *, mode: int = 0o700) -> int:
         data = _shell.tar_directory(Path(local_dir))
