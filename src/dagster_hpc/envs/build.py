@@ -178,7 +178,7 @@ def build(p: BuildPlan, *, cache_dir: Path | None = None) -> Bundle:
         else:
             _stage_pack(p, stage)
         (stage / ACTIVATE).write_text(activate_script(p.python_relpath))
-        (stage / MANIFEST_PENDING).write_text(json.dumps(manifest_for(p, requirements), indent=2))
+        (stage / MANIFEST_PENDING).write_text(json.dumps(manifest_for(p, requirements), indent=2) + "\n")
         partial = archive.with_suffix(f".tar.part-{work.name}")
         # wheels and .so files are compressed already or compress poorly per second spent;
         # gzip -1 still halves the stdlib and site-packages text for little CPU.
