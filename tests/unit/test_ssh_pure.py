@@ -140,8 +140,8 @@ DOCTOR_OK = """@@dagster-hpc-doctor version
 slurm-wlm 22.05.8
 @@dagster-hpc-doctor rc 0
 @@dagster-hpc-doctor partitions
-debug*|up|infinite|4|4|4000|(null)
-gpu|down|2-00:00:00|2|64|512000|gpu:a100:4
+debug*|up|infinite|30:00|4|1-infinite|4|4000|(null)
+gpu|down|2-00:00:00|1:00:00|2|1-2|64|512000|gpu:a100:4
 @@dagster-hpc-doctor rc 0
 @@dagster-hpc-doctor sacct
 12|COMPLETED
@@ -155,8 +155,8 @@ gpu|down|2-00:00:00|2|64|512000|gpu:a100:4
 def test_doctor_parses_a_healthy_cluster():
     r = parse_report("u@h", DOCTOR_OK)
     assert r.slurm_version == "22.05.8" and r.sacct_ok and r.base_writable and not r.problems
-    assert [(p.name, p.default, p.time_limit, p.gres) for p in r.partitions] == [
-        ("debug", True, "infinite", "(null)"), ("gpu", False, "2-00:00:00", "gpu:a100:4"),
+    assert [(p.name, p.default, p.time_limit, p.default_time, p.max_nodes_per_job, p.gres) for p in r.partitions] == [
+        ("debug", True, "infinite", "30:00", "1-infinite", "(null)"), ("gpu", False, "2-00:00:00", "1:00:00", "1-2", "gpu:a100:4"),
     ]  # fmt: skip
     assert any("gpu is down" in w for w in r.warnings)
 

@@ -22,7 +22,8 @@ from dagster_hpc.transport.base import Transport
 DOCTOR_TIMEOUT_S = 60.0
 DEFAULT_REMOTE_BASE = "$HOME/.dagster-hpc"  # expanded by the remote shell
 _MARK = "@@dagster-hpc-doctor"
-_SINFO_FORMAT = "%P|%a|%l|%D|%c|%m|%G"
+# partition|state|max time|default time|nodes|max nodes per job|CPUs/node|memory MB/node|GRES
+_SINFO_FORMAT = "%P|%a|%l|%L|%D|%s|%c|%m|%G"
 
 
 def doctor_script(remote_base: str | None) -> str:
@@ -46,7 +47,9 @@ class Partition:
     default: bool
     available: str
     time_limit: str
+    default_time: str
     nodes: int
+    max_nodes_per_job: str
     cpus_per_node: str
     memory_mb_per_node: str
     gres: str
@@ -99,11 +102,13 @@ def parse_report(target: str, stdout: str) -> DoctorReport:
     if rc == 0:
         for line in lines:
             parts = line.split("|")
-            if len(parts) != 7:
+            if len(parts) != 9:
                 continue
-            name = parts[0].rstrip("*")
-            nodes = int(parts[3]) if parts[3].isdigit() else 0
-            r.partitions.append(Partition(name, parts[0].endswith("*"), parts[1], parts[2], nodes, parts[4], parts[5], parts[6]))
+            name, state, max_time, def_time, nodes, max_nodes, cpus, mem, gres = parts
+            r.partitions.append(
+                Partition(name.rstrip("*"), name.endswith("*"), state, max_time, def_time,
+                          int(nodes) if nodes.isdigit() else 0, max_nodes, cpus, mem, gres)
+            )  # fmt: skip
         if not r.partitions:
             r.problems.append("No partition is visible to this user: jobs cannot be submitted. Ask your site for access.")
         for p in r.partitions:
@@ -138,11 +143,14 @@ def parse_report(target: str, stdout: str) -> DoctorReport:
 def render(r: DoctorReport) -> str:
     out = [f"dagster-hpc doctor: {r.target}", f"  Slurm version:   {r.slurm_version or 'unknown'}"]
     if r.partitions:
-        out.append("  Partitions:      name (default) | state | time limit | nodes | CPUs/node | memory MB/node | GRES")
+        out.append(
+            "  Partitions:      name (default) | state | max time | default time | nodes | max nodes/job | "
+            "CPUs/node | memory MB/node | GRES"
+        )
         for p in r.partitions:
             out.append(
-                f"    {p.name}{' (default)' if p.default else ''} | {p.available} | {p.time_limit} | {p.nodes} | "
-                f"{p.cpus_per_node} | {p.memory_mb_per_node} | {p.gres}"
+                f"    {p.name}{' (default)' if p.default else ''} | {p.available} | {p.time_limit} | {p.default_time} | "
+                f"{p.nodes} | {p.max_nodes_per_job} | {p.cpus_per_node} | {p.memory_mb_per_node} | {p.gres}"
             )
     out.append(f"  Accounting:      {'sacct works' if r.sacct_ok else 'sacct NOT available'}")
     out.append(f"  Remote base dir: {r.remote_base} ({'writable' if r.base_writable else 'NOT writable'})")
