@@ -61,9 +61,10 @@ class SSHConnectionResource(dg.ConfigurableResource):
     key_path: str | None = Field(default=None, description="Private key file (default: agent and ~/.ssh/id_*).")
     certificate_path: str | None = Field(default=None, description="OpenSSH certificate for the key (short-lived certs).")
     use_agent: bool = Field(default=True, description="Offer keys held by ssh-agent.")
-    password: str | None = Field(default=None, description="Password; give it as dg.EnvVar('...').")
+    # repr=False: a secret given as a plain string still never reaches a log line through repr()
+    password: str | None = Field(default=None, repr=False, description="Password; give it as dg.EnvVar('...').")
     totp_secret: str | None = Field(
-        default=None, description="Base32 TOTP secret answering 'Verification code' prompts; dg.EnvVar('...')."
+        default=None, repr=False, description="Base32 TOTP secret answering 'Verification code' prompts; dg.EnvVar('...')."
     )
     jump_hosts: list[str] = Field(default_factory=list, description="Jump hosts in order, each user@host:port (as ssh -J).")
     known_hosts_file: str | None = Field(default=None, description="known_hosts file (default ~/.ssh/known_hosts).")

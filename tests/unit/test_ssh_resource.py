@@ -85,3 +85,9 @@ def test_env_var_secrets_resolve_inside_a_run(env):
 
     result = dg.materialize([probe], resources={"ssh": SSHConnectionResource(host="h", password=dg.EnvVar("SITE_PASSWORD"))})
     assert result.output_for_node("probe") is True
+
+
+def test_plain_string_secrets_stay_out_of_repr_and_str():
+    r = SSHConnectionResource(host="h", password="hunter2", totp_secret="JBSWY3DPEHPK3PXP")
+    assert "hunter2" not in repr(r) + str(r) and "JBSWY3DPEHPK3PXP" not in repr(r) + str(r)
+    assert r.to_target().password == "hunter2"
