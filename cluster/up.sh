@@ -74,6 +74,7 @@ $(ss -ltnp 2>/dev/null | grep ":$1 " || true)"; fi; }
 PKGS=(slurmctld slurmd slurm-client munge openssh-server openssh-client libpam-google-authenticator
       oathtool sshpass iproute2 util-linux procps)
 [ "$ACCOUNTING" = dbd ] && PKGS+=(slurmdbd mariadb-server mariadb-client)
+[ "$PAYLOAD_ENV" = 1 ] && PKGS+=(python3-venv)   # the pre-deployed payload env is a venv of /usr/bin/python3
 if [ "$SKIP_APT" != 1 ]; then
   missing=()
   for p in "${PKGS[@]}"; do
