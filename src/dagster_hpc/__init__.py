@@ -23,6 +23,7 @@ from dagster_hpc.errors import (
 # public name -> module that defines it
 _LAZY = {
     "ComputeResource": "dagster_hpc.compute",
+    "EnvConfig": "dagster_hpc.envs.config",
     "BashLauncher": "dagster_hpc.launchers",
     "ExecLauncher": "dagster_hpc.launchers",
     "PythonLauncher": "dagster_hpc.launchers",
@@ -36,6 +37,7 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from dagster_hpc.compute import ComputeResource
+    from dagster_hpc.envs.config import EnvConfig
     from dagster_hpc.launchers import BashLauncher, ExecLauncher, Launcher, PythonLauncher
     from dagster_hpc.ssh_resource import SSHConnectionResource
     from dagster_hpc.transport.auth import SSHTarget
@@ -57,6 +59,7 @@ __all__ = [
     "ComputeResource",
     "ConfigError",
     "DagsterHpcError",
+    "EnvConfig",
     "ExecLauncher",
     "HostKeyError",
     "Launcher",
