@@ -1,0 +1,78 @@
+"""Eight Slurm-mode assets in one run with Dagster's multiprocess executor (each step its own
+process): logins counted on the sshd, scheduler queries counted in the shared poll cache."""
+
+import json
+import math
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from dagster_hpc.backends.slurm_poller import POLL_FLOOR_S, default_cache_dir
+from dagster_hpc.transport.auth import SSHTarget
+from dagster_hpc.transport.openssh import OpenSSHTransport
+from tests.integration import slurm_mp_defs
+from tests.integration.slurm_support import slurm_env
+
+
+def _run_eight(cluster, monkeypatch, tmp_path: Path, **env_kw) -> dict:
+    env = slurm_env(cluster, **env_kw)
+    for k, v in env.items():
+        if k.startswith("DAGSTER_HPC_"):
+            monkeypatch.setenv(k, v)
+    cache = default_cache_dir() / f"poll-{env['DAGSTER_HPC_SLURM_CLUSTER_NAME']}.json"
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        t0 = time.monotonic()
+        with dg.execute_job(dg.reconstructable(slurm_mp_defs.eight_job), instance=instance) as result:
+            wall = time.monotonic() - t0
+            assert result.success
+            pids = {e.pid for e in result.all_events if e.event_type_value == "STEP_START"}
+            assert len(pids) == slurm_mp_defs.N_ASSETS  # really one process per step
+            states = [
+                result.asset_materializations_for_node(a.key.path[-1])[0].metadata["slurm/state"].value
+                for a in slurm_mp_defs.ASSETS
+            ]
+            assert states == ["COMPLETED"] * slurm_mp_defs.N_ASSETS
+    queries = json.loads(cache.read_text())["seq"]
+    return {"wall_s": round(wall, 2), "scheduler_queries": queries}
+
+
+def _check_queries(figures: dict) -> None:
+    # one squeue per tick machine-wide: never more queries than floor-spaced ticks in the run
+    ticks = math.ceil(figures["wall_s"] / POLL_FLOOR_S) + 1
+    assert 1 <= figures["scheduler_queries"] <= ticks, figures
+
+
+def test_eight_assets_asyncssh_one_login_per_process(cluster, dedicated_key, monkeypatch, tmp_path) -> None:
+    figures = _run_eight(cluster, monkeypatch, tmp_path, key_path=dedicated_key.path)
+    logins = dedicated_key.accepted(cluster.sshd_log("main"))
+    print(f"\n8 assets, SSHTransport: {figures}, logins={logins}")
+    assert 1 <= logins <= slurm_mp_defs.N_ASSETS
+    _check_queries(figures)
+
+
+@pytest.fixture
+def control_dir():
+    path = tempfile.mkdtemp(prefix="dh-cm-")  # short: unix socket paths are limited to ~104 bytes
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_eight_assets_openssh_one_login_in_all(cluster, dedicated_key, monkeypatch, tmp_path, control_dir) -> None:
+    figures = _run_eight(
+        cluster, monkeypatch, tmp_path, key_path=dedicated_key.path, transport="openssh", control_dir=control_dir
+    )
+    logins = dedicated_key.accepted(cluster.sshd_log("main"))
+    print(f"\n8 assets, OpenSSHTransport: {figures}, logins={logins}")
+    try:
+        assert logins == 1
+        _check_queries(figures)
+    finally:
+        target = SSHTarget(
+            host=cluster.host, port=cluster.port, user=cluster.user, key_paths=(str(dedicated_key.path),),
+            known_hosts=str(cluster.known_hosts), use_agent=False,
+        )
+        OpenSSHTransport(target, control_dir=control_dir).close_master()
