@@ -92,6 +92,7 @@ class _SharedConnection:
         self.authentications = 0
         self.local_ports: list[int] = []  # source port of each authenticated connection to the target
         self.attempt_ports: list[int] = []  # source port of every attempt (also refused ones)
+        self.auth_failure: AuthenticationError | None = None
         self._conns: list[asyncssh.SSHClientConnection] = []  # jump hops first, target last
         self._sftp: asyncssh.SFTPClient | None = None
         self._lock: asyncio.Lock | None = None
@@ -104,9 +105,20 @@ class _SharedConnection:
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
+            if self.auth_failure is not None:
+                # sticky: the same credentials would be refused again, and sites lock accounts
+                # after a few failures (a poller calling every few seconds would get there fast)
+                raise AuthenticationError(
+                    f"{self.target.label}: not trying again in this process, the server already refused "
+                    f"these credentials:\n{self.auth_failure}"
+                )
             if not self.is_open:
                 await self._close_all()
-                await self._connect_with_backoff()
+                try:
+                    await self._connect_with_backoff()
+                except AuthenticationError as exc:
+                    self.auth_failure = exc
+                    raise
             return self._conns[-1]
 
     async def sftp(self) -> asyncssh.SFTPClient:
