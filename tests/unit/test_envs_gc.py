@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,21 @@ def test_gc_removes_old_entries_and_skips_a_busy_one(three_entries):
     assert sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) == sorted([keys[2], keys[0]])
     assert not list(root.glob(".trash-*"))
     assert gc(LocalShellTransport(), base, keep=1)["removed"] == [keys[0]]
+
+
+def test_gc_removes_day_old_leftovers_of_dead_publishers_only(three_entries):
+    base, keys = three_entries
+    root = Path(base) / "envs"
+    old_upload, fresh_upload = root / ".incoming" / "dead.tar", root / ".incoming" / "live.tar"
+    old_tmp, fresh_tmp = root / f".tmp-{keys[0]}-dead", root / f".tmp-{keys[0]}-live"
+    for path in (old_upload, fresh_upload):
+        path.write_bytes(b"x")
+    for path in (old_tmp, fresh_tmp):
+        (path / "bin").mkdir(parents=True)
+    two_days_ago = time.time() - 2 * 86400
+    for path in (old_upload, old_tmp):
+        os.utime(path, (two_days_ago, two_days_ago))
+    result = gc(LocalShellTransport(), base, keep=10)
+    assert sorted(result["stale"]) == sorted([str(old_upload), str(old_tmp)])
+    assert fresh_upload.exists() and fresh_tmp.exists() and not old_upload.exists() and not old_tmp.exists()
+    assert result["removed"] == [] and len(result["kept"]) == 3

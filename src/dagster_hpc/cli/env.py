@@ -167,5 +167,7 @@ def run_gc(args: argparse.Namespace) -> int:
         print(f"removed {key}")
     for key in result["busy"]:
         print(f"skipped {key} (being published right now)")
+    for path in result["stale"]:
+        print(f"removed leftover {path} (from a publish that died)")
     print(f"kept {len(result['kept'])}: {' '.join(result['kept'])}")
     return 0

@@ -27,6 +27,9 @@ LIST_TIMEOUT_S = 120.0
 # Removing many large entries from a shared filesystem is slow.
 GC_TIMEOUT_S = 1800.0
 DEFAULT_KEEP = 5
+# Uploads and unpack dirs left by a run that died mid-publish. A live publish of a large env
+# takes minutes; a day-old one is certainly dead.
+STALE_LEFTOVER_MIN = 24 * 60
 
 
 @dataclass
@@ -120,14 +123,28 @@ def remove_script(root: str, keys: list[str]) -> str:
     return "\n".join(lines)
 
 
+def leftovers_script(root: str) -> str:
+    """Remove uploads/unpack dirs older than STALE_LEFTOVER_MIN minutes (crashed publishers)."""
+    q = shlex.quote(root)
+    return (
+        f"find {q}/.incoming -maxdepth 1 -type f -mmin +{STALE_LEFTOVER_MIN} -print -delete 2>/dev/null | sed 's/^/stale /'; "
+        f"find {q} -maxdepth 1 -type d \\( -name '.tmp-*' -o -name '.trash-*' \\) -mmin +{STALE_LEFTOVER_MIN} "
+        "-print -exec rm -rf {} + 2>/dev/null | sed 's/^/stale /'; true"
+    )
+
+
 def gc(transport: Transport, remote_base: str, *, keep: int = DEFAULT_KEEP, dry_run: bool = False) -> dict[str, list[str]]:
-    """Keep the ``keep`` newest entries and those in use; remove the rest (unless dry_run)."""
+    """Keep the ``keep`` newest entries and those in use; remove the rest (unless dry_run).
+
+    Also removes leftovers of publishers that died (older than STALE_LEFTOVER_MIN minutes)."""
     root, entries = list_entries(transport, remote_base)
     doomed = choose_removals(entries, keep)
     kept = [e.key for e in entries if e not in doomed]
-    if dry_run or not doomed:
-        return {"kept": kept, "removed": [], "would_remove": [e.key for e in doomed], "busy": []}
-    out = transport.check(remove_script(root, [e.key for e in doomed]), timeout=GC_TIMEOUT_S)
+    if dry_run or not root:
+        return {"kept": kept, "removed": [], "would_remove": [e.key for e in doomed], "busy": [], "stale": []}
+    script = remove_script(root, [e.key for e in doomed]) + "\n" + leftovers_script(root)
+    out = transport.check(script, timeout=GC_TIMEOUT_S)
     removed = [ln.split()[1] for ln in out.splitlines() if ln.startswith("removed ")]
     busy = [ln.split()[1] for ln in out.splitlines() if ln.startswith("busy ")]
-    return {"kept": kept, "removed": removed, "would_remove": [], "busy": busy}
+    stale = [ln.split(" ", 1)[1] for ln in out.splitlines() if ln.startswith("stale ")]
+    return {"kept": kept, "removed": removed, "would_remove": [], "busy": busy, "stale": stale}
