@@ -122,3 +122,43 @@ def test_openssh_without_require_login_opens_one_master_for_concurrent_processes
         assert p.returncode == 0, err
     assert dedicated_key.accepted(cluster.sshd_log("main")) == 1
     _cli(["login", "--env-prefix", "DHT", "--exit"], env)
+
+
+def test_interactive_login_on_a_terminal(cluster, dedicated_key, control_dir):
+    """What a person does: `dagster-hpc login`, ssh asks for the code on the terminal, they type it."""
+    import pty
+    import select
+
+    from dagster_hpc.transport.totp import totp_code
+
+    env = _env(cluster, dedicated_key.path, control_dir)  # no TOTP secret: only the person knows the code
+    pid, fd = pty.fork()
+    if pid == 0:  # child: the terminal session
+        os.execve(str(Path(sys.executable).parent / "dagster-hpc"), ["dagster-hpc", "login", "--env-prefix", "DHT"], env)
+    screen = b""
+    typed = False
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 1.0)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # the child closed the terminal: it has exited
+            break
+        if not chunk:
+            break
+        screen += chunk
+        if not typed and b"Verification code:" in screen:
+            os.write(fd, totp_code(cluster.totp_secret).encode() + b"\n")
+            typed = True
+    _, status = os.waitpid(pid, 0)
+    text = screen.decode(errors="replace")
+    assert typed, text
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    assert "master opened" in text
+    # and a non-interactive process now works through it
+    worker = subprocess.run([sys.executable, "-c", WORKER], env=env, capture_output=True, text=True, timeout=120)
+    assert worker.returncode == 0, worker.stderr
+    assert _otp_logins(cluster, dedicated_key) == 1
+    _cli(["login", "--env-prefix", "DHT", "--exit"], env)
