@@ -17,8 +17,8 @@ import pytest
 PROCESSES = 8
 COMMANDS_PER_PROCESS = 3
 # ControlPersist for the expiry test: short, so the master really times out during the test.
-SHORT_PERSIST_S = 5  # longer than a worker's start-up on a loaded machine
-EXPIRY_WAIT_S = 30.0
+SHORT_PERSIST_S = 10  # well above a worker's start-up on a loaded machine (2 shared cores)
+EXPIRY_WAIT_S = 40.0
 
 # Workers build the transport the way SSHConnectionResource.get_transport does, without importing
 # Dagster (8 Dagster imports on 2 shared cores would dominate the test's time).
