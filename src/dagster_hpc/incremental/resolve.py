@@ -115,17 +115,12 @@ def compute_increment(
         return increment if lazy else increment.collect()
     stored_schema = stored.collect_schema()
     columns = expected.collect_schema().names()
-    stored = stored.select(
-        ids
-        + [
-            pl.col(PROVENANCE).alias(_STORED + PROVENANCE),
-            pl.col(PROVENANCE_BY_FIELD).alias(_STORED + PROVENANCE_BY_FIELD),
-            pl.col(CODE_VERSION_BY_FIELD).alias(_STORED + CODE_VERSION_BY_FIELD),
-            pl.lit(True).alias(_STORED_MARK),
-        ]
+    # Classify on (ids, provenance) only; the per-field structs are fetched for stale rows alone.
+    stored_keys = stored.select(
+        ids + [pl.col(PROVENANCE).alias(_STORED + PROVENANCE), pl.lit(True).alias(_STORED_MARK)]
     )
     joined = expected.with_columns(pl.lit(True).alias(_EXPECTED_MARK)).join(
-        stored, on=ids, how="full", coalesce=True
+        stored_keys, on=ids, how="full", coalesce=True
     )
     if not lazy:
         joined = joined.collect().lazy()
@@ -137,8 +132,21 @@ def compute_increment(
     )
     both = joined.filter(
         in_expected & in_stored & (pl.col(PROVENANCE) != pl.col(_STORED + PROVENANCE))
+    ).select(columns)
+    if not lazy:
+        both = both.collect().lazy()
+    stored_fields = stored.select(
+        ids
+        + [
+            pl.col(PROVENANCE_BY_FIELD).alias(_STORED + PROVENANCE_BY_FIELD),
+            pl.col(CODE_VERSION_BY_FIELD).alias(_STORED + CODE_VERSION_BY_FIELD),
+        ]
     )
-    stale = _annotate_stale(feature, both, stored_schema).select(columns + _STALE_COLUMNS)
+    if lazy or both.select(pl.len()).collect().item():
+        with_stored = both.join(stored_fields, on=ids, how="left")
+    else:  # nothing stale: do not read the stored structs at all
+        with_stored = both.join(stored_fields.clear(), on=ids, how="left")
+    stale = _annotate_stale(feature, with_stored, stored_schema).select(columns + _STALE_COLUMNS)
     increment = Increment(new=new, stale=stale, orphaned=orphaned)
     return increment if lazy else increment.collect()
 

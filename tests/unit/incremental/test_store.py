@@ -13,6 +13,7 @@ from deltalake import DeltaTable
 from features import DERIVED, GRAPH, RAW, ROUND_1, raw_samples
 
 from dagster_hpc.incremental import (
+    HASH_ALGORITHM,
     DeltaStore,
     FeatureGraph,
     FeatureSpec,
@@ -104,7 +105,7 @@ def test_delta_table_records_hash_algorithm_and_refuses_another(tmp_path):
     _load(store, ROUND_1)
     path = store.table_path(RAW)
     info = json.loads(DeltaTable(str(path)).metadata().description)
-    assert info["hash_algorithm"] == "xxh3_64"
+    assert info["hash_algorithm"] == HASH_ALGORITHM
 
     other = tmp_path / "foreign"
     other_store = DeltaStore(other, GRAPH)
