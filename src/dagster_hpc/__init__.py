@@ -33,12 +33,16 @@ _LAZY = {
     "SSHTarget": "dagster_hpc.transport.auth",
     "SSHTransport": "dagster_hpc.transport.ssh",
     "OpenSSHTransport": "dagster_hpc.transport.openssh",
+    "QueueConfig": "dagster_hpc.queue",
+    "SlurmResource": "dagster_hpc.backends.slurm_resource",
 }
 
 if TYPE_CHECKING:
+    from dagster_hpc.backends.slurm_resource import SlurmResource
     from dagster_hpc.compute import ComputeResource
     from dagster_hpc.envs.config import EnvConfig
     from dagster_hpc.launchers import BashLauncher, ExecLauncher, Launcher, PythonLauncher
+    from dagster_hpc.queue import QueueConfig
     from dagster_hpc.ssh_resource import SSHConnectionResource
     from dagster_hpc.transport.auth import SSHTarget
     from dagster_hpc.transport.local import LocalTransport
@@ -67,10 +71,12 @@ __all__ = [
     "OpenSSHTransport",
     "PayloadError",
     "PythonLauncher",
+    "QueueConfig",
     "RemoteCommandError",
     "SSHConnectionResource",
     "SSHTarget",
     "SSHTransport",
     "SlurmJobError",
+    "SlurmResource",
     "TransportError",
 ]
