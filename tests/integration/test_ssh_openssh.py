@@ -162,3 +162,26 @@ def test_interactive_login_on_a_terminal(cluster, dedicated_key, control_dir):
     assert worker.returncode == 0, worker.stderr
     assert _otp_logins(cluster, dedicated_key) == 1
     _cli(["login", "--env-prefix", "DHT", "--exit"], env)
+
+
+def test_dead_master_with_stale_socket_never_falls_back_to_a_login(cluster, dedicated_key, control_dir):
+    import re
+    import signal
+
+    env = _env(cluster, dedicated_key.path, control_dir, DHT_PORT=str(cluster.port))
+    login = _cli(["login", "--env-prefix", "DHT"], env)
+    assert login.returncode == 0, login.stderr
+    check = _cli(["login", "--env-prefix", "DHT", "--check"], env)
+    sockets = [p for p in Path(control_dir).iterdir() if p.name.startswith("cm-") and not p.name.endswith(".lock")]
+    assert len(sockets) == 1
+    ssh_check = subprocess.run(["ssh", "-o", f"ControlPath={sockets[0]}", "-O", "check", "x"], capture_output=True, text=True)
+    master_pid = int(re.search(r"pid=(\d+)", ssh_check.stderr + ssh_check.stdout).group(1))
+    assert check.returncode == 0
+    os.kill(master_pid, signal.SIGKILL)  # the master we opened dies hard: its socket file stays
+    time.sleep(0.5)
+    assert sockets[0].exists()
+    # the key would let a fallback ssh log in directly; require_login must prevent exactly that
+    worker = subprocess.run([sys.executable, "-c", WORKER], env=env, capture_output=True, text=True, timeout=120)
+    assert worker.returncode != 0 and "SSHMasterExpired" in worker.stderr
+    assert dedicated_key.accepted(cluster.sshd_log("main")) == 1
+    assert not sockets[0].exists()  # the stale socket was cleared for the next login

@@ -108,6 +108,25 @@ def ssh_base_argv(target: SSHTarget, control_path: str, config_path: str | None,
     return argv
 
 
+def mux_only(argv: list[str]) -> list[str]:
+    """argv that can only use the master: if its socket is dead, ssh must not log in by itself.
+
+    ssh falls back to a direct connection when the master does not answer; a ProxyCommand that
+    fails at once turns that fallback into an error before any packet reaches the server.
+    """
+    out: list[str] = []
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == "-J":  # the master already holds the route through the jump hosts
+            skip = True
+            continue
+        out.append(a)
+    return out + ["-o", "ProxyCommand=false"]
+
+
 class OpenSSHTransport(Transport):
     """Run commands through the system ssh over a shared ControlMaster (see module docstring)."""
 
@@ -289,7 +308,10 @@ class OpenSSHTransport(Transport):
         if timeout is not None and timeout <= 0:
             raise ConfigError(f"timeout must be > 0 seconds, got {timeout} (command: {command})")
         self._ensure_master()
-        argv = self._prepare() + ["-o", "ControlMaster=no", "-o", "BatchMode=yes", "-T", "--", self.target.host, command]
+        base = self._prepare()
+        if self.require_login:
+            base = mux_only(base)
+        argv = base + ["-o", "ControlMaster=no", "-o", "BatchMode=yes", "-T", "--", self.target.host, command]
         try:
             r = subprocess.run(argv, input=stdin or b"", capture_output=True, timeout=timeout)
         except subprocess.TimeoutExpired as exc:
@@ -302,7 +324,9 @@ class OpenSSHTransport(Transport):
             self._bytes_sent += len(stdin or b"")
         if r.returncode == SSH_ERROR_EXIT:
             err = r.stderr.decode(errors="replace")
-            if not os.path.exists(self.control_path) and self.require_login:
+            if self.require_login and (not os.path.exists(self.control_path) or "Control socket connect" in err):
+                if os.path.exists(self.control_path):  # a dead master's socket: the next login replaces it
+                    os.unlink(self.control_path)
                 raise self._expired()
             if err.startswith("ssh:") or "Permission denied" in err or "Host key verification failed" in err or "Control socket" in err:
                 raise self._ssh_failure(r.returncode, err, f"running: {command}")
