@@ -178,3 +178,12 @@ def test_doctor_explains_problems_in_plain_words():
 def test_doctor_script_quotes_the_base_dir():
     assert "b='/x; rm -rf ~'" in doctor_script("/x; rm -rf ~")
     assert 'b=$HOME/.dagster-hpc' in doctor_script(None)
+
+
+def test_mux_only_argv_cannot_log_in_by_itself():
+    from dagster_hpc.transport.openssh import mux_only
+
+    t = SSHTarget("login", jump_hosts=parse_jump_hosts("j1"))
+    argv = mux_only(ssh_base_argv(t, "/s/cm", "/s/cfg"))
+    assert "-J" not in argv and argv[-2:] == ["-o", "ProxyCommand=false"]
+    assert "ControlPath=/s/cm" in argv
