@@ -185,3 +185,20 @@ def test_dead_master_with_stale_socket_never_falls_back_to_a_login(cluster, dedi
     assert worker.returncode != 0 and "SSHMasterExpired" in worker.stderr
     assert dedicated_key.accepted(cluster.sshd_log("main")) == 1
     assert not sockets[0].exists()  # the stale socket was cleared for the next login
+
+
+def test_openssh_through_a_jump_host(cluster, dedicated_key, control_dir):
+    from dagster_hpc.transport.auth import JumpHost, SSHTarget
+    from dagster_hpc.transport.openssh import OpenSSHTransport
+
+    target = SSHTarget(cluster.host, port=cluster.port, user=cluster.user, key_paths=(str(dedicated_key.path),),
+                       known_hosts=str(cluster.known_hosts), use_agent=False,
+                       jump_hosts=(JumpHost(cluster.host, cluster.jump_port, cluster.user),))  # fmt: skip
+    t = OpenSSHTransport(target, control_dir=control_dir)
+    try:
+        outs = {t.run("echo $SSH_CONNECTION").stdout.split()[3] for _ in range(3)}
+    finally:
+        t.close_master()
+    assert outs == {str(cluster.port)}
+    assert dedicated_key.accepted(cluster.sshd_log("jump")) == 1
+    assert dedicated_key.accepted(cluster.sshd_log("main")) == 1
