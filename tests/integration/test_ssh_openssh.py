@@ -202,3 +202,17 @@ def test_openssh_through_a_jump_host(cluster, dedicated_key, control_dir):
     assert outs == {str(cluster.port)}
     assert dedicated_key.accepted(cluster.sshd_log("jump")) == 1
     assert dedicated_key.accepted(cluster.sshd_log("main")) == 1
+
+
+def test_openssh_unknown_host_key_is_refused_with_how_to_trust_it(cluster, control_dir, tmp_path):
+    from dagster_hpc.errors import HostKeyError
+    from dagster_hpc.transport.auth import SSHTarget
+    from dagster_hpc.transport.openssh import OpenSSHTransport
+
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    t = OpenSSHTransport(SSHTarget(cluster.host, port=cluster.port, user=cluster.user, key_paths=(str(cluster.key_path),),
+                                   known_hosts=str(empty), use_agent=False), control_dir=control_dir)  # fmt: skip
+    with pytest.raises(HostKeyError) as info:
+        t.run("true")
+    assert "unknown" in str(info.value) and "ssh-keyscan" in str(info.value)
