@@ -58,14 +58,18 @@ class _Client(asyncssh.SSHClient):
         self._owner = owner
         self._is_target = is_target
         self._rounds = 0
+        self._conn: asyncssh.SSHClientConnection | None = None
 
     def connection_made(self, conn: asyncssh.SSHClientConnection) -> None:
+        self._conn = conn
         sock = conn.get_extra_info("sockname")
         if self._is_target and sock:
             self._owner.attempt_ports.append(int(sock[1]))
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._owner.lost = True
+        # only a connection still in use counts: a replaced one may report its end late
+        if self._conn is not None and self._owner.uses(self._conn):
+            self._owner.lost = True
 
     def kbdint_auth_requested(self) -> str | None:
         t = self._target
@@ -100,6 +104,9 @@ class _SharedConnection:
     @property
     def is_open(self) -> bool:
         return bool(self._conns) and not self.lost
+
+    def uses(self, conn: asyncssh.SSHClientConnection) -> bool:
+        return any(c is conn for c in self._conns)
 
     async def connection(self) -> asyncssh.SSHClientConnection:
         if self._lock is None:
