@@ -39,7 +39,9 @@ set -a
 . ./{env_file} || {{ echo "dagster-hpc: cannot source ./{env_file}" >&2; set +a; finish {exit_env}; }}
 set +a
 export PYTHONUNBUFFERED=1
-bash ./{launch} >> ./{stdout} 2>> ./{stderr} < /dev/null &
+# a forked subshell sources the launch script (its `exec` replaces the subshell): no second bash
+# start-up on the critical path of every job
+( set +u; . ./{launch} ) >> ./{stdout} 2>> ./{stderr} < /dev/null &
 child=$!
 forward() {{ kill -s "$1" "$child" 2>/dev/null || true; }}
 {traps}

@@ -53,7 +53,8 @@ class FlakyChoppyTransport(LocalTransport):
             self.failures += 1
             raise TransportError("connection lost (simulated)")
         chunks = super().read_many_from(requests, max_bytes=max_bytes)
-        return [c[: self.rng.randint(0, len(c))] if c and not p.endswith(EXIT_CODE) else c for (p, _), c in zip(requests, chunks, strict=True)]
+        # short reads (at least one byte: b"" means "nothing more" in the Transport contract)
+        return [c[: self.rng.randint(1, len(c))] if c and not p.endswith(EXIT_CODE) else c for (p, _), c in zip(requests, chunks, strict=True)]
 
 
 class RecordingHandler:

@@ -44,7 +44,7 @@ class LocalBackend(Backend):
 
     name = "local"
     # Local file reads cost microseconds: tail and poll often so a trivial asset finishes fast.
-    tail_interval_s = 0.02
+    tail_interval_s = 0.01
     poll_interval_s = 0.05
     # The wrapper writes exit_code before it exits: a short grace covers a kill -9 only.
     exit_file_grace_s = 1.0

@@ -27,10 +27,18 @@ from dagster_hpc.transport.base import Transport
 
 # Local files are cheap to read: a short tick keeps the per-asset overhead near zero.
 DEFAULT_TAIL_INTERVAL_S = 0.02
+# Adaptive tick: right after new data (or at start) read again after interval/TICK_SPEEDUP, then
+# back off by TICK_BACKOFF per idle tick up to the interval. Short jobs finish fast, idle long
+# jobs cost at most one read per interval.
+TICK_SPEEDUP = 8.0
+TICK_BACKOFF = 1.5
 # Bytes per file per tick; a full chunk means "more is waiting": read again without sleeping.
 READ_CHUNK_BYTES = 4 << 20
 # How many stderr lines we keep for error messages.
 STDERR_TAIL_LINES = 30
+# The final drain ends after this many consecutive empty batches: on a shared filesystem (NFS)
+# the exit_code file can become visible a moment before the last bytes of the logs do.
+FINAL_DRAIN_QUIET_BATCHES = 2
 # After stop is requested, give up the final drain if the transport keeps failing this long
 # (the files stay in the run directory; the error says where).
 FINAL_DRAIN_RETRY_S = 30.0
@@ -55,6 +63,7 @@ class RunDirMessageReader(dg.PipesMessageReader):
         self._sink = line_sink
         self._warn = warn or (lambda msg: None)
         self._interval_s = interval_s
+        self._min_interval_s = interval_s / TICK_SPEEDUP
         self._messages = FileTail(f"{self._run_dir}/{PIPES_MESSAGES}")
         self._stdout = FileTail(f"{self._run_dir}/{STDOUT}")
         self._stderr = FileTail(f"{self._run_dir}/{STDERR}")
@@ -100,6 +109,8 @@ class RunDirMessageReader(dg.PipesMessageReader):
 
     def _loop(self, handler: dg.PipesMessageHandler) -> None:
         failing_since: float | None = None
+        delay = self._min_interval_s
+        quiet_batches = 0  # consecutive empty batches since stop was requested
         while True:
             stopping = self._stop.is_set()  # read before the tick: the last tick sees final sizes
             try:
@@ -111,14 +122,23 @@ class RunDirMessageReader(dg.PipesMessageReader):
                     self._warn(f"gave up reading the job's files in {self._run_dir}: {exc}")
                     return
                 self._warn(f"reading the job's files failed, retrying from the same offsets: {exc}")
-                self._stop.wait(self._interval_s)
+                if stopping:
+                    time.sleep(self._interval_s)  # the stop event is set: wait() would not pause
+                else:
+                    self._stop.wait(self._interval_s)
                 continue
             if full or (stopping and got_any):
-                continue  # more is waiting; when stopping, read until a batch comes back empty
+                quiet_batches = 0
+                continue  # more is waiting; when stopping, read until batches come back empty
             if stopping:
-                self._drain_partials(handler)
-                return
-            self._stop.wait(self._interval_s)
+                quiet_batches += 1
+                if quiet_batches >= FINAL_DRAIN_QUIET_BATCHES:
+                    self._drain_partials(handler)
+                    return
+                time.sleep(self._min_interval_s)
+                continue
+            delay = self._min_interval_s if got_any else min(delay * TICK_BACKOFF, self._interval_s)
+            self._stop.wait(delay)
 
     def _tick(self, handler: dg.PipesMessageHandler) -> tuple[bool, bool]:
         """One batched read; returns (a chunk was full: more is waiting, any bytes arrived)."""

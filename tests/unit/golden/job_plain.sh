@@ -10,7 +10,9 @@ set -a
 . ./env.sh || { echo "dagster-hpc: cannot source ./env.sh" >&2; set +a; finish 96; }
 set +a
 export PYTHONUNBUFFERED=1
-bash ./launch.sh >> ./stdout.log 2>> ./stderr.log < /dev/null &
+# a forked subshell sources the launch script (its `exec` replaces the subshell): no second bash
+# start-up on the critical path of every job
+( set +u; . ./launch.sh ) >> ./stdout.log 2>> ./stderr.log < /dev/null &
 child=$!
 forward() { kill -s "$1" "$child" 2>/dev/null || true; }
 trap 'forward TERM' TERM
