@@ -44,6 +44,8 @@ KEEPALIVE_COUNT_MAX = 4
 # A server re-asking keyboard-interactive questions after we answered means our answer was
 # wrong; we stop after this many rounds rather than guess again (sites lock accounts for that).
 MAX_KBDINT_ROUNDS = 2
+# Upload chunk: large enough to keep the SFTP pipe full, small enough to stream big files.
+SFTP_CHUNK_BYTES = 1 << 20
 # Exit code reported when the remote command was killed by a signal (what OpenSSH's client does).
 SIGNALLED_EXIT_CODE = 255
 
@@ -402,7 +404,11 @@ class SSHTransport(Transport):
     async def _aput(self, local_path: Path, tmp: str) -> None:
         sftp = await self._shared.sftp()
         try:
-            await sftp.put(str(local_path), tmp)
+            # created 0600 from its first byte (a plain put would briefly be world-readable)
+            async with sftp.open(tmp, "wb", attrs=asyncssh.SFTPAttrs(permissions=0o600)) as remote:
+                with local_path.open("rb") as fh:
+                    while chunk := fh.read(SFTP_CHUNK_BYTES):
+                        await remote.write(chunk)
         except (asyncssh.SFTPError, OSError) as exc:
             raise TransportError(
                 f"SFTP upload of {local_path} to {tmp} on {self.target.label} failed: {exc}\n"
