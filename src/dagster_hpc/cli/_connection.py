@@ -48,12 +48,12 @@ def add_connection_arguments(parser: argparse.ArgumentParser, *, host_required: 
 
 def resource_from_args(args: argparse.Namespace, **overrides: object) -> SSHConnectionResource:
     """Environment first (if any), then flags on top."""
-    base: dict[str, object] = {}
-    if os.environ.get(f"{args.env_prefix}_HOST") or args.host:
-        if os.environ.get(f"{args.env_prefix}_HOST"):
-            base = SSHConnectionResource.from_env(args.env_prefix).model_dump(exclude_unset=True)
-    else:
+    from_env = bool(os.environ.get(f"{args.env_prefix}_HOST"))
+    if not (from_env or args.host):
         raise ConfigError(f"no login node given: pass HOST or export {args.env_prefix}_HOST")
+    base: dict[str, object] = (
+        SSHConnectionResource.from_env(args.env_prefix).model_dump(exclude_unset=True) if from_env else {}
+    )
     if args.host:
         base["host"] = args.host
     for flag, field in _FLAG_FIELDS.items():
