@@ -259,7 +259,9 @@ class SlurmBackend(Backend):
 
     # --- outcome ---------------------------------------------------------------------------
     def outcome(self, handle: JobHandle, exit_code: int | None) -> JobOutcome:
-        text, metrics = self._settled_sacct(handle.job_id)
+        # A payload that exited 0 succeeded whatever sacct says a moment later: one query for
+        # its numbers. Anything else needs Slurm's final word (TIMEOUT, OUT_OF_MEMORY, ...).
+        text, metrics = self._settled_sacct(handle.job_id, wait=exit_code != 0)
         scheduler = self.poll(handle).state if metrics is None else JobState.UNKNOWN
         state = final_state(exit_code, metrics, scheduler)
         base = {
@@ -280,8 +282,9 @@ class SlurmBackend(Backend):
         code = exit_code if (state is JobState.COMPLETED or exit_code) else None
         return JobOutcome(state=state, exit_code=code, metadata=md)
 
-    def _settled_sacct(self, job_id: str):  # -> tuple[str, JobMetrics | None]
-        """sacct until it shows a final state (bounded); a failing sacct is not an error."""
+    def _settled_sacct(self, job_id: str, *, wait: bool = True):  # -> tuple[str, JobMetrics | None]
+        """sacct until it shows a final state (bounded; once if not ``wait``); a failing sacct
+        is not an error (the metadata then says the numbers are unavailable)."""
         deadline = time.monotonic() + SACCT_SETTLE_TIMEOUT_S
         text, metrics = "", None
         while True:
@@ -294,7 +297,7 @@ class SlurmBackend(Backend):
             if accounting_disabled(text):
                 return text, None
             settled = metrics is not None and slurm_state(metrics.state).finished
-            if settled or time.monotonic() >= deadline:
+            if settled or not wait or time.monotonic() >= deadline:
                 return text, metrics
             time.sleep(SACCT_SETTLE_INTERVAL_S)
 
