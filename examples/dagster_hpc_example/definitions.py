@@ -58,9 +58,7 @@ ASSETS = [measurements, sensor_summary, sensor_report, split_measurements, regio
 UNPARTITIONED = [measurements, sensor_summary, sensor_report, split_measurements]
 
 hpc_example_job = dg.define_asset_job("hpc_example_job", selection=dg.AssetSelection.assets(*UNPARTITIONED))
-regional_job = dg.define_asset_job(
-    "regional_job", selection=dg.AssetSelection.assets(regional_measurements), partitions_def=REGIONS
-)
+regional_job = dg.define_asset_job("regional_job", selection=dg.AssetSelection.assets(regional_measurements))
 
 defs = dg.Definitions(
     assets=ASSETS,
