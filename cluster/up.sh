@@ -109,6 +109,16 @@ if ! id "$TEST_USER" >/dev/null 2>&1; then useradd -m -s /bin/bash "$TEST_USER";
 echo "$TEST_USER:$TEST_PASS" | chpasswd
 UHOME=$(getent passwd "$TEST_USER" | cut -d: -f6)
 
+# ---------------------------------------------------------------- 2b. payload env, in the background
+# cluster/payload-env.sh keeps or builds CONFDIR/envs/payload; pip's downloads take seconds, so it
+# runs while the daemons start and step 10 waits for it.
+PAYLOAD_PID=
+if [ "$PAYLOAD_ENV" = 1 ]; then
+  TEST_USER=$TEST_USER DAGSTER_PIPES_VERSION=$DAGSTER_PIPES_VERSION POLARS_VERSION=$POLARS_VERSION \
+    bash "$HERE/payload-env.sh" "$D" > "$D/log/payload-env.log" 2>&1 &
+  PAYLOAD_PID=$!
+fi
+
 # ---------------------------------------------------------------- 3. munge
 MUNGE_SOCK=$D/munge/run/munge.socket
 if [ ! -s "$D/munge/etc/munge.key" ]; then
@@ -468,24 +478,9 @@ EOF
 chmod 0755 "$C/otp-askpass.sh"
 
 # ---------------------------------------------------------------- 10. pre-deployed payload env
-# A venv that jobs (running as the test user) use as a pre-deployed environment. Built by root,
-# readable by all; rebuilt only when missing, broken, or pinned to other versions.
-if [ "$PAYLOAD_ENV" = 1 ]; then
-  PENV=$D/envs/payload; WANT="dagster-pipes==$DAGSTER_PIPES_VERSION polars==$POLARS_VERSION"
-  if [ -x "$PENV/bin/python" ] && [ "$(cat "$PENV/.pins" 2>/dev/null)" = "$WANT" ] && \
-     runuser -u "$TEST_USER" -- "$PENV/bin/python" -c 'import dagster_pipes, polars' 2>/dev/null; then
-    log "payload env present ($WANT)"
-  else
-    install -d -m 0755 "$D/envs"; rm -rf "$PENV"   # a venv embeds its path: build it in place
-    /usr/bin/python3 -m venv "$PENV"
-    # bounded retries/timeout: fail CI clearly instead of hanging when PyPI is unreachable
-    # shellcheck disable=SC2086  # WANT is two words on purpose
-    "$PENV/bin/python" -m pip install --quiet --disable-pip-version-check --retries 3 --timeout 60 $WANT \
-      || { rm -rf "$PENV"; die "pip install $WANT into $PENV failed (needs PyPI); re-run cluster/up.sh"; }
-    echo "$WANT" > "$PENV/.pins"; chmod -R a+rX "$PENV"
-    runuser -u "$TEST_USER" -- "$PENV/bin/python" -c 'import dagster_pipes, polars' || die "$TEST_USER cannot use $PENV"
-    log "payload env built: $PENV ($WANT)"
-  fi
+if [ -n "$PAYLOAD_PID" ]; then
+  wait "$PAYLOAD_PID" || die "building the payload env failed: see $D/log/payload-env.log, then re-run cluster/up.sh"
+  log "$(tail -n 1 "$D/log/payload-env.log")"
 fi
 
 # ---------------------------------------------------------------- 11. smoke test over ssh
