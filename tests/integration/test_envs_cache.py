@@ -177,3 +177,16 @@ def test_two_concurrent_runs_with_a_cold_cache_end_with_one_intact_env(cluster, 
     # the offline-installed venv works on a compute node
     out = S.srun(t, [results[0]["python"], "-c", "import polars, dagster_pipes; print(polars.__version__)"])
     assert out.strip().splitlines()[-1] == "2.1.0"
+
+
+def test_wheelhouse_install_can_run_on_a_compute_node(cluster, t, bundle_cache, target_platform, remote_base):
+    # what happens automatically when the login node's architecture differs from the nodes'
+    from tests.integration.slurm_support import jobs_named
+
+    before = len(jobs_named(cluster, "dagster-hpc-env-install"))
+    p = plan(EnvSpec(S.EXAMPLE_LOCK, kind="wheelhouse"), target_platform)
+    report = EnvShipper(t, remote_base, cache_dir=bundle_cache, install_on="compute").ensure(p)
+    assert report.status == "published"
+    assert len(jobs_named(cluster, "dagster-hpc-env-install", expect=before + 2)) >= before + 2  # install + check
+    out = S.srun(t, [report.ref.python, "-c", "import polars, dagster_pipes, sys; print(sys.prefix)"])
+    assert out.strip().splitlines()[-1] == f"{report.ref.path}/venv"

@@ -15,7 +15,7 @@ import pytest
 from dagster_hpc.envs import build as build_mod
 from dagster_hpc.envs.build import EnvSpec, plan
 from dagster_hpc.envs.platform import TargetPlatform
-from dagster_hpc.envs.ship import EnvShipper, entry_dir, forget_verified
+from dagster_hpc.envs.ship import EnvShipper, entry_dir, forget_verified, publish_script
 from dagster_hpc.errors import ConfigError, DagsterHpcError
 from tests.unit.envs_fakes import LocalShellTransport
 
@@ -166,3 +166,20 @@ def test_different_locks_get_different_entries(tmp_path, project):
     project.write_text("polars==2.0.0\n")
     b = _shipper(tmp_path).ensure(_plan(project))
     assert a.ref.key != b.ref.key and os.path.isdir(a.ref.path) and os.path.isdir(b.ref.path)
+
+
+def test_installs_move_to_a_compute_node_when_the_login_node_cannot_run_the_target(tmp_path, project):
+    p = _plan(project)  # target x86_64
+    auto = _shipper(tmp_path)
+    assert auto.runner_for(p, login_arch="x86_64") == ""
+    runner = auto.runner_for(p, login_arch="aarch64")
+    assert runner.startswith("srun ") and "--job-name=dagster-hpc-env-install" in runner
+    forced = EnvShipper(LocalShellTransport(), "/x", install_on="compute", partition="gpu")
+    assert "--partition=gpu" in forced.runner_for(p, login_arch="x86_64")
+    script = publish_script("/r", p, "/r/.incoming/u", "tok", runner=runner)
+    install_line = next(line for line in script.splitlines() if "pack.run" in line)
+    assert install_line.startswith("srun ")
+    # the lock-held re-check on the login node never runs a foreign interpreter
+    assert '[ "$(uname -m)" = x86_64 ] && ! ' in script
+    with pytest.raises(ConfigError, match="install_on='ssh'"):
+        EnvShipper(LocalShellTransport(), "/x", install_on="ssh")

@@ -27,6 +27,7 @@ ENV_FIELDS: dict[str, str] = {
     "PYTHON": "python",
     "PYTHON_HOME": "python_home",
     "REMOTE_BASE": "remote_base",
+    "INSTALL_ON": "install_on",
 }
 
 
@@ -58,6 +59,11 @@ class EnvConfig(dg.Config):
         default_factory=list, description="kind=pack: argv with {project}, {lock}, {output} placeholders."
     )
     pack_python: str = Field(default="env/bin/python", description="kind=pack: interpreter inside the unpacked bundle.")
+    install_on: str = Field(
+        default="auto",
+        description="Where wheelhouse/pack installs run: login, compute (srun), or auto (compute only "
+        "when the login node's CPU architecture differs from the compute nodes').",
+    )
     remote_base: str | None = Field(
         default=None, description="Cache root on the cluster (envs/ goes below it); default: beside the run directories."
     )
@@ -71,6 +77,8 @@ class EnvConfig(dg.Config):
             )
         if self.kind not in BUNDLE_KINDS:
             raise ConfigError(f"unknown env kind {self.kind!r}: use one of {', '.join(BUNDLE_KINDS)}")
+        if self.install_on not in ("auto", "login", "compute"):
+            raise ConfigError(f"env install_on={self.install_on!r}: use auto, login or compute")
         if self.lock and not Path(self.lock).is_file():
             raise ConfigError(f"env lock file {self.lock} does not exist (EnvConfig.lock); run `uv lock` in the project")
 

@@ -43,21 +43,25 @@ def tree_digest_shell(directory_var: str) -> str:
     )
 
 
-def check_shell(directory_var: str, python_relpath: str) -> str:
+def check_shell(directory_var: str, python_relpath: str, arch: str | None = None) -> str:
     """Shell that prints HIT, MISS or 'CORRUPT <reason>' for the entry in ``$directory_var``.
 
     Checks, cheapest first: the entry exists, its manifest exists, the interpreter is
     executable, the file tree matches its digest, and the interpreter imports dagster_pipes.
+    With ``arch``, the import is only tried where ``uname -m`` is that architecture (a login
+    node of another architecture cannot run the compute nodes' interpreter; the digest still
+    guards the files).
     """
     d = f'"${directory_var}"'
     py = f'{d}/{shlex.quote(python_relpath)}'
+    runnable = f'[ "$(uname -m)" = {shlex.quote(arch)} ] && ' if arch else ""
     return (
         f"if [ ! -e {d} ]; then echo {MISS}; "
         f"elif [ ! -f {d}/{MANIFEST} ]; then echo '{CORRUPT} manifest.json missing (unfinished or damaged)'; "
         f"elif [ ! -x {py} ]; then echo '{CORRUPT} interpreter {python_relpath} missing'; "
         f'elif [ "$(cat {d}/{TREE_DIGEST} 2>/dev/null)" != "$({tree_digest_shell(directory_var)})" ]; '
         f"then echo '{CORRUPT} files changed since publishing (tree checksum mismatch)'; "
-        f"elif ! {py} -c 'import dagster_pipes' >/dev/null 2>&1; "
+        f"elif {runnable}! {py} -c 'import dagster_pipes' >/dev/null 2>&1; "
         f"then echo '{CORRUPT} the interpreter fails to import dagster_pipes'; "
         f"else echo {HIT}; fi"
     )

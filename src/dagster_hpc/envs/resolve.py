@@ -43,7 +43,7 @@ def resolve_env(
                                      cache_dir=cache_dir)
     p = plan(config.spec(), platform)
     shipper = EnvShipper(transport, config.remote_base or default_env_base(runs_base), cluster=cluster,
-                         cache_dir=cache_dir)
+                         cache_dir=cache_dir, install_on=config.install_on, partition=partition)
     report = shipper.ensure(p)
     if report.status == "hit" and report.roundtrips == 0:
         say(f"environment {p.key} ({p.kind}): {report.ref.path} (verified earlier in this process)")

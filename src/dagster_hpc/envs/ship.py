@@ -49,6 +49,10 @@ LOOKUP_TIMEOUT_S = 60.0
 PUBLISH_LOCK_WAIT_S = 900
 # The publish script itself: lock wait + unpack + install.
 PUBLISH_TIMEOUT_S = PUBLISH_LOCK_WAIT_S + 900.0
+# Time limit (minutes) of the srun step that installs on a compute node: an offline install of
+# a few hundred MB; generous because a slow shared filesystem dominates.
+INSTALL_TIME_LIMIT_MIN = 30
+INSTALL_ON = ("auto", "login", "compute")
 ENVS_DIR = "envs"
 
 
@@ -97,27 +101,43 @@ def entry_dir(remote_base: str, key: str) -> str:
     return f"{envs_root(remote_base)}/{key}"
 
 
-def lookup_command(remote_base: str, key: str, python_relpath: str) -> str:
-    """One round trip: print HIT / MISS / CORRUPT <reason>, then ROOT=<absolute envs dir>.
+def lookup_command(remote_base: str, key: str, python_relpath: str, arch: str | None = None) -> str:
+    """One round trip: print HIT / MISS / CORRUPT <reason>, then ROOT=<absolute envs dir> and
+    ARCH=<the login node's machine>.
 
     A hit also stamps last-used; a miss creates the envs dir (0700) for the upload to come.
     """
     return (
         f"root={envs_root_expr(remote_base)}; d=\"$root\"/{key}; "
-        f"s=$({check_shell('d', python_relpath)}); "
+        f"s=$({check_shell('d', python_relpath, arch)}); "
         f'if [ "$s" = {HIT} ]; then touch "$d/{LAST_USED}"; '
         'else (umask 077 && mkdir -p "$root/.incoming" && chmod 700 "$root") || exit 1; fi; '
-        'echo "$s"; cd "$root" && echo "ROOT=$(pwd -P)"'
+        'echo "$s"; cd "$root" && echo "ROOT=$(pwd -P)" && echo "ARCH=$(uname -m)"'
     )
 
 
-def publish_script(root: str, p: BuildPlan, upload: str, token: str) -> str:
+def compute_node_runner(partition: str | None = None) -> str:
+    """Prefix that runs a command on a compute node (install + check where the login node
+    cannot run the target's binaries, e.g. an x86 login node in front of aarch64 nodes)."""
+    parts = ["srun", "--job-name=dagster-hpc-env-install", "--nodes=1", "--ntasks=1",
+             f"--time={INSTALL_TIME_LIMIT_MIN}", "--quiet"]
+    if partition:
+        parts.append(f"--partition={partition}")
+    return " ".join(shlex.quote(x) for x in parts)
+
+
+def publish_script(root: str, p: BuildPlan, upload: str, token: str, *, runner: str = "") -> str:
     """The remote half of a publish, for the absolute envs dir ``root`` (pure; see the module
-    docstring for the protocol)."""
+    docstring for the protocol). ``runner`` (e.g. ``compute_node_runner()``) runs the install
+    step and the final check somewhere else than the login node."""
     q = shlex.quote
     tmp = f"{root}/.tmp-{p.key}-{token}"
     trash = f"{root}/.trash-{p.key}-{token}"
-    install = f"(cd \"$tmp\" && {p.install_shell})" if p.install_shell else "true"
+    at = f"{runner} " if runner else ""
+    install_body = q('cd "$1" && ' + p.install_shell)
+    check_body = q('d="$1"; ' + check_shell("d", p.python_relpath))
+    install = f'{at}sh -c {install_body} sh "$tmp"' if p.install_shell else "true"
+    final_check = f'{at}sh -c {check_body} sh "$tmp"'
     return "\n".join([
         "set -eu",
         "umask 077",
@@ -126,7 +146,7 @@ def publish_script(root: str, p: BuildPlan, upload: str, token: str) -> str:
         "trap cleanup EXIT",
         f'exec 9>"$root/.lock-{p.key}"',
         f"flock -w {PUBLISH_LOCK_WAIT_S} 9 || {{ echo 'timed out waiting for the env lock' >&2; exit 75; }}",
-        f"s=$({check_shell('d', p.python_relpath)})",
+        f"s=$({check_shell('d', p.python_relpath, p.platform.arch)})",
         f'if [ "$s" = {HIT} ]; then echo ALREADY; exit 0; fi',
         f'if [ -e "$d" ]; then mv "$d" {q(trash)}; rm -rf {q(trash)}; fi',
         'mkdir -m 700 "$tmp"',
@@ -137,7 +157,7 @@ def publish_script(root: str, p: BuildPlan, upload: str, token: str) -> str:
         f'digest=$({tree_digest_shell("tmp")})',
         f'echo "$digest" > "$tmp/{TREE_DIGEST}"',
         f'mv "$tmp/{MANIFEST_PENDING}" "$tmp/{MANIFEST}"',
-        f"s=$({check_shell('tmp', p.python_relpath)})",
+        f"s=$({final_check})",
         f'if [ "$s" != {HIT} ]; then echo "the new environment fails its own check: $s" >&2; exit 3; fi',
         'mv -T "$tmp" "$d"',
         "trap - EXIT",
@@ -161,39 +181,73 @@ def forget_verified() -> None:
         _verified.clear()
 
 
+@dataclass(frozen=True)
+class Lookup:
+    status: str  # HIT | MISS | 'CORRUPT <reason>'
+    root: str  # absolute envs dir on the cluster
+    login_arch: str  # `uname -m` of the login node
+
+
 class EnvShipper:
-    """Runtime object (never stored on a Dagster resource): one transport, one remote base."""
+    """Runtime object (never stored on a Dagster resource): one transport, one remote base.
+
+    ``install_on``: where the install step (wheelhouse/pack) and the final check run: on the
+    login node, on a compute node via ``srun``, or ``auto`` (a compute node only when the
+    login node's architecture differs from the target's).
+    """
 
     def __init__(
-        self, transport: Transport, remote_base: str, *, cluster: str = "", cache_dir: Path | None = None
+        self,
+        transport: Transport,
+        remote_base: str,
+        *,
+        cluster: str = "",
+        cache_dir: Path | None = None,
+        install_on: str = "auto",
+        partition: str | None = None,
     ):
         envs_root_expr(remote_base)  # validates
+        if install_on not in INSTALL_ON:
+            raise ConfigError(f"install_on={install_on!r}: use one of {', '.join(INSTALL_ON)}")
         self.transport = transport
         self.remote_base = remote_base
         self.cluster = cluster
         self.cache_dir = cache_dir
+        self.install_on = install_on
+        self.partition = partition
 
-    def lookup(self, p: BuildPlan) -> tuple[str, str]:
-        """(HIT | MISS | 'CORRUPT <reason>', absolute envs dir): one round trip."""
-        result = self.transport.run(lookup_command(self.remote_base, p.key, p.python_relpath), timeout=LOOKUP_TIMEOUT_S)
+    def look(self, p: BuildPlan) -> Lookup:
+        """One round trip: the entry's status, the absolute envs dir, the login node's arch."""
+        cmd = lookup_command(self.remote_base, p.key, p.python_relpath, p.platform.arch)
+        result = self.transport.run(cmd, timeout=LOOKUP_TIMEOUT_S)
         lines = result.stdout.strip().splitlines()
-        status = lines[-2] if len(lines) >= 2 else ""
-        root = lines[-1].removeprefix("ROOT=") if lines and lines[-1].startswith("ROOT=/") else ""
-        if not result.ok or not root or not (status in (HIT, MISS) or status.startswith(CORRUPT)):
+        found = {k: v for k, _, v in (ln.partition("=") for ln in lines[-2:]) if k in ("ROOT", "ARCH")}
+        status = lines[-3] if len(lines) >= 3 else ""
+        root = found.get("ROOT", "")
+        if not result.ok or not root.startswith("/") or not (status in (HIT, MISS) or status.startswith(CORRUPT)):
             raise TransportError(
                 f"looking up environment {p.key} under {envs_root(self.remote_base)} failed "
                 f"(exit {result.exit_code}): {result.stderr.strip()[-500:]}\n"
                 "hint: check that the remote base directory is writable (dagster-hpc doctor)"
             )
-        return status, root
+        return Lookup(status, root, found.get("ARCH", ""))
 
-    def publish(self, bundle: Bundle, root: str) -> tuple[str, int]:
+    def lookup(self, p: BuildPlan) -> tuple[str, str]:
+        """(HIT | MISS | 'CORRUPT <reason>', absolute envs dir): one round trip."""
+        found = self.look(p)
+        return found.status, found.root
+
+    def runner_for(self, p: BuildPlan, login_arch: str) -> str:
+        on_compute = self.install_on == "compute" or (self.install_on == "auto" and login_arch != p.platform.arch)
+        return compute_node_runner(self.partition) if on_compute else ""
+
+    def publish(self, bundle: Bundle, root: str, *, runner: str = "") -> tuple[str, int]:
         """Upload ``bundle`` and publish it under the key's lock; returns (status, bytes)."""
         p = bundle.plan
         token = uuid.uuid4().hex[:12]
         upload = f"{root}/.incoming/{p.key}.{token}.tar"
         sent = self.transport.put_file(bundle.archive, upload, mode=0o600)
-        result = self.transport.run(publish_script(root, p, upload, token), timeout=PUBLISH_TIMEOUT_S)
+        result = self.transport.run(publish_script(root, p, upload, token, runner=runner), timeout=PUBLISH_TIMEOUT_S)
         if not result.ok:
             raise DagsterHpcError(
                 f"publishing environment {p.key} ({p.kind}) to {root}/{p.key} "
@@ -215,14 +269,15 @@ class EnvShipper:
             return ShipReport(cached, "hit", "HIT (verified earlier in this process)", 0, 0, 0.0, 0.0)
         rt0 = self.transport.roundtrips
         bytes0 = self.transport.bytes_sent
-        status, root = self.lookup(p)
+        found = self.look(p)
+        status, root = found.status, found.root
         build_s, uploaded = 0.0, 0
         if status == HIT:
             outcome = "hit"
         else:
             bundle = build_mod.build(p, cache_dir=self.cache_dir)
             build_s = bundle.built_s
-            outcome, uploaded = self.publish(bundle, root)
+            outcome, uploaded = self.publish(bundle, root, runner=self.runner_for(p, found.login_arch))
         ref = _ref(root, p)
         with _verified_lock:
             _verified[memo_key] = ref
