@@ -13,7 +13,7 @@ from dagster_hpc.transport.ssh import SSHTransport
 
 REPO = Path(__file__).resolve().parents[2]
 # A re-run on a running cluster only checks and adopts (measured ~2-4 s; generous for load).
-UP_AGAIN_MAX_S = 30
+UP_AGAIN_MAX_S = 60
 OOM_WAIT_S = 60
 POLL_S = 0.5
 
