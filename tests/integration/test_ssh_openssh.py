@@ -31,7 +31,7 @@ target = SSHTarget(e["DHT_HOST"], port=int(e["DHT_PORT"]), user=e["DHT_USER"], k
                    known_hosts=e["DHT_KNOWN_HOSTS"], use_agent=False)
 t = OpenSSHTransport(target, control_dir=e["DHT_CONTROL_DIR"], require_login=e["DHT_REQUIRE_LOGIN"] == "1")
 outs = [t.run("echo $SSH_CONNECTION").stdout.split()[1] for _ in range({COMMANDS_PER_PROCESS})]
-print(json.dumps({{"pid": os.getpid(), "ports": outs, "roundtrips": t.roundtrips}}))
+print(json.dumps({{"pid": os.getpid(), "ports": outs, "roundtrips": t.roundtrips, "logins": t.authentications}}))
 """
 
 
@@ -84,7 +84,7 @@ def test_eight_processes_after_one_login_cost_one_authentication(cluster, dedica
     assert len({r["pid"] for r in results}) == PROCESSES
     # every command of every process arrived over the same TCP connection (same client port)
     assert len({port for r in results for port in r["ports"]}) == 1
-    assert all(r["roundtrips"] == COMMANDS_PER_PROCESS for r in results)
+    assert all(r["roundtrips"] == COMMANDS_PER_PROCESS and r["logins"] == 0 for r in results)
     # the server's view: one publickey step and one TOTP answer for this key, in all
     assert dedicated_key.accepted(cluster.sshd_log("otp")) == 1
     assert _otp_logins(cluster, dedicated_key) == 1
@@ -117,9 +117,12 @@ def test_openssh_without_require_login_opens_one_master_for_concurrent_processes
     env = _env(cluster, dedicated_key.path, control_dir, DHT_PORT=str(cluster.port), DHT_REQUIRE_LOGIN="0")
     procs = [subprocess.Popen([sys.executable, "-c", WORKER], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(4)]  # fmt: skip
+    logins = 0
     for p in procs:
-        _out, err = p.communicate(timeout=120)
+        out, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
+        logins += json.loads(out)["logins"]
+    assert logins == 1  # exactly one process opened the master, the others waited on the lock
     assert dedicated_key.accepted(cluster.sshd_log("main")) == 1
     _cli(["login", "--env-prefix", "DHT", "--exit"], env)
 

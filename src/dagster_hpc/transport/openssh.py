@@ -161,6 +161,7 @@ class OpenSSHTransport(Transport):
         self._lock = threading.Lock()
         self._roundtrips = 0
         self._bytes_sent = 0
+        self._authentications = 0
 
     # --- argv ------------------------------------------------------------------------------
     def _prepare(self) -> list[str]:
@@ -250,6 +251,8 @@ class OpenSSHTransport(Transport):
             stderr = errlog.read_text(errors="replace") if not interactive else ""
             if r.returncode != 0:
                 raise self._ssh_failure(r.returncode, stderr, "opening the master connection")
+            with self._lock:
+                self._authentications += 1
             return True
 
     def close_master(self) -> None:
@@ -367,6 +370,11 @@ class OpenSSHTransport(Transport):
     @property
     def bytes_sent(self) -> int:
         return self._bytes_sent
+
+    @property
+    def authentications(self) -> int:
+        """Logins this transport made itself (opening a master); reusing one costs none."""
+        return self._authentications
 
     def __repr__(self) -> str:
         return f"OpenSSHTransport({self.target.label}, control_path={self.control_path})"
