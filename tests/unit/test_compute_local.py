@@ -216,3 +216,37 @@ def test_multiprocess_executor_runs_each_step_in_its_own_process(tmp_path: Path)
 
 def _read(path: Path) -> str:
     return path.read_text() if path.exists() else ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_interrupting_the_dagster_process_cancels_the_job(tmp_path: Path) -> None:
+    """Dagster turns run termination into an interrupt in the step: the job must not outlive it."""
+    import signal
+    import sys
+
+    pids_file = tmp_path / "pids"
+    driver = subprocess.Popen(
+        [sys.executable, str(PAYLOADS / "interrupt_driver.py"), str(PAYLOADS / "long_running.sh"), str(tmp_path / "runs"), str(pids_file)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + PROCESS_TIMEOUT_S * 3
+    while not pids_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pids_file.exists(), "the payload never started"
+    payload_pid, sleep_pid = (int(p) for p in pids_file.read_text().split())
+    assert _alive(payload_pid) and _alive(sleep_pid)
+    driver.send_signal(signal.SIGINT)
+    _, stderr = driver.communicate(timeout=PROCESS_TIMEOUT_S * 2)
+    assert b"cancelling local job" in stderr
+    deadline = time.monotonic() + PROCESS_TIMEOUT_S
+    while (_alive(payload_pid) or _alive(sleep_pid)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(payload_pid) and not _alive(sleep_pid)
