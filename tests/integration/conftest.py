@@ -78,7 +78,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 # Other engineers and CI log in to the same sshd concurrently, so tests never count all
 # "Accepted" lines: each test logs in with a key of its own and counts lines with its fingerprint.
 
-AUTHORIZED_KEYS = Path("/home/hpcuser/.ssh/authorized_keys")
+def _authorized_keys(user: str) -> Path:
+    import pwd
+
+    return Path(pwd.getpwnam(user).pw_dir) / ".ssh" / "authorized_keys"
 
 
 @dataclass(frozen=True)
@@ -111,17 +114,18 @@ def dedicated_key(cluster: TestCluster, tmp_path: Path):
     key = tmp_path / "id_test"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"dagster-hpc-test-{os.getpid()}", "-f", str(key)], check=True)
     pub = (tmp_path / "id_test.pub").read_text().strip()
+    authorized = _authorized_keys(cluster.user)
     fp = subprocess.run(["ssh-keygen", "-lf", str(key) + ".pub"], check=True, capture_output=True, text=True).stdout.split()[1]
-    with AUTHORIZED_KEYS.open("a") as fh:
+    with authorized.open("a") as fh:
         fh.write(pub + "\n")
     try:
         yield DedicatedKey(key, fp)
     finally:
         # atomic replace: sshd reads this file at every login of everyone; never show it truncated
-        st = AUTHORIZED_KEYS.stat()
-        lines = AUTHORIZED_KEYS.read_text().splitlines()
-        tmp = AUTHORIZED_KEYS.with_name(f".authorized_keys.{os.getpid()}")
+        st = authorized.stat()
+        lines = authorized.read_text().splitlines()
+        tmp = authorized.with_name(f".authorized_keys.{os.getpid()}")
         tmp.write_text("".join(line + "\n" for line in lines if line.strip() != pub))
         os.chown(tmp, st.st_uid, st.st_gid)
         os.chmod(tmp, 0o600)
-        os.replace(tmp, AUTHORIZED_KEYS)
+        os.replace(tmp, authorized)

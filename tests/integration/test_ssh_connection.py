@@ -35,7 +35,9 @@ def _target(cluster, key, **kw) -> SSHTarget:
 @pytest.fixture
 def remote_dir(cluster):
     """A fresh directory name under the test user's home, removed afterwards."""
-    path = f"/home/{cluster.user}/.dagster-hpc-tests/{uuid.uuid4().hex[:10]}"
+    import pwd
+
+    path = f"{pwd.getpwnam(cluster.user).pw_dir}/.dagster-hpc-tests/{uuid.uuid4().hex[:10]}"
     yield path
     subprocess.run(["rm", "-rf", path], check=False)
 
