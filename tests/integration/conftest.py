@@ -6,6 +6,7 @@ override with DAGSTER_HPC_TEST_CLUSTER. Tests FAIL (not skip) when it is not up:
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +79,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 # Other engineers and CI log in to the same sshd concurrently, so tests never count all
 # "Accepted" lines: each test logs in with a key of its own and counts lines with its fingerprint.
 
+# serialises edits of authorized_keys by concurrent test processes (read-modify-replace would
+# otherwise drop a key another test appended in between)
+AUTHORIZED_KEYS_LOCK = Path("/tmp/dagster-hpc-authorized-keys.lock")
+
+
+@contextlib.contextmanager
+def _keys_locked():
+    import fcntl
+
+    with AUTHORIZED_KEYS_LOCK.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def _authorized_keys(user: str) -> Path:
     import pwd
 
@@ -116,16 +134,21 @@ def dedicated_key(cluster: TestCluster, tmp_path: Path):
     pub = (tmp_path / "id_test.pub").read_text().strip()
     authorized = _authorized_keys(cluster.user)
     fp = subprocess.run(["ssh-keygen", "-lf", str(key) + ".pub"], check=True, capture_output=True, text=True).stdout.split()[1]
-    with authorized.open("a") as fh:
+    with _keys_locked(), authorized.open("a") as fh:
         fh.write(pub + "\n")
     try:
         yield DedicatedKey(key, fp)
     finally:
         # atomic replace: sshd reads this file at every login of everyone; never show it truncated
-        st = authorized.stat()
-        lines = authorized.read_text().splitlines()
-        tmp = authorized.with_name(f".authorized_keys.{os.getpid()}")
-        tmp.write_text("".join(line + "\n" for line in lines if line.strip() != pub))
-        os.chown(tmp, st.st_uid, st.st_gid)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, authorized)
+        with _keys_locked():
+            _remove_key(authorized, pub)
+
+
+def _remove_key(authorized: Path, pub: str) -> None:
+    st = authorized.stat()
+    lines = authorized.read_text().splitlines()
+    tmp = authorized.with_name(f".authorized_keys.{os.getpid()}")
+    tmp.write_text("".join(line + "\n" for line in lines if line.strip() != pub))
+    os.chown(tmp, st.st_uid, st.st_gid)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, authorized)
