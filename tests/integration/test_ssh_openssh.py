@@ -219,3 +219,22 @@ def test_openssh_unknown_host_key_is_refused_with_how_to_trust_it(cluster, contr
     with pytest.raises(HostKeyError) as info:
         t.run("true")
     assert "unknown" in str(info.value) and "ssh-keyscan" in str(info.value)
+
+
+def test_openssh_password_answered_by_askpass(cluster, control_dir):
+    from dagster_hpc.transport.auth import SSHTarget
+    from dagster_hpc.transport.openssh import OpenSSHTransport
+
+    t = OpenSSHTransport(SSHTarget(cluster.host, port=cluster.port, user=cluster.user, password=cluster.password,
+                                   known_hosts=str(cluster.known_hosts), use_agent=False), control_dir=control_dir)  # fmt: skip
+    try:
+        conn = t.run("echo $SSH_CONNECTION").stdout.split()
+        assert t.authentications == 1 and t.run("echo again").stdout == "again\n" and t.authentications == 1
+    finally:
+        t.close_master()
+    log = cluster.sshd_log("main").read_text()
+    assert f"Accepted password for {cluster.user} from 127.0.0.1 port {conn[1]} " in log
+    # the secret never landed in a file of the control dir
+    for p in Path(control_dir).iterdir():
+        if p.is_file():
+            assert cluster.password not in p.read_text(errors="replace")
