@@ -110,7 +110,7 @@ def lookup_command(remote_base: str, key: str, python_relpath: str, arch: str | 
     return (
         f"root={envs_root_expr(remote_base)}; d=\"$root\"/{key}; "
         f"s=$({check_shell('d', python_relpath, arch)}); "
-        f'if [ "$s" = {HIT} ]; then touch "$d/{LAST_USED}"; '
+        f'if [ "$s" = {HIT} ]; then touch "$d/{LAST_USED}" 2>/dev/null; '
         'else (umask 077 && mkdir -p "$root/.incoming" && chmod 700 "$root") || exit 1; fi; '
         'echo "$s"; cd "$root" && echo "ROOT=$(pwd -P)" && echo "ARCH=$(uname -m)"'
     )
