@@ -1,0 +1,225 @@
+"""SlurmBackend through the real facade against a transport double: LocalTransport (this machine
+as the login node) with fake sbatch/squeue/sacct/scancel/sinfo on PATH (tests/unit/fake_slurm),
+which run the job script in the background like a one-node scheduler."""
+
+import os
+import stat
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from dagster_hpc import _dagster_adapter
+from dagster_hpc.backends import slurm as slurm_mod
+from dagster_hpc.backends.base import JobHandle, JobState
+from dagster_hpc.backends.slurm import SlurmBackend
+from dagster_hpc.backends.slurm_resource import SlurmResource
+from dagster_hpc.compute import ComputeResource
+from dagster_hpc.errors import ConfigError, PayloadError
+from dagster_hpc.queue import QueueConfig
+from dagster_hpc.transport.local import LocalTransport
+from tests.unit.golden import assert_golden
+
+FAKE_BIN = Path(__file__).parent / "fake_slurm"
+PAYLOADS = Path(__file__).parent / "payloads"
+
+
+@pytest.fixture
+def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    state = tmp_path / "slurm"
+    state.mkdir()
+    monkeypatch.setenv("FAKE_SLURM_DIR", str(state))
+    monkeypatch.setenv("PATH", f"{FAKE_BIN}:{os.environ['PATH']}")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # a private poll cache
+    slurm_mod._PREFLIGHT_CACHE.clear()
+    return state
+
+
+def calls(state: Path, command: str) -> list[str]:
+    log = state / "calls.log"
+    return [line for line in log.read_text().splitlines() if line.startswith(command + " ")] if log.exists() else []
+
+
+def _resource(tmp_path: Path, **kw) -> ComputeResource:
+    kw.setdefault("queue", QueueConfig(time_limit="5", mem="256M"))
+    return ComputeResource(
+        mode="slurm",
+        slurm=SlurmResource(remote_base_dir=str(tmp_path / "remote"), python=sys.executable, **kw),
+    )
+
+
+def _asset(payload, **run_kwargs) -> dg.AssetsDefinition:
+    @dg.asset(name="fake_slurm_asset")
+    def _a(context: dg.AssetExecutionContext, compute: ComputeResource):
+        yield from compute.run(context, payload, **run_kwargs).get_results()
+
+    return _a
+
+
+def test_materialize_through_fake_slurm(fake_slurm: Path, tmp_path: Path) -> None:
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize(
+        [_asset(PAYLOADS / "report.py", extras={"greeting": "hi"})],
+        resources={"compute": _resource(tmp_path)}, instance=instance,
+    )
+    md = result.asset_materializations_for_node("fake_slurm_asset")[0].metadata
+    assert md["extras_seen"].value == "hi"
+    assert md["slurm/state"].value == "COMPLETED"
+    assert md["slurm/job_id"].value == "101"
+    assert md["slurm/max_rss_mb"].value == 10.0
+    job = (fake_slurm / "job.101.sh").read_text()
+    assert "#SBATCH --job-name=dhpc-fake_slurm_asset\n#SBATCH --output=slurm.log\n#SBATCH --mem=256M\n#SBATCH --time=5\n" in job
+    run_dir = Path(md["slurm/run_dir"].value)
+    assert stat.S_IMODE(run_dir.stat().st_mode) == 0o700
+    # the launch handle was recorded in the run (reattach) before waiting
+    engine = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)
+    assert any("dagster_pipes/launch_handle" in e.dagster_event.engine_event_data.metadata for e in engine)
+
+
+def test_preflight_and_submit_round_trips(fake_slurm: Path, tmp_path: Path) -> None:
+    """<= 3 round trips before the job is queued: preflight (cached per process) + stage&submit."""
+    transport = LocalTransport()
+    backend = SlurmBackend(transport, cluster="fake", remote_base_dir=str(tmp_path / "remote"), python=sys.executable,
+                           record_launch=False)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    (staging / "job.sh").write_text("#!/bin/bash\nsleep 0.2\nexit 0\n")
+    answer = backend._preflight()
+    assert answer["python"] == "ok" and answer["partitions"] == "debug,"
+    run_dir = backend.run_dir_for("run1", "step")
+    handle = backend.submit(str(staging), run_dir)
+    assert transport.roundtrips == 2
+    assert handle.job_id == "101" and handle.cluster == "fake"
+    second = SlurmBackend(transport, cluster="fake", remote_base_dir=str(tmp_path / "remote"), python=sys.executable)
+    second._preflight()
+    assert transport.roundtrips == 2  # cached for this process
+    assert len(calls(fake_slurm, "sinfo")) == 2  # partitions and default partition, in one round trip
+
+
+def test_failing_payload_raises_slurm_job_error_with_state(fake_slurm: Path, tmp_path: Path) -> None:
+    with pytest.raises(Exception) as err:
+        dg.materialize([_asset(PAYLOADS / "fail.py")], resources={"compute": _resource(tmp_path)})
+    cause = err.value
+    while cause.__cause__ is not None and type(cause).__name__ != "SlurmJobError":
+        cause = cause.__cause__
+    assert type(cause).__name__ == "SlurmJobError"
+    assert "Slurm job 101 on localhost ended FAILED with exit code" in str(cause)
+    assert cause.metadata["slurm/state"] == "FAILED"
+
+
+def test_unknown_partition_fails_before_anything_is_staged(fake_slurm: Path, tmp_path: Path) -> None:
+    with pytest.raises(Exception, match="unknown partition 'gpu' on localhost: this cluster has debug"):
+        dg.materialize([_asset(PAYLOADS / "report.py", queue={"partition": "gpu"})], resources={"compute": _resource(tmp_path)})
+    assert calls(fake_slurm, "sbatch") == []
+    assert not list((tmp_path / "remote").glob("*/*"))
+
+
+def test_missing_activation_script_fails_before_submit(fake_slurm: Path, tmp_path: Path) -> None:
+    res = _resource(tmp_path, activate="/nonexistent/activate")
+    with pytest.raises(Exception, match="activation script /nonexistent/activate does not exist"):
+        dg.materialize([_asset(PAYLOADS / "report.py")], resources={"compute": res})
+    assert calls(fake_slurm, "sbatch") == []
+
+
+def test_cancel_is_confirmed(fake_slurm: Path, tmp_path: Path) -> None:
+    backend = SlurmBackend(LocalTransport(), cluster="fake", remote_base_dir=str(tmp_path / "remote"), record_launch=False)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    (staging / "job.sh").write_text("#!/bin/bash\nsleep 30\n")
+    handle = backend.submit(str(staging), backend.run_dir_for("r", "s"))
+    backend.cancel(handle)
+    assert (fake_slurm / f"state.{handle.job_id}").read_text().strip() == "CANCELLED"
+    assert calls(fake_slurm, "scancel") == [f"scancel {handle.job_id}"]
+
+
+def test_cancel_that_slurm_never_confirms_raises(fake_slurm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(slurm_mod, "CANCEL_CONFIRM_TIMEOUT_S", 1.0)
+    monkeypatch.setenv("FAKE_SLURM_STUCK", "1")
+    backend = SlurmBackend(LocalTransport(), cluster="fake", remote_base_dir=str(tmp_path / "remote"), record_launch=False)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    (staging / "job.sh").write_text("#!/bin/bash\nsleep 5\n")
+    handle = backend.submit(str(staging), backend.run_dir_for("r", "s"))
+    with pytest.raises(PayloadError, match=f"scancel {handle.job_id} was sent but the job is still RUNNING"):
+        backend.cancel(handle)
+
+
+def test_outcome_of_a_job_killed_without_exit_file(fake_slurm: Path, tmp_path: Path) -> None:
+    backend = SlurmBackend(LocalTransport(), cluster="fake", remote_base_dir=str(tmp_path / "remote"), record_launch=False)
+    (fake_slurm / "state.7").write_text("TIMEOUT\n")
+    (fake_slurm / "rc.7").write_text("0\n")
+    outcome = backend.outcome(JobHandle("slurm", "7", "/r", "fake"), None)
+    assert outcome.state is JobState.TIMEOUT and outcome.exit_code is None
+    assert outcome.metadata["slurm/state"] == "TIMEOUT"
+    err = backend.failure_error(JobHandle("slurm", "7", "/r", "fake"), outcome, ["last words"])
+    assert "ended TIMEOUT" in str(err) and "last words" in str(err)
+
+
+def test_poll_uses_the_shared_cache(fake_slurm: Path, tmp_path: Path) -> None:
+    backend = SlurmBackend(LocalTransport(), cluster="fake", remote_base_dir=str(tmp_path / "remote"), record_launch=False)
+    (fake_slurm / "state.9").write_text("RUNNING\n")
+    handle = JobHandle("slurm", "9", "/r", "fake")
+    states = {backend.poll(handle).state for _ in range(20)}
+    assert states == {JobState.RUNNING}
+    assert len(calls(fake_slurm, "squeue")) == 1
+
+
+def test_dry_run_prints_the_script_golden(tmp_path: Path) -> None:
+    res = ComputeResource(
+        mode="slurm",
+        slurm=SlurmResource(
+            queue=QueueConfig(partition="debug", time_limit="01:00:00", mem="2G", signal_before_timeout="USR2@60"),
+            python="/opt/env/bin/python", activate="/opt/env/bin/activate",
+        ),
+    )
+    text = res.render_job_script(PAYLOADS / "report.py", args=["--n", "3"], queue={"cpus_per_task": 4})
+    assert_golden("slurm_dry_run.txt", text)
+
+
+def test_from_env_reads_site_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    key = tmp_path / "id"
+    key.write_text("not a real key")
+    for k, v in {
+        "DAGSTER_HPC_SLURM_PARTITION": "cpu", "DAGSTER_HPC_SLURM_ACCOUNT": "proj-1", "DAGSTER_HPC_SLURM_CPUS_PER_TASK": "4",
+        "DAGSTER_HPC_SLURM_TIME_LIMIT": "2-00", "DAGSTER_HPC_SLURM_PYTHON": "/p/bin/python",
+        "DAGSTER_HPC_SSH_HOST": "login.example.org", "DAGSTER_HPC_SSH_JUMP_HOSTS": "me@gw:2222",
+        "DAGSTER_HPC_SSH_KEY_PATH": str(key),
+    }.items():
+        monkeypatch.setenv(k, v)
+    res = SlurmResource.from_env()
+    assert (res.queue.partition, res.queue.account, res.queue.cpus_per_task, res.queue.time_limit) == ("cpu", "proj-1", 4, "2-00")
+    assert res.python == "/p/bin/python"
+    assert res.ssh is not None and res.ssh.host == "login.example.org" and res.ssh.jump_hosts == ["me@gw:2222"]
+    monkeypatch.setenv("DAGSTER_HPC_SLURM_MEM", "lots")
+    with pytest.raises(ConfigError, match='e.g. mem="4G"'):
+        SlurmResource.from_env()
+    monkeypatch.setenv("DAGSTER_HPC_SLURM_MEM", "1G")
+    monkeypatch.setenv("DAGSTER_HPC_SLURM_NODES", "two")
+    with pytest.raises(ConfigError, match="DAGSTER_HPC_SLURM_NODES='two' is not a whole number"):
+        SlurmResource.from_env()
+
+
+def test_relative_remote_base_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="remote_base_dir must be absolute or start with ~/"):
+        SlurmResource(remote_base_dir="runs").make_backend()
+
+
+def test_dagster_internals_are_where_the_adapter_expects_them() -> None:
+    """Fails loudly when a Dagster upgrade moves the launch-handle API (see _dagster_adapter)."""
+    from dagster._core.pipes import reattach
+
+    for name in ("PipesLaunchHandle", "record_external_launch", "find_latest_launch_handle"):
+        assert hasattr(reattach, name), f"dagster {dg.__version__} moved {name}: update _dagster_adapter"
+    assert _dagster_adapter.record_external_launch is reattach.record_external_launch
+
+    seen: dict = {}
+
+    @dg.asset
+    def records(context: dg.AssetExecutionContext):
+        handle = JobHandle("slurm", "42", "/runs/x", "u@h:22")
+        _dagster_adapter.record_launch(context, handle)
+        seen["found"] = _dagster_adapter.latest_launch(context)
+
+    dg.materialize([records])
+    assert seen["found"] == JobHandle("slurm", "42", "/runs/x", "u@h:22")
