@@ -180,7 +180,7 @@ def test_dry_run_prints_the_script_golden(tmp_path: Path) -> None:
     # our parts are golden here; the wrapper body is the foundation's golden (test_jobscript)
     assert_golden("slurm_dry_run_header.txt", "\n".join(header) + "\n")
     assert_golden("slurm_dry_run_launch.sh", launch)
-    assert job == render_job_script(DRY_RUN_DIR, header_lines=tuple(header)) + "\n"
+    assert job == render_job_script(DRY_RUN_DIR, header_lines=tuple(header))
 
 
 def test_from_env_reads_site_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
