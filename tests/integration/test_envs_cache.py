@@ -190,3 +190,29 @@ def test_wheelhouse_install_can_run_on_a_compute_node(cluster, t, bundle_cache, 
     assert len(jobs_named(cluster, "dagster-hpc-env-install", expect=before + 2)) >= before + 2  # install + check
     out = S.srun(t, [report.ref.python, "-c", "import polars, dagster_pipes, sys; print(sys.prefix)"])
     assert out.strip().splitlines()[-1] == f"{report.ref.path}/venv"
+
+
+def test_cache_works_the_same_over_the_openssh_controlmaster_transport(cluster, bundle_cache, target_platform, remote_base):
+    import shutil
+    import tempfile
+
+    from dagster_hpc.ssh_resource import SSHConnectionResource
+
+    control_dir = tempfile.mkdtemp(prefix="dhcm-", dir="/tmp")  # socket paths must stay short
+    t = SSHConnectionResource(
+        host=cluster.host, port=cluster.port, user=cluster.user, key_path=str(cluster.key_path), use_agent=False,
+        known_hosts_file=str(cluster.known_hosts), transport="openssh", control_dir=control_dir,
+    ).get_transport()
+    try:
+        p = plan(EnvSpec(S.EXAMPLE_LOCK, kind="wheelhouse"), target_platform)
+        bundle = build(p, cache_dir=bundle_cache)
+        b0 = t.bytes_sent
+        assert EnvShipper(t, remote_base, cache_dir=bundle_cache).ensure(p).status == "published"
+        assert t.bytes_sent - b0 >= bundle.size
+        forget_verified()
+        b1, r1 = t.bytes_sent, t.roundtrips
+        assert EnvShipper(t, remote_base, cache_dir=bundle_cache).ensure(p).status == "hit"
+        assert (t.bytes_sent - b1, t.roundtrips - r1) == (0, 1)
+    finally:
+        t.close_master()
+        shutil.rmtree(control_dir, ignore_errors=True)
