@@ -85,10 +85,14 @@ chk=$("${SSH[@]}" -o ControlPath="$CP" -O check slurm-main 2>&1)
 "${SSH[@]}" -o ControlPath="$CP" -O exit slurm-main 2>/dev/null
 [ "$(echo "$ports" | wc -l)" = 1 ] && [ -n "$ports" ] && [[ $chk == Master\ running* ]] && \
   ok "ControlMaster (3 commands over one connection, port $ports)" || ko "ControlMaster" "ports=$ports $chk"
-# 11 over-memory job ends OUT_OF_MEMORY (task/cgroup; see README for CGROUP=0)
-j=$(r "cd $W && sbatch --parsable --mem=64M -t 2 --wrap 'python3 -c \"b=bytearray(400*2**20); import time; time.sleep(20)\"'")
-s=$(wait_state "$j" OUT_OF_MEMORY COMPLETED FAILED)
-[ "$s" = OUT_OF_MEMORY ] && ok "over-memory job -> OUT_OF_MEMORY ($j)" || ko "over-memory job" "$j ended $s"
+# 11 over-memory job killed: OUT_OF_MEMORY with CGROUP=1; FAILED + "Exceeded job memory limit" otherwise
+j=$(r "cd $W && sbatch --parsable --mem=64M -t 2 -o oom_%j.out --wrap 'python3 -c \"b=bytearray(400*2**20); import time; time.sleep(20)\"'")
+s=$(wait_state "$j" OUT_OF_MEMORY COMPLETED FAILED); out=$(r "cat $W/oom_$j.out")
+if grep -q 'TaskPlugin=task/cgroup' "$D/etc/slurm.conf"; then
+  [ "$s" = OUT_OF_MEMORY ] && ok "over-memory job -> OUT_OF_MEMORY ($j)" || ko "over-memory job" "$j ended $s"
+else
+  [ "$s" = FAILED ] && [[ $out == *"Exceeded job memory limit"* ]] && ok "over-memory job killed by OverMemoryKill ($j: $s)" || ko "over-memory job" "$j ended $s: $out"
+fi
 # 12 the pre-deployed payload env works for the test user on a compute node
 if grep -q SLURM_TEST_PAYLOAD_PYTHON "$D/env.sh"; then
   py=$(. "$D/env.sh"; echo "$SLURM_TEST_PAYLOAD_PYTHON")

@@ -22,9 +22,12 @@
 #   CTLD_PORT=6817 SLURMD_BASE_PORT=17001 DBD_PORT=6819 MYSQL_PORT=3307
 #   SSH_PORT=2222 (key+password) SSH_JUMP_PORT=2223 (jump host) SSH_OTP_PORT=2224 (key + TOTP)
 #   SKIP_APT=0 SMOKE=1 (submit one job over ssh at the end and wait for it)
-#   CGROUP=auto        1: task/cgroup + proctrack/cgroup (cgroup v1 memory controller): memory
-#                      limits enforced, an over-memory job ends OUT_OF_MEMORY; 0: task/none +
-#                      OverMemoryKill (killed, but recorded FAILED); auto: 1 when cgroup v1 memory works
+#   CGROUP=0           0 (default): task/none + JobAcctGatherParams=OverMemoryKill: the accounting
+#                      sampler kills a step above --mem after SEEING its peak (MaxRSS > --mem is
+#                      recorded), state FAILED 0:9 + "Exceeded job memory limit" in stderr.
+#                      1: task/cgroup + proctrack/cgroup (cgroup v1): the kernel enforces --mem and
+#                      the job ends OUT_OF_MEMORY, but is killed before the sampler sees its peak.
+#                      auto: 1 when a writable cgroup v1 memory controller exists
 #   DRAIN_WAIT_S=120   a restart-requiring change waits (nodes drained) this long for running jobs
 #   PAYLOAD_ENV=1      build CONFDIR/envs/payload (venv: dagster-pipes + polars, pinned) for jobs
 #   DAGSTER_PIPES_VERSION / POLARS_VERSION  pins of that env (default: read from ../uv.lock)
@@ -42,7 +45,7 @@ CTLD_PORT=${CTLD_PORT:-6817}; SLURMD_BASE_PORT=${SLURMD_BASE_PORT:-17001}; DBD_P
 MYSQL_PORT=${MYSQL_PORT:-3307}
 SSH_PORT=${SSH_PORT:-2222}; SSH_JUMP_PORT=${SSH_JUMP_PORT:-2223}; SSH_OTP_PORT=${SSH_OTP_PORT:-2224}
 SKIP_APT=${SKIP_APT:-0}; SMOKE=${SMOKE:-1}; PAYLOAD_ENV=${PAYLOAD_ENV:-1}
-CGROUP=${CGROUP:-auto}; DRAIN_WAIT_S=${DRAIN_WAIT_S:-120}
+CGROUP=${CGROUP:-0}; DRAIN_WAIT_S=${DRAIN_WAIT_S:-120}
 # default memory per CPU = a node's memory / its CPUs: with enforced limits, a job that asks for
 # no memory still gets a fair share (the former 256 MB would OOM-kill an ordinary Python payload)
 DEF_MEM_PER_CPU=${DEF_MEM_PER_CPU:-$((NODE_MEM_MB / NODE_CPUS))}

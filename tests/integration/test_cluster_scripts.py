@@ -51,10 +51,13 @@ def test_payload_env_is_usable_by_jobs(cluster):
     assert out.strip() == pinned
 
 
-def test_over_memory_job_ends_out_of_memory(cluster):
+def test_over_memory_job_is_killed_and_recorded(cluster):
+    """OverMemoryKill (default): killed after the sampler saw the peak; cgroup mode: OUT_OF_MEMORY."""
     t = _transport(cluster)
+    cgroup = "TaskPlugin=task/cgroup" in cluster.slurm_conf.read_text()
     script = "python3 -c 'b = bytearray(400 * 2**20); import time; time.sleep(30)'"
-    job = t.check(f"sbatch --parsable -J dhpc-oom-check --mem=64M -t 2 -o /dev/null --wrap {shlex.quote(script)}").strip()
+    out = f"/tmp/dhpc-oom-check-{time.time_ns()}.out"
+    job = t.check(f"sbatch --parsable -J dhpc-oom-check --mem=64M -t 2 -o {out} --wrap {shlex.quote(script)}").strip()
     deadline = time.monotonic() + OOM_WAIT_S
     state = ""
     while time.monotonic() < deadline:
@@ -62,4 +65,13 @@ def test_over_memory_job_ends_out_of_memory(cluster):
         if state not in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING"):
             break
         time.sleep(POLL_S)
-    assert state == "OUT_OF_MEMORY", f"job {job} ended {state}"
+    stderr = t.run(f"cat {out}; rm -f {out}").stdout
+    if cgroup:
+        assert state == "OUT_OF_MEMORY", f"job {job} ended {state}"
+        return
+    assert state == "FAILED" and "Exceeded job memory limit" in stderr, f"job {job} ended {state}: {stderr}"
+    rss = ""
+    while time.monotonic() < deadline and not rss:  # sacct sees the step once slurmdbd has it
+        rss = t.check(f"sacct -n -P -j {job}.batch -o MaxRSS").strip()
+        time.sleep(POLL_S)
+    assert rss.endswith("K") and int(rss[:-1]) > 64 * 1024, f"MaxRSS of {job}.batch: {rss!r}"
