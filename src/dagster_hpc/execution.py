@@ -58,6 +58,8 @@ def execute(
         _line_sink(context),
         interval_s=backend.tail_interval_s,
         warn=context.log.warning,
+        idle_interval_s=getattr(backend, "tail_idle_interval_s", None),
+        idle_after_s=getattr(backend, "tail_idle_after_s", 0.0),
     )
     injector = RunDirContextInjector(staging / PIPES_CONTEXT, f"{run_dir}/{PIPES_CONTEXT}")
     try:

@@ -48,8 +48,12 @@ from dagster_hpc.transport import _shell
 from dagster_hpc.transport.base import Transport
 
 # One batched read of messages/stdout/stderr/exit_code per tick costs ~3 ms over a warm asyncssh
-# connection: 4 reads a second keep live logs live and add at most 0.25 s to a job's completion.
-SLURM_TAIL_INTERVAL_S = 0.25
+# connection: 10 reads a second keep live logs live and notice a short job's end within 0.1 s.
+SLURM_TAIL_INTERVAL_S = 0.1
+# Once a job has printed nothing for SLURM_TAIL_IDLE_AFTER_S, read once a second: each read is a
+# shell on the login node, and a quiet job running for hours must not cost 10 of them a second.
+SLURM_TAIL_IDLE_INTERVAL_S = 1.0
+SLURM_TAIL_IDLE_AFTER_S = 30.0
 # How often the facade asks the poller; the poller itself queries slurmctld at most once per
 # POLL_FLOOR_S machine-wide, so asking more often only reads the shared cache file.
 SLURM_POLL_INTERVAL_S = 1.0
@@ -98,6 +102,8 @@ class SlurmBackend(Backend):
 
     name = "slurm"
     tail_interval_s = SLURM_TAIL_INTERVAL_S
+    tail_idle_interval_s = SLURM_TAIL_IDLE_INTERVAL_S
+    tail_idle_after_s = SLURM_TAIL_IDLE_AFTER_S
     poll_interval_s = SLURM_POLL_INTERVAL_S
     exit_file_grace_s = SLURM_EXIT_FILE_GRACE_S
 

@@ -57,6 +57,8 @@ class RunDirMessageReader(dg.PipesMessageReader):
         *,
         interval_s: float = DEFAULT_TAIL_INTERVAL_S,
         warn: Callable[[str], None] | None = None,
+        idle_interval_s: float | None = None,
+        idle_after_s: float = 0.0,
     ):
         self._transport = transport
         self._run_dir = run_dir.rstrip("/")
@@ -64,6 +66,10 @@ class RunDirMessageReader(dg.PipesMessageReader):
         self._warn = warn or (lambda msg: None)
         self._interval_s = interval_s
         self._min_interval_s = interval_s / TICK_SPEEDUP
+        # Optional slower cap once the job has been quiet for idle_after_s (long jobs over SSH:
+        # a fast tick for hours would cost the login node a shell every tick).
+        self._idle_interval_s = idle_interval_s
+        self._idle_after_s = idle_after_s
         self._messages = FileTail(f"{self._run_dir}/{PIPES_MESSAGES}")
         self._stdout = FileTail(f"{self._run_dir}/{STDOUT}")
         self._stderr = FileTail(f"{self._run_dir}/{STDERR}")
@@ -111,6 +117,7 @@ class RunDirMessageReader(dg.PipesMessageReader):
         failing_since: float | None = None
         delay = self._min_interval_s
         quiet_batches = 0  # consecutive empty batches since stop was requested
+        last_data = time.monotonic()
         while True:
             stopping = self._stop.is_set()  # read before the tick: the last tick sees final sizes
             try:
@@ -137,7 +144,12 @@ class RunDirMessageReader(dg.PipesMessageReader):
                     return
                 time.sleep(self._min_interval_s)
                 continue
-            delay = self._min_interval_s if got_any else min(delay * TICK_BACKOFF, self._interval_s)
+            cap = self._interval_s
+            if got_any:
+                last_data = time.monotonic()
+            elif self._idle_interval_s is not None and time.monotonic() - last_data > self._idle_after_s:
+                cap = max(cap, self._idle_interval_s)
+            delay = self._min_interval_s if got_any else min(delay * TICK_BACKOFF, cap)
             self._stop.wait(delay)
 
     def _tick(self, handler: dg.PipesMessageHandler) -> tuple[bool, bool]:
