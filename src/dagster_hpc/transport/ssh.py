@@ -145,7 +145,10 @@ class _SharedConnection:
             try:
                 await self._connect_once()
                 return
-            except _CONNECTION_ERRORS as exc:  # auth/host-key/config errors propagate: never retried
+            except (AuthenticationError, HostKeyError):  # never retried; drop jump hops already open
+                await self._close_all()
+                raise
+            except _CONNECTION_ERRORS as exc:
                 last = exc
                 await self._close_all()
         raise TransportError(
