@@ -42,8 +42,8 @@ def _env(confdir: Path) -> dict[str, str]:
     return out
 
 
-def measure(t: SSHTransport, kind: str, platform, user: str, warm_runs: int) -> dict[str, object]:
-    base = f"/home/{user}/.dagster-hpc-bench/envs-{uuid.uuid4().hex[:8]}"
+def measure(t: SSHTransport, kind: str, platform, warm_runs: int) -> dict[str, object]:
+    base = f"~/.dagster-hpc-bench/envs-{uuid.uuid4().hex[:8]}"  # the remote side expands ~
     with tempfile.TemporaryDirectory(prefix="dhpc-bench-bundles-") as cache:
         try:
             forget_verified()
@@ -65,7 +65,7 @@ def measure(t: SSHTransport, kind: str, platform, user: str, warm_runs: int) -> 
             size_kb = int(t.check(f"du -sk {shlex.quote(cold.ref.path)}").split()[0])
         finally:
             forget_verified()
-            t.run(f"rm -rf {shlex.quote(base)}")
+            t.run(f"rm -rf \"$HOME\"/{shlex.quote(base[2:])}")
     return {
         "kind": kind,
         "key": p.key,
@@ -100,7 +100,7 @@ def main() -> None:
         p0 = time.perf_counter()
         platform = compute_node_platform(t, f"{user}@127.0.0.1", cache_dir=Path(pcache), refresh=True)
         probe_s = time.perf_counter() - p0
-    kinds = {k: measure(t, k, platform, user, args.warm_runs) for k in args.kinds.split(",")}
+    kinds = {k: measure(t, k, platform, args.warm_runs) for k in args.kinds.split(",")}
     main_kind = kinds.get("self-contained") or next(iter(kinds.values()))
     result = {
         "what": "example payload env (dagster-pipes + polars) on the local test cluster over SSHTransport",

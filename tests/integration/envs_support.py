@@ -31,8 +31,15 @@ def cluster_id(cluster) -> str:
     return f"{cluster.user}@{cluster.host}:{cluster.port}"
 
 
+def home(cluster) -> str:
+    """The cluster user's home (the test cluster runs on this machine)."""
+    import pwd
+
+    return pwd.getpwnam(cluster.user).pw_dir
+
+
 def fresh_remote_base(cluster) -> str:
-    return f"/home/{cluster.user}/.dagster-hpc-tests/envs-{uuid.uuid4().hex[:10]}"
+    return f"{home(cluster)}/.dagster-hpc-tests/envs-{uuid.uuid4().hex[:10]}"
 
 
 def srun(t: SSHTransport, argv: list[str], *, chdir: str = "/tmp") -> str:

@@ -95,7 +95,7 @@ def test_self_contained_env_runs_where_no_other_python_is_on_path(cluster, t, pu
     ref = published["cold"].ref
     workdir = f"{published['base']}/empty-dir"
     t.check(f"mkdir -p {workdir}")
-    out = S.srun(t, ["env", "-i", "PATH=/nonexistent", f"HOME=/home/{cluster.user}", "USER=" + cluster.user,
+    out = S.srun(t, ["env", "-i", "PATH=/nonexistent", f"HOME={S.home(cluster)}", "USER=" + cluster.user,
                      ref.python, "-c", PAYLOAD_CHECK], chdir=workdir)
     seen = json.loads(out.strip().splitlines()[-1])
     assert seen["sum"] == sum(x * x for x in range(1000))
