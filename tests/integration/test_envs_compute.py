@@ -96,3 +96,47 @@ def test_env_and_python_together_rejected(cluster, env_base):
         cluster, python="/usr/bin/python3", env=EnvConfig(lock=str(S.EXAMPLE_LOCK), remote_base=env_base)))
     with pytest.raises(Exception, match="both python=.* and env="):
         dg.materialize([_asset(_name("both"))], resources={"compute": res})
+
+
+def test_example_project_ships_its_own_payload_env_in_slurm_mode(cluster, monkeypatch):
+    """The example, configured only by environment variables and with no interpreter given,
+    builds examples/payload-env/uv.lock and ships it with its first job."""
+    import os
+    import sys
+
+    from tests.integration.slurm_support import slurm_env, unique
+
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    base = f".dagster-hpc-tests/{unique('example-env')}"
+    env = slurm_env(cluster)
+    del env["DAGSTER_HPC_SLURM_PYTHON"]  # nothing pre-deployed: the example's own env is used
+    env["DAGSTER_HPC_SLURM_REMOTE_BASE_DIR"] = f"~/{base}/runs"
+    for k in [k for k in os.environ if k.startswith("DAGSTER_HPC_")]:
+        monkeypatch.delenv(k)
+    for k, v in env.items():
+        if k.startswith("DAGSTER_HPC_"):
+            monkeypatch.setenv(k, v)
+    monkeypatch.setenv("DAGSTER_HPC_EXAMPLE_DATA", f"{S.home(cluster)}/{base}/data")
+    monkeypatch.syspath_prepend(str(examples))
+    for name in [m for m in sys.modules if m.startswith("dagster_hpc_example")]:
+        monkeypatch.delitem(sys.modules, name)
+    from dagster_hpc_example import definitions
+    from dagster_hpc_example.resources import PAYLOAD_ENV_LOCK, compute_from_env
+
+    forget_verified()
+    try:
+        compute = compute_from_env()
+        assert compute.slurm.env is not None and compute.slurm.env.lock == str(PAYLOAD_ENV_LOCK)
+        instance = dg.DagsterInstance.ephemeral()
+        result = dg.materialize([definitions.measurements, definitions.sensor_summary],
+                                resources={"compute": compute}, instance=instance)
+        assert result.success
+        logs = [e.user_message for e in instance.all_logs(result.run_id) if e.user_message]
+        envs_dir = f"{S.home(cluster)}/{base}/envs/"
+        assert any("published to " + envs_dir in m for m in logs), logs
+        summary = {e.materialization.asset_key.to_user_string(): e.materialization.metadata
+                   for e in result.get_asset_materialization_events()}["sensor_summary"]
+        assert summary["sensors"].value == 17  # polars ran on the node, in the shipped env
+    finally:
+        forget_verified()
+        S.transport(cluster).run(f'rm -rf "$HOME"/{base}')
