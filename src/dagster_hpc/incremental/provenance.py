@@ -31,7 +31,7 @@ What goes into a hash, per sample:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from functools import partial
+from functools import lru_cache, partial
 
 import polars as pl
 import polars_hash as plh
@@ -80,6 +80,7 @@ _SHIFT_37 = pa.scalar(37, pa.uint64())
 _SHIFT_32 = pa.scalar(32, pa.uint64())
 
 
+@lru_cache(maxsize=4096)
 def text_hash(text: str) -> int:
     """xxh3-64 of a Python string (the same function as hash_parts on one part), unsigned."""
     return pl.select(hash_parts([pl.lit(text)])).item() & _MASK64
