@@ -17,9 +17,6 @@ SACCT_FIELDS = (
     "JobID", "JobName", "State", "ExitCode", "ElapsedRaw", "NNodes", "AllocCPUS",
     "TotalCPU", "CPUTimeRAW", "MaxRSS", "AllocTRES", "NodeList", "Partition", "Reason",
 )
-# Without AllocTRES: sacct then skips its TRES-name lookup in slurmdbd (~90 ms of a ~190 ms
-# query here). Used for jobs that asked for no GPUs; the CPU/memory/node allocation is the same.
-SACCT_FIELDS_LIGHT = tuple("ReqMem" if f == "AllocTRES" else f for f in SACCT_FIELDS)
 SSTAT_FIELDS = ("JobID", "MaxRSS", "AveCPU", "NTasks")
 # What sacct prints (on stderr or stdout) when the site runs without slurmdbd.
 ACCOUNTING_DISABLED_MARKERS = ("accounting storage is disabled", "slurmdbd: not running")
@@ -32,15 +29,12 @@ _TRES_SIZE_TO_MB = {**_SIZE_TO_MB, "": 1}
 _DURATION_RE = re.compile(r"^(?:(?P<d>\d+)-)?(?:(?P<h>\d+):)?(?P<m>\d+):(?P<s>\d+(?:\.\d+)?)$")
 
 
-def sacct_command(job_id: str, *, start_time: str = "now-7days", tres: bool = True) -> str:
-    """The command whose output ``parse_sacct`` reads (``--starttime``: sacct is windowed).
-
-    ``tres=False`` asks for ReqMem instead of AllocTRES (faster; no GPU counts)."""
-    fields = SACCT_FIELDS if tres else SACCT_FIELDS_LIGHT
+def sacct_command(job_id: str, *, start_time: str = "now-7days") -> str:
+    """The command whose output ``parse_sacct`` reads (``--starttime``: sacct is windowed)."""
     return " ".join(
         [
             "sacct", "--parsable2", "--noheader", "--jobs", shlex.quote(job_id),
-            "--starttime", shlex.quote(start_time), "--format", ",".join(fields),
+            "--starttime", shlex.quote(start_time), "--format", ",".join(SACCT_FIELDS),
         ]
     )
 
@@ -184,13 +178,12 @@ def _round(v: float | None, ndigits: int) -> float | None:
     return None if v is None else round(v, ndigits)
 
 
-def parse_sacct(text: str, job_id: str, *, tres: bool = True) -> JobMetrics | None:
-    """Aggregate the rows of ``sacct_command(job_id, tres=...)``; ``None`` if the job has no row (yet)."""
+def parse_sacct(text: str, job_id: str) -> JobMetrics | None:
+    """Aggregate the rows of ``sacct_command(job_id)``; ``None`` if the job has no row (yet)."""
     if accounting_disabled(text):
         return None
-    fields = SACCT_FIELDS if tres else SACCT_FIELDS_LIGHT
     rows = [line.split("|") for line in text.splitlines() if line.strip()]
-    rows = [dict(zip(fields, r, strict=False)) for r in rows if len(r) >= len(fields)]
+    rows = [dict(zip(SACCT_FIELDS, r, strict=False)) for r in rows if len(r) >= len(SACCT_FIELDS)]
     main = next((r for r in rows if r["JobID"] == job_id), None)
     if main is None:
         return None
@@ -212,18 +205,12 @@ def parse_sacct(text: str, job_id: str, *, tres: bool = True) -> JobMetrics | No
         total_cpu_s=parse_duration_s(main["TotalCPU"]),
         cpu_time_s=_int(main["CPUTimeRAW"]),
         max_rss_mb=max(rss) if rss else None,
-        alloc_tres=parse_tres(main["AllocTRES"]) if tres else _light_tres(main),
+        alloc_tres=parse_tres(main["AllocTRES"]),
         node_list=main["NodeList"],
         partition=main["Partition"],
         reason=main["Reason"] if main["Reason"] not in ("None", "") else "",
         step_states={r["JobID"]: r["State"].split()[0] for r in steps if r["State"]},
     )
-
-
-def _light_tres(row: dict[str, str]) -> dict[str, str]:
-    """The CPU/memory/node allocation from the light query (ReqMem is the job's memory)."""
-    out = {"cpu": row["AllocCPUS"], "mem": row["ReqMem"], "node": row["NNodes"]}
-    return {k: v for k, v in out.items() if v}
 
 
 def _parse_exit(text: str) -> tuple[int | None, int | None]:

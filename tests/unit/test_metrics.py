@@ -177,17 +177,3 @@ def test_final_state_without_accounting_uses_exit_file_then_scheduler() -> None:
 def test_exit_code_above_128_names_the_signal() -> None:
     err = slurm_job_error(state=JobState.FAILED, job_id="5", exit_code=140, stderr_tail="", run_dir="/r", cluster="c")
     assert "exit code 140 (the payload was killed by SIGUSR2)" in str(err)
-
-
-def test_light_query_without_tres_lookup() -> None:
-    # recorded on the test cluster with --format ...,ReqMem,... instead of AllocTRES
-    light = (
-        "120|dhpc-x|COMPLETED|0:0|1|1|1|00:00.050|1||256M|node1|debug|None\n"
-        "120.batch|batch|COMPLETED|0:0|1|1|1|00:00.050|1|9000K||node1||\n"
-    )
-    assert "AllocTRES" not in sacct_command("120", tres=False) and "ReqMem" in sacct_command("120", tres=False)
-    m = parse_sacct(light, "120", tres=False)
-    assert m is not None
-    assert m.alloc_tres == {"cpu": "1", "mem": "256M", "node": "1"}
-    assert m.alloc_mem_mb == 256 and m.gpus == 0
-    assert m.mem_efficiency_pct == pytest.approx(100 * (9000 / 1024) / 256)

@@ -267,7 +267,7 @@ class SlurmBackend(Backend):
     def outcome(self, handle: JobHandle, exit_code: int | None) -> JobOutcome:
         # A payload that exited 0 succeeded whatever sacct says a moment later: one query for
         # its numbers. Anything else needs Slurm's final word (TIMEOUT, OUT_OF_MEMORY, ...).
-        text, metrics = self._settled_sacct(handle.job_id, wait=exit_code != 0, tres=self._wants_tres(exit_code))
+        text, metrics = self._settled_sacct(handle.job_id, wait=exit_code != 0)
         scheduler = self.poll(handle).state if metrics is None else JobState.UNKNOWN
         state = final_state(exit_code, metrics, scheduler)
         base = {
@@ -288,24 +288,16 @@ class SlurmBackend(Backend):
         code = exit_code if (state is JobState.COMPLETED or exit_code) else None
         return JobOutcome(state=state, exit_code=code, metadata=md)
 
-    def _wants_tres(self, exit_code: int | None) -> bool:
-        """The full TRES (GPU counts) unless a successful job asked for no GPUs and no extras
-        that could bring them (the light query is ~2x faster)."""
-        queue = self.effective_queue
-        if exit_code != 0 or queue is None:
-            return True
-        return bool(queue.gpus_per_node) or bool(queue.extra_directives)
-
-    def _settled_sacct(self, job_id: str, *, wait: bool = True, tres: bool = True):  # -> (text, JobMetrics | None)
+    def _settled_sacct(self, job_id: str, *, wait: bool = True):  # -> tuple[str, JobMetrics | None]
         """sacct until it shows a final state (bounded; once if not ``wait``); a failing sacct
         is not an error (the metadata then says the numbers are unavailable)."""
         deadline = time.monotonic() + SACCT_SETTLE_TIMEOUT_S
         text, metrics = "", None
         while True:
             try:
-                res = self._transport.run(sacct_command(job_id, tres=tres), timeout=SACCT_TIMEOUT_S)
+                res = self._transport.run(sacct_command(job_id), timeout=SACCT_TIMEOUT_S)
                 text = res.stdout + res.stderr
-                metrics = parse_sacct(text, job_id, tres=tres)
+                metrics = parse_sacct(text, job_id)
             except TransportError as exc:
                 text, metrics = str(exc), None
             if accounting_disabled(text):
