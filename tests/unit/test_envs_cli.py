@@ -38,3 +38,18 @@ def test_env_build_errors(tmp_path, capsys, monkeypatch):
     capsys.readouterr()
     assert main(["env", "build", "--lock", str(req)]) == 1
     assert "no login node given: pass HOST or export DAGSTER_HPC_SSH_HOST" in capsys.readouterr().err
+
+
+def test_env_gc_local_keeps_the_newest_bundles(tmp_path, capsys):
+    import os
+
+    bundles = tmp_path / "bundles"
+    bundles.mkdir()
+    names = [f"{c * 24}.tar" for c in "abc"]
+    for i, name in enumerate(names):
+        (bundles / name).write_bytes(b"x")
+        os.utime(bundles / name, (1000 + i, 1000 + i))
+    (bundles / "not-a-bundle.tar").write_bytes(b"x")
+    assert main(["env", "gc", "--local", "--keep", "1", "--cache-dir", str(tmp_path)]) == 0
+    assert sorted(p.name for p in bundles.iterdir()) == sorted([names[2], "not-a-bundle.tar"])
+    assert capsys.readouterr().out.count("removed ") == 2

@@ -20,8 +20,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from dagster_hpc.cli._connection import add_connection_arguments, resource_from_args
-from dagster_hpc.envs.build import EnvSpec, build, plan
-from dagster_hpc.envs.gc import DEFAULT_KEEP, gc, list_entries
+from dagster_hpc.envs.build import EnvSpec, build, bundle_cache_dir, plan
+from dagster_hpc.envs.gc import DEFAULT_KEEP, gc, gc_local, list_entries
 from dagster_hpc.envs.key import BUNDLE_KINDS, SELF_CONTAINED
 from dagster_hpc.envs.platform import TargetPlatform, compute_node_platform
 from dagster_hpc.envs.ship import EnvShipper
@@ -57,6 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--remote-base", default=DEFAULT_REMOTE_BASE)
     g.add_argument("--keep", type=int, default=DEFAULT_KEEP, help=f"entries to keep (default {DEFAULT_KEEP})")
     g.add_argument("--dry-run", action="store_true", help="only print what would be removed")
+    g.add_argument("--local", action="store_true", help="clean this machine's bundle cache instead (no connection)")
+    g.add_argument("--cache-dir", help="local cache (default ~/.cache/dagster-hpc)")
     g.set_defaults(func=run_gc)
 
 
@@ -155,6 +157,14 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_gc(args: argparse.Namespace) -> int:
+    if args.local:
+        bundles = bundle_cache_dir(_cache(args))
+        if args.dry_run:
+            print(f"--dry-run is not supported with --local; nothing removed from {bundles}", file=sys.stderr)
+            return 1
+        for path in gc_local(bundles, keep=args.keep):
+            print(f"removed {path}")
+        return 0
     try:
         transport, _cluster = _connect(args)
         result = gc(transport, args.remote_base, keep=args.keep, dry_run=args.dry_run)

@@ -14,6 +14,7 @@ import json
 import re
 import shlex
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from dagster_hpc.envs.key import KEY_HEX_CHARS
 from dagster_hpc.envs.manifest import LAST_USED, MANIFEST
@@ -148,3 +149,15 @@ def gc(transport: Transport, remote_base: str, *, keep: int = DEFAULT_KEEP, dry_
     busy = [ln.split()[1] for ln in out.splitlines() if ln.startswith("busy ")]
     stale = [ln.split(" ", 1)[1] for ln in out.splitlines() if ln.startswith("stale ")]
     return {"kept": kept, "removed": removed, "would_remove": [], "busy": busy, "stale": stale}
+
+
+def gc_local(bundle_dir: Path, *, keep: int = DEFAULT_KEEP) -> list[Path]:
+    """Remove all but the ``keep`` most recently built bundles from the local bundle cache."""
+    if keep < 0:
+        raise ValueError("keep must be >= 0")
+    bundles = sorted((p for p in bundle_dir.glob("*.tar") if _KEY_RE.match(p.stem)),
+                     key=lambda p: p.stat().st_mtime, reverse=True)
+    removed = bundles[keep:]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
