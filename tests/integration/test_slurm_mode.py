@@ -200,3 +200,14 @@ def test_per_asset_queue_from_metadata_and_run_argument(cluster) -> None:
     shown = remote(cluster, f"scontrol show job {md['slurm/job_id'].value}")
     assert "TimeLimit=00:04:00" in shown and "NumCPUs=2" in shown
     assert live_jobs_named(cluster, job_name(name)) == []
+
+
+def test_pending_reason_and_expected_start_are_logged(cluster) -> None:
+    name = _name("pending")
+    # --begin keeps the job PENDING (Reason=BeginTime) with a known start time for a few seconds
+    asset = _asset(name, PAYLOADS / "trivial.py", queue={"extra_directives": ["--begin=now+6"]})
+    result, entries = _materialize([asset], compute(cluster))
+    assert result.success
+    pending = [line for _, line in _lines(entries) if " is pending " in line]
+    assert pending, "the pending state was not logged"
+    assert "(reason: BeginTime)" in pending[0] and ", expected start 20" in pending[0], pending[0]
