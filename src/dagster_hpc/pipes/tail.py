@@ -20,7 +20,7 @@ class FileTail:
         self.offset += len(data)
         buf = self._pending + data
         *complete, self._pending = buf.split(b"\n")
-        return [line.decode("utf-8", errors="replace") for line in complete]
+        return [line.rstrip(b"\r").decode("utf-8", errors="replace") for line in complete]
 
     def flush(self) -> list[str]:
         """The held-back last line, once the writer is known to be finished."""
