@@ -29,10 +29,11 @@ from pathlib import Path
 from dagster_hpc.errors import ConfigError, DagsterHpcError
 
 # glibc and the kernel's loader: always provided by the target system, never bundled
-# (copying them breaks the process, they must match the running kernel/loader).
+# (copying them breaks the process, they must match the running kernel/loader). libcrypt is
+# not here on purpose: newer distributions ship it separately (libxcrypt), so it is bundled.
 GLIBC_LIBS = frozenset({
     "linux-vdso.so.1", "libc.so.6", "libm.so.6", "libpthread.so.0", "libdl.so.2", "librt.so.1",
-    "libutil.so.1", "libresolv.so.2", "libcrypt.so.1", "ld-linux-x86-64.so.2",
+    "libutil.so.1", "libresolv.so.2", "ld-linux-x86-64.so.2",
     "ld-linux-aarch64.so.1", "libanl.so.1", "libnsl.so.1",
 })
 # stdlib parts that are dead weight on a compute node (GUI, tests, IDE, bundled pip wheels).

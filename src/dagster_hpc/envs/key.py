@@ -17,7 +17,7 @@ from dagster_hpc.errors import ConfigError
 
 # Bump when the bundle layout or the publish protocol changes: old entries are then ignored
 # (and eventually removed by `dagster-hpc env gc`).
-KEY_FORMAT = 1
+KEY_FORMAT = 2  # 2: libcrypt bundled with self-contained interpreters
 # Hex digits kept: 96 bits is plenty against accidental collisions and keeps paths short.
 KEY_HEX_CHARS = 24
 
