@@ -229,3 +229,19 @@ def test_dagster_internals_are_where_the_adapter_expects_them() -> None:
 
     dg.materialize([records])
     assert seen["found"] == JobHandle("slurm", "42", "/runs/x", "u@h:22")
+
+
+def test_good_preflight_is_shared_with_other_processes_bad_one_is_not(fake_slurm: Path, tmp_path: Path) -> None:
+    remote = str(tmp_path / "remote")
+    first = LocalTransport()
+    SlurmBackend(first, cluster="fake", remote_base_dir=remote, python=sys.executable)._preflight()
+    assert first.roundtrips == 1
+    slurm_mod._PREFLIGHT_CACHE.clear()  # as in a fresh step process of the multiprocess executor
+    other = LocalTransport()
+    answer = SlurmBackend(other, cluster="fake", remote_base_dir=remote, python=sys.executable)._preflight()
+    assert other.roundtrips == 0 and answer["python"] == "ok"
+    bad = LocalTransport()
+    for _ in range(2):
+        slurm_mod._PREFLIGHT_CACHE.clear()
+        SlurmBackend(bad, cluster="fake", remote_base_dir=remote, python="/nonexistent/python")._preflight()
+    assert bad.roundtrips == 2  # a failing answer is asked again by every process

@@ -11,6 +11,9 @@ outcome; sacct adds metrics on success and failure.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import os
 import shlex
 import threading
 import time
@@ -27,7 +30,7 @@ from dagster_hpc.backends.base import (
     JobStatus,
 )
 from dagster_hpc.backends.slurm_errors import final_state, slurm_job_error
-from dagster_hpc.backends.slurm_poller import SlurmPoller, slurm_state
+from dagster_hpc.backends.slurm_poller import SlurmPoller, default_cache_dir, slurm_state
 from dagster_hpc.backends.slurm_script import (
     ActivatedLauncher,
     check_preflight,
@@ -73,6 +76,11 @@ CANCEL_CHECK_INTERVAL_S = 0.5
 SACCT_SETTLE_TIMEOUT_S = 10.0
 SACCT_SETTLE_INTERVAL_S = 0.3
 SACCT_TIMEOUT_S = 60.0
+
+# A good preflight answer is shared with the other processes of this machine for this long:
+# environments and partitions change rarely, and a payload whose interpreter vanished meanwhile
+# still fails with its own clear error (exit 127 and the shell's message in stderr).
+PREFLIGHT_SHARE_TTL_S = 600.0
 
 DEFAULT_REMOTE_BASE = "~/.dagster-hpc/runs"
 
@@ -190,14 +198,18 @@ class SlurmBackend(Backend):
         with _PREFLIGHT_LOCK:
             cached = _PREFLIGHT_CACHE.get(key)
         if cached is None:
+            cached = _read_shared_preflight(key)
+        if cached is None:
             cmd = "echo home=$HOME; " + preflight_command(
                 base_dir=base_dir_expr(self.remote_base_dir), python=self.default_python, activate=self.activate
             )
             result = self._transport.run(cmd, timeout=PREFLIGHT_TIMEOUT_S)
             cached = parse_preflight(result.stdout)
-            if cached.get("base") == "ok":  # cache only complete answers
-                with _PREFLIGHT_LOCK:
-                    _PREFLIGHT_CACHE[key] = cached
+            if cached.get("base") == "ok" and cached.get("python") == "ok":
+                _write_shared_preflight(key, cached)  # only a fully good answer is shared
+        if cached.get("base") == "ok":  # cache only complete answers
+            with _PREFLIGHT_LOCK:
+                _PREFLIGHT_CACHE[key] = cached
         base = self.remote_base_dir
         home = cached.get("home", "")
         self._base_abs = home + base[1:] if base.startswith("~") else base
@@ -317,6 +329,34 @@ class SlurmBackend(Backend):
             cluster=self.cluster,
             metadata=outcome.metadata,
         )
+
+
+def _shared_preflight_path(key: tuple[str, str, str, str]) -> Path:
+    digest = hashlib.sha256("\0".join(key).encode()).hexdigest()[:16]
+    return default_cache_dir() / f"preflight-{digest}.json"
+
+
+def _read_shared_preflight(key: tuple[str, str, str, str]) -> dict[str, str] | None:
+    """A good preflight answer another process of this machine got recently (multiprocess
+    executor: the first step pays the round trip, the other steps reuse its answer)."""
+    path = _shared_preflight_path(key)
+    try:
+        data = json.loads(path.read_text())
+        if time.time() - float(data["at"]) < PREFLIGHT_SHARE_TTL_S and data["key"] == list(key):
+            return dict(data["answer"])
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError):
+        return None  # a torn or foreign file: ask the cluster again
+    return None
+
+
+def _write_shared_preflight(key: tuple[str, str, str, str], answer: dict[str, str]) -> None:
+    path = _shared_preflight_path(key)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"at": time.time(), "key": list(key), "answer": answer}))
+    os.replace(tmp, path)
 
 
 def _step_name(context: Any) -> str:
