@@ -57,7 +57,10 @@ def regional_measurements(context: dg.AssetExecutionContext, compute: ComputeRes
 ASSETS = [measurements, sensor_summary, sensor_report, split_measurements, regional_measurements]
 UNPARTITIONED = [measurements, sensor_summary, sensor_report, split_measurements]
 
-hpc_example_job = dg.define_asset_job("hpc_example_job", selection=dg.AssetSelection.assets(*UNPARTITIONED))
+# every unpartitioned asset of these definitions (also assets other modules add to ASSETS)
+hpc_example_job = dg.define_asset_job(
+    "hpc_example_job", selection=dg.AssetSelection.all() - dg.AssetSelection.assets(regional_measurements)
+)
 regional_job = dg.define_asset_job("regional_job", selection=dg.AssetSelection.assets(regional_measurements))
 
 defs = dg.Definitions(
