@@ -16,7 +16,7 @@ from dagster_hpc.backends.base import JobHandle, JobState
 from dagster_hpc.backends.slurm import SlurmBackend
 from dagster_hpc.backends.slurm_resource import SlurmResource
 from dagster_hpc.compute import DRY_RUN_DIR, ComputeResource
-from dagster_hpc.errors import ConfigError, PayloadError
+from dagster_hpc.errors import ConfigError, PayloadError, TransportError
 from dagster_hpc.jobscript import render_job_script
 from dagster_hpc.queue import QueueConfig
 from dagster_hpc.transport.local import LocalTransport
@@ -245,3 +245,42 @@ def test_good_preflight_is_shared_with_other_processes_bad_one_is_not(fake_slurm
         slurm_mod._PREFLIGHT_CACHE.clear()
         SlurmBackend(bad, cluster="fake", remote_base_dir=remote, python="/nonexistent/python")._preflight()
     assert bad.roundtrips == 2  # a failing answer is asked again by every process
+
+
+class DropsAfterRunning(LocalTransport):
+    """Runs the command, then loses the connection before the answer arrives (once)."""
+
+    def __init__(self, fail_on: str) -> None:
+        super().__init__()
+        self.fail_on = fail_on
+
+    def run(self, command, *, timeout=None, stdin=None):
+        result = super().run(command, timeout=timeout, stdin=stdin)
+        if self.fail_on and self.fail_on in command:
+            self.fail_on = ""
+            raise TransportError("the connection dropped while running (simulated)")
+        return result
+
+
+def test_connection_lost_during_submit_finds_the_job_instead_of_abandoning_it(fake_slurm: Path, tmp_path: Path) -> None:
+    backend = SlurmBackend(DropsAfterRunning("sbatch"), cluster="fake", remote_base_dir=str(tmp_path / "remote"), record_launch=False)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    (staging / "job.sh").write_text("#!/bin/bash\nsleep 0.2\n")
+    handle = backend.submit(str(staging), backend.run_dir_for("r", "s"))
+    assert handle.job_id == "101" and len(calls(fake_slurm, "sbatch")) == 1  # adopted, not resubmitted
+
+
+def test_connection_lost_before_sbatch_says_nothing_was_submitted(fake_slurm: Path, tmp_path: Path) -> None:
+    class DropsBefore(LocalTransport):
+        def run(self, command, *, timeout=None, stdin=None):
+            if "sbatch" in command:
+                raise TransportError("could not open a session (simulated)")
+            return super().run(command, timeout=timeout, stdin=stdin)
+
+    backend = SlurmBackend(DropsBefore(), cluster="fake", remote_base_dir=str(tmp_path / "remote"), record_launch=False)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    (staging / "job.sh").write_text("#!/bin/bash\ntrue\n")
+    with pytest.raises(TransportError, match="nothing was submitted. Retry the run"):
+        backend.submit(str(staging), backend.run_dir_for("r", "s"))

@@ -48,7 +48,7 @@ from dagster_hpc.metrics import (
 from dagster_hpc.queue import QUEUE_METADATA_KEY, QueueConfig
 from dagster_hpc.request import JobRequest
 from dagster_hpc.transport import _shell
-from dagster_hpc.transport.base import Transport
+from dagster_hpc.transport.base import CommandResult, Transport
 
 # One batched read of messages/stdout/stderr/exit_code per tick costs ~3 ms over a warm asyncssh
 # connection: 10 reads a second keep live logs live and notice a short job's end within 0.1 s.
@@ -226,7 +226,18 @@ class SlurmBackend(Backend):
         data = _shell.tar_directory(Path(local_run_dir))
         q = shlex.quote(remote_run_dir)
         cmd = f"{_shell.untar_command(remote_run_dir, 0o700)} && cd {q} && sbatch --parsable {JOB_SCRIPT}"
-        result = self._transport.run(cmd, timeout=SUBMIT_TIMEOUT_S, stdin=data)
+        try:
+            result = self._transport.run(cmd, timeout=SUBMIT_TIMEOUT_S, stdin=data)
+        except TransportError as exc:
+            # the connection dropped mid-submit: sbatch may have run. Never leave a job behind
+            # unwatched: find it by its (unique) working directory, or say it was not submitted.
+            found = self._find_job_by_workdir(remote_run_dir)
+            if found is None:
+                raise TransportError(
+                    f"submitting {remote_run_dir} on {self.cluster} failed and no job with that working "
+                    f"directory exists: nothing was submitted. Retry the run.\n{exc}"
+                ) from exc
+            result = CommandResult(0, found + "\n", "")
         if not result.ok:
             raise RemoteCommandError(
                 "sbatch --parsable job.sh (in " + remote_run_dir + ")",
@@ -247,6 +258,20 @@ class SlurmBackend(Backend):
 
             record_launch(self._context, handle)
         return handle
+
+    def _find_job_by_workdir(self, run_dir: str) -> str | None:
+        """Job id of our job whose working directory is ``run_dir`` (run dirs are unique)."""
+        try:
+            res = self._transport.run(
+                "squeue --me --noheader --states=all --format='%i|%Z'", timeout=SACCT_TIMEOUT_S
+            )
+        except TransportError:
+            return None
+        for line in res.stdout.splitlines():
+            job_id, _, workdir = line.strip().partition("|")
+            if workdir.rstrip("/") == run_dir.rstrip("/") and job_id.isdigit():
+                return job_id
+        return None
 
     def poll(self, handle: JobHandle) -> JobStatus:
         return self._poller.status(handle.job_id, submitted_at=self._submitted_at.get(handle.job_id))
