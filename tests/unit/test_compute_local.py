@@ -250,3 +250,37 @@ def test_interrupting_the_dagster_process_cancels_the_job(tmp_path: Path) -> Non
     while (_alive(payload_pid) or _alive(sleep_pid)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(payload_pid) and not _alive(sleep_pid)
+
+
+def test_log_lines_reach_dagster_while_the_job_still_runs(tmp_path: Path) -> None:
+    """The payload only finishes after the test saw its first line in Dagster's event log."""
+    import threading
+
+    flag = tmp_path / "flag"
+    instance = dg.DagsterInstance.ephemeral()
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            for run in instance.get_runs():
+                if any(
+                    "waiting for flag" in e.user_message for e in instance.all_logs(run.run_id) if not e.is_dagster_event
+                ):
+                    assert not list(tmp_path.glob("runs/*/*/exit_code"))  # the job is still running
+                    flag.touch()
+                    return
+            time.sleep(0.02)
+
+    @dg.asset
+    def live(context: dg.AssetExecutionContext, compute: ComputeResource):
+        yield from compute.run(context, PAYLOADS / "wait_for_flag.py", args=[str(flag)]).get_results()
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        result = dg.materialize([live], resources={"compute": ComputeResource(base_dir=str(tmp_path / "runs"))}, instance=instance)
+    finally:
+        done.set()
+        watcher.join()
+    assert flag.exists()
+    assert result.asset_materializations_for_node("live")[0].metadata["saw_flag"].value is True
