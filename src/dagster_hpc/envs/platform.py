@@ -9,10 +9,12 @@ locally per cluster (and partition) so later runs pay nothing.
 from __future__ import annotations
 
 import json
+import os
 import platform as _host_platform
 import re
 import shlex
 import sys
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -180,7 +182,7 @@ def compute_node_platform(
         )
     found = parse_probe_output(result.stdout)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".tmp-{os.getpid()}-{threading.get_ident()}")  # concurrent probers
     tmp.write_text(json.dumps(asdict(found)))
     tmp.replace(path)
     return found.with_python(python) if python and python != found.python else found
