@@ -131,6 +131,9 @@ def test_concurrent_cold_publishers_leave_one_intact_entry(tmp_path, project):
 def test_pack_hook_errors_are_clear(tmp_path, project):
     with pytest.raises(ConfigError, match="needs pack_command"):
         plan(EnvSpec(project, kind="pack"), PLAT)
+    for bad in ("/abs/bin/python", "../up/python", 'env/bin/py"$(id)"'):
+        with pytest.raises(ConfigError, match="plain relative path"):
+            plan(EnvSpec(project, kind="pack", pack_command=("true",), pack_python=bad), PLAT)
     bad = plan(EnvSpec(project, kind="pack", pack_command=("true", "{nope}")), PLAT)
     with pytest.raises(ConfigError, match="unknown placeholder"):
         build_mod.build(bad, cache_dir=tmp_path / "c")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import platform as _host
+import re
 import shlex
 import shutil
 import subprocess
@@ -115,6 +116,11 @@ def plan(spec: EnvSpec, platform: TargetPlatform) -> BuildPlan:
     elif spec.kind == PACK:
         if not spec.pack_command:
             raise ConfigError("kind='pack' needs pack_command, e.g. ['pixi-pack', '--create-executable', ...]")
+        if not re.fullmatch(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*", spec.pack_python) or ".." in spec.pack_python.split("/"):
+            raise ConfigError(
+                f"pack_python {spec.pack_python!r} must be a plain relative path inside the unpacked "
+                "bundle (letters, digits, . _ - and /), e.g. env/bin/python"
+            )
         python, target = platform.python, platform
         relpath, install = spec.pack_python, f"sh ./{BUNDLE_DIR}/{PACK_FILE} && rm -f ./{BUNDLE_DIR}/{PACK_FILE}"
     else:
