@@ -284,3 +284,38 @@ def test_log_lines_reach_dagster_while_the_job_still_runs(tmp_path: Path) -> Non
         watcher.join()
     assert flag.exists()
     assert result.asset_materializations_for_node("live")[0].metadata["saw_flag"].value is True
+
+
+def test_extra_files_are_shipped_next_to_the_payload(tmp_path: Path) -> None:
+    extra = PAYLOADS / "extra"
+
+    @dg.asset
+    def with_files(context: dg.AssetExecutionContext, compute: ComputeResource):
+        yield from compute.run(
+            context, PAYLOADS / "uses_helper.py", extra_files=[extra / "helper.py", extra / "settings.txt"]
+        ).get_results()
+
+    result, _ = _materialize([with_files], ComputeResource(base_dir=str(tmp_path)))
+    metadata = result.asset_materializations_for_node("with_files")[0].metadata
+    assert (metadata["answer"].value, metadata["data"].value) == (42, "mode=fast")
+
+
+@pytest.mark.parametrize(
+    ("files", "match"),
+    [
+        (["extra/job.sh"], "clashes"),
+        (["extra/helper.py", "extra/helper.py"], "clashes"),
+        (["extra/nope.txt"], "is not a file"),
+        ("extra/helper.py", "single path"),
+    ],
+)
+def test_bad_extra_files_rejected_before_anything_runs(tmp_path: Path, files, match: str) -> None:
+    paths = [PAYLOADS / f for f in files] if isinstance(files, list) else str(PAYLOADS / files)
+
+    @dg.asset
+    def bad_files(context: dg.AssetExecutionContext, compute: ComputeResource):
+        compute.run(context, PAYLOADS / "report.py", extra_files=paths)
+
+    with pytest.raises(ConfigError, match=match):
+        _materialize([bad_files], ComputeResource(base_dir=str(tmp_path)))
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,1 @@
+# a file whose name clashes with the run directory's job script
