@@ -89,3 +89,19 @@ def test_failed_probe_says_what_to_do(tmp_path):
     with pytest.raises(TransportError, match="(?s)probing the compute nodes failed.*Invalid partition.*hint"):
         compute_node_platform(t, "u@h:22", partition="nope", cache_dir=tmp_path)
     assert not list(tmp_path.rglob("*.json"))
+
+
+def test_site_options_reach_the_probe_and_a_constraint_gets_its_own_cache_entry(tmp_path):
+    from dagster_hpc.envs.resolve import queue_srun_options
+    from dagster_hpc.queue import QueueConfig
+
+    opts = queue_srun_options(QueueConfig(partition="gpu", account="proj-1", qos="short", constraint="a100"))
+    assert opts == ("--account=proj-1", "--qos=short", "--constraint=a100")  # partition passed apart
+    argv = shlex.split(probe_command("gpu", opts))
+    assert {"--partition=gpu", "--account=proj-1", "--qos=short", "--constraint=a100"} <= set(argv)
+    t = _ProbeTransport(CommandResult(0, PROBE_OUT, ""))
+    compute_node_platform(t, "c", partition="gpu", cache_dir=tmp_path, options=opts)
+    compute_node_platform(t, "c", partition="gpu", cache_dir=tmp_path, options=("--account=other",))
+    assert len(t.commands) == 2  # another constraint (here: none) is another set of nodes
+    compute_node_platform(t, "c", partition="gpu", cache_dir=tmp_path, options=("--account=x", "--constraint=a100"))
+    assert len(t.commands) == 2  # same partition + constraint: cached, whatever the account

@@ -161,7 +161,7 @@ class SlurmBackend(Backend):
         self._context = context
         launcher_is_python = getattr(request.launcher, "name", "") == "python"
         if self.env is not None:
-            self._use_env(context, queue.partition)
+            self._use_env(context, queue)
         answer = self._preflight()
         check_preflight(
             answer,
@@ -176,10 +176,10 @@ class SlurmBackend(Backend):
             request = dataclasses.replace(request, launcher=ActivatedLauncher(request.launcher, self.activate))
         return request, sbatch_header(queue, step=_step_name(context))
 
-    def _use_env(self, context: Any, partition: str | None) -> None:
+    def _use_env(self, context: Any, queue: QueueConfig) -> None:
         """EnvConfig -> a verified interpreter on the cluster (envs/), before the preflight:
         a missing or broken environment fails here, before any job exists."""
-        from dagster_hpc.envs.resolve import resolve_env
+        from dagster_hpc.envs.resolve import queue_srun_options, resolve_env
 
         if self.python is not None:
             raise ConfigError(
@@ -188,7 +188,7 @@ class SlurmBackend(Backend):
             )
         log = getattr(getattr(context, "log", None), "info", None)
         ref = resolve_env(self._transport, self.env, cluster=self.cluster, runs_base=self.remote_base_dir,
-                          partition=partition, log=log)
+                          partition=queue.partition, slurm_options=queue_srun_options(queue), log=log)
         self.python = self.default_python = ref.python
         if self.activate is None and ref.activate:
             self.activate = ref.activate

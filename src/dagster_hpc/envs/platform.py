@@ -15,6 +15,7 @@ import re
 import shlex
 import sys
 import threading
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -105,12 +106,16 @@ def host_platform(python: str | None = None) -> TargetPlatform:
     )
 
 
-def probe_command(partition: str | None = None) -> str:
-    """The srun command that prints the compute node's platform (pure; printable)."""
+def probe_command(partition: str | None = None, options: Sequence[str] = ()) -> str:
+    """The srun command that prints the compute node's platform (pure; printable).
+
+    ``options``: further srun options the site requires (--account, --qos, --constraint ...).
+    """
     parts = ["srun", "--job-name=dagster-hpc-probe", "--nodes=1", "--ntasks=1",
              f"--time={PROBE_TIME_LIMIT_MIN}", "--quiet"]
     if partition:
         parts.append(f"--partition={partition}")
+    parts += list(options)
     parts += ["sh", "-c", _PROBE_SCRIPT]
     return " ".join(shlex.quote(p) for p in parts)
 
@@ -144,8 +149,10 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "dagster-hpc"
 
 
-def _cache_file(cache_dir: Path, cluster: str, partition: str | None) -> Path:
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{cluster}__{partition or 'default'}")
+def _cache_file(cache_dir: Path, cluster: str, partition: str | None, options: Sequence[str] = ()) -> Path:
+    # a constraint can select other nodes (another architecture): part of the cache entry
+    constraint = "".join(o for o in options if o.startswith("--constraint="))
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{cluster}__{partition or 'default'}{constraint}")
     return cache_dir / "platforms" / f"{slug}.json"
 
 
@@ -157,12 +164,13 @@ def compute_node_platform(
     python: str | None = None,
     cache_dir: Path | None = None,
     refresh: bool = False,
+    options: Sequence[str] = (),
 ) -> TargetPlatform:
     """The compute nodes' platform: from the local cache, else probed once with ``srun``.
 
     ``cluster`` names the cache entry (e.g. ``user@host:port``).
     """
-    path = _cache_file(cache_dir or default_cache_dir(), cluster, partition)
+    path = _cache_file(cache_dir or default_cache_dir(), cluster, partition, options)
     if path.exists() and not refresh:
         try:
             data = json.loads(path.read_text())
@@ -171,7 +179,7 @@ def compute_node_platform(
             cached = None  # unreadable cache: probe again and overwrite it
         if cached is not None:
             return cached.with_python(python) if python and python != cached.python else cached
-    command = probe_command(partition)
+    command = probe_command(partition, options)
     result = transport.run(f"timeout {int(PROBE_TIMEOUT_S)} {command}", timeout=PROBE_TIMEOUT_S + 10)
     if not result.ok:
         raise TransportError(

@@ -3,7 +3,7 @@ before submitting: every failure here happens before any job exists)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dagster_hpc.envs.build import plan
@@ -14,6 +14,17 @@ from dagster_hpc.envs.ship import EnvRef, EnvShipper
 from dagster_hpc.transport.base import Transport
 
 MB = 1 << 20
+
+
+def queue_srun_options(queue: object) -> tuple[str, ...]:
+    """srun options a site may require for any step (probe, install), from a QueueConfig:
+    account, QOS, reservation, constraint (the partition is passed separately)."""
+    out = []
+    for name in ("account", "qos", "reservation", "constraint"):
+        value = getattr(queue, name, None)
+        if value:
+            out.append(f"--{name}={value}")
+    return tuple(out)
 
 
 def default_env_base(runs_base: str) -> str:
@@ -29,6 +40,7 @@ def resolve_env(
     cluster: str,
     runs_base: str,
     partition: str | None = None,
+    slurm_options: Sequence[str] = (),
     log: Callable[[str], None] | None = None,
     cache_dir: Path | None = None,
 ) -> EnvRef:
@@ -40,10 +52,11 @@ def resolve_env(
         say(f"pre-deployed environment {config.path} verified: {ref.python}")
         return ref
     platform = compute_node_platform(transport, cluster, partition=partition, python=config.python_version,
-                                     cache_dir=cache_dir)
+                                     cache_dir=cache_dir, options=slurm_options)
     p = plan(config.spec(), platform)
     shipper = EnvShipper(transport, config.remote_base or default_env_base(runs_base), cluster=cluster,
-                         cache_dir=cache_dir, install_on=config.install_on, partition=partition)
+                         cache_dir=cache_dir, install_on=config.install_on, partition=partition,
+                         slurm_options=slurm_options)
     report = shipper.ensure(p)
     if report.status == "hit" and report.roundtrips == 0:
         say(f"environment {p.key} ({p.kind}): {report.ref.path} (verified earlier in this process)")

@@ -22,6 +22,7 @@ import shlex
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,13 +117,14 @@ def lookup_command(remote_base: str, key: str, python_relpath: str, arch: str | 
     )
 
 
-def compute_node_runner(partition: str | None = None) -> str:
+def compute_node_runner(partition: str | None = None, options: Sequence[str] = ()) -> str:
     """Prefix that runs a command on a compute node (install + check where the login node
     cannot run the target's binaries, e.g. an x86 login node in front of aarch64 nodes)."""
     parts = ["srun", "--job-name=dagster-hpc-env-install", "--nodes=1", "--ntasks=1",
              f"--time={INSTALL_TIME_LIMIT_MIN}", "--quiet"]
     if partition:
         parts.append(f"--partition={partition}")
+    parts += list(options)
     return " ".join(shlex.quote(x) for x in parts)
 
 
@@ -205,6 +207,7 @@ class EnvShipper:
         cache_dir: Path | None = None,
         install_on: str = "auto",
         partition: str | None = None,
+        slurm_options: Sequence[str] = (),
     ):
         envs_root_expr(remote_base)  # validates
         if install_on not in INSTALL_ON:
@@ -215,6 +218,7 @@ class EnvShipper:
         self.cache_dir = cache_dir
         self.install_on = install_on
         self.partition = partition
+        self.slurm_options = tuple(slurm_options)
 
     def look(self, p: BuildPlan) -> Lookup:
         """One round trip: the entry's status, the absolute envs dir, the login node's arch."""
@@ -239,7 +243,7 @@ class EnvShipper:
 
     def runner_for(self, p: BuildPlan, login_arch: str) -> str:
         on_compute = self.install_on == "compute" or (self.install_on == "auto" and login_arch != p.platform.arch)
-        return compute_node_runner(self.partition) if on_compute else ""
+        return compute_node_runner(self.partition, self.slurm_options) if on_compute else ""
 
     def publish(self, bundle: Bundle, root: str, *, runner: str = "") -> tuple[str, int]:
         """Upload ``bundle`` and publish it under the key's lock; returns (status, bytes)."""
