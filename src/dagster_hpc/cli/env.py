@@ -73,6 +73,8 @@ def _spec_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--python", help="target Python minor, e.g. 3.11")
     p.add_argument("--node-python", default="", help="wheelhouse: the compute nodes' python3 path")
     p.add_argument("--partition", help="partition whose nodes are probed")
+    p.add_argument("--srun-option", action="append", default=[], metavar="OPT",
+                   help="extra srun option for the probe/installs, e.g. --srun-option=--account=proj (repeatable)")
     p.add_argument("--cache-dir", help="local cache (default ~/.cache/dagster-hpc)")
 
 
@@ -98,7 +100,7 @@ def _platform(args: argparse.Namespace, transport_factory) -> TargetPlatform:
                               node_python=args.node_python)
     transport, cluster = transport_factory()
     return compute_node_platform(transport, cluster, partition=args.partition, python=args.python,
-                                 cache_dir=_cache(args))
+                                 cache_dir=_cache(args), options=tuple(args.srun_option))
 
 
 def _connect(args: argparse.Namespace):
@@ -125,7 +127,8 @@ def run_push(args: argparse.Namespace) -> int:
     try:
         transport, cluster = _connect(args)
         p = plan(_spec(args), _platform(args, lambda: (transport, cluster)))
-        report = EnvShipper(transport, args.remote_base, cluster=cluster, cache_dir=_cache(args)).ensure(p)
+        report = EnvShipper(transport, args.remote_base, cluster=cluster, cache_dir=_cache(args),
+                            partition=args.partition, slurm_options=tuple(args.srun_option)).ensure(p)
     except DagsterHpcError as exc:
         print(f"dagster-hpc env push: {exc}", file=sys.stderr)
         return 1
