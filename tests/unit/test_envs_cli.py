@@ -50,6 +50,10 @@ def test_env_gc_local_keeps_the_newest_bundles(tmp_path, capsys):
         (bundles / name).write_bytes(b"x")
         os.utime(bundles / name, (1000 + i, 1000 + i))
     (bundles / "not-a-bundle.tar").write_bytes(b"x")
+    dead, live = bundles / f"{'d' * 24}.tar.part-x", bundles / f"{'e' * 24}.tar.part-y"
+    dead.write_bytes(b"x")
+    live.write_bytes(b"x")
+    os.utime(dead, (1000, 1000))
     assert main(["env", "gc", "--local", "--keep", "1", "--cache-dir", str(tmp_path)]) == 0
-    assert sorted(p.name for p in bundles.iterdir()) == sorted([names[2], "not-a-bundle.tar"])
-    assert capsys.readouterr().out.count("removed ") == 2
+    assert sorted(p.name for p in bundles.iterdir()) == sorted([names[2], "not-a-bundle.tar", live.name])
+    assert capsys.readouterr().out.count("removed ") == 3

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -158,6 +159,9 @@ def gc_local(bundle_dir: Path, *, keep: int = DEFAULT_KEEP) -> list[Path]:
     bundles = sorted((p for p in bundle_dir.glob("*.tar") if _KEY_RE.match(p.stem)),
                      key=lambda p: p.stat().st_mtime, reverse=True)
     removed = bundles[keep:]
+    # partial archives of builds that died (a live build renames its part within minutes)
+    cutoff = time.time() - STALE_LEFTOVER_MIN * 60
+    removed += [p for p in bundle_dir.glob("*.tar.part-*") if p.stat().st_mtime < cutoff]
     for path in removed:
         path.unlink(missing_ok=True)
     return removed
