@@ -62,3 +62,17 @@ def test_no_elf_in_the_bundle_loads_from_the_original_installation(copied):
 def test_not_a_python_installation(tmp_path):
     with pytest.raises(ConfigError, match="no bin/python3.X"):
         copy_interpreter(tmp_path, tmp_path / "out")
+
+
+def test_relocated_interpreter_is_made_once_and_staged_from_the_cache(tmp_path):
+    from dagster_hpc.envs.interpreter import cached_interpreter, stage_interpreter
+
+    cache = tmp_path / "interpreters"
+    first = cached_interpreter(default_python_home(), cache)
+    marker = next(first.glob(".dagster-hpc-complete"))
+    stamp = marker.stat().st_mtime_ns
+    assert cached_interpreter(default_python_home(), cache) == first
+    assert marker.stat().st_mtime_ns == stamp and len(list(cache.iterdir())) == 1  # not redone
+    python = stage_interpreter(default_python_home(), tmp_path / "stage", cache)
+    assert _run(python, tmp_path)["prefix"] == str(tmp_path / "stage")
+    assert not list((tmp_path / "stage").glob(".dagster-hpc-complete"))

@@ -178,7 +178,7 @@ def build(p: BuildPlan, *, cache_dir: Path | None = None) -> Bundle:
         req_file = work / "requirements.txt"
         req_file.write_text("\n".join(requirements) + "\n")
         if p.kind == SELF_CONTAINED:
-            _stage_self_contained(p, stage, req_file)
+            _stage_self_contained(p, stage, req_file, cache_dir)
         elif p.kind == WHEELHOUSE:
             _stage_wheelhouse(p, stage, req_file, work)
         else:
@@ -208,9 +208,9 @@ def manifest_for(p: BuildPlan, requirements: list[str]) -> dict[str, object]:
     }
 
 
-def _stage_self_contained(p: BuildPlan, stage: Path, req_file: Path) -> None:
+def _stage_self_contained(p: BuildPlan, stage: Path, req_file: Path, cache_dir: Path | None) -> None:
     home = Path(p.spec.python_home) if p.spec.python_home else interpreter.default_python_home()
-    python = interpreter.copy_interpreter(home, stage)
+    python = interpreter.stage_interpreter(home, stage, (cache_dir or default_cache_dir()) / "interpreters")
     site = stage / "lib" / interpreter.stdlib_dir_name(p.python) / "site-packages"
     _run_tool(
         ["uv", "pip", "install", "--quiet", "--python", str(python), "--target", str(site),

@@ -19,6 +19,7 @@ glibc itself is never copied: the bundle needs a glibc at least as new as the bu
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -43,6 +44,9 @@ STDLIB_SKIP = frozenset({
 DYNLOAD_SKIP_PREFIXES = ("_tkinter", "nis", "_test", "xxlimited", "_xxtest", "_ctypes_test")
 # Running ldd/patchelf or the relocated interpreter is quick; a hang means a broken binary.
 TOOL_TIMEOUT_S = 60.0
+# Bump when copy_interpreter's output changes: cached relocated interpreters are then redone.
+INTERPRETER_FORMAT = 2
+_COMPLETE = ".dagster-hpc-complete"
 
 
 def python_home_version(home: Path) -> str:
@@ -186,3 +190,29 @@ def stdlib_dir_name(python_version: str) -> str:
     major, minor = python_version.split(".")[:2]
     return f"python{major}.{minor}"
 
+
+def cached_interpreter(home: Path, cache_dir: Path) -> Path:
+    """A relocated copy of ``home``, made once per installation and kept under ``cache_dir``
+    (copying and relocating takes seconds; every new lock would otherwise pay it again)."""
+    version = python_home_version(home)
+    ident = hashlib.sha256(f"{home.resolve()}|{version}|{INTERPRETER_FORMAT}".encode()).hexdigest()[:16]
+    dest = cache_dir / f"{version}-{ident}"
+    if (dest / _COMPLETE).exists():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(f"{dest.name}.part-{os.getpid()}")
+    shutil.rmtree(part, ignore_errors=True)
+    copy_interpreter(home, part)
+    (part / _COMPLETE).write_text(f"{home.resolve()} {version}\n")
+    try:
+        part.rename(dest)
+    except OSError:  # another process finished first: use theirs
+        shutil.rmtree(part, ignore_errors=True)
+    return dest
+
+
+def stage_interpreter(home: Path, stage: Path, cache_dir: Path) -> Path:
+    """Put a relocated interpreter at ``stage`` (from the cache); returns bin/python."""
+    source = cached_interpreter(home, cache_dir)
+    shutil.copytree(source, stage, symlinks=True, ignore=shutil.ignore_patterns(_COMPLETE))
+    return stage / "bin" / "python"
