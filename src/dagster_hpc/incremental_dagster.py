@@ -36,6 +36,7 @@ from dagster_hpc.incremental import (
     Increment,
 )
 from dagster_hpc.incremental.resolve import REASON_BOTH, REASON_CODE, REASON_DATA
+from dagster_hpc.incremental.ship import engine_archive
 
 # The file (in the payload's run directory) holding the samples to compute.
 TODO_FILE = "incremental_todo.parquet"
@@ -62,6 +63,7 @@ def incremental_asset(
     orphans: OrphanPolicy = "keep",
     compute_resource_key: str = "compute",
     extra_files: Sequence[str | Path] = (),
+    ship_engine: bool = True,
     run_kwargs: Mapping[str, Any] | None = None,
     **asset_kwargs: Any,
 ) -> dg.AssetsDefinition:
@@ -70,7 +72,9 @@ def incremental_asset(
     ``samples_fn(context)`` gives a root feature's samples (id columns, a
     ``provenance_by_field`` struct, any data columns). ``run_kwargs`` go to
     ``ComputeResource.run`` (launcher, queue, extra_env ...). ``asset_kwargs`` go to
-    ``dagster.asset`` (group_name, config_schema, description ...).
+    ``dagster.asset`` (group_name, config_schema, description ...). ``ship_engine`` stages
+    ``dagster_hpc_engine.zip`` (this engine, pure Python) next to the payload, so the cluster
+    environment needs only polars, polars-hash, pyarrow and deltalake (see incremental/ship.py).
     """
     spec = _validate(feature, graph, samples_fn, payload, compute_fn, orphans)
     resource_keys = {compute_resource_key} if payload is not None else set()
@@ -100,7 +104,7 @@ def incremental_asset(
             if payload is not None:
                 compute = getattr(context.resources, compute_resource_key)
                 results = _run_payload(
-                    context, compute, store, spec, todo, payload, files, run_options
+                    context, compute, store, spec, todo, payload, files, ship_engine, run_options
                 )
             elif compute_fn is not None:
                 _run_in_process(store, spec, todo, compute_fn)
@@ -189,11 +193,15 @@ def _run_payload(
     todo: pl.DataFrame,
     payload: Any,
     files: list[Path],
+    ship_engine: bool,
     run_options: dict[str, Any],
 ) -> list[Any]:
     with tempfile.TemporaryDirectory(prefix="dagster-hpc-incremental-") as tmp:
         todo_file = Path(tmp) / TODO_FILE
         _inputs(store, spec, todo).write_parquet(todo_file)
+        staged = [*files, todo_file]
+        if ship_engine:
+            staged.append(engine_archive(tmp))
         extras = {
             EXTRAS_KEY: {
                 "feature": spec.key,
@@ -202,9 +210,7 @@ def _run_payload(
                 "samples": todo.height,
             }
         }
-        completed = compute.run(
-            context, payload, extras=extras, extra_files=[*files, todo_file], **run_options
-        )
+        completed = compute.run(context, payload, extras=extras, extra_files=staged, **run_options)
         results = list(completed.get_results())
     _check_written(store, spec, todo, f"payload {payload!r}")
     return results
