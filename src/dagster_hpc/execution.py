@@ -105,6 +105,11 @@ def _wait(context: AnyContext, backend: Backend, handle: JobHandle, reader: RunD
         context.log.warning(f"dagster-hpc: run interrupted: cancelling {backend.name} job {handle.job_id}")
         backend.cancel(handle)
         raise
+    if reader.exit_code is None and reader.error is not None:
+        # the reader died (e.g. Dagster rejected a reported message): the error surfaces when the
+        # Pipes session closes; do not leave the job running unattended
+        context.log.warning(f"dagster-hpc: reading the job's output failed: cancelling {backend.name} job {handle.job_id}")
+        backend.cancel(handle)
     return reader.exit_code
 
 

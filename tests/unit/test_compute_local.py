@@ -319,3 +319,17 @@ def test_bad_extra_files_rejected_before_anything_runs(tmp_path: Path, files, ma
     with pytest.raises(ConfigError, match=match):
         _materialize([bad_files], ComputeResource(base_dir=str(tmp_path)))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_rejected_pipes_message_fails_the_step_and_cancels_the_job(tmp_path: Path) -> None:
+    @dg.asset
+    def owner(context: dg.AssetExecutionContext, compute: ComputeResource):
+        yield from compute.run(context, PAYLOADS / "bad_report.py").get_results()
+
+    started = time.monotonic()
+    result, instance = _materialize([owner], ComputeResource(base_dir=str(tmp_path)), raise_on_error=False)
+    assert not result.success
+    assert time.monotonic() - started < PROCESS_TIMEOUT_S * 2  # did not wait for the 120 s sleep
+    logs = [e.user_message for e in instance.all_logs(result.run_id)]
+    assert any("cancelling local job" in m for m in logs)
+    assert "Unknown message method: no_such_method" in result.failure_data_for_node("owner").error.to_string()

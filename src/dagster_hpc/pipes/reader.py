@@ -95,6 +95,11 @@ class RunDirMessageReader(dg.PipesMessageReader):
             raise self._error
 
     @property
+    def error(self) -> BaseException | None:
+        """What stopped the tail thread early (re-raised when the session closes), if anything."""
+        return self._error
+
+    @property
     def expected_writer_count(self) -> int:
         return 1  # one payload process writes the messages file
 
