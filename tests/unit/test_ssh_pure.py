@@ -187,3 +187,34 @@ def test_mux_only_argv_cannot_log_in_by_itself():
     argv = mux_only(ssh_base_argv(t, "/s/cm", "/s/cfg"))
     assert "-J" not in argv and argv[-2:] == ["-o", "ProxyCommand=false"]
     assert "ControlPath=/s/cm" in argv
+
+
+def test_end_with_stdin_keeps_the_exit_code_and_stops_the_command_when_stdin_closes(tmp_path):
+    marker = tmp_path / "finished"
+    ok = subprocess.run(["sh", "-c", _shell.end_with_stdin_command("echo out; exit 3")], stdin=subprocess.PIPE,
+                        capture_output=True, timeout=30)  # fmt: skip
+    assert ok.returncode == 3 and ok.stdout == b"out\n"
+    proc = subprocess.Popen(["sh", "-c", _shell.end_with_stdin_command(f"sleep 5; touch {marker}")],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
+    proc.stdin.close()  # what the remote side sees when our ssh goes away
+    assert proc.wait(timeout=4) != 0
+    assert not marker.exists()
+
+
+def test_default_stream_yields_once_and_raises_on_failure():
+    from dagster_hpc.errors import RemoteCommandError
+    from dagster_hpc.transport.base import CommandResult, Transport
+
+    class Fake(Transport):  # a transport double: only run() matters for the default stream()
+        def run(self, command, *, timeout=None, stdin=None):
+            return CommandResult(0 if command == "ok" else 2, "data\n", "err\n")
+
+        def put_tree(self, local_dir, remote_dir, *, mode=0o700):
+            raise NotImplementedError
+
+        def read_from(self, remote_path, offset, *, max_bytes=4 << 20):
+            raise NotImplementedError
+
+    assert list(Fake().stream("ok")) == [b"data\n"]
+    with pytest.raises(RemoteCommandError):
+        list(Fake().stream("bad"))

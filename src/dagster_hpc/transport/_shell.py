@@ -78,3 +78,19 @@ def publish_command(tmp_path: str, remote_path: str, mode: int) -> str:
     """Give the finished upload ``mode`` and rename it into place: readers never see half a file."""
     q_tmp, q_dst = shlex.quote(tmp_path), shlex.quote(remote_path)
     return f"chmod {mode:o} {q_tmp} && mv -f {q_tmp} {q_dst}"
+
+
+def end_with_stdin_command(command: str) -> str:
+    """Run ``command`` so that it is sent SIGTERM when our side of the channel goes away.
+
+    sshd does not signal a command when a client without a terminal disconnects; the command
+    would run on until it next writes. Here a watcher waits for stdin to close (the client
+    disconnected, or we are done) and then terminates the command; the exit code is kept.
+    """
+    script = (
+        # background jobs get /dev/null as stdin unless told otherwise: keep ours on fd 3
+        'exec 3<&0; sh -c "$1" </dev/null & c=$!; '
+        '{ cat <&3 >/dev/null; kill -TERM "$c" 2>/dev/null; } & w=$!; exec 3<&-; '
+        'wait "$c"; rc=$?; kill "$w" 2>/dev/null; exit "$rc"'
+    )
+    return f"sh -c {shlex.quote(script)} sh {shlex.quote(command)}"

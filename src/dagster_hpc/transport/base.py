@@ -8,6 +8,7 @@ host and process) and OpenSSHTransport (system ssh + persistent ControlMaster).
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +90,21 @@ class Transport(abc.ABC):
     def read_many_from(self, requests: list[tuple[str, int]], *, max_bytes: int = 4 << 20) -> list[bytes]:
         """Several ``read_from`` calls; implementations batch them into one round trip."""
         return [self.read_from(p, o, max_bytes=max_bytes) for p, o in requests]
+
+    def stream(self, command: str, *, timeout: float | None = None) -> Iterator[bytes]:
+        """``command``'s stdout in chunks as it is produced (e.g. ``tail -F``, a long ``srun``).
+
+        Raises RemoteCommandError at the end if the command exits non-zero. Stopping the
+        iteration early ends the remote command. This default runs the command to completion
+        and yields its whole output once; the SSH transports stream for real.
+        """
+        from dagster_hpc.errors import RemoteCommandError
+
+        result = self.run(command, timeout=timeout)
+        if result.stdout:
+            yield result.stdout.encode()
+        if not result.ok:
+            raise RemoteCommandError(command, result.exit_code, result.stdout, result.stderr)
 
     @property
     def roundtrips(self) -> int:

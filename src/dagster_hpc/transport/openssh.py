@@ -14,14 +14,23 @@ from __future__ import annotations
 
 import hashlib
 import os
+import selectors
 import shlex
 import subprocess
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from filelock import FileLock
 
-from dagster_hpc.errors import AuthenticationError, ConfigError, HostKeyError, TransportError
+from dagster_hpc.errors import (
+    AuthenticationError,
+    ConfigError,
+    HostKeyError,
+    RemoteCommandError,
+    TransportError,
+)
 from dagster_hpc.transport import _shell
 from dagster_hpc.transport.askpass import PASSWORD_ENV, TOTP_SECRET_ENV, write_helper
 from dagster_hpc.transport.auth import SSHTarget
@@ -39,6 +48,8 @@ MUX_CONTROL_TIMEOUT_S = 10.0
 # Keepalives through the master: notice a dead login node within ~60 s instead of hanging.
 SERVER_ALIVE_INTERVAL_S = 15
 SERVER_ALIVE_COUNT_MAX = 4
+# stream(): bytes per read, also the size of the stderr tail kept for the error message.
+STREAM_CHUNK_BYTES = 64 << 10
 # ssh's own failures (as opposed to the remote command's) exit with this code.
 SSH_ERROR_EXIT = 255
 
@@ -310,11 +321,7 @@ class OpenSSHTransport(Transport):
     def _run_bytes(self, command: str, *, timeout: float | None, stdin: bytes | None) -> tuple[int, bytes, bytes]:
         if timeout is not None and timeout <= 0:
             raise ConfigError(f"timeout must be > 0 seconds, got {timeout} (command: {command})")
-        self._ensure_master()
-        base = self._prepare()
-        if self.require_login:
-            base = mux_only(base)
-        argv = base + ["-o", "ControlMaster=no", "-o", "BatchMode=yes", "-T", "--", self.target.host, command]
+        argv = self._command_argv(command)
         try:
             r = subprocess.run(argv, input=stdin or b"", capture_output=True, timeout=timeout)
         except subprocess.TimeoutExpired as exc:
@@ -326,14 +333,72 @@ class OpenSSHTransport(Transport):
             self._roundtrips += 1
             self._bytes_sent += len(stdin or b"")
         if r.returncode == SSH_ERROR_EXIT:
-            err = r.stderr.decode(errors="replace")
-            if self.require_login and (not os.path.exists(self.control_path) or "Control socket connect" in err):
-                if os.path.exists(self.control_path):  # a dead master's socket: the next login replaces it
-                    os.unlink(self.control_path)
-                raise self._expired()
-            if err.startswith("ssh:") or "Permission denied" in err or "Host key verification failed" in err or "Control socket" in err:
-                raise self._ssh_failure(r.returncode, err, f"running: {command}")
+            self._raise_if_ssh_failed(r.stderr.decode(errors="replace"), command)
         return r.returncode, r.stdout, r.stderr
+
+    def _command_argv(self, command: str) -> list[str]:
+        self._ensure_master()
+        base = self._prepare()
+        if self.require_login:
+            base = mux_only(base)
+        return base + ["-o", "ControlMaster=no", "-o", "BatchMode=yes", "-T", "--", self.target.host, command]
+
+    def _raise_if_ssh_failed(self, err: str, command: str) -> None:
+        """Exit 255 is ssh's own failure or the command's: raise only for ssh's."""
+        if self.require_login and (not os.path.exists(self.control_path) or "Control socket connect" in err):
+            if os.path.exists(self.control_path):  # a dead master's socket: the next login replaces it
+                os.unlink(self.control_path)
+            raise self._expired()
+        if err.startswith("ssh:") or "Permission denied" in err or "Host key verification failed" in err or "Control socket" in err:
+            raise self._ssh_failure(SSH_ERROR_EXIT, err, f"running: {command}")
+
+    def stream(self, command: str, *, timeout: float | None = None) -> Iterator[bytes]:
+        """stdout chunks as they arrive, from one ssh process over the master."""
+        if timeout is not None and timeout <= 0:
+            raise ConfigError(f"timeout must be > 0 seconds, got {timeout} (command: {command})")
+        # stdin stays open while we read: when we stop early and end ssh, the remote side sees it
+        # close and terminates the command (see _shell.end_with_stdin_command)
+        argv = self._command_argv(_shell.end_with_stdin_command(command))
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        with self._lock:
+            self._roundtrips += 1
+        deadline = None if timeout is None else time.monotonic() + timeout
+        stderr = bytearray()
+        assert proc.stdout is not None and proc.stderr is not None
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        sel.register(proc.stderr, selectors.EVENT_READ)
+        try:
+            while sel.get_map():
+                wait = None if deadline is None else deadline - time.monotonic()
+                if wait is not None and wait <= 0:
+                    raise TransportError(
+                        f"command timed out after {timeout} s on {self.target.label}: {command}\n"
+                        "hint: raise the timeout (it covers the whole stream)"
+                    )
+                for key, _ in sel.select(wait):
+                    data = os.read(key.fd, STREAM_CHUNK_BYTES)
+                    if not data:
+                        sel.unregister(key.fileobj)
+                    elif key.fileobj is proc.stdout:
+                        yield data
+                    else:
+                        stderr.extend(data)
+                        del stderr[:-STREAM_CHUNK_BYTES]
+            code = proc.wait()
+        finally:
+            sel.close()
+            if proc.poll() is None:  # stopped early or failed: end the ssh process (and the remote command)
+                proc.terminate()
+                proc.wait()
+            for pipe in (proc.stdin, proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
+        err = stderr.decode("utf-8", "replace")
+        if code == SSH_ERROR_EXIT:
+            self._raise_if_ssh_failed(err, command)
+        if code != 0:
+            raise RemoteCommandError(command, code, "", err)
 
     def run(self, command: str, *, timeout: float | None = None, stdin: bytes | None = None) -> CommandResult:
         code, out, err = self._run_bytes(command, timeout=timeout, stdin=stdin)

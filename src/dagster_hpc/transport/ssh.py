@@ -13,14 +13,24 @@ the connection dropped raises instead, because it may already have had its effec
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import queue
 import shlex
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncssh
 
-from dagster_hpc.errors import AuthenticationError, ConfigError, HostKeyError, TransportError
+from dagster_hpc.errors import (
+    AuthenticationError,
+    ConfigError,
+    HostKeyError,
+    RemoteCommandError,
+    TransportError,
+)
 from dagster_hpc.transport import _loop, _shell
 from dagster_hpc.transport.auth import JumpHost, SSHTarget
 from dagster_hpc.transport.base import CommandResult, Transport
@@ -46,6 +56,9 @@ KEEPALIVE_COUNT_MAX = 4
 MAX_KBDINT_ROUNDS = 2
 # Upload chunk: large enough to keep the SFTP pipe full, small enough to stream big files.
 SFTP_CHUNK_BYTES = 1 << 20
+# stream(): read size per chunk, and how much of stderr is kept for the error message.
+STREAM_CHUNK_BYTES = 64 << 10
+STDERR_TAIL_BYTES = 64 << 10
 # Exit code reported when the remote command was killed by a signal (what OpenSSH's client does).
 SIGNALLED_EXIT_CODE = 255
 
@@ -340,14 +353,12 @@ class SSHTransport(Transport):
         self._count(1, len(stdin or b""))
         return result
 
-    async def _arun(self, command: str, timeout: float | None, stdin: bytes | None) -> tuple[int, bytes, bytes]:
+    async def _open_process(self, command: str) -> asyncssh.SSHClientProcess:
         shared = self._shared
-        proc = None
         for attempt in (1, 2):
             conn = await shared.connection()
             try:
-                proc = await conn.create_process(command, encoding=None)
-                break
+                return await conn.create_process(command, encoding=None)
             except (asyncssh.ChannelOpenError, asyncssh.ConnectionLost, BrokenPipeError, ConnectionError) as exc:
                 # the session never opened, so the command never started: safe to reconnect and re-send
                 shared.lost = True
@@ -356,7 +367,11 @@ class SSHTransport(Transport):
                         f"could not open a session on {self.target.label} for: {command}\n{exc}\n"
                         "hint: the connection dropped twice in a row; check the login node"
                     ) from exc
-        assert proc is not None
+        raise AssertionError("unreachable")
+
+    async def _arun(self, command: str, timeout: float | None, stdin: bytes | None) -> tuple[int, bytes, bytes]:
+        shared = self._shared
+        proc = await self._open_process(command)
         try:
             stdout, stderr = await asyncio.wait_for(proc.communicate(stdin), timeout)
         except TimeoutError as exc:
@@ -374,6 +389,76 @@ class SSHTransport(Transport):
             shared.lost = True
             raise self._dropped(command)
         return (SIGNALLED_EXIT_CODE if status is None or status < 0 else status), stdout or b"", stderr or b""
+
+    def stream(self, command: str, *, timeout: float | None = None) -> Iterator[bytes]:
+        """stdout chunks as the remote command writes them (one channel on the shared connection)."""
+        if timeout is not None and timeout <= 0:
+            raise ConfigError(f"timeout must be > 0 seconds, got {timeout} (command: {command})")
+        chunks: queue.Queue[tuple[str, object]] = queue.Queue()
+        future = asyncio.run_coroutine_threadsafe(self._astream(command, chunks), _loop.get_loop())
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._count(1)
+        try:
+            while True:
+                wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    kind, value = chunks.get(timeout=wait)
+                except queue.Empty:
+                    raise TransportError(
+                        f"command timed out after {timeout} s on {self.target.label}: {command}\n"
+                        "hint: raise the timeout (it covers the whole stream)"
+                    ) from None
+                if kind == "data":
+                    yield value  # type: ignore[misc]
+                elif kind == "error":
+                    raise value  # type: ignore[misc]
+                else:
+                    code, stderr = value  # type: ignore[misc]
+                    if code != 0:
+                        raise RemoteCommandError(command, code, "", stderr.decode("utf-8", "replace"))
+                    return
+        finally:
+            if not future.done():  # stopped early: end the remote command's channel
+                future.cancel()
+
+    async def _astream(self, command: str, chunks: queue.Queue[tuple[str, object]]) -> None:
+        try:
+            proc = await self._open_process(command)
+        except TransportError as exc:
+            chunks.put(("error", exc))
+            return
+        stderr_tail = bytearray()
+
+        async def drain_stderr() -> None:  # keep reading: an unread stderr would stall stdout
+            while data := await proc.stderr.read(STREAM_CHUNK_BYTES):
+                stderr_tail.extend(data)
+                del stderr_tail[:-STDERR_TAIL_BYTES]
+
+        try:
+            proc.stdin.write_eof()
+            err_task = asyncio.ensure_future(drain_stderr())
+            while data := await proc.stdout.read(STREAM_CHUNK_BYTES):
+                chunks.put(("data", data))
+            await err_task
+            await proc.wait_closed()
+        except asyncio.CancelledError:
+            # the consumer stopped early: ask the server to signal the command (OpenSSH >= 7.9
+            # honours it), then close the channel (a command that still writes gets SIGPIPE)
+            with contextlib.suppress(OSError, asyncssh.Error):
+                proc.send_signal("TERM")
+            proc.close()
+            raise
+        except (asyncssh.DisconnectError, asyncssh.ConnectionLost, BrokenPipeError, ConnectionError):
+            self._shared.lost = True
+            chunks.put(("error", self._dropped(command)))
+            return
+        status = proc.exit_status
+        if status is None and proc.exit_signal is None:
+            self._shared.lost = True
+            chunks.put(("error", self._dropped(command)))
+            return
+        code = SIGNALLED_EXIT_CODE if status is None or status < 0 else status
+        chunks.put(("end", (code, bytes(stderr_tail))))
 
     def _dropped(self, command: str) -> TransportError:
         return TransportError(
