@@ -102,7 +102,9 @@ def test_payload_through_compute_resource_local_mode(tmp_path):
     first = _run_round(assets, 1, resources)
     meta = _metadata(first, DERIVED.key)
     assert meta["computed"] == 3 and meta["payload_rows_written"] == 3
-    assert meta["engine_from"].endswith("dagster_hpc_engine.zip/dagster_hpc/incremental/__init__.py")
+    assert meta["engine_from"].endswith(
+        "dagster_hpc_engine.zip/dagster_hpc/incremental/__init__.py"
+    )
     second = _run_round(assets, 2, resources)
     meta = _metadata(second, DERIVED.key)
     assert (meta["new"], meta["stale"], meta["computed"], meta["payload_rows_written"]) == (

@@ -125,12 +125,7 @@ class DeltaStore(MetadataStore):
 
     def _upsert_once(self, feature: FeatureSpec, table: DeltaTable | None, data) -> None:
         if table is None:
-            path = self.table_path(feature)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # mode="error": if another writer created the table meanwhile, we fail and retry
-            # as a merge instead of appending duplicates.
-            write_deltalake(str(path), data, mode="error", description=_table_description())
-            return
+            table = self._create(feature, data.schema)
         (
             table.merge(
                 source=data,
@@ -143,6 +138,21 @@ class DeltaStore(MetadataStore):
             .when_not_matched_insert_all()
             .execute()
         )
+
+    def _create(self, feature: FeatureSpec, schema) -> DeltaTable:
+        """Create the table EMPTY, then merge into it like every later write.
+
+        Creating it with the first rows would be unsafe: delta-rs retries a losing blind append
+        as the next version, so two writers creating the table at once would both insert their
+        rows (duplicates). An empty create that races is harmless; the merges that follow are
+        conflict-checked against each other.
+        """
+        path = self.table_path(feature)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_deltalake(
+            str(path), schema.empty_table(), mode="ignore", description=_table_description()
+        )
+        return DeltaTable(str(path))
 
     def _with_retries(self, feature: FeatureSpec, action: str, attempt):
         backoff = COMMIT_BACKOFF_S
