@@ -52,7 +52,8 @@ def measure(t: SSHTransport, kind: str, platform, warm_runs: int) -> dict[str, o
             cold = EnvShipper(t, base, cluster="bench", cache_dir=Path(cache)).ensure(p)
             cold_s = time.perf_counter() - t0
             cold_bytes, cold_rt = t.bytes_sent - b0, t.roundtrips - r0
-            bundle_bytes = (Path(cache) / "bundles" / f"{p.key}.tar").stat().st_size
+            archive = next((Path(cache) / "bundles").glob(f"{p.key}.tar*"))
+            bundle_bytes = archive.stat().st_size
             warm_s, warm_bytes, warm_rt = [], [], []
             for _ in range(warm_runs):
                 forget_verified()  # what a fresh Dagster step process sees
@@ -79,6 +80,7 @@ def measure(t: SSHTransport, kind: str, platform, warm_runs: int) -> dict[str, o
         "warm_bytes_uploaded": max(warm_bytes),
         "warm_roundtrips": max(warm_rt),
         "bundle_bytes": bundle_bytes,
+        "bundle_file": archive.name,
         "installed_bytes_on_cluster": size_kb * 1024,
     }
 

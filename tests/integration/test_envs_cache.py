@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dagster_hpc.envs.build import EnvSpec, build, plan
+from dagster_hpc.envs.build import EnvSpec, build, default_compression, plan
 from dagster_hpc.envs.platform import compute_node_platform
 from dagster_hpc.envs.ship import EnvShipper, forget_verified
 from tests.integration import envs_support as S
@@ -64,9 +64,12 @@ def published(cluster, t, bundle_cache, target_platform):
     base = S.fresh_remote_base(cluster)
     forget_verified()
     p = plan(EnvSpec(S.EXAMPLE_LOCK, kind="self-contained"), target_platform)
-    bundle = build(p, cache_dir=bundle_cache)
+    shipper = EnvShipper(t, base, cluster="test", cache_dir=bundle_cache)
+    # the archive ensure() will upload: zstd when the login node has it (ours does), else gzip
+    bundle = build(p, cache_dir=bundle_cache,
+                   compression=default_compression(p.kind, remote_zstd=shipper.look(p).zstd))
     b0 = t.bytes_sent
-    cold = EnvShipper(t, base, cluster="test", cache_dir=bundle_cache).ensure(p)
+    cold = shipper.ensure(p)
     yield {"base": base, "plan": p, "bundle": bundle, "cold": cold, "cold_bytes": t.bytes_sent - b0}
     forget_verified()
     t.run(f"rm -rf {base}")

@@ -59,7 +59,7 @@ def test_cold_publishes_then_warm_costs_one_round_trip_and_no_bytes(tmp_path, pr
     t = LocalShellTransport()
     cold = _shipper(tmp_path, t).ensure(p)
     assert cold.status == "published" and cold.lookup_status == "MISS"
-    assert cold.bytes_uploaded >= (tmp_path / "cache" / "bundles" / f"{p.key}.tar").stat().st_size > 0
+    assert cold.bytes_uploaded >= build_mod.build(p, cache_dir=tmp_path / "cache").size > 0
     entry = Path(cold.ref.path)
     manifest = json.loads((entry / "manifest.json").read_text())
     assert manifest["key"] == p.key and manifest["kind"] == "pack"
@@ -186,3 +186,22 @@ def test_installs_move_to_a_compute_node_when_the_login_node_cannot_run_the_targ
     assert '[ "$(uname -m)" = x86_64 ] && ! ' in script
     with pytest.raises(ConfigError, match="install_on='ssh'"):
         EnvShipper(LocalShellTransport(), "/x", install_on="ssh")
+
+
+@pytest.mark.parametrize("compression, suffix", [("none", ".tar"), ("gzip", ".tar.gz"), ("zstd", ".tar.zst")])
+def test_every_archive_compression_unpacks_on_the_remote_side(tmp_path, project, compression, suffix):
+    import shutil as _sh
+
+    if compression == "zstd" and not _sh.which("zstd"):
+        pytest.skip("zstd not installed")
+    p = _plan(project)
+    bundle = build_mod.build(p, cache_dir=tmp_path / "cache", compression=compression)
+    assert bundle.archive.name == p.key + suffix
+    s = _shipper(tmp_path)
+    status, root = s.lookup(p)
+    assert status == "MISS"
+    assert s.publish(bundle, root)[0] == "published"
+    assert s.lookup(p)[0] == "HIT"
+    assert (Path(root) / p.key / "env" / "data" / "file.txt").read_text() == "payload-data\n"
+    with pytest.raises(ConfigError, match="unknown compression"):
+        build_mod.build(p, cache_dir=tmp_path / "cache", compression="rar")

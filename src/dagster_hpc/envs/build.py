@@ -42,6 +42,10 @@ from dagster_hpc.errors import ConfigError, DagsterHpcError
 INSTALL_TIMEOUT_S = 900.0
 PACK_TIMEOUT_S = 1800.0
 ARCHIVE_TIMEOUT_S = 600.0
+# compression -> archive file extension (the remote side picks the decompressor by it)
+ARCHIVE_EXT = {"none": "tar", "gzip": "tar.gz", "zstd": "tar.zst"}
+# level 1: these archives are made once per lock and unpacked once; speed beats ratio
+COMPRESS_PROGRAM = {"gzip": "gzip -1", "zstd": "zstd -1 -T0 -q"}
 BUNDLE_DIR = ".bundle"  # inside a wheelhouse/pack entry: what the remote install step uses
 PACK_FILE = "pack.run"
 
@@ -163,10 +167,22 @@ def bundle_cache_dir(cache_dir: Path | None = None) -> Path:
     return (cache_dir or default_cache_dir()) / "bundles"
 
 
-def build(p: BuildPlan, *, cache_dir: Path | None = None) -> Bundle:
+def default_compression(kind: str, *, remote_zstd: bool = False) -> str:
+    """How to compress a bundle. Wheels (and pack outputs) are compressed already; a
+    self-contained bundle is mostly text and .so files: zstd -1 when both ends have zstd (it
+    packs as small as gzip -1 several times faster), else gzip -1."""
+    if kind != SELF_CONTAINED:
+        return "none"
+    return "zstd" if remote_zstd and shutil.which("zstd") else "gzip"
+
+
+def build(p: BuildPlan, *, cache_dir: Path | None = None, compression: str | None = None) -> Bundle:
     """The archive for ``p``: from the local bundle cache, or built now."""
+    compression = compression or default_compression(p.kind)
+    if compression not in ARCHIVE_EXT:
+        raise ConfigError(f"unknown compression {compression!r}: use one of {', '.join(ARCHIVE_EXT)}")
     out_dir = bundle_cache_dir(cache_dir)
-    archive = out_dir / f"{p.key}.tar"
+    archive = out_dir / f"{p.key}.{ARCHIVE_EXT[compression]}"
     if archive.is_file():
         return Bundle(p, archive, 0.0)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -185,10 +201,8 @@ def build(p: BuildPlan, *, cache_dir: Path | None = None) -> Bundle:
             _stage_pack(p, stage)
         (stage / ACTIVATE).write_text(activate_script(p.python_relpath))
         (stage / MANIFEST_PENDING).write_text(json.dumps(manifest_for(p, requirements), indent=2) + "\n")
-        partial = archive.with_suffix(f".tar.part-{work.name}")
-        # wheels and .so files are compressed already or compress poorly per second spent;
-        # gzip -1 still halves the stdlib and site-packages text for little CPU.
-        _tar(stage, partial, compress=p.kind == SELF_CONTAINED)
+        partial = out_dir / f"{archive.name}.part-{work.name}"
+        _tar(stage, partial, compression)
         partial.replace(archive)
     return Bundle(p, archive, time.monotonic() - started)
 
@@ -256,8 +270,8 @@ def _run_tool(argv: list[str], timeout: float, hint: str, cwd: Path | None = Non
         )
 
 
-def _tar(stage: Path, archive: Path, *, compress: bool) -> None:
+def _tar(stage: Path, archive: Path, compression: str) -> None:
     argv = ["tar", "-C", str(stage), "-cf", str(archive)]
-    if compress:
-        argv[3:3] = ["--use-compress-program=gzip -1"]
+    if compression in COMPRESS_PROGRAM:
+        argv[3:3] = [f"--use-compress-program={COMPRESS_PROGRAM[compression]}"]
     _run_tool([*argv, "."], ARCHIVE_TIMEOUT_S, "check free disk space in the local cache directory")

@@ -156,7 +156,8 @@ def gc_local(bundle_dir: Path, *, keep: int = DEFAULT_KEEP) -> list[Path]:
     """Remove all but the ``keep`` most recently built bundles from the local bundle cache."""
     if keep < 0:
         raise ValueError("keep must be >= 0")
-    bundles = sorted((p for p in bundle_dir.glob("*.tar") if _KEY_RE.match(p.stem)),
+    bundles = sorted((p for p in bundle_dir.glob("*.tar*")
+                      if ".part-" not in p.name and _KEY_RE.match(p.name.split(".", 1)[0])),
                      key=lambda p: p.stat().st_mtime, reverse=True)
     removed = bundles[keep:]
     # partial archives of builds that died (a live build renames its part within minutes)

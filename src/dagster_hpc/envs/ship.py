@@ -103,8 +103,8 @@ def entry_dir(remote_base: str, key: str) -> str:
 
 
 def lookup_command(remote_base: str, key: str, python_relpath: str, arch: str | None = None) -> str:
-    """One round trip: print HIT / MISS / CORRUPT <reason>, then ROOT=<absolute envs dir> and
-    ARCH=<the login node's machine>.
+    """One round trip: print HIT / MISS / CORRUPT <reason>, then ROOT=<absolute envs dir>,
+    ARCH=<the login node's machine> and ZSTD=<1 if it can decompress zstd>.
 
     A hit also stamps last-used; a miss creates the envs dir (0700) for the upload to come.
     """
@@ -113,7 +113,8 @@ def lookup_command(remote_base: str, key: str, python_relpath: str, arch: str | 
         f"s=$({check_shell('d', python_relpath, arch)}); "
         f'if [ "$s" = {HIT} ]; then touch "$d/{LAST_USED}" 2>/dev/null; '
         'else (umask 077 && mkdir -p "$root/.incoming" && chmod 700 "$root") || exit 1; fi; '
-        'echo "$s"; cd "$root" && echo "ROOT=$(pwd -P)" && echo "ARCH=$(uname -m)"'
+        'echo "$s"; cd "$root" && echo "ROOT=$(pwd -P)" && echo "ARCH=$(uname -m)" && '
+        'if command -v zstd >/dev/null 2>&1; then echo ZSTD=1; else echo ZSTD=0; fi'
     )
 
 
@@ -136,6 +137,8 @@ def publish_script(root: str, p: BuildPlan, upload: str, token: str, *, runner: 
     tmp = f"{root}/.tmp-{p.key}-{token}"
     trash = f"{root}/.trash-{p.key}-{token}"
     at = f"{runner} " if runner else ""
+    # gzip and plain tar are detected by every GNU tar; zstd is named explicitly
+    untar_option = "--use-compress-program=zstd " if upload.endswith(".zst") else ""
     install_body = q('cd "$1" && ' + p.install_shell)
     check_body = q('d="$1"; ' + check_shell("d", p.python_relpath))
     install = f'{at}sh -c {install_body} sh "$tmp"' if p.install_shell else "true"
@@ -152,7 +155,7 @@ def publish_script(root: str, p: BuildPlan, upload: str, token: str, *, runner: 
         f'if [ "$s" = {HIT} ]; then echo ALREADY; exit 0; fi',
         f'if [ -e "$d" ]; then mv "$d" {q(trash)}; rm -rf {q(trash)}; fi',
         'mkdir -m 700 "$tmp"',
-        'tar -xf "$up" -C "$tmp"',
+        f'tar {untar_option}-xf "$up" -C "$tmp"',
         'chmod 700 "$tmp"',  # tar restores the archive root's mode (0755) onto $tmp
         'rm -f "$up"',
         install,
@@ -188,6 +191,7 @@ class Lookup:
     status: str  # HIT | MISS | 'CORRUPT <reason>'
     root: str  # absolute envs dir on the cluster
     login_arch: str  # `uname -m` of the login node
+    zstd: bool = False  # the login node has zstd (bundles may be zstd-compressed)
 
 
 class EnvShipper:
@@ -225,8 +229,8 @@ class EnvShipper:
         cmd = lookup_command(self.remote_base, p.key, p.python_relpath, p.platform.arch)
         result = self.transport.run(cmd, timeout=LOOKUP_TIMEOUT_S)
         lines = result.stdout.strip().splitlines()
-        found = {k: v for k, _, v in (ln.partition("=") for ln in lines[-2:]) if k in ("ROOT", "ARCH")}
-        status = lines[-3] if len(lines) >= 3 else ""
+        found = {k: v for k, _, v in (ln.partition("=") for ln in lines[-3:]) if k in ("ROOT", "ARCH", "ZSTD")}
+        status = lines[-4] if len(lines) >= 4 else ""
         root = found.get("ROOT", "")
         if not result.ok or not root.startswith("/") or not (status in (HIT, MISS) or status.startswith(CORRUPT)):
             raise TransportError(
@@ -234,7 +238,7 @@ class EnvShipper:
                 f"(exit {result.exit_code}): {result.stderr.strip()[-500:]}\n"
                 "hint: check that the remote base directory is writable (dagster-hpc doctor)"
             )
-        return Lookup(status, root, found.get("ARCH", ""))
+        return Lookup(status, root, found.get("ARCH", ""), found.get("ZSTD") == "1")
 
     def lookup(self, p: BuildPlan) -> tuple[str, str]:
         """(HIT | MISS | 'CORRUPT <reason>', absolute envs dir): one round trip."""
@@ -249,7 +253,7 @@ class EnvShipper:
         """Upload ``bundle`` and publish it under the key's lock; returns (status, bytes)."""
         p = bundle.plan
         token = uuid.uuid4().hex[:12]
-        upload = f"{root}/.incoming/{p.key}.{token}.tar"
+        upload = f"{root}/.incoming/{p.key}.{token}.{bundle.archive.name.split('.', 1)[1]}"
         sent = self.transport.put_file(bundle.archive, upload, mode=0o600)
         result = self.transport.run(publish_script(root, p, upload, token, runner=runner), timeout=PUBLISH_TIMEOUT_S)
         if not result.ok:
@@ -279,7 +283,8 @@ class EnvShipper:
         if status == HIT:
             outcome = "hit"
         else:
-            bundle = build_mod.build(p, cache_dir=self.cache_dir)
+            compression = build_mod.default_compression(p.kind, remote_zstd=found.zstd)
+            bundle = build_mod.build(p, cache_dir=self.cache_dir, compression=compression)
             build_s = bundle.built_s
             outcome, uploaded = self.publish(bundle, root, runner=self.runner_for(p, found.login_arch))
         ref = _ref(root, p)
