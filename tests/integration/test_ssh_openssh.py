@@ -238,3 +238,23 @@ def test_openssh_password_answered_by_askpass(cluster, control_dir):
     for p in Path(control_dir).iterdir():
         if p.is_file():
             assert cluster.password not in p.read_text(errors="replace")
+
+
+def test_refused_login_is_not_repeated_by_the_other_processes(cluster, control_dir, tmp_path):
+    from dagster_hpc.errors import AuthenticationError
+    from dagster_hpc.transport.auth import SSHTarget
+    from dagster_hpc.transport.openssh import OpenSSHTransport
+
+    key = tmp_path / "id_unknown"  # a key the server has never seen
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    fp = subprocess.run(["ssh-keygen", "-lf", f"{key}.pub"], capture_output=True, text=True, check=True).stdout.split()[1]
+    target = SSHTarget(cluster.host, port=cluster.port, user=cluster.user, key_paths=(str(key),),
+                       known_hosts=str(cluster.known_hosts), use_agent=False)  # fmt: skip
+    with pytest.raises(AuthenticationError, match="refused our credentials"):
+        OpenSSHTransport(target, control_dir=control_dir).run("true")
+    attempts = sum(fp in ln for ln in cluster.sshd_log("main").read_text().splitlines())
+    assert attempts >= 1
+    # a second "process" (a new transport) does not try again: same error, nothing on the server
+    with pytest.raises(AuthenticationError, match="not trying to log in"):
+        OpenSSHTransport(target, control_dir=control_dir).run("true")
+    assert sum(fp in ln for ln in cluster.sshd_log("main").read_text().splitlines()) == attempts

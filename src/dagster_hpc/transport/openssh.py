@@ -43,6 +43,9 @@ DEFAULT_CONTROL_PERSIST = "8h"
 MASTER_START_TIMEOUT_S = 180.0
 # Waiting for another process that is opening the master right now (same bound as above).
 MASTER_LOCK_TIMEOUT_S = MASTER_START_TIMEOUT_S + 10.0
+# After a refused login, other processes of the deployment do not try the same credentials
+# again for this long (each failure counts towards the site's lock-out threshold).
+AUTH_REFUSED_HOLD_S = 300.0
 # ssh -O check/exit only talk to the local socket: they answer in milliseconds when healthy.
 MUX_CONTROL_TIMEOUT_S = 10.0
 # Keepalives through the master: notice a dead login node within ~60 s instead of hanging.
@@ -232,6 +235,16 @@ class OpenSSHTransport(Transport):
                 return False
             if os.path.exists(self.control_path):
                 os.unlink(self.control_path)  # a stale socket of a dead master
+            refused = Path(self.control_path + ".refused")
+            if not interactive and refused.exists() and time.time() - refused.stat().st_mtime < AUTH_REFUSED_HOLD_S:
+                # another process of this deployment was refused moments ago with the same
+                # credentials: do not add a failure to the account's count (lock-outs)
+                raise AuthenticationError(
+                    f"{self.target.label}: not trying to log in, the server refused these credentials "
+                    f"{time.time() - refused.stat().st_mtime:.0f} s ago (from this machine):\n"
+                    f"{refused.read_text(errors='replace')[-600:]}\nhint: fix the credentials, or log in "
+                    f"interactively with `{self.login_command()}` (that clears this hold)"
+                )
             argv = self._prepare() + [
                 "-M", "-N", "-f",
                 "-o", "ControlMaster=yes",
@@ -261,7 +274,11 @@ class OpenSSHTransport(Transport):
                     ) from exc
             stderr = errlog.read_text(errors="replace") if not interactive else ""
             if r.returncode != 0:
-                raise self._ssh_failure(r.returncode, stderr, "opening the master connection")
+                failure = self._ssh_failure(r.returncode, stderr, "opening the master connection")
+                if isinstance(failure, AuthenticationError):
+                    refused.write_text(stderr[-2000:])
+                raise failure
+            refused.unlink(missing_ok=True)
             with self._lock:
                 self._authentications += 1
             return True
