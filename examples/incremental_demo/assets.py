@@ -2,7 +2,8 @@
 
 Pick the round with run config ``{"ops": {"demo__raw": {"config": {"round": 2}}}}``; the
 store lives in ``$DAGSTER_HPC_DEMO_STORE`` (default: a directory under the system temp dir).
-Import ``incremental_demo_assets`` into a Definitions object; ``defs`` loads standalone:
+Import ``incremental_demo.assets.incremental_demo_assets`` into a Definitions object (with
+examples/ on sys.path); ``defs`` loads standalone:
 
     uv run dagster dev -f examples/incremental_demo/assets.py
 """
@@ -18,13 +19,12 @@ import dagster as dg
 import polars as pl
 
 HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
-
-from features import DERIVED, GRAPH, RAW, ROUNDS, raw_samples  # noqa: E402
+if str(HERE.parent) not in sys.path:  # examples/, when loaded with `dagster dev -f`
+    sys.path.insert(0, str(HERE.parent))
 
 from dagster_hpc import ComputeResource  # noqa: E402
 from dagster_hpc.incremental_dagster import incremental_asset  # noqa: E402
+from incremental_demo.features import DERIVED, GRAPH, RAW, ROUNDS, raw_samples  # noqa: E402
 
 STORE_ROOT = os.environ.get(
     "DAGSTER_HPC_DEMO_STORE", str(Path(tempfile.gettempdir()) / "dagster-hpc-incremental-demo")

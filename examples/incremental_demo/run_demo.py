@@ -14,11 +14,18 @@ from pathlib import Path
 
 import polars as pl
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from features import DERIVED, GRAPH, RAW, ROUNDS, compute_derived, raw_samples  # noqa: E402
+if __package__ in (None, ""):  # run as a script: make `incremental_demo` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dagster_hpc.incremental import STALE_FIELDS, STALE_REASON, DeltaStore, MetadataStore  # noqa: E402
+from incremental_demo.features import (  # noqa: E402
+    DERIVED,
+    GRAPH,
+    RAW,
+    ROUNDS,
+    compute_derived,
+    raw_samples,
+)
 
 
 def run_round(store: MetadataStore, rows: list[dict]) -> dict[str, dict[str, int]]:

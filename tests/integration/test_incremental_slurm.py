@@ -23,8 +23,8 @@ from tests.integration.slurm_support import slurm_resource
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "incremental_demo"
 LOCK = DEMO / "payload-env" / "uv.lock"
-if str(DEMO) not in sys.path:
-    sys.path.insert(0, str(DEMO))
+if str(DEMO.parent) not in sys.path:  # the demo is the package `incremental_demo` in examples/
+    sys.path.insert(0, str(DEMO.parent))
 
 
 @pytest.fixture
@@ -48,8 +48,8 @@ def _derived_metadata(result: dg.ExecuteInProcessResult) -> dict:
 
 
 def test_incremental_demo_rounds_as_slurm_jobs(cluster, remote_base):
-    import assets as demo
-    from features import DERIVED, GRAPH
+    from incremental_demo import assets as demo
+    from incremental_demo.features import DERIVED, GRAPH
 
     store_root = f"{remote_base}/store"
     env = EnvConfig(lock=str(LOCK), remote_base=remote_base)
@@ -67,7 +67,9 @@ def test_incremental_demo_rounds_as_slurm_jobs(cluster, remote_base):
 
     first = run(1)
     assert (first["new"], first["computed"], first["payload_rows_written"]) == (3, 3, 3)
-    assert first["engine_from"].endswith("dagster_hpc_engine.zip/dagster_hpc/incremental/__init__.py")
+    assert first["engine_from"].endswith(
+        "dagster_hpc_engine.zip/dagster_hpc/incremental/__init__.py"
+    )
     assert first["engine_from"].startswith(S.home(cluster))  # imported in the job's run dir
 
     second = run(2)

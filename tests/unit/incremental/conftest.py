@@ -10,9 +10,9 @@ import pytest
 
 from dagster_hpc.incremental import DeltaStore, FeatureGraph, InMemoryStore, MetadataStore
 
-DEMO_DIR = Path(__file__).resolve().parents[3] / "examples" / "incremental_demo"
-if str(DEMO_DIR) not in sys.path:
-    sys.path.insert(0, str(DEMO_DIR))
+EXAMPLES_DIR = Path(__file__).resolve().parents[3] / "examples"
+if str(EXAMPLES_DIR) not in sys.path:  # the demo is the package `incremental_demo` there
+    sys.path.insert(0, str(EXAMPLES_DIR))
 
 StoreFactory = Callable[[FeatureGraph], MetadataStore]
 
@@ -31,6 +31,6 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
 
 @pytest.fixture
 def demo_store(make_store: StoreFactory) -> MetadataStore:
-    from features import GRAPH
+    from incremental_demo.features import GRAPH
 
     return make_store(GRAPH)

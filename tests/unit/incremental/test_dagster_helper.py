@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
-from features import DERIVED, GRAPH, RAW, ROUNDS, compute_derived, raw_samples
+from incremental_demo.features import DERIVED, GRAPH, RAW, ROUNDS, compute_derived, raw_samples
 
 from dagster_hpc import ComputeResource
 from dagster_hpc.errors import ConfigError, PayloadError
@@ -95,7 +95,7 @@ def test_in_process_compute_gets_only_new_and_stale(tmp_path):
 
 
 def test_payload_through_compute_resource_local_mode(tmp_path):
-    import assets as demo
+    from incremental_demo import assets as demo
 
     assets = demo.build_assets(tmp_path)
     resources = {"compute": ComputeResource(mode="local", base_dir=str(tmp_path / "runs"))}

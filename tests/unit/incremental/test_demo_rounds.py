@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import polars as pl
-from features import DERIVED, RAW, ROUND_1, ROUND_2, compute_derived, raw_samples
-from run_demo import run_round
+from incremental_demo.features import DERIVED, RAW, ROUND_1, ROUND_2, compute_derived, raw_samples
+from incremental_demo.run_demo import run_round
 
 from dagster_hpc.incremental import DATA_CHANGED_FIELDS, STALE_FIELDS, STALE_REASON
 

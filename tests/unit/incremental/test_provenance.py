@@ -8,8 +8,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from features import DERIVED, RAW, ROUND_1, raw_samples
-from run_demo import run_round
+from incremental_demo.features import DERIVED, RAW, ROUND_1, raw_samples
+from incremental_demo.run_demo import run_round
 
 from dagster_hpc.incremental import (
     CODE_CHANGED_FIELDS,
@@ -30,7 +30,7 @@ IDS = ("sample_uid",)
 
 
 def test_code_version_bump_marks_only_that_field_stale_for_code(make_store):
-    from features import GRAPH
+    from incremental_demo.features import GRAPH
 
     store = make_store(GRAPH)
     run_round(store, ROUND_1)
@@ -62,7 +62,7 @@ def _with_content(rows: list[dict], content: dict[str, str]) -> pl.DataFrame:
 
 
 def test_data_version_override_stops_propagation(make_store):
-    from features import GRAPH
+    from incremental_demo.features import GRAPH
 
     store = make_store(GRAPH)
     content = {"s1": "sha-aaa", "s2": "sha-bbb", "s3": "sha-ccc"}
@@ -193,7 +193,7 @@ def test_fold_matches_the_plain_python_specification():
 
 
 def test_provenance_is_identical_in_another_process(tmp_path):
-    from features import GRAPH
+    from incremental_demo.features import GRAPH
 
     from dagster_hpc.incremental import InMemoryStore
 
@@ -211,7 +211,7 @@ def test_provenance_is_identical_in_another_process(tmp_path):
         "inc = InMemoryStore(GRAPH).resolve_update(RAW, samples=raw_samples(ROUND_1));"
         "print(inc.new.sort('sample_uid')['provenance'].to_list())"
     )
-    import features
+    import incremental_demo.features as features
 
     demo_dir = str(Path(features.__file__).parent)
     out = subprocess.run(
@@ -227,7 +227,7 @@ def test_provenance_is_identical_in_another_process(tmp_path):
 
 @pytest.mark.parametrize("lazy", [True, False])
 def test_lazy_option_returns_lazy_frames(lazy):
-    from features import GRAPH
+    from incremental_demo.features import GRAPH
 
     from dagster_hpc.incremental import InMemoryStore
 

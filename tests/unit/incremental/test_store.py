@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 from deltalake import DeltaTable
-from features import DERIVED, GRAPH, RAW, ROUND_1, raw_samples
+from incremental_demo.features import DERIVED, GRAPH, RAW, ROUND_1, raw_samples
 
 from dagster_hpc.incremental import (
     HASH_ALGORITHM,
