@@ -21,7 +21,7 @@ def _ssh_section() -> str:
 
 
 def _env(cluster, prefix: str = DEFAULT_ENV_PREFIX, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(prefix + "_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith((prefix + "_", "DAGSTER_HPC_SLURM_"))}
     env.update({
         f"{prefix}_HOST": cluster.host, f"{prefix}_PORT": str(cluster.port), f"{prefix}_USER": cluster.user,
         f"{prefix}_KEY_PATH": str(cluster.key_path), f"{prefix}_KNOWN_HOSTS": str(cluster.known_hosts),
@@ -65,6 +65,13 @@ def test_doctor_names_an_unwritable_base_dir(cluster):
     r = _doctor(cluster, "--remote-base", "/root/not-for-hpcuser")
     assert r.returncode == 1
     assert "PROBLEM: The remote base directory /root/not-for-hpcuser is not writable" in r.stdout
+
+
+def test_doctor_checks_the_configured_partition_and_base(cluster):
+    r = _doctor(cluster, DAGSTER_HPC_SLURM_PARTITION="no-such-partition", DAGSTER_HPC_SLURM_REMOTE_BASE_DIR="~/.dagster-hpc-doctor")
+    assert r.returncode == 1
+    assert "PROBLEM: Partition 'no-such-partition'" in r.stdout and "use one of debug" in r.stdout
+    assert "/.dagster-hpc-doctor (writable)" in r.stdout
 
 
 def test_doctor_explains_a_refused_login(cluster):

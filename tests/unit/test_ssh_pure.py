@@ -178,6 +178,13 @@ def test_doctor_explains_problems_in_plain_words():
 def test_doctor_script_quotes_the_base_dir():
     assert "b='/x; rm -rf ~'" in doctor_script("/x; rm -rf ~")
     assert 'b=$HOME/.dagster-hpc' in doctor_script(None)
+    assert """b="$HOME"'/my dir'""" in doctor_script("~/my dir")
+
+
+def test_doctor_flags_a_configured_partition_that_does_not_exist():
+    r = parse_report("u@h", DOCTOR_OK, partition="gpu-big")
+    assert any("'gpu-big'" in p and "debug, gpu" in p for p in r.problems)
+    assert not parse_report("u@h", DOCTOR_OK, partition="gpu").problems
 
 
 def test_mux_only_argv_cannot_log_in_by_itself():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shlex
 import sys
@@ -21,6 +22,8 @@ from dagster_hpc.transport.base import Transport
 # The doctor's one remote command; generous because a busy slurmctld can take a while to answer.
 DOCTOR_TIMEOUT_S = 60.0
 DEFAULT_REMOTE_BASE = "$HOME/.dagster-hpc"  # expanded by the remote shell
+# The Slurm backend's settings (SlurmResource.from_env), checked when set.
+SLURM_ENV_PREFIX = "DAGSTER_HPC_SLURM"
 _MARK = "@@dagster-hpc-doctor"
 # partition|state|max time|default time|nodes|max nodes per job|CPUs/node|memory MB/node|GRES
 _SINFO_FORMAT = "%P|%a|%l|%L|%D|%s|%c|%m|%G"
@@ -28,7 +31,12 @@ _SINFO_FORMAT = "%P|%a|%l|%L|%D|%s|%c|%m|%G"
 
 def doctor_script(remote_base: str | None) -> str:
     """The remote command (pure; each section ends with its exit code)."""
-    base = DEFAULT_REMOTE_BASE if remote_base is None else shlex.quote(remote_base)
+    if remote_base is None:
+        base = DEFAULT_REMOTE_BASE
+    elif remote_base == "~" or remote_base.startswith("~/"):  # the remote home, like the Slurm backend
+        base = '"$HOME"' + shlex.quote(remote_base[1:]) if remote_base != "~" else '"$HOME"'
+    else:
+        base = shlex.quote(remote_base)
     return "\n".join(
         [
             f"echo {_MARK} version; sinfo --version 2>&1; echo {_MARK} rc $?",
@@ -85,8 +93,11 @@ def _sections(stdout: str) -> dict[str, tuple[int, list[str]]]:
     return out
 
 
-def parse_report(target: str, stdout: str) -> DoctorReport:
-    """Turn the script's output into a report with problems in plain words (pure)."""
+def parse_report(target: str, stdout: str, partition: str | None = None) -> DoctorReport:
+    """Turn the script's output into a report with problems in plain words (pure).
+
+    ``partition``: the one jobs will be sent to (if configured); it must exist.
+    """
     r = DoctorReport(target=target)
     s = _sections(stdout)
     rc, lines = s.get("version", (127, []))
@@ -111,6 +122,12 @@ def parse_report(target: str, stdout: str) -> DoctorReport:
             )  # fmt: skip
         if not r.partitions:
             r.problems.append("No partition is visible to this user: jobs cannot be submitted. Ask your site for access.")
+        names = [p.name for p in r.partitions]
+        if partition and r.partitions and partition not in names:
+            r.problems.append(
+                f"Partition {partition!r} (the one configured for jobs) does not exist here: use one of "
+                f"{', '.join(names)} (DAGSTER_HPC_SLURM_PARTITION / QueueConfig.partition)."
+            )
         for p in r.partitions:
             if p.available != "up":
                 r.warnings.append(f"Partition {p.name} is {p.available}: jobs sent there wait until it is up again.")
@@ -162,16 +179,20 @@ def render(r: DoctorReport) -> str:
     return "\n".join(out)
 
 
-def run_doctor(transport: Transport, label: str, remote_base: str | None) -> DoctorReport:
+def run_doctor(transport: Transport, label: str, remote_base: str | None, partition: str | None = None) -> DoctorReport:
     result = transport.run(doctor_script(remote_base), timeout=DOCTOR_TIMEOUT_S)
-    return parse_report(label, result.stdout)
+    return parse_report(label, result.stdout, partition)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("doctor", help="check the connection, Slurm, accounting and the remote base dir", description=__doc__)
     add_connection_arguments(p, host_required=False)
     p.add_argument("--transport", choices=("asyncssh", "openssh"), help="how to connect (default asyncssh)")
-    p.add_argument("--remote-base", help=f"remote base directory to check (default {DEFAULT_REMOTE_BASE})")
+    p.add_argument(
+        "--remote-base",
+        help=f"remote base directory to check (default ${SLURM_ENV_PREFIX}_REMOTE_BASE_DIR, else {DEFAULT_REMOTE_BASE})",
+    )
+    p.add_argument("--partition", help=f"partition jobs will use; must exist (default ${SLURM_ENV_PREFIX}_PARTITION)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run)
 
@@ -180,7 +201,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         resource = resource_from_args(args)
         transport = resource.get_transport()
-        report = run_doctor(transport, resource.to_target().label, args.remote_base)
+        remote_base = args.remote_base or os.environ.get(f"{SLURM_ENV_PREFIX}_REMOTE_BASE_DIR") or None
+        partition = args.partition or os.environ.get(f"{SLURM_ENV_PREFIX}_PARTITION") or None
+        report = run_doctor(transport, resource.to_target().label, remote_base, partition)
     except AuthenticationError as exc:
         print(f"PROBLEM: cannot log in. {exc}", file=sys.stderr)
         return 2
