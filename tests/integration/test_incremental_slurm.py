@@ -21,6 +21,8 @@ from dagster_hpc.incremental import DeltaStore
 from tests.integration import envs_support as S
 from tests.integration.slurm_support import slurm_resource
 
+pytestmark = pytest.mark.slow  # a cold run builds and ships the payload env (~40 s)
+
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "incremental_demo"
 LOCK = DEMO / "payload-env" / "uv.lock"
 if str(DEMO.parent) not in sys.path:  # the demo is the package `incremental_demo` in examples/

@@ -69,3 +69,20 @@ def test_compute_derived_is_the_documented_formula():
     out = compute_derived(pl.DataFrame({"value": [3.0, 11.0], "category": ["a", "b"]}))
     assert out["result"].to_list() == [9.0, 121.0]
     assert out["value_bucket"].to_list() == ["a:low", "b:high"]
+
+
+def test_lazy_and_eager_increments_agree(demo_store):
+    store = demo_store
+    run_round(store, ROUND_1)
+    raw_inc = store.resolve_update(RAW, samples=raw_samples(ROUND_2))
+    store.write(RAW, raw_inc.to_process())
+    store.delete(RAW, raw_inc.orphaned)
+    eager = store.resolve_update(DERIVED)
+    lazy = store.resolve_update(DERIVED, lazy=True)
+    assert isinstance(lazy.stale, pl.LazyFrame)
+    collected = lazy.collect()
+    for name in ("new", "stale", "orphaned"):
+        left = getattr(eager, name).sort("sample_uid")
+        right = getattr(collected, name).sort("sample_uid")
+        assert left.equals(right), name
+    assert collected.counts() == {"new": 1, "stale": 1, "orphaned": 1}
