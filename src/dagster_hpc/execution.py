@@ -76,6 +76,7 @@ def execute(
                 f"dagster-hpc: {backend.name} job {handle.job_id} started for {request.describe()} (run dir {run_dir})"
             )
             exit_code = _wait(context, backend, handle, reader)
+            backend.job_ended(handle, exit_code)  # e.g. start fetching metrics while logs drain
     finally:
         if temp_staging:
             shutil.rmtree(staging, ignore_errors=True)

@@ -112,6 +112,10 @@ class Backend(abc.ABC):
         wrap its launcher) and the header; the default changes nothing."""
         return request, ()
 
+    def job_ended(self, handle: JobHandle, exit_code: int | None) -> None:  # noqa: B027 - optional hook
+        """Called as soon as the job is seen to end, before the final log drain and ``outcome``:
+        a backend may start slow work (Slurm: the sacct query) so it overlaps the drain."""
+
     def failure_error(self, handle: JobHandle, outcome: JobOutcome, stderr_tail: list[str]) -> PayloadError:
         """The error raised when a job did not succeed (backends name their own states)."""
         code = "unknown (no exit_code file)" if outcome.exit_code is None else str(outcome.exit_code)

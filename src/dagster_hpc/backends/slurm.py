@@ -18,6 +18,7 @@ import shlex
 import threading
 import time
 import uuid
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,7 @@ class SlurmBackend(Backend):
         self._context: Any = None
         self._base_abs: str | None = None
         self._submitted_at: dict[str, float] = {}
+        self._sacct_prefetch: dict[str, tuple[int | None, Future]] = {}
         self.effective_queue: QueueConfig | None = None
 
     @property
@@ -301,10 +303,27 @@ class SlurmBackend(Backend):
         )
 
     # --- outcome ---------------------------------------------------------------------------
+    def job_ended(self, handle: JobHandle, exit_code: int | None) -> None:
+        """Start the sacct query now, so it runs while the Pipes reader drains the logs."""
+        future: Future = Future()
+
+        def fetch() -> None:
+            try:
+                future.set_result(self._settled_sacct(handle.job_id, wait=exit_code != 0))
+            except BaseException as exc:  # noqa: BLE001 - handed to outcome(), which re-raises it
+                future.set_exception(exc)
+
+        threading.Thread(target=fetch, name=f"dagster-hpc-sacct-{handle.job_id}", daemon=True).start()
+        self._sacct_prefetch[handle.job_id] = (exit_code, future)
+
     def outcome(self, handle: JobHandle, exit_code: int | None) -> JobOutcome:
         # A payload that exited 0 succeeded whatever sacct says a moment later: one query for
         # its numbers. Anything else needs Slurm's final word (TIMEOUT, OUT_OF_MEMORY, ...).
-        text, metrics = self._settled_sacct(handle.job_id, wait=exit_code != 0)
+        prefetched = self._sacct_prefetch.pop(handle.job_id, None)
+        if prefetched is not None and prefetched[0] == exit_code:
+            text, metrics = prefetched[1].result(timeout=SACCT_SETTLE_TIMEOUT_S + 2 * SACCT_TIMEOUT_S)
+        else:
+            text, metrics = self._settled_sacct(handle.job_id, wait=exit_code != 0)
         scheduler = self.poll(handle).state if metrics is None else JobState.UNKNOWN
         state = final_state(exit_code, metrics, scheduler)
         base = {
