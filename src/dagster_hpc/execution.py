@@ -96,7 +96,7 @@ def _wait(context: AnyContext, backend: Backend, handle: JobHandle, reader: RunD
         while not reader.exited.wait(backend.poll_interval_s):
             status = backend.poll(handle)
             if status != last:
-                _log_status(context, handle, status)
+                _log_status(context, handle, status, first=last is None)
                 last = status
             if status.state.finished:
                 finished_at = finished_at or time.monotonic()
@@ -114,12 +114,13 @@ def _wait(context: AnyContext, backend: Backend, handle: JobHandle, reader: RunD
     return reader.exit_code
 
 
-def _log_status(context: AnyContext, handle: JobHandle, status: JobStatus) -> None:
+def _log_status(context: AnyContext, handle: JobHandle, status: JobStatus, *, first: bool) -> None:
     if status.state is JobState.PENDING:
         detail = f" (reason: {status.reason})" if status.reason else ""
         start = f", expected start {status.expected_start}" if status.expected_start else ""
         context.log.info(f"dagster-hpc: job {handle.job_id} is pending{detail}{start}")
-    elif status.state is not JobState.UNKNOWN:
+    elif status.state is not JobState.UNKNOWN and not (first and status.state is JobState.RUNNING):
+        # a job that runs at once needs no "running" line (a Dagster event costs milliseconds)
         context.log.debug(f"dagster-hpc: job {handle.job_id} is {status.state.value}")
 
 
