@@ -186,11 +186,12 @@ def test_wheelhouse_install_can_run_on_a_compute_node(cluster, t, bundle_cache, 
     # what happens automatically when the login node's architecture differs from the nodes'
     from tests.integration.slurm_support import jobs_named
 
-    before = len(jobs_named(cluster, "dagster-hpc-env-install"))
+    before = {job for job, _state in jobs_named(cluster, "dagster-hpc-env-install")}
     p = plan(EnvSpec(S.EXAMPLE_LOCK, kind="wheelhouse"), target_platform)
     report = EnvShipper(t, remote_base, cache_dir=bundle_cache, install_on="compute").ensure(p)
     assert report.status == "published"
-    assert len(jobs_named(cluster, "dagster-hpc-env-install", expect=before + 2)) >= before + 2  # install + check
+    after = {job for job, _state in jobs_named(cluster, "dagster-hpc-env-install", expect=len(before) + 2)}
+    assert len(after - before) == 2  # the install step and the final check ran as srun steps
     out = S.srun(t, [report.ref.python, "-c", "import polars, dagster_pipes, sys; print(sys.prefix)"])
     assert out.strip().splitlines()[-1] == f"{report.ref.path}/venv"
 
