@@ -76,3 +76,24 @@ def test_relocated_interpreter_is_made_once_and_staged_from_the_cache(tmp_path):
     python = stage_interpreter(default_python_home(), tmp_path / "stage", cache)
     assert _run(python, tmp_path)["prefix"] == str(tmp_path / "stage")
     assert not list((tmp_path / "stage").glob(".dagster-hpc-complete"))
+
+
+@pytest.mark.skipif(not Path("/usr/bin/python3.11").exists(), reason="needs Debian's python3.11")
+def test_debian_python_works_as_the_source_too(tmp_path):
+    """Debian's CPython keeps packages in dist-packages: the bundle installs where it looks."""
+    from dagster_hpc.envs.build import EnvSpec, build, plan
+    from dagster_hpc.envs.platform import host_platform
+
+    req = tmp_path / "requirements.txt"
+    req.write_text("dagster-pipes==1.13.27\n")
+    p = plan(EnvSpec(req, python_home=Path("/usr"), extra_packages=()), host_platform())
+    bundle = build(p, cache_dir=tmp_path / "cache")
+    out = tmp_path / "unpacked"
+    out.mkdir()
+    subprocess.run(["tar", "-xf", str(bundle.archive), "-C", str(out)], check=True)
+    seen = subprocess.run(
+        ["env", "-i", "PATH=/nonexistent", str(out / "bin" / "python"), "-c",
+         "import sys, dagster_pipes; print(sys.prefix); print(dagster_pipes.__file__)"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.split()
+    assert seen[0] == str(out) and seen[1].startswith(str(out))

@@ -225,7 +225,7 @@ def manifest_for(p: BuildPlan, requirements: list[str]) -> dict[str, object]:
 def _stage_self_contained(p: BuildPlan, stage: Path, req_file: Path, cache_dir: Path | None) -> None:
     home = Path(p.spec.python_home) if p.spec.python_home else interpreter.default_python_home()
     python = interpreter.stage_interpreter(home, stage, (cache_dir or default_cache_dir()) / "interpreters")
-    site = stage / "lib" / interpreter.stdlib_dir_name(p.python) / "site-packages"
+    site = interpreter.site_packages_dir(python)
     _run_tool(
         ["uv", "pip", "install", "--quiet", "--python", str(python), "--target", str(site),
          "--python-platform", p.platform.uv_python_platform(), "--python-version", p.platform.python,

@@ -216,3 +216,20 @@ def stage_interpreter(home: Path, stage: Path, cache_dir: Path) -> Path:
     source = cached_interpreter(home, cache_dir)
     shutil.copytree(source, stage, symlinks=True, ignore=shutil.ignore_patterns(_COMPLETE))
     return stage / "bin" / "python"
+
+
+def site_packages_dir(python: Path) -> Path:
+    """Where this (staged) interpreter looks for packages: ``lib/python3.X/site-packages`` for a
+    CPython built from source, ``local/lib/python3.X/dist-packages`` for Debian's. Asked from the
+    interpreter itself, isolated from the environment; created if missing."""
+    out = subprocess.run(
+        ["env", "-i", str(python), "-I", "-c", "import site; print(site.getsitepackages()[0])"],
+        capture_output=True, text=True, timeout=TOOL_TIMEOUT_S, check=False,
+    )
+    if out.returncode != 0:
+        raise DagsterHpcError(f"the relocated interpreter {python} does not start: {out.stderr.strip()[-500:]}")
+    site = Path(out.stdout.strip())
+    if not site.is_relative_to(python.parent.parent):
+        raise DagsterHpcError(f"the relocated interpreter {python} looks for packages outside the bundle: {site}")
+    site.mkdir(parents=True, exist_ok=True)
+    return site
