@@ -24,7 +24,6 @@ def compute_from_env() -> ComputeResource:
     """ComputeResource for the example; slurm settings are read from the environment too."""
     mode = os.environ.get(MODE_ENV, "local")
     settings: dict = {}
-    # --- mode="slurm": the Slurm settings from environment variables go here ---
     if mode == "slurm":
         settings["slurm"] = _slurm_with_payload_env()
     return ComputeResource(mode=mode, extra_env={"EXAMPLE_DATA_DIR": example_data_dir()}, **settings)
