@@ -20,7 +20,18 @@ from dagster_hpc_example.resources import MODE_ENV, example_data_dir
 # The console shows the payloads' own log lines (INFO) but not Dagster's DEBUG event stream.
 CONSOLE = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 IN_PROCESS = {**CONSOLE, "execution": {"config": {"in_process": {}}}}
-SHOWN_METADATA = ("rows", "sensors", "mean_value", "top_sensor", "region", "dagster_hpc/elapsed_s")
+SHOWN_METADATA = (
+    "rows",
+    "sensors",
+    "mean_value",
+    "top_sensor",
+    "region",
+    "dagster_hpc/elapsed_s",  # local mode
+    "slurm/job_id",  # slurm mode: the job and its accounting
+    "slurm/state",
+    "slurm/elapsed_s",
+    "slurm/cpu_efficiency_pct",
+)
 
 
 def main() -> int:
@@ -62,7 +73,7 @@ def _execute(job_fn, instance: dg.DagsterInstance, name: str, partition: str | N
 
 def _asset_rows(instance: dg.DagsterInstance) -> list[list[str]]:
     rows = []
-    for spec in definitions.defs.resolve_all_asset_specs():
+    for spec in sorted(definitions.defs.resolve_all_asset_specs(), key=lambda s: s.key.to_user_string()):
         partitions = spec.partitions_def.get_partition_keys() if spec.partitions_def else [None]
         for partition in partitions:
             event = _latest(instance, spec.key, partition)
