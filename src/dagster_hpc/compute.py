@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from pydantic import Field
 
 from dagster_hpc.backends.base import Backend
 from dagster_hpc.backends.local import LocalBackend
@@ -31,10 +32,18 @@ class ComputeResource(dg.ConfigurableResource):
     the backend object each ``run()`` creates.
     """
 
-    mode: str = "local"
-    base_dir: str | None = None  # local mode: where run directories go (default: per-user tmp)
-    python: str | None = None  # interpreter for Python payloads (local default: this Python)
-    extra_env: dict[str, str] = {}  # environment for every payload; per-call extra_env wins
+    # descriptions show up in the Dagster UI's resource configuration
+    mode: str = Field(default="local", description="Where payloads run: 'local' (a subprocess here) or 'slurm'.")
+    base_dir: str | None = Field(
+        default=None,
+        description="Local mode: where run directories are created (default: a per-user directory in the temp dir).",
+    )
+    python: str | None = Field(
+        default=None, description="Interpreter for .py payloads (local default: the Python running Dagster)."
+    )
+    extra_env: dict[str, str] = Field(
+        default={}, description="Environment variables for every payload; a run()'s own extra_env wins."
+    )
     slurm: SlurmResource | None = None  # mode="slurm": cluster, default queue, paths (SlurmResource.from_env())
 
     def run(
