@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -205,3 +206,37 @@ def test_every_archive_compression_unpacks_on_the_remote_side(tmp_path, project,
     assert (Path(root) / p.key / "env" / "data" / "file.txt").read_text() == "payload-data\n"
     with pytest.raises(ConfigError, match="unknown compression"):
         build_mod.build(p, cache_dir=tmp_path / "cache", compression="rar")
+
+
+def test_a_run_waits_for_an_upload_in_flight_instead_of_uploading_again(tmp_path, project, monkeypatch):
+    import dagster_hpc.envs.ship as ship_mod
+
+    monkeypatch.setattr(ship_mod, "BUSY_POLL_S", 0.05)
+    p = _plan(project)
+    bundle = build_mod.build(p, cache_dir=tmp_path / "cache")
+    other = _shipper(tmp_path)
+    _status, root = other.lookup(p)  # creates the envs dir
+    in_flight = Path(root) / ".incoming" / f"{p.key}.abc.tar.part-123"
+    in_flight.write_bytes(b"partial upload of another run")
+    waiter_transport = LocalShellTransport()
+    reports = []
+    waiter = threading.Thread(target=lambda: reports.append(_shipper(tmp_path, waiter_transport).ensure(p)))
+    waiter.start()
+    deadline = time.monotonic() + 10
+    while waiter_transport.roundtrips < 2 and time.monotonic() < deadline:  # it looked, saw BUSY, looked again
+        time.sleep(0.02)
+    assert waiter.is_alive() and waiter_transport.roundtrips >= 2
+    assert other.publish(bundle, root)[0] == "published"  # the other run finishes its publish
+    in_flight.unlink()
+    waiter.join(timeout=10)
+    assert reports and reports[0].status == "published-by-other" and reports[0].lookup_status == "MISS"
+    assert waiter_transport.bytes_sent == 0  # it never uploaded
+
+
+def test_a_stale_upload_of_a_dead_run_does_not_block(tmp_path, project):
+    p = _plan(project)
+    _status, root = _shipper(tmp_path).lookup(p)
+    dead = Path(root) / ".incoming" / f"{p.key}.dead.tar"
+    dead.write_bytes(b"x")
+    os.utime(dead, (time.time() - 300, time.time() - 300))
+    assert _shipper(tmp_path).ensure(p).status == "published"

@@ -54,6 +54,13 @@ PUBLISH_TIMEOUT_S = PUBLISH_LOCK_WAIT_S + 900.0
 # a few hundred MB; generous because a slow shared filesystem dominates.
 INSTALL_TIME_LIMIT_MIN = 30
 INSTALL_ON = ("auto", "login", "compute")
+# Another run is publishing the same key when its upload in .incoming changed within this many
+# minutes (an SFTP upload rewrites its file continuously) or it holds the key's lock. Then we
+# wait for it instead of uploading the same bytes again (8 steps starting together on a cold
+# cache would otherwise upload 8 copies), polling every BUSY_POLL_S, at most BUSY_WAIT_S.
+FRESH_UPLOAD_MIN = 1
+BUSY_POLL_S = 2.0
+BUSY_WAIT_S = float(PUBLISH_LOCK_WAIT_S)
 ENVS_DIR = "envs"
 
 
@@ -104,7 +111,8 @@ def entry_dir(remote_base: str, key: str) -> str:
 
 def lookup_command(remote_base: str, key: str, python_relpath: str, arch: str | None = None) -> str:
     """One round trip: print HIT / MISS / CORRUPT <reason>, then ROOT=<absolute envs dir>,
-    ARCH=<the login node's machine> and ZSTD=<1 if it can decompress zstd>.
+    ARCH=<the login node's machine>, ZSTD=<1 if it can decompress zstd> and BUSY=<1 if another
+    run is uploading or publishing this key right now>.
 
     A hit also stamps last-used; a miss creates the envs dir (0700) for the upload to come.
     """
@@ -114,7 +122,9 @@ def lookup_command(remote_base: str, key: str, python_relpath: str, arch: str | 
         f'if [ "$s" = {HIT} ]; then touch "$d/{LAST_USED}" 2>/dev/null; '
         'else (umask 077 && mkdir -p "$root/.incoming" && chmod 700 "$root") || exit 1; fi; '
         'echo "$s"; cd "$root" && echo "ROOT=$(pwd -P)" && echo "ARCH=$(uname -m)" && '
-        'if command -v zstd >/dev/null 2>&1; then echo ZSTD=1; else echo ZSTD=0; fi'
+        'if command -v zstd >/dev/null 2>&1; then echo ZSTD=1; else echo ZSTD=0; fi && '
+        f'if [ "$s" != {HIT} ] && {{ [ -n "$(find .incoming -maxdepth 1 -name {key}.\\* -mmin -{FRESH_UPLOAD_MIN} 2>/dev/null)" ] '
+        f'|| ! (exec 9>>.lock-{key}; flock -n 9); }}; then echo BUSY=1; else echo BUSY=0; fi'
     )
 
 
@@ -192,6 +202,7 @@ class Lookup:
     root: str  # absolute envs dir on the cluster
     login_arch: str  # `uname -m` of the login node
     zstd: bool = False  # the login node has zstd (bundles may be zstd-compressed)
+    busy: bool = False  # another run is uploading or publishing this key
 
 
 class EnvShipper:
@@ -229,8 +240,8 @@ class EnvShipper:
         cmd = lookup_command(self.remote_base, p.key, p.python_relpath, p.platform.arch)
         result = self.transport.run(cmd, timeout=LOOKUP_TIMEOUT_S)
         lines = result.stdout.strip().splitlines()
-        found = {k: v for k, _, v in (ln.partition("=") for ln in lines[-3:]) if k in ("ROOT", "ARCH", "ZSTD")}
-        status = lines[-4] if len(lines) >= 4 else ""
+        found = {k: v for k, _, v in (ln.partition("=") for ln in lines[-4:]) if k in ("ROOT", "ARCH", "ZSTD", "BUSY")}
+        status = lines[-5] if len(lines) >= 5 else ""
         root = found.get("ROOT", "")
         if not result.ok or not root.startswith("/") or not (status in (HIT, MISS) or status.startswith(CORRUPT)):
             raise TransportError(
@@ -238,7 +249,7 @@ class EnvShipper:
                 f"(exit {result.exit_code}): {result.stderr.strip()[-500:]}\n"
                 "hint: check that the remote base directory is writable (dagster-hpc doctor)"
             )
-        return Lookup(status, root, found.get("ARCH", ""), found.get("ZSTD") == "1")
+        return Lookup(status, root, found.get("ARCH", ""), found.get("ZSTD") == "1", found.get("BUSY") == "1")
 
     def lookup(self, p: BuildPlan) -> tuple[str, str]:
         """(HIT | MISS | 'CORRUPT <reason>', absolute envs dir): one round trip."""
@@ -278,9 +289,16 @@ class EnvShipper:
         rt0 = self.transport.roundtrips
         bytes0 = self.transport.bytes_sent
         found = self.look(p)
+        first_status = found.status
+        waited_until = time.monotonic() + BUSY_WAIT_S
+        while found.status != HIT and found.busy and time.monotonic() < waited_until:
+            time.sleep(BUSY_POLL_S)  # another run is shipping this very key: let it finish
+            found = self.look(p)
         status, root = found.status, found.root
         build_s, uploaded = 0.0, 0
-        if status == HIT:
+        if status == HIT and first_status != HIT:
+            outcome = "published-by-other"
+        elif status == HIT:
             outcome = "hit"
         else:
             compression = build_mod.default_compression(p.kind, remote_zstd=found.zstd)
@@ -291,5 +309,5 @@ class EnvShipper:
         with _verified_lock:
             _verified[memo_key] = ref
         counted = self.transport.bytes_sent - bytes0
-        return ShipReport(ref, outcome, status, counted if counted else uploaded,
+        return ShipReport(ref, outcome, first_status, counted if counted else uploaded,
                           self.transport.roundtrips - rt0, build_s, time.monotonic() - started)
