@@ -26,14 +26,10 @@ from dagster_hpc.backends.base import (
 )
 from dagster_hpc.jobscript import render_env_file, render_job_script
 from dagster_hpc.pipes import RunDirContextInjector, RunDirMessageReader
+from dagster_hpc.pipes.forward import LogForwarder
 from dagster_hpc.request import JobRequest
 
 AnyContext = dg.AssetExecutionContext | dg.OpExecutionContext
-
-# Up to this many new lines per tick and stream become one Dagster log event each; more (a
-# flood) are grouped LOG_LINES_PER_EVENT per event so 10^5 lines do not cost minutes of events.
-LOG_BATCH_THRESHOLD = 20
-LOG_LINES_PER_EVENT = 200
 
 
 def execute(
@@ -55,7 +51,7 @@ def execute(
     reader = RunDirMessageReader(
         backend.transport,
         run_dir,
-        _line_sink(context),
+        LogForwarder(context.log.info),
         interval_s=backend.tail_interval_s,
         warn=context.log.warning,
         idle_interval_s=getattr(backend, "tail_idle_interval_s", None),
@@ -151,22 +147,6 @@ def _run_env(context: AnyContext, run_dir: str) -> dict[str, str]:
     if context.has_partition_key:
         env["DAGSTER_HPC_PARTITION_KEY"] = context.partition_key
     return env
-
-
-def _line_sink(context: AnyContext):
-    """Forward payload output as Dagster log events: one event per line while output trickles,
-    up to LOG_LINES_PER_EVENT lines per event when it floods (a Dagster event costs ~0.5 ms)."""
-
-    def sink(stream: str, lines: list[str]) -> None:
-        prefix = "" if stream == "stdout" else "[stderr] "
-        if len(lines) <= LOG_BATCH_THRESHOLD:
-            for line in lines:
-                context.log.info(prefix + line)
-            return
-        for start in range(0, len(lines), LOG_LINES_PER_EVENT):
-            context.log.info("\n".join(prefix + line for line in lines[start : start + LOG_LINES_PER_EVENT]))
-
-    return sink
 
 
 def _observe_failure(context: AnyContext, metadata: dict) -> None:
