@@ -220,3 +220,38 @@ def test_cache_works_the_same_over_the_openssh_controlmaster_transport(cluster, 
     finally:
         t.close_master()
         shutil.rmtree(control_dir, ignore_errors=True)
+
+
+def test_a_run_started_during_another_runs_upload_uploads_nothing(cluster, t, bundle_cache, target_platform, remote_base):
+    import dataclasses
+    import time
+
+    p = plan(EnvSpec(S.EXAMPLE_LOCK, kind="wheelhouse"), target_platform)
+    bundle = build(p, cache_dir=bundle_cache)
+    tgt = S.target(cluster)
+    args = json.dumps({
+        "platform": dataclasses.asdict(target_platform), "lock": str(S.EXAMPLE_LOCK), "base": remote_base,
+        "cache": str(bundle_cache),
+        "target": {"host": tgt.host, "port": tgt.port, "user": tgt.user, "key_paths": list(tgt.key_paths),
+                   "known_hosts": tgt.known_hosts, "use_agent": False},
+    })
+    root = Path(__file__).resolve().parents[2]
+
+    def start():
+        return subprocess.Popen([sys.executable, "-c", _PUBLISHER, args], cwd=root, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    first = start()
+    deadline = time.monotonic() + 120
+    while first.poll() is None and time.monotonic() < deadline:  # until its upload shows up
+        if t.run(f"ls {remote_base}/envs/.incoming 2>/dev/null | grep -q {p.key}").ok:
+            break
+        time.sleep(0.05)
+    second = start()
+    results = []
+    for proc in (first, second):
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-2000:]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    assert results[0]["status"] == "published" and results[0]["bytes"] >= bundle.size
+    assert results[1]["status"] in ("published-by-other", "hit") and results[1]["bytes"] == 0
