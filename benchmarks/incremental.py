@@ -9,7 +9,7 @@ states: first resolve (nothing stored downstream), 1% of root values changed, no
 
 Every measurement runs in a fresh subprocess (clean peak RSS: ru_maxrss of that process, which
 includes the interpreter and imports), against a store prepared beforehand by another
-subprocess; the reported figure is the median over ``--reps`` runs.
+subprocess; the systems take turns, and the reported figure is the median over ``--reps`` runs.
 
 metaxy lives in its own venv (never in the project lock):
     python3 -m venv benchmarks/.metaxy-venv
@@ -297,39 +297,52 @@ def expected_counts(n: int, scenario: str) -> dict[str, int]:
 
 
 def bench(sizes: list[int], reps: int, workdir: Path, systems: tuple[str, ...]) -> dict:
+    """Per (n, scenario): set up every system, then measure them in turns, ``reps`` rounds.
+
+    Taking turns (ours, metaxy, floor, ours, ...) spreads bursts of load from other processes
+    on a shared machine over all systems alike, instead of hitting one system's runs only.
+    """
     cases: list[dict] = []
     for n in sizes:
         for scenario in SCENARIOS:
-            for system in systems:
-                root = workdir / f"{system}-{n}-{scenario}"
+            roots = {system: workdir / f"{system}-{n}-{scenario}" for system in systems}
+            for system, root in roots.items():
                 shutil.rmtree(root, ignore_errors=True)
                 root.mkdir(parents=True)
                 run_child(system, "setup", root, n, scenario)
-                runs = [run_child(system, "measure", root, n, scenario) for _ in range(reps)]
-                counts = runs[0]["counts"]
-                if counts != expected_counts(n, scenario):
-                    raise RuntimeError(
-                        f"{system} {scenario} n={n}: counts {counts} != {expected_counts(n, scenario)}"
-                    )
-                case = {
-                    "system": system,
-                    "n": n,
-                    "scenario": scenario,
-                    "wall_median_s": statistics.median(r["wall_s"] for r in runs),
-                    "cpu_median_s": statistics.median(r["cpu_s"] for r in runs),
-                    "peak_rss_median_mb": statistics.median(r["peak_rss_mb"] for r in runs),
-                    "wall_runs_s": [round(r["wall_s"], 4) for r in runs],
-                    "counts": counts,
-                }
-                cases.append(case)
-                print(
-                    f"n={n:>8} {scenario:<13} {system:<7} wall {case['wall_median_s']:7.3f} s"
-                    f"  cpu {case['cpu_median_s']:7.3f} s"
-                    f"  peak {case['peak_rss_median_mb']:7.0f} MB  {counts}",
-                    flush=True,
-                )
-                shutil.rmtree(root, ignore_errors=True)
+            runs: dict[str, list[dict]] = {system: [] for system in systems}
+            for _ in range(reps):
+                for system in systems:
+                    runs[system].append(run_child(system, "measure", roots[system], n, scenario))
+            for system in systems:
+                cases.append(_case(system, n, scenario, runs[system]))
+                shutil.rmtree(roots[system], ignore_errors=True)
     return {"cases": cases}
+
+
+def _case(system: str, n: int, scenario: str, runs: list[dict]) -> dict:
+    counts = runs[0]["counts"]
+    if counts != expected_counts(n, scenario):
+        raise RuntimeError(
+            f"{system} {scenario} n={n}: counts {counts} != {expected_counts(n, scenario)}"
+        )
+    case = {
+        "system": system,
+        "n": n,
+        "scenario": scenario,
+        "wall_median_s": statistics.median(r["wall_s"] for r in runs),
+        "cpu_median_s": statistics.median(r["cpu_s"] for r in runs),
+        "peak_rss_median_mb": statistics.median(r["peak_rss_mb"] for r in runs),
+        "wall_runs_s": [round(r["wall_s"], 4) for r in runs],
+        "counts": counts,
+    }
+    print(
+        f"n={n:>8} {scenario:<13} {system:<7} wall {case['wall_median_s']:7.3f} s"
+        f"  cpu {case['cpu_median_s']:7.3f} s"
+        f"  peak {case['peak_rss_median_mb']:7.0f} MB  {counts}",
+        flush=True,
+    )
+    return case
 
 
 def ratios(cases: list[dict], n: int) -> dict:
