@@ -140,3 +140,17 @@ def test_example_project_ships_its_own_payload_env_in_slurm_mode(cluster, monkey
     finally:
         forget_verified()
         S.transport(cluster).run(f'rm -rf "$HOME"/{base}')
+
+
+def test_predeployed_interpreter_nobody_can_execute_fails_before_submit(cluster, env_base):
+    # the login node cannot run it, so the check is repeated in an srun step; that fails too
+    t = S.transport(cluster)
+    t.check(f"mkdir -p {env_base}/foreign/bin && printf '\\177ELF\\002\\001\\001' > {env_base}/foreign/bin/python "
+            f"&& head -c 57 /dev/zero >> {env_base}/foreign/bin/python && chmod 755 {env_base}/foreign/bin/python")
+    name = _name("foreign")
+    res = ComputeResource(mode="slurm", slurm=slurm_resource(cluster, python=None,
+                                                              env=EnvConfig(path=f"{env_base}/foreign")))
+    with pytest.raises(Exception, match="cannot be executed on the login node nor on a compute node"):
+        dg.materialize([_asset(name)], resources={"compute": res})
+    assert staged_run_dirs(cluster, res.slurm.remote_base_dir) == []
+    assert jobs_named(cluster, job_name(name)) == []

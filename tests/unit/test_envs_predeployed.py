@@ -83,3 +83,40 @@ def test_bad_paths_rejected_before_any_command():
     with pytest.raises(ConfigError, match="newline"):
         PredeployedEnv("/a\nb")
     assert "'/with space/x'" in verify_command(PredeployedEnv("/with space/x"))
+
+
+def test_an_interpreter_the_login_node_cannot_execute_is_reported_as_such(tmp_path):
+    import subprocess
+
+    exe = tmp_path / "bin" / "python"
+    exe.parent.mkdir()
+    exe.write_bytes(b"\x7fELF" + b"\x02\x01\x01" + b"\x00" * 9 + b"\xff" * 48)  # an ELF for no CPU here
+    exe.chmod(0o755)
+    out = subprocess.run(["bash", "-c", verify_command(PredeployedEnv(str(tmp_path)))],
+                         capture_output=True, text=True, check=True).stdout
+    assert "STATUS=cannot-execute" in out
+
+
+class _Canned:
+    """Answers the login-node check, then the compute-node (srun) one."""
+
+    def __init__(self, *answers: str):
+        self.answers, self.commands = list(answers), []
+
+    def run(self, command, *, timeout=None, stdin=None):
+        from dagster_hpc.transport.base import CommandResult
+
+        self.commands.append(command)
+        return CommandResult(0, self.answers.pop(0), "")
+
+
+def test_foreign_architecture_is_verified_on_a_compute_node_instead():
+    t = _Canned("PYTHON=/e/bin/python\nSTATUS=cannot-execute\nERR=Exec format error\n",
+                "PYTHON=/e/bin/python\nVERSION=3.11.9\nSTATUS=ok\n")
+    ref = verify_predeployed(t, PredeployedEnv("/e"), partition="arm", slurm_options=("--account=p",))
+    assert ref.python == "/e/bin/python"
+    assert t.commands[1].startswith("srun ") and "--partition=arm" in t.commands[1] and "--account=p" in t.commands[1]
+    bad = _Canned("PYTHON=/e/bin/python\nSTATUS=cannot-execute\nERR=Exec format error\n",
+                  "PYTHON=/e/bin/python\nSTATUS=cannot-execute\nERR=Exec format error\n")
+    with pytest.raises(ConfigError, match="cannot be executed on the login node nor on a compute node"):
+        verify_predeployed(bad, PredeployedEnv("/e2"))

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import shlex
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dagster_hpc.envs.manifest import ACTIVATE, MANIFEST, TREE_DIGEST, tree_digest_shell
-from dagster_hpc.envs.ship import EnvRef
+from dagster_hpc.envs.ship import EnvRef, compute_node_runner
 from dagster_hpc.errors import ConfigError, TransportError
 from dagster_hpc.transport.base import Transport
 
@@ -61,7 +62,10 @@ def verify_command(env: PredeployedEnv) -> str:
         f'for c in {loop}; do if [ -f "$c" ] && [ -x "$c" ]; then py="$c"; break; fi; done',
         'if [ -z "$py" ]; then echo STATUS=no-python; exit 0; fi',
         'echo "PYTHON=$py"',
-        f'if out=$("$py" -c {q(_IMPORT_CHECK)} 2>&1); then echo "VERSION=$out"; '
+        f'out=$("$py" -c {q(_IMPORT_CHECK)} 2>&1); rc=$?',
+        # 126: the kernel cannot execute it here (another CPU architecture than this node's)
+        'if [ $rc -eq 126 ]; then echo STATUS=cannot-execute; echo "$out" | tail -n 2 | sed "s/^/ERR=/"; exit 0; fi',
+        'if [ $rc -eq 0 ]; then echo "VERSION=$out"; '
         'else echo STATUS=no-pipes; echo "$out" | tail -n 3 | sed "s/^/ERR=/"; exit 0; fi',
         f'if [ -f "$p/{ACTIVATE}" ]; then echo "ACTIVATE=$p/{ACTIVATE}"; fi',
         f'if [ -f "$p/{MANIFEST}" ] && [ -f "$p/{TREE_DIGEST}" ]; then',
@@ -85,21 +89,46 @@ _verified: dict[tuple[str, str, str | None], EnvRef] = {}
 _lock = threading.Lock()
 
 
-def verify_predeployed(transport: Transport, env: PredeployedEnv, *, cluster: str = "") -> EnvRef:
-    """Check ``env`` on the cluster (one round trip, once per process); ConfigError if unusable."""
-    memo = (cluster, env.path, env.python)
-    with _lock:
-        if memo in _verified:
-            return _verified[memo]
-    result = transport.run(verify_command(env), timeout=VERIFY_TIMEOUT_S)
+def _ask(transport: Transport, command: str, env: PredeployedEnv) -> tuple[str, dict[str, list[str]], str]:
+    result = transport.run(command, timeout=VERIFY_TIMEOUT_S)
     if not result.ok:
         raise TransportError(
             f"verifying the pre-deployed environment {env.path} failed (exit {result.exit_code}): "
             f"{result.stderr.strip()[-500:]}\nhint: check the connection with `dagster-hpc doctor`"
         )
     found = _parse(result.stdout)
-    status = (found.get("STATUS") or ["?"])[-1]
+    return (found.get("STATUS") or ["?"])[-1], found, result.stdout
+
+
+def verify_predeployed(
+    transport: Transport,
+    env: PredeployedEnv,
+    *,
+    cluster: str = "",
+    partition: str | None = None,
+    slurm_options: Sequence[str] = (),
+) -> EnvRef:
+    """Check ``env`` on the cluster (one round trip, once per process); ConfigError if unusable.
+
+    When the login node cannot execute the interpreter (compute nodes of another architecture),
+    the same check runs once more inside a short ``srun`` step on a compute node.
+    """
+    memo = (cluster, env.path, env.python)
+    with _lock:
+        if memo in _verified:
+            return _verified[memo]
+    command = verify_command(env)
+    status, found, stdout = _ask(transport, command, env)
     where = f"pre-deployed environment {env.path}"
+    if status == "cannot-execute":
+        runner = compute_node_runner(partition, slurm_options)
+        status, found, stdout = _ask(transport, f"{runner} sh -c {shlex.quote(command)}", env)
+        if status == "cannot-execute":
+            raise ConfigError(
+                f"{where}: {found['PYTHON'][0]} cannot be executed on the login node nor on a compute "
+                f"node ({' '.join(found.get('ERR', []))}); nothing was submitted. hint: it was built for "
+                "another CPU architecture or is damaged: rebuild it for the compute nodes"
+            )
     if status == "no-path":
         raise ConfigError(f"{where} does not exist on the cluster: fix the path, or build one with `dagster-hpc env push`")
     if status == "no-python":
@@ -119,7 +148,7 @@ def verify_predeployed(transport: Transport, env: PredeployedEnv, *, cluster: st
             "it may be half-deleted or modified: re-publish it (`dagster-hpc env push`)"
         )
     if status != "ok":
-        raise TransportError(f"unexpected answer while verifying {where}:\n{result.stdout[-800:]}")
+        raise TransportError(f"unexpected answer while verifying {where}:\n{stdout[-800:]}")
     ref = EnvRef(key="", path=env.path, python=python, activate=(found.get("ACTIVATE") or [""])[0])
     with _lock:
         _verified[memo] = ref

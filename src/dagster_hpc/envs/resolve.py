@@ -48,7 +48,8 @@ def resolve_env(
     config.check()
     say = log or (lambda _msg: None)
     if config.path:
-        ref = verify_predeployed(transport, config.predeployed(), cluster=cluster)
+        ref = verify_predeployed(transport, config.predeployed(), cluster=cluster, partition=partition,
+                                 slurm_options=slurm_options)
         say(f"pre-deployed environment {config.path} verified: {ref.python}")
         return ref
     platform = compute_node_platform(transport, cluster, partition=partition, python=config.python_version,
