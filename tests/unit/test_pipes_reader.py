@@ -104,7 +104,37 @@ def test_reader_loses_nothing_and_doubles_nothing_through_a_flaky_transport(tmp_
     assert reader.exit_code == 0
     assert list(reader.stderr_tail)[-1] == f"err {n // 10 - 1}"
     assert transport.failures > 0 and any("retrying from the same offsets" in w for w in warnings)
+    assert any("works again" in w for w in warnings)
+    # one warning per outage (each failure here is a separate, short outage), not per retry
+    assert sum("retrying" in w for w in warnings) <= transport.failures
     assert transport.single_reads == 0  # every tick is ONE batched read (one round trip)
+
+
+class DownTransport(LocalTransport):
+    """Every batched read fails for the first ``failures`` calls (a long outage)."""
+
+    def __init__(self, failures: int):
+        super().__init__()
+        self.left = failures
+
+    def read_many_from(self, requests, *, max_bytes: int = 4 << 20):
+        if self.left > 0:
+            self.left -= 1
+            raise TransportError("connection refused (simulated outage)")
+        return super().read_many_from(requests, max_bytes=max_bytes)
+
+
+def test_a_long_outage_warns_once_then_resumes_without_loss(tmp_path: Path) -> None:
+    (tmp_path / STDOUT).write_text("before\nafter\n")
+    (tmp_path / EXIT_CODE).write_text("0\n")
+    got: list[str] = []
+    warnings: list[str] = []
+    reader = RunDirMessageReader(DownTransport(50), str(tmp_path), lambda s, lines: got.extend(lines), interval_s=0.001, warn=warnings.append)
+    with reader.read_messages(RecordingHandler()):  # type: ignore[arg-type]
+        assert reader.exited.wait(JOIN_TIMEOUT_S)
+    assert got == ["before", "after"]
+    assert sum("retrying" in w for w in warnings) == 1
+    assert sum("works again" in w for w in warnings) == 1
 
 
 def test_final_drain_flushes_an_unterminated_last_line(tmp_path: Path) -> None:

@@ -39,6 +39,8 @@ STDERR_TAIL_LINES = 30
 # The final drain ends after this many consecutive empty batches: on a shared filesystem (NFS)
 # the exit_code file can become visible a moment before the last bytes of the logs do.
 FINAL_DRAIN_QUIET_BATCHES = 2
+# While reads keep failing (an SSH outage), repeat the warning at most this often.
+FAILURE_WARN_EVERY_S = 30.0
 # After stop is requested, give up the final drain if the transport keeps failing this long
 # (the files stay in the run directory; the error says where).
 FINAL_DRAIN_RETRY_S = 30.0
@@ -120,6 +122,7 @@ class RunDirMessageReader(dg.PipesMessageReader):
 
     def _loop(self, handler: dg.PipesMessageHandler) -> None:
         failing_since: float | None = None
+        warned_at: float | None = None
         delay = self._min_interval_s
         quiet_batches = 0  # consecutive empty batches since stop was requested
         last_data = time.monotonic()
@@ -127,13 +130,19 @@ class RunDirMessageReader(dg.PipesMessageReader):
             stopping = self._stop.is_set()  # read before the tick: the last tick sees final sizes
             try:
                 full, got_any = self._tick(handler)
+                if failing_since is not None:
+                    self._warn(f"reading the job's files works again after {time.monotonic() - failing_since:.1f} s")
                 failing_since = None
             except TransportError as exc:
-                failing_since = failing_since or time.monotonic()
-                if stopping and time.monotonic() - failing_since > FINAL_DRAIN_RETRY_S:
+                now = time.monotonic()
+                if failing_since is None:
+                    failing_since, warned_at = now, None
+                if stopping and now - failing_since > FINAL_DRAIN_RETRY_S:
                     self._warn(f"gave up reading the job's files in {self._run_dir}: {exc}")
                     return
-                self._warn(f"reading the job's files failed, retrying from the same offsets: {exc}")
+                if warned_at is None or now - warned_at > FAILURE_WARN_EVERY_S:
+                    warned_at = now
+                    self._warn(f"reading the job's files failed, retrying from the same offsets: {exc}")
                 if stopping:
                     time.sleep(self._interval_s)  # the stop event is set: wait() would not pause
                 else:
