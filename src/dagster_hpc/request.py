@@ -17,14 +17,16 @@ from dagster_hpc.backends.base import (
     PIPES_MESSAGES,
     STDERR,
     STDOUT,
+    WRAPPER_LOG,
 )
+from dagster_hpc.backends.slurm_script import SLURM_LOG
 from dagster_hpc.errors import ConfigError
 from dagster_hpc.jobscript import validate_env_name
 from dagster_hpc.launchers import Launcher, LaunchRequest, default_launcher_for
 
 # Names the run directory already uses: a payload or extra file must not overwrite them.
 RESERVED_NAMES = frozenset(
-    {JOB_SCRIPT, LAUNCH_SCRIPT, ENV_FILE, PIPES_CONTEXT, PIPES_MESSAGES, STDOUT, STDERR, EXIT_CODE, "wrapper.log"}
+    {JOB_SCRIPT, LAUNCH_SCRIPT, ENV_FILE, PIPES_CONTEXT, PIPES_MESSAGES, STDOUT, STDERR, EXIT_CODE, WRAPPER_LOG, SLURM_LOG}
 )
 
 Payload = str | Path | Sequence[str]

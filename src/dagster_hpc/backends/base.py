@@ -33,6 +33,7 @@ PIPES_MESSAGES = "pipes_messages.jsonl"
 STDOUT = "stdout.log"
 STDERR = "stderr.log"
 EXIT_CODE = "exit_code"
+WRAPPER_LOG = "wrapper.log"  # local mode: the wrapper's own output (Slurm uses its --output file)
 
 
 class JobState(str, Enum):  # noqa: UP042 - str() must stay the plain value on 3.11

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from dagster_hpc.backends.base import (
     JOB_SCRIPT,
+    WRAPPER_LOG,
     Backend,
     JobHandle,
     JobOutcome,
@@ -24,8 +25,6 @@ from dagster_hpc.backends.base import (
 from dagster_hpc.errors import PayloadError
 from dagster_hpc.transport.local import LocalTransport
 
-# The wrapper's own output (not the payload's): only "cannot cd"-style failures land here.
-WRAPPER_LOG = "wrapper.log"
 # After SIGTERM, how long the payload gets to clean up before SIGKILL (Slurm's KillWait is 30 s;
 # local runs are interactive, so shorter).
 CANCEL_GRACE_S = 10.0
