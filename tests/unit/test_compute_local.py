@@ -333,3 +333,18 @@ def test_a_rejected_pipes_message_fails_the_step_and_cancels_the_job(tmp_path: P
     logs = [e.user_message for e in instance.all_logs(result.run_id)]
     assert any("cancelling local job" in m for m in logs)
     assert "Unknown message method: no_such_method" in result.failure_data_for_node("owner").error.to_string()
+
+
+def test_plain_ops_can_run_payloads_too(tmp_path: Path) -> None:
+    @dg.op
+    def shell_op(context: dg.OpExecutionContext, compute: ComputeResource) -> None:
+        compute.run(context, ["sh", "-c", 'echo "op run $DAGSTER_HPC_RUN_ID"'])
+
+    @dg.job(resource_defs={"compute": ComputeResource(base_dir=str(tmp_path))})
+    def op_job() -> None:
+        shell_op()
+
+    instance = dg.DagsterInstance.ephemeral()
+    result = op_job.execute_in_process(instance=instance)
+    assert result.success
+    assert f"op run {result.run_id}" in _user_logs(instance, result.run_id)
