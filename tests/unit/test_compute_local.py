@@ -143,6 +143,8 @@ def test_bash_script_and_argv_payloads(tmp_path: Path) -> None:
         ({"payload": PAYLOADS / "report.py", "args": "--flag"}, {}, "single string"),
         ({"payload": PAYLOADS / "report.py", "extras": {"x": object()}}, {}, "JSON-serializable"),
         ({"payload": []}, {}, "non-empty argv"),
+        ({"payload": PAYLOADS / "report.py", "queue": {"mem": "lots"}}, {}, "mem"),
+        ({"payload": PAYLOADS / "report.py", "queue": {"partitoin": "cpu"}}, {}, "unknown queue field"),
     ],
 )
 def test_bad_input_rejected_before_anything_runs(tmp_path: Path, kwargs: dict, resource: dict, match: str) -> None:

@@ -12,6 +12,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from dagster_hpc.backends.base import (
     JOB_SCRIPT,
@@ -64,6 +65,15 @@ class LocalBackend(Backend):
         # a unique suffix: a retried step must never append to the previous attempt's logs
         leaf = f"{_STEP_SAFE.sub('_', step)[:80]}-{uuid.uuid4().hex[:8]}"
         return str((self._base_dir / _STEP_SAFE.sub("_", run_id) / leaf).absolute())
+
+    def prepare(self, context: Any, request: Any) -> tuple[Any, tuple[str, ...]]:
+        """A queue request means nothing locally, but a bad one fails here too: the same asset
+        must not pass in development and then fail on the cluster."""
+        if request.queue is not None:
+            from dagster_hpc.queue import QueueConfig
+
+            QueueConfig.from_mapping(request.queue)
+        return request, ()
 
     def local_staging_dir(self, run_dir: str) -> Path:
         path = Path(run_dir)
