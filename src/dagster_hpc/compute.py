@@ -90,9 +90,10 @@ class ComputeResource(dg.ConfigurableResource):
     ) -> str:
         """Dry run: the job script and launch script exactly as ``run`` would submit them
         (no connection, nothing runs). Print it when a job misbehaves."""
+        _factory_for(self.mode)
         request = build_request(payload, launcher=launcher, args=args, queue=queue)
         header: tuple[str, ...] = ()
-        python = self.python or "python3"
+        python = self.python or (LocalBackend.default_python if self.mode == "local" else "python3")
         if self.mode == "slurm":
             from dagster_hpc.backends.slurm_script import ActivatedLauncher, sbatch_header
 
@@ -136,10 +137,14 @@ BACKEND_FACTORIES: dict[str, Callable[[ComputeResource], Backend]] = {
 
 def make_backend(resource: ComputeResource) -> Backend:
     """The backend for ``resource.mode``; unknown modes fail before anything runs."""
-    factory = BACKEND_FACTORIES.get(resource.mode)
+    return _factory_for(resource.mode)(resource)
+
+
+def _factory_for(mode: str) -> Callable[[ComputeResource], Backend]:
+    factory = BACKEND_FACTORIES.get(mode)
     if factory is None:
         known = ", ".join(sorted(BACKEND_FACTORIES))
         raise ConfigError(
-            f"unknown mode {resource.mode!r}: use one of {known} (set it in the resource config or DAGSTER_HPC_MODE)"
+            f"unknown mode {mode!r}: use one of {known} (set it in the resource config or DAGSTER_HPC_MODE)"
         )
-    return factory(resource)
+    return factory
