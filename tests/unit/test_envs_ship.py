@@ -230,7 +230,7 @@ def test_a_run_waits_for_an_upload_in_flight_instead_of_uploading_again(tmp_path
     in_flight.unlink()
     waiter.join(timeout=10)
     assert reports and reports[0].status == "published-by-other" and reports[0].lookup_status == "MISS"
-    assert waiter_transport.bytes_sent == 0  # it never uploaded
+    assert waiter_transport.bytes_sent == 0, f"it uploaded {reports[0].bytes_uploaded} bytes"
 
 
 def test_a_stale_upload_of_a_dead_run_does_not_block(tmp_path, project):

@@ -116,15 +116,19 @@ def lookup_command(remote_base: str, key: str, python_relpath: str, arch: str | 
 
     A hit also stamps last-used; a miss creates the envs dir (0700) for the upload to come.
     """
+    # "busy" is observed BEFORE the entry is checked: a publisher that finishes in between is
+    # then seen as a HIT, never as "missing and nobody busy" (which would upload it again)
     return (
-        f"root={envs_root_expr(remote_base)}; d=\"$root\"/{key}; "
+        f"root={envs_root_expr(remote_base)}; d=\"$root\"/{key}; busy=0; "
+        f'if [ -d "$root" ] && {{ [ -n "$(find "$root/.incoming" -maxdepth 1 -name {key}.\\* '
+        f'-mmin -{FRESH_UPLOAD_MIN} 2>/dev/null)" ] || ! (exec 9>>"$root/.lock-{key}"; flock -n 9); }}; '
+        "then busy=1; fi; "
         f"s=$({check_shell('d', python_relpath, arch)}); "
-        f'if [ "$s" = {HIT} ]; then touch "$d/{LAST_USED}" 2>/dev/null; '
+        f'if [ "$s" = {HIT} ]; then touch "$d/{LAST_USED}" 2>/dev/null; busy=0; '
         'else (umask 077 && mkdir -p "$root/.incoming" && chmod 700 "$root") || exit 1; fi; '
         'echo "$s"; cd "$root" && echo "ROOT=$(pwd -P)" && echo "ARCH=$(uname -m)" && '
         'if command -v zstd >/dev/null 2>&1; then echo ZSTD=1; else echo ZSTD=0; fi && '
-        f'if [ "$s" != {HIT} ] && {{ [ -n "$(find .incoming -maxdepth 1 -name {key}.\\* -mmin -{FRESH_UPLOAD_MIN} 2>/dev/null)" ] '
-        f'|| ! (exec 9>>.lock-{key}; flock -n 9); }}; then echo BUSY=1; else echo BUSY=0; fi'
+        'echo "BUSY=$busy"'
     )
 
 
