@@ -91,9 +91,8 @@ def incremental_asset(
         kinds={"polars", "deltalake"},
         **asset_kwargs,
     )
-    def _incremental(
-        context,
-    ):  # no annotation: Dagster inspects it, and annotations are strings here
+    # `context` stays unannotated: Dagster inspects the annotation, and here it would be a string.
+    def _incremental(context):
         store = DeltaStore(store_root, graph)
         samples = samples_fn(context) if samples_fn is not None else None
         increment = store.resolve_update(spec, samples=samples)
