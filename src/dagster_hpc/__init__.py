@@ -27,6 +27,9 @@ _LAZY = {
     "BashLauncher": "dagster_hpc.launchers",
     "ExecLauncher": "dagster_hpc.launchers",
     "PythonLauncher": "dagster_hpc.launchers",
+    "RayLauncher": "dagster_hpc.launchers",
+    "SrunLauncher": "dagster_hpc.launchers",
+    "TorchrunLauncher": "dagster_hpc.launchers",
     "Launcher": "dagster_hpc.launchers",
     "LocalTransport": "dagster_hpc.transport.local",
     "SSHConnectionResource": "dagster_hpc.ssh_resource",
@@ -41,7 +44,15 @@ if TYPE_CHECKING:
     from dagster_hpc.backends.slurm_resource import SlurmResource
     from dagster_hpc.compute import ComputeResource
     from dagster_hpc.envs.config import EnvConfig
-    from dagster_hpc.launchers import BashLauncher, ExecLauncher, Launcher, PythonLauncher
+    from dagster_hpc.launchers import (
+        BashLauncher,
+        ExecLauncher,
+        Launcher,
+        PythonLauncher,
+        RayLauncher,
+        SrunLauncher,
+        TorchrunLauncher,
+    )
     from dagster_hpc.queue import QueueConfig
     from dagster_hpc.ssh_resource import SSHConnectionResource
     from dagster_hpc.transport.auth import SSHTarget
@@ -72,11 +83,14 @@ __all__ = [
     "PayloadError",
     "PythonLauncher",
     "QueueConfig",
+    "RayLauncher",
     "RemoteCommandError",
     "SSHConnectionResource",
     "SSHTarget",
     "SSHTransport",
     "SlurmJobError",
     "SlurmResource",
+    "SrunLauncher",
+    "TorchrunLauncher",
     "TransportError",
 ]

@@ -7,6 +7,9 @@ from pathlib import Path
 from dagster_hpc.launchers.base import Launcher, LaunchRequest
 from dagster_hpc.launchers.bash import BashLauncher, ExecLauncher
 from dagster_hpc.launchers.python import PythonLauncher
+from dagster_hpc.launchers.ray import RayLauncher
+from dagster_hpc.launchers.srun import SrunLauncher
+from dagster_hpc.launchers.torchrun import TorchrunLauncher
 
 __all__ = [
     "BashLauncher",
@@ -14,6 +17,9 @@ __all__ = [
     "LaunchRequest",
     "Launcher",
     "PythonLauncher",
+    "RayLauncher",
+    "SrunLauncher",
+    "TorchrunLauncher",
     "default_launcher_for",
 ]
 

@@ -1,0 +1,265 @@
+"""Multi-node Ray inside the allocation: a private Ray cluster for one payload, started and
+stopped by the launch script (by process group, never ``ray stop``)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import ClassVar
+
+from dagster_hpc.errors import ConfigError
+from dagster_hpc.launchers.base import Launcher, LaunchRequest, quote_all
+from dagster_hpc.launchers.command import FREE_PORT_SNIPPET, check_srun_options, payload_command
+
+# Seconds every node may take to start and join before the run fails: `ray start` takes
+# 5-20 s per node on a loaded node (GCS, raylet, dashboard agent), all nodes start in parallel.
+JOIN_TIMEOUT_S = 120
+# Seconds Ray gets after TERM to stop (raylet and GCS flush logs, free shared memory) before
+# the rest of its process group is killed: bounded, so a hung Ray never holds the allocation.
+STOP_GRACE_S = 10
+# How often the shutdown checks whether a process group is gone (fast: it is on the job's
+# critical path after the payload ends).
+STOP_POLL_S = 0.1
+# How often the join wait asks the GCS how many nodes are alive.
+JOIN_POLL_S = 0.5
+# Exit code of launch.sh when the Ray cluster did not come up (payload never started).
+EXIT_RAY_NOT_UP = 93
+
+RESERVED_START_ARGS = ("--head", "--block", "--address", "--port", "--temp-dir", "--node-ip-address",
+                       "--num-cpus", "--num-gpus")
+_START_ARG_RE = re.compile(r"^--[a-z][a-z0-9-]*(=.*)?$")
+
+# Stops process groups (each a `setsid` leader): TERM, up to the grace period, then KILL.
+_STOP_FUNCTION = """\
+dhpc_stop_groups() {{
+  local g t
+  for g in "$@"; do kill -TERM -- "-$g" 2>/dev/null || true; done
+  for ((t = 0; t < {ticks}; t++)); do
+    for g in "$@"; do kill -0 -- "-$g" 2>/dev/null && break; g=""; done
+    [ -z "$g" ] && return 0
+    sleep {poll}
+  done
+  for g in "$@"; do
+    if kill -0 -- "-$g" 2>/dev/null; then
+      echo "dagster-hpc: Ray process group $g ignored TERM for {grace} s: killing it" >&2
+      kill -KILL -- "-$g" 2>/dev/null || true
+    fi
+  done
+}}
+"""
+
+# One worker node (run by srun on every node but the first): its own Ray node in its own
+# process group, stopped like the head when srun forwards TERM.
+_WORKER = """\
+dhpc_ray=$1 dhpc_address=$2 dhpc_dir=$3/${{SLURMD_NODENAME:-$(hostname)}}
+{stop}dhpc_args=()
+{node_ip}
+setsid "$dhpc_ray" start --block --address="$dhpc_address" --temp-dir="$dhpc_dir" \\
+  ${{SLURM_CPUS_ON_NODE:+--num-cpus=$SLURM_CPUS_ON_NODE}} ${{SLURM_GPUS_ON_NODE:+--num-gpus=$SLURM_GPUS_ON_NODE}} \\
+  "${{dhpc_args[@]}}" {extra}&
+dhpc_pid=$!
+trap 'dhpc_stop_groups "$dhpc_pid"; exit 0' TERM INT
+wait "$dhpc_pid"
+"""
+
+# Waits until `want` nodes are alive (bounded), failing early when a start process died.
+_JOIN_WAIT = """\
+import os, socket, sys, time
+try:
+    import ray
+except ImportError:
+    sys.exit(f"dagster-hpc: RayLauncher needs the ray package in {sys.executable}: install ray into the job's environment")
+want, timeout, pids = int(sys.argv[1]), float(sys.argv[2]), [int(p) for p in sys.argv[3:]]
+host, port = os.environ["RAY_ADDRESS"].rsplit(":", 1)
+deadline = time.monotonic() + timeout
+alive, connected = 0, False
+while True:
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            sys.exit(f"dagster-hpc: a Ray start process (pid {pid}) exited before the cluster was up")
+    if not connected:
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+            ray.init(address=os.environ["RAY_ADDRESS"], logging_level="ERROR", log_to_driver=False)
+            connected = True
+        except OSError:  # the head's GCS is not listening yet (ConnectionError is an OSError)
+            pass
+    if connected:
+        alive = sum(1 for node in ray.nodes() if node.get("Alive"))
+        if alive >= want:
+            ray.shutdown()
+            sys.exit(0)
+    if time.monotonic() > deadline:
+        sys.exit(f"dagster-hpc: {alive} of {want} Ray nodes joined within {timeout:g} s")
+    time.sleep(POLL)
+"""
+
+_BODY = """\
+dhpc_py={python}
+dhpc_ray={ray}
+dhpc_ray_dir="$PWD/ray-cluster"  # every node's Ray temp dir and logs, under the run directory
+mkdir -p "$dhpc_ray_dir"
+{stop}dhpc_payload=""
+dhpc_groups=()
+dhpc_shutdown() {{ [ "${{#dhpc_groups[@]}}" -eq 0 ] || dhpc_stop_groups "${{dhpc_groups[@]}}"; dhpc_groups=(); }}
+dhpc_on_signal() {{
+  if [ -n "$dhpc_payload" ]; then kill -s "$1" "$dhpc_payload" 2>/dev/null || true; return; fi
+  # cancelled while Ray starts: stop what started, do not run the payload
+  [ "$1" = TERM ] || [ "$1" = INT ] || return 0
+  dhpc_shutdown
+  [ "$1" = TERM ] && exit 143
+  exit 130
+}}
+{traps}
+if [ -n "${{SLURM_JOB_ID:-}}" ]; then
+  dhpc_nnodes=${{SLURM_JOB_NUM_NODES:-1}}
+  dhpc_head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+else
+  dhpc_nnodes=1  # no Slurm allocation (local mode): a one-node Ray cluster on this machine
+  dhpc_head=127.0.0.1
+fi
+dhpc_head_args=()
+{head_ip}
+dhpc_port=$("$dhpc_py" -c {free_port})
+dhpc_address="$dhpc_head_ip:$dhpc_port"
+# the head runs beside the payload on the first node, in its own process group
+setsid "$dhpc_ray" start --head --block --port="$dhpc_port" --temp-dir="$dhpc_ray_dir/head" \\
+  ${{SLURM_CPUS_ON_NODE:+--num-cpus=$SLURM_CPUS_ON_NODE}} ${{SLURM_GPUS_ON_NODE:+--num-gpus=$SLURM_GPUS_ON_NODE}} \\
+  "${{dhpc_head_args[@]}}" {extra}> "$dhpc_ray_dir/head.log" 2>&1 < /dev/null &
+dhpc_groups+=("$!")
+if [ "$dhpc_nnodes" -gt 1 ]; then
+  dhpc_workers=$((dhpc_nnodes - 1))
+  dhpc_srun=({srun} --nodes="$dhpc_workers" --ntasks="$dhpc_workers" --exclude="$dhpc_head")
+  setsid "${{dhpc_srun[@]}}" -- bash -c {worker} dhpc-ray-worker "$dhpc_ray" "$dhpc_address" "$dhpc_ray_dir" \\
+    > "$dhpc_ray_dir/workers.log" 2>&1 < /dev/null &
+  dhpc_groups+=("$!")
+fi
+# exported only now: the `ray start` processes must not mistake it for a cluster to join
+export RAY_ADDRESS="$dhpc_address"
+if ! "$dhpc_py" -c {join_wait} "$dhpc_nnodes" {join_timeout} "${{dhpc_groups[@]}}"; then
+  echo "dagster-hpc: the Ray cluster ($dhpc_nnodes nodes, head $RAY_ADDRESS) did not come up; Ray's logs: $dhpc_ray_dir/head.log, $dhpc_ray_dir/workers.log" >&2
+  dhpc_shutdown
+  exit {exit_not_up}
+fi
+{command} &
+dhpc_payload=$!
+while :; do
+  wait "$dhpc_payload"
+  dhpc_rc=$?
+  # a forwarded signal ends `wait` early (>128): keep waiting while the payload lives
+  kill -0 "$dhpc_payload" 2>/dev/null || break
+done
+dhpc_payload=""
+dhpc_shutdown
+exit "$dhpc_rc"
+"""
+FORWARDED_SIGNALS = ("TERM", "INT", "USR1", "USR2")
+
+
+@dataclass(frozen=True)
+class RayLauncher(Launcher):
+    """A private multi-node Ray cluster for one payload, inside the job's allocation.
+
+    The head starts on the first node (beside the payload, which runs there with
+    ``RAY_ADDRESS`` exported, so ``ray.init()`` connects to it); ``srun`` starts one worker
+    node on every other node. Each node is ``ray start --block`` in its own process group with
+    its own temp dir under the run directory (``ray-cluster/<node>``; logs stay with the run), and
+    gets the CPUs/GPUs Slurm gave it, not the whole machine. The payload starts only when all
+    nodes have joined (at most ``join_timeout_s``; else exit code 93 and Ray's log paths).
+    Afterwards exactly this cluster's process groups get TERM, ``stop_grace_s`` to finish, then
+    KILL: no ``ray stop``, which would kill every Ray on the node, and no unbounded hang.
+
+    ``node_ip_command`` is a shell command printing a node's IP (run on each node); without
+    it workers reach the head by its Slurm node name and Ray picks each node's IP. Sites
+    where nodes share an address (the local test cluster) map names to distinct IPs there,
+    and set ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (extra_env) so Ray keeps 127.x addresses.
+    Without Slurm (local mode) the same script starts a one-node cluster on this machine.
+    The ``ray`` executable and the interpreter's ``ray`` package must be in the job's
+    environment. Note Unix socket paths are limited to 107 bytes: keep run directories short.
+    """
+
+    node_ip_command: str | None = None
+    ray: str = "ray"
+    ray_start_args: tuple[str, ...] = ()  # extra `ray start` options for every node
+    srun_options: tuple[str, ...] = ()
+    join_timeout_s: float = JOIN_TIMEOUT_S
+    stop_grace_s: float = STOP_GRACE_S
+    name: ClassVar[str] = "ray"
+
+    def __post_init__(self) -> None:
+        owner = "RayLauncher"
+        if self.node_ip_command is not None and (
+            not isinstance(self.node_ip_command, str) or not self.node_ip_command.strip()
+            or "\n" in self.node_ip_command or "\r" in self.node_ip_command
+        ):
+            raise ConfigError(
+                f"{owner}: node_ip_command={self.node_ip_command!r} must be a one-line shell command "
+                "that prints the node's IP, e.g. \"hostname -i\""
+            )
+        if not isinstance(self.ray, str) or not self.ray or "\n" in self.ray:
+            raise ConfigError(f"{owner}: ray={self.ray!r} must be the ray executable or its path")
+        for field in ("join_timeout_s", "stop_grace_s"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 3600:
+                raise ConfigError(f"{owner}: {field}={value!r} must be a number of seconds in (0, 3600]")
+        if isinstance(self.ray_start_args, str):
+            raise ConfigError(f"{owner}: ray_start_args must be a list of options, got a single string")
+        for arg in self.ray_start_args:
+            if not isinstance(arg, str) or not _START_ARG_RE.match(arg) or "\n" in arg:
+                raise ConfigError(
+                    f"{owner}: ray start argument {arg!r} must be one --option or --option=value, "
+                    "e.g. \"--object-store-memory=2000000000\""
+                )
+            if arg.split("=", 1)[0] in RESERVED_START_ARGS:
+                raise ConfigError(
+                    f"{owner}: ray start argument {arg!r} is set by the launcher itself "
+                    f"({', '.join(RESERVED_START_ARGS)})"
+                )
+        check_srun_options(
+            owner, self.srun_options,
+            reserved=("--nodes", "-N", "--ntasks", "-n", "--ntasks-per-node", "--exclude", "-x"),
+        )
+
+    def render(self, request: LaunchRequest) -> str:
+        grace = f"{self.stop_grace_s:g}"
+        stop = _STOP_FUNCTION.format(
+            ticks=max(1, round(self.stop_grace_s / STOP_POLL_S)), poll=f"{STOP_POLL_S:g}", grace=grace
+        )
+        extra = "".join(f"{quote_all([a])} " for a in self.ray_start_args)
+        worker = _WORKER.format(
+            stop=stop, extra=extra,
+            node_ip=self._node_ip("dhpc_ip", "dhpc_args") if self.node_ip_command else "",
+        )
+        if self.node_ip_command:
+            head_ip = self._node_ip("dhpc_head_ip", "dhpc_head_args")
+        else:
+            head_ip = "dhpc_head_ip=$dhpc_head  # Ray picks the node IP; workers resolve the head's name"
+        traps = "\n".join(f"trap 'dhpc_on_signal {sig}' {sig}" for sig in FORWARDED_SIGNALS)
+        srun = quote_all(["srun", "--unbuffered", "--kill-on-bad-exit=1", "--ntasks-per-node=1", *self.srun_options])
+        return self._header() + _BODY.format(
+            python=quote_all([request.python]),
+            ray=quote_all([self.ray]),
+            stop=stop,
+            traps=traps,
+            head_ip=head_ip,
+            free_port=quote_all([FREE_PORT_SNIPPET]),
+            extra=extra,
+            srun=srun,
+            worker=quote_all([worker]),
+            join_wait=quote_all([_JOIN_WAIT.replace("POLL", f"{JOIN_POLL_S:g}")]),
+            join_timeout=f"{self.join_timeout_s:g}",
+            exit_not_up=EXIT_RAY_NOT_UP,
+            command=payload_command(request),
+        )
+
+    def _node_ip(self, var: str, args: str) -> str:
+        """Shell lines: run node_ip_command, fail clearly when it prints nothing."""
+        q = quote_all([self.node_ip_command or ""])
+        return (
+            f"{var}=$(bash -c {q} | head -n 1)\n"
+            f'if [ -z "${var}" ]; then echo "dagster-hpc: node_ip_command printed no IP on $(hostname): "{q} >&2; '
+            f"exit {EXIT_RAY_NOT_UP}; fi\n"
+            f'{args}+=("--node-ip-address=${var}")'
+        )
