@@ -52,9 +52,28 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
+# Remote base directories the tests of this process created (removed by cleanup_remote_bases).
+CREATED_BASES: list[str] = []
+
+
+def fresh_base() -> str:
+    base = f"~/.dagster-hpc-tests/{unique('slurm')}"
+    CREATED_BASES.append(base)
+    return base
+
+
+def cleanup_remote_bases(cluster, since: int = 0) -> None:
+    """Remove the run directories created since ``CREATED_BASES[since]`` (by name: ours only)."""
+    mine = CREATED_BASES[since:]
+    if mine:
+        paths = " ".join('"$HOME"/' + shlex.quote(b.removeprefix("~/")) for b in mine)
+        remote(cluster, f"rm -rf {paths}")
+        del CREATED_BASES[since:]
+
+
 def slurm_resource(cluster, *, queue: QueueConfig | None = None, **kw) -> SlurmResource:
     kw.setdefault("ssh", ssh_resource(cluster))
-    kw.setdefault("remote_base_dir", f"~/.dagster-hpc-tests/{unique('slurm')}")
+    kw.setdefault("remote_base_dir", fresh_base())
     kw.setdefault("python", payload_python(cluster))
     kw.setdefault("cluster_name", unique("testcluster"))  # own poll cache per test
     return SlurmResource(queue=queue or QueueConfig(time_limit="5", mem="256M"), **kw)
@@ -121,7 +140,7 @@ def slurm_env(cluster, *, key_path: Path | None = None, transport: str = "asyncs
             "DAGSTER_HPC_SSH_KNOWN_HOSTS": str(cluster.known_hosts),
             "DAGSTER_HPC_SSH_TRANSPORT": transport,
             "DAGSTER_HPC_SLURM_PYTHON": payload_python(cluster),
-            "DAGSTER_HPC_SLURM_REMOTE_BASE_DIR": f"~/.dagster-hpc-tests/{unique('slurm')}",
+            "DAGSTER_HPC_SLURM_REMOTE_BASE_DIR": fresh_base(),
             "DAGSTER_HPC_SLURM_CLUSTER_NAME": unique("testcluster"),
             "DAGSTER_HPC_SLURM_TIME_LIMIT": "5",
             "DAGSTER_HPC_SLURM_MEM": "256M",

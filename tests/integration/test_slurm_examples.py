@@ -6,8 +6,17 @@ import uuid
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
-from tests.integration.slurm_support import slurm_env
+from tests.integration.slurm_support import CREATED_BASES, cleanup_remote_bases, slurm_env
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _remove_our_run_dirs(cluster):
+    since = len(CREATED_BASES)
+    yield
+    cleanup_remote_bases(cluster, since)
+
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

@@ -12,20 +12,31 @@ import uuid
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from dagster_hpc import _dagster_adapter
 from dagster_hpc.backends.slurm_script import job_name
 from dagster_hpc.compute import ComputeResource
 from dagster_hpc.transport.ssh import SSHTransport
 from tests.integration.slurm_support import (
+    CREATED_BASES,
     JOB_DEADLINE_S,
     PAYLOADS,
+    cleanup_remote_bases,
     compute,
     live_jobs_named,
     remote,
     slurm_env,
     ssh_resource,
 )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _remove_our_run_dirs(cluster):
+    since = len(CREATED_BASES)
+    yield
+    cleanup_remote_bases(cluster, since)
+
 
 REPO = Path(__file__).resolve().parents[2]
 # The driver process imports Dagster (~3 s) and submits; the test cluster starts jobs in ~1 s.

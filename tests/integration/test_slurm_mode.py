@@ -10,7 +10,9 @@ from dagster_hpc.backends.slurm_script import job_name
 from dagster_hpc.compute import ComputeResource
 from dagster_hpc.queue import QueueConfig
 from tests.integration.slurm_support import (
+    CREATED_BASES,
     PAYLOADS,
+    cleanup_remote_bases,
     compute,
     jobs_named,
     live_jobs_named,
@@ -18,6 +20,14 @@ from tests.integration.slurm_support import (
     slurm_resource,
     staged_run_dirs,
 )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _remove_our_run_dirs(cluster):
+    since = len(CREATED_BASES)
+    yield
+    cleanup_remote_bases(cluster, since)
+
 
 REPORT = Path(__file__).parents[1] / "unit" / "payloads" / "report.py"
 

@@ -15,7 +15,14 @@ from dagster_hpc.backends.slurm_poller import POLL_FLOOR_S, default_cache_dir
 from dagster_hpc.transport.auth import SSHTarget
 from dagster_hpc.transport.openssh import OpenSSHTransport
 from tests.integration import slurm_mp_defs
-from tests.integration.slurm_support import slurm_env
+from tests.integration.slurm_support import CREATED_BASES, cleanup_remote_bases, slurm_env
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _remove_our_run_dirs(cluster):
+    since = len(CREATED_BASES)
+    yield
+    cleanup_remote_bases(cluster, since)
 
 
 def _run_eight(cluster, monkeypatch, tmp_path: Path, **env_kw) -> dict:
