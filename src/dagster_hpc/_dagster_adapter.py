@@ -15,6 +15,7 @@ from dagster._core.pipes.reattach import (  # internal: confined to this module
     PipesLaunchHandle,
     find_latest_launch_handle,
     record_external_launch,
+    record_external_reattach,
 )
 
 from dagster_hpc.backends.base import JobHandle
@@ -40,3 +41,10 @@ def latest_launch(context: Any) -> JobHandle | None:
         return None
     raw = found.extras.get("dagster_hpc_handle")
     return JobHandle.from_dict(json.loads(raw)) if raw else None
+
+
+def record_reattach(context: Any) -> PipesLaunchHandle | None:
+    """Re-record the latest handle in the current run (a later retry of THIS run finds it, and
+    the launch -> reattach chain stays visible in the event log)."""
+    found = find_latest_launch_handle(context, client_name=CLIENT_NAME)
+    return None if found is None else record_external_reattach(context, found)

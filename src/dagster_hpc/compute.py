@@ -19,6 +19,7 @@ from dagster_hpc.jobscript import render_job_script
 from dagster_hpc.launchers import Launcher
 from dagster_hpc.queue import QueueConfig
 from dagster_hpc.request import Payload, build_request
+from dagster_hpc.retention import DEFAULT_KEEP_RUN_DIRS, check_keep_run_dirs
 
 # The run directory shown by a dry run (the real one is chosen at submit time).
 DRY_RUN_DIR = "/path/to/run-dir"
@@ -44,6 +45,11 @@ class ComputeResource(dg.ConfigurableResource):
     extra_env: dict[str, str] = Field(
         default={}, description="Environment variables for every payload; a run()'s own extra_env wins."
     )
+    keep_run_dirs: str = Field(
+        default=DEFAULT_KEEP_RUN_DIRS,
+        description="Run directories after a step: 'failed' (default: remove successful ones once their "
+        "output was read, keep failed ones for debugging), 'always', or 'never'.",
+    )
     slurm: SlurmResource | None = None  # mode="slurm": cluster, default queue, paths (SlurmResource.from_env())
 
     def run(
@@ -63,6 +69,7 @@ class ComputeResource(dg.ConfigurableResource):
         Everything is validated before anything runs (ConfigError). A payload that fails
         raises PayloadError with its exit code and the last lines of its stderr.
         """
+        check_keep_run_dirs(self.keep_run_dirs)
         backend = make_backend(self)
         request = build_request(
             payload,
@@ -75,7 +82,8 @@ class ComputeResource(dg.ConfigurableResource):
         )
         request, header_lines = backend.prepare(context, request)
         return execute(
-            context, backend, request, python=self.python, base_env=dict(self.extra_env), header_lines=header_lines
+            context, backend, request, python=self.python, base_env=dict(self.extra_env), header_lines=header_lines,
+            keep_run_dirs=self.keep_run_dirs,
         )
 
 

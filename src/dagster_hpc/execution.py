@@ -28,6 +28,7 @@ from dagster_hpc.jobscript import render_env_file, render_job_script
 from dagster_hpc.pipes import RunDirContextInjector, RunDirMessageReader
 from dagster_hpc.pipes.forward import LogForwarder
 from dagster_hpc.request import JobRequest
+from dagster_hpc.retention import KEEP_ALWAYS, apply_retention
 
 AnyContext = dg.AssetExecutionContext | dg.OpExecutionContext
 
@@ -40,11 +41,18 @@ def execute(
     python: str | None = None,
     base_env: dict[str, str] | None = None,
     header_lines: tuple[str, ...] = (),
+    keep_run_dirs: str = KEEP_ALWAYS,
 ) -> dg.PipesClientCompletedInvocation:
-    """Run ``request`` on ``backend`` through Dagster Pipes; raise PayloadError on failure."""
+    """Run ``request`` on ``backend`` through Dagster Pipes; raise PayloadError on failure.
+
+    When an earlier attempt of this step already launched a job that can be reattached (Slurm
+    after a Dagster restart), nothing is staged or submitted: the reader starts at offset 0 of
+    that job's run directory, so this attempt sees every message and log line.
+    """
     op_context = context.op_execution_context if isinstance(context, dg.AssetExecutionContext) else context
-    run_dir = backend.run_dir_for(context.run.run_id, op_context.op.name)
-    staging = backend.local_staging_dir(run_dir)
+    handle: JobHandle | None = _reattach_handle(context, backend)
+    run_dir = handle.run_dir if handle else backend.run_dir_for(context.run.run_id, op_context.op.name)
+    staging = None if handle else backend.local_staging_dir(run_dir)
     temp_staging = staging is None
     if staging is None:
         staging = Path(tempfile.mkdtemp(prefix="dagster-hpc-stage-"))
@@ -66,11 +74,12 @@ def execute(
                 **session.get_bootstrap_env_vars(),
                 **_run_env(context, run_dir),
             }
-            _write_run_dir(staging, run_dir, request, env, python or backend.default_python, header_lines)
-            handle = backend.submit(str(staging), run_dir)
-            context.log.info(
-                f"dagster-hpc: {backend.name} job {handle.job_id} started for {request.describe()} (run dir {run_dir})"
-            )
+            if handle is None:
+                _write_run_dir(staging, run_dir, request, env, python or backend.default_python, header_lines)
+                handle = backend.submit(str(staging), run_dir)
+                context.log.info(
+                    f"dagster-hpc: {backend.name} job {handle.job_id} started for {request.describe()} (run dir {run_dir})"
+                )
             exit_code = _wait(context, backend, handle, reader)
             backend.job_ended(handle, exit_code)  # e.g. start fetching metrics while logs drain
     finally:
@@ -80,8 +89,22 @@ def execute(
     if outcome.exit_code != 0:
         error = backend.failure_error(handle, outcome, list(reader.stderr_tail))
         _observe_failure(context, outcome.metadata)
+        apply_retention(context, backend, handle, keep_run_dirs, succeeded=False)
         raise error
+    apply_retention(context, backend, handle, keep_run_dirs, succeeded=True)
     return dg.PipesClientCompletedInvocation(session, metadata=outcome.metadata)
+
+
+def _reattach_handle(context: AnyContext, backend: Backend) -> JobHandle | None:
+    """The earlier attempt's job to wait for, if the backend says so (logs the decision)."""
+    decision = backend.find_reattach(context)
+    if decision is None:
+        return None
+    if decision.reattach:
+        context.log.info(f"dagster-hpc: {decision.message}")
+        return decision.handle
+    context.log.warning(f"dagster-hpc: {decision.message}")
+    return None
 
 
 def _wait(context: AnyContext, backend: Backend, handle: JobHandle, reader: RunDirMessageReader) -> int | None:

@@ -42,10 +42,11 @@ def calls(state: Path, command: str) -> list[str]:
     return [line for line in log.read_text().splitlines() if line.startswith(command + " ")] if log.exists() else []
 
 
-def _resource(tmp_path: Path, **kw) -> ComputeResource:
+def _resource(tmp_path: Path, keep_run_dirs: str = "failed", **kw) -> ComputeResource:
     kw.setdefault("queue", QueueConfig(time_limit="5", mem="256M"))
     return ComputeResource(
         mode="slurm",
+        keep_run_dirs=keep_run_dirs,
         slurm=SlurmResource(remote_base_dir=str(tmp_path / "remote"), python=sys.executable, **kw),
     )
 
@@ -62,7 +63,7 @@ def test_materialize_through_fake_slurm(fake_slurm: Path, tmp_path: Path) -> Non
     instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize(
         [_asset(PAYLOADS / "report.py", extras={"greeting": "hi"})],
-        resources={"compute": _resource(tmp_path)}, instance=instance,
+        resources={"compute": _resource(tmp_path, keep_run_dirs="always")}, instance=instance,
     )
     md = result.asset_materializations_for_node("fake_slurm_asset")[0].metadata
     assert md["extras_seen"].value == "hi"

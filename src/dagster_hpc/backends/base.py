@@ -16,12 +16,13 @@ The flow is identical for all backends (so local runs catch the bugs Slurm runs 
 from __future__ import annotations
 
 import abc
+import shlex
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from dagster_hpc.errors import PayloadError
+from dagster_hpc.errors import ConfigError, PayloadError
 from dagster_hpc.transport.base import Transport
 
 # File names inside a run directory: one contract for job scripts, readers and backends.
@@ -34,6 +35,17 @@ STDOUT = "stdout.log"
 STDERR = "stderr.log"
 EXIT_CODE = "exit_code"
 WRAPPER_LOG = "wrapper.log"  # local mode: the wrapper's own output (Slurm uses its --output file)
+
+
+# A run directory is <base>/<run id>/<step>-<suffix>: anything shallower is never deleted.
+MIN_RUN_DIR_DEPTH = 3
+
+
+def check_removable(run_dir: str) -> None:
+    """Refuse to delete anything that cannot be a run directory (a bug must not rm -rf a home)."""
+    parts = [p for p in run_dir.split("/") if p]
+    if not run_dir.startswith("/") or len(parts) < MIN_RUN_DIR_DEPTH or any(p in (".", "..") for p in parts):
+        raise ConfigError(f"refusing to delete {run_dir!r}: not an absolute run-directory path")
 
 
 class JobState(str, Enum):  # noqa: UP042 - str() must stay the plain value on 3.11
@@ -116,6 +128,17 @@ class Backend(abc.ABC):
     def job_ended(self, handle: JobHandle, exit_code: int | None) -> None:  # noqa: B027 - optional hook
         """Called as soon as the job is seen to end, before the final log drain and ``outcome``:
         a backend may start slow work (Slurm: the sacct query) so it overlaps the drain."""
+
+    def find_reattach(self, context: Any) -> Any:
+        """A ``ReattachDecision`` (backends/slurm_reattach) when an earlier attempt of this step
+        launched a job, else None. The default never reattaches: a local job dies with the
+        Dagster process that started it (its own process group is a child of that process)."""
+        return None
+
+    def remove_run_dir(self, run_dir: str) -> None:
+        """Delete one run directory (retention, after its messages were read): one round trip."""
+        check_removable(run_dir)
+        self.transport.check(f"rm -rf -- {shlex.quote(run_dir)}", hint=f"remove {run_dir} by hand")
 
     def failure_error(self, handle: JobHandle, outcome: JobOutcome, stderr_tail: list[str]) -> PayloadError:
         """The error raised when a job did not succeed (backends name their own states)."""

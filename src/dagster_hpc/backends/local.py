@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from dagster_hpc.backends.base import (
     JobOutcome,
     JobState,
     JobStatus,
+    check_removable,
 )
 from dagster_hpc.errors import PayloadError
 from dagster_hpc.transport.local import LocalTransport
@@ -124,6 +126,11 @@ class LocalBackend(Backend):
                 f"local job {handle.job_id} did not stop after SIGTERM and SIGKILL; "
                 f"kill process group {proc.pid} by hand (run dir {handle.run_dir})"
             )
+
+    def remove_run_dir(self, run_dir: str) -> None:
+        """Retention: a local delete, no shell."""
+        check_removable(run_dir)
+        shutil.rmtree(run_dir)
 
     def outcome(self, handle: JobHandle, exit_code: int | None) -> JobOutcome:
         proc = self._procs.get(handle.job_id)

@@ -128,6 +128,7 @@ class SlurmBackend(Backend):
         poller: SlurmPoller | None = None,
         record_launch: bool = True,
         env: Any = None,  # envs.config.EnvConfig: built/shipped or pre-deployed env (resolved in prepare)
+        reattach: bool = True,  # a retry of a step finds the job an earlier attempt submitted
     ):
         base_dir_expr(remote_base_dir)  # validates
         self._transport = transport
@@ -140,6 +141,7 @@ class SlurmBackend(Backend):
         self.env = env
         self._poller = poller or SlurmPoller(transport, cluster)
         self._record_launch = record_launch
+        self.reattach = reattach
         self._context: Any = None
         self._base_abs: str | None = None
         self._submitted_at: dict[str, float] = {}
@@ -260,6 +262,14 @@ class SlurmBackend(Backend):
 
             record_launch(self._context, handle)
         return handle
+
+    def find_reattach(self, context: Any) -> Any:
+        """Reattach to the job an earlier attempt of this step submitted (slurm_reattach)."""
+        if not self.reattach:
+            return None
+        from dagster_hpc.backends.slurm_reattach import find_reattach
+
+        return find_reattach(context, self._transport, cluster=self.cluster, record=self._record_launch)
 
     def _find_job_by_workdir(self, run_dir: str) -> str | None:
         """Job id of our job whose working directory is ``run_dir`` (run dirs are unique)."""

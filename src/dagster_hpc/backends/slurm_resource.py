@@ -72,6 +72,13 @@ class SlurmResource(dg.ConfigurableResource):
         "pre-deployed path verified before submit. Replaces python/activate. From DAGSTER_HPC_ENV_* in from_env().",
     )
 
+    reattach: bool = Field(
+        default=True,
+        description="When a step runs again (step retry, re-execution from failure) and the Slurm job an "
+        "earlier attempt submitted is still queued/running or finished with exit code 0, wait for that job "
+        "instead of submitting a new one.",
+    )
+
     @classmethod
     def from_env(cls, prefix: str = DEFAULT_ENV_PREFIX, ssh_prefix: str | None = None) -> SlurmResource:
         """Build from ``{prefix}_PARTITION``, ``_ACCOUNT``, ``_TIME_LIMIT``, ... and the SSH
@@ -128,4 +135,5 @@ class SlurmResource(dg.ConfigurableResource):
             python=self.python,
             activate=self.activate,
             env=self.env,
+            reattach=self.reattach,
         )

@@ -1,0 +1,141 @@
+"""Reattach after a Dagster restart: find the Slurm job an earlier attempt of this step submitted.
+
+A killed Dagster process (crash, deploy, OOM of the run worker) is not a cancellation: the job
+keeps running. When the step runs again (a step retry in the same run, or a re-execution "from
+failure" of its run), the launch handle recorded right after ``sbatch`` leads back to the job.
+One round trip asks Slurm about it and looks at its run directory; ``decide`` (pure) turns that
+answer into "reattach" or "submit a new job, because ...". Never a second sbatch for a job that
+is still queued, running or finished successfully; and never a guess when Slurm cannot be asked.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+from dagster_hpc.backends.base import EXIT_CODE, JobHandle, JobState
+from dagster_hpc.backends.slurm_poller import slurm_state
+from dagster_hpc.errors import PayloadError
+from dagster_hpc.transport.base import Transport
+
+# The probe is one squeue plus two file tests on the login node: seconds at most, even when
+# slurmctld is busy.
+PROBE_TIMEOUT_S = 60.0
+_SQUEUE_RC = "#squeue_rc="
+_EXIT = "#exit="
+_DIR = "#dir=yes"
+# squeue's answer for a job id slurmctld no longer remembers (MinJobAge passed): the job is gone.
+_GONE_MARKERS = ("Invalid job id",)
+
+
+@dataclass(frozen=True)
+class JobProbe:
+    """What the login node says about an earlier job (one round trip)."""
+
+    state: JobState | None  # None: Slurm no longer knows the job
+    exit_code: int | None  # from the job's own exit_code file (None: no such file)
+    run_dir_exists: bool
+    squeue_error: str = ""  # non-empty: squeue failed for another reason (we cannot tell)
+
+
+@dataclass(frozen=True)
+class ReattachDecision:
+    reattach: bool
+    handle: JobHandle
+    message: str  # logged as is: reattaching (info) or why a new job is submitted (warning)
+
+
+def probe_command(handle: JobHandle) -> str:
+    """squeue for the job + its exit_code file + whether the run dir exists, in one shell."""
+    job = shlex.quote(handle.job_id)
+    run_dir = shlex.quote(handle.run_dir)
+    exit_file = shlex.quote(f"{handle.run_dir}/{EXIT_CODE}")
+    return (
+        f"out=$(squeue --noheader --states=all --jobs {job} --format=%T 2>&1); "
+        f'echo "{_SQUEUE_RC}$?"; echo "$out"; '
+        f'if [ -f {exit_file} ]; then echo "{_EXIT}$(cat {exit_file})"; fi; '
+        f"if [ -d {run_dir} ]; then echo '{_DIR}'; fi"
+    )
+
+
+def parse_probe(stdout: str) -> JobProbe:
+    squeue_rc: int | None = None
+    squeue_lines: list[str] = []
+    exit_code: int | None = None
+    run_dir_exists = False
+    for raw in stdout.splitlines():
+        line = raw.strip()
+        if line.startswith(_SQUEUE_RC):
+            squeue_rc = int(line[len(_SQUEUE_RC):] or "1")
+        elif line.startswith(_EXIT):
+            text = line[len(_EXIT):].strip()
+            exit_code = int(text) if text.lstrip("-").isdigit() else None
+        elif line == _DIR:
+            run_dir_exists = True
+        elif line:
+            squeue_lines.append(line)
+    text = "\n".join(squeue_lines)
+    if squeue_rc is None:
+        return JobProbe(None, exit_code, run_dir_exists, squeue_error=f"no answer from the probe: {stdout[:200]!r}")
+    if squeue_rc != 0:
+        if any(marker in text for marker in _GONE_MARKERS):
+            return JobProbe(None, exit_code, run_dir_exists)
+        return JobProbe(None, exit_code, run_dir_exists, squeue_error=text or f"squeue exited {squeue_rc}")
+    state = slurm_state(squeue_lines[0]) if squeue_lines else None
+    return JobProbe(state, exit_code, run_dir_exists)
+
+
+def decide(handle: JobHandle, probe: JobProbe) -> ReattachDecision:
+    """Reattach to a job that is queued, running or finished with exit code 0; otherwise say why
+    a new job is submitted. A job that failed is run again: that is what a retry is for."""
+    where = f"Slurm job {handle.job_id} (run dir {handle.run_dir})"
+    if probe.exit_code == 0:
+        return ReattachDecision(True, handle, f"reattaching to {where}: it already finished with exit code 0")
+    if probe.exit_code is not None:
+        return ReattachDecision(
+            False, handle,
+            f"not reattaching to {where}: it ended with exit code {probe.exit_code}; submitting a new job "
+            "(a retry runs the payload again)",
+        )  # fmt: skip
+    if probe.state in (JobState.PENDING, JobState.RUNNING, JobState.UNKNOWN):
+        # UNKNOWN: a state word we do not map, but Slurm still knows the job: never submit twice
+        return ReattachDecision(True, handle, f"reattaching to {where}: it is {probe.state.value}")
+    if probe.squeue_error:
+        raise PayloadError(
+            f"cannot tell whether {where}, submitted by an earlier attempt of this step, still runs: "
+            f"squeue failed: {probe.squeue_error}\nNothing was submitted (a second job would run the "
+            f"payload twice). Retry when squeue works, or check `squeue -j {handle.job_id}` and set "
+            "SlurmResource(reattach=False) to submit anyway."
+        )
+    if probe.state is None and not probe.run_dir_exists:
+        why = "Slurm no longer knows it and its run directory is gone (purged?)"
+    elif probe.state is None:
+        why = "Slurm no longer knows it and it left no exit_code file (killed before the wrapper finished)"
+    else:
+        why = f"it ended {probe.state.value} without an exit_code file"
+    return ReattachDecision(False, handle, f"not reattaching to {where}: {why}; submitting a new job")
+
+
+def probe(transport: Transport, handle: JobHandle) -> JobProbe:
+    """Ask the login node about ``handle`` (one round trip); transport errors surface."""
+    result = transport.run(probe_command(handle), timeout=PROBE_TIMEOUT_S)
+    return parse_probe(result.stdout)
+
+
+def find_reattach(context: object, transport: Transport, *, cluster: str, record: bool) -> ReattachDecision | None:
+    """The decision for this step, or None when no earlier attempt launched a job."""
+    from dagster_hpc import _dagster_adapter
+
+    handle = _dagster_adapter.latest_launch(context)
+    if handle is None:
+        return None
+    if handle.backend != "slurm" or handle.cluster != cluster:
+        return ReattachDecision(
+            False, handle,
+            f"not reattaching to {handle.backend} job {handle.job_id} on {handle.cluster}: this step now "
+            f"runs on {cluster}; submitting a new job",
+        )  # fmt: skip
+    decision = decide(handle, probe(transport, handle))
+    if decision.reattach and record:
+        _dagster_adapter.record_reattach(context)  # the freshest handle lives in this run too
+    return decision
