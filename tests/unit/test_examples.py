@@ -27,6 +27,7 @@ EXPECTED_KEYS = {
     "rejected_measurements",
     "regional_measurements",
 }
+DEMO_KEYS = {"demo/raw", "demo/derived"}  # the incremental demo, the second code location
 
 
 @pytest.fixture
@@ -64,6 +65,20 @@ def test_every_example_asset_materializes_locally(example) -> None:
     assert rows == 20_000  # every sensor lands in exactly one region
 
 
+def test_main_job_runs_the_incremental_demo_rounds(example, monkeypatch, tmp_path) -> None:
+    """The main job's demo: round 1 computes 3, round 2 only the changed + added, round 3 nothing."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    from dagster_hpc_example import run_incremental
+
+    rows, ok = run_incremental.run_rounds(dg.DagsterInstance.ephemeral())
+    assert ok
+    derived = {r[0]: dict(zip(run_incremental.HEADER, r, strict=True)) for r in rows if r[1] == "demo/derived"}
+    assert (derived["1"]["new"], derived["1"]["computed"]) == ("3", "3")
+    assert (derived["2"]["new"], derived["2"]["stale"], derived["2"]["computed"]) == ("1", "1", "2")
+    assert (derived["3"]["computed"], derived["3"]["skipped"]) == ("0", "3")
+
+
 def test_example_definitions_reject_unknown_mode(example, monkeypatch) -> None:
     from dagster_hpc_example.resources import compute_from_env
 
@@ -92,12 +107,15 @@ def _graphql(port: int, query: str) -> dict:
 
 
 def test_ui_command_serves_the_example_assets(tmp_path) -> None:
-    """The README's UI command (`dagster dev -m dagster_hpc_example.definitions` from examples/)."""
+    """The README's UI command (`dagster dev -m dagster_hpc_example.definitions -m incremental_demo.assets`)."""
     port = _free_port()
     dagster = Path(sys.executable).parent / "dagster"
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
     proc = subprocess.Popen(
-        [str(dagster), "dev", "-m", "dagster_hpc_example.definitions", "-h", "127.0.0.1", "-p", str(port)],
+        [
+            *(str(dagster), "dev", "-m", "dagster_hpc_example.definitions", "-m", "incremental_demo.assets"),
+            *("-h", "127.0.0.1", "-p", str(port)),
+        ],
         cwd=EXAMPLES,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -111,13 +129,13 @@ def test_ui_command_serves_the_example_assets(tmp_path) -> None:
             try:
                 data = _graphql(port, "{ assetNodes { assetKey { path } } }")
                 keys = {"/".join(n["assetKey"]["path"]) for n in data["data"]["assetNodes"]}
-                if EXPECTED_KEYS <= keys:
+                if EXPECTED_KEYS | DEMO_KEYS <= keys:
                     break
             except (urllib.error.URLError, ConnectionError, KeyError, TypeError):
                 pass  # not up yet (or the code location is still loading)
             time.sleep(UI_POLL_INTERVAL_S)
         log = (tmp_path / "dagster-dev.log").read_text()[-3000:]
-        assert EXPECTED_KEYS <= keys, f"UI did not serve the example assets; dagster dev log tail:\n{log}"
+        assert EXPECTED_KEYS | DEMO_KEYS <= keys, f"UI did not serve the example assets; dagster dev log tail:\n{log}"
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
