@@ -29,37 +29,50 @@ RESERVED_START_ARGS = ("--head", "--block", "--address", "--port", "--temp-dir",
                        "--num-cpus", "--num-gpus")
 _START_ARG_RE = re.compile(r"^--[a-z][a-z0-9-]*(=.*)?$")
 
-# Stops process groups (each a `setsid` leader): TERM, up to the grace period, then KILL.
+# Stops process groups: each argument is SIGNAL:PGID (a `setsid` leader). The signal first
+# (TERM for a Ray node; 0, i.e. none, for the workers' srun, which the stop file ends), then up
+# to the grace period, then KILL.
 _STOP_FUNCTION = """\
 dhpc_stop_groups() {{
-  local g t
-  for g in "$@"; do kill -TERM -- "-$g" 2>/dev/null || true; done
+  local e g t
+  for e in "$@"; do kill -s "${{e%%:*}}" -- "-${{e#*:}}" 2>/dev/null || true; done
   for ((t = 0; t < {ticks}; t++)); do
-    for g in "$@"; do kill -0 -- "-$g" 2>/dev/null && break; g=""; done
+    g=""
+    for e in "$@"; do kill -0 -- "-${{e#*:}}" 2>/dev/null && g=${{e#*:}} && break; done
     [ -z "$g" ] && return 0
     sleep {poll}
   done
-  for g in "$@"; do
+  for e in "$@"; do
+    g=${{e#*:}}
     if kill -0 -- "-$g" 2>/dev/null; then
-      echo "dagster-hpc: Ray process group $g ignored TERM for {grace} s: killing it" >&2
+      echo "dagster-hpc: Ray process group $g still running {grace} s after the stop request: killing it" >&2
       kill -KILL -- "-$g" 2>/dev/null || true
     fi
   done
 }}
 """
 
+# How often a worker node checks for the stop file (shutdown latency vs. stat calls on the
+# shared filesystem).
+STOP_FILE_POLL_S = 1
+# Created by the batch step when the payload has ended: the workers stop their Ray nodes.
+# Not a signal: srun answers TERM with KILL for the whole step, and the signals it forwards
+# (USR1 ...) reach every process of the step, Ray's own included, whose default is to die.
+STOP_FILE = ".stop"
+
 # One worker node (run by srun on every node but the first): its own Ray node in its own
-# process group, stopped like the head when srun forwards TERM.
+# process group, stopped like the head once the stop file appears.
 _WORKER = """\
-dhpc_ray=$1 dhpc_address=$2 dhpc_dir=$3/${{SLURMD_NODENAME:-$(hostname)}}
+dhpc_ray=$1 dhpc_address=$2 dhpc_dir=$3/${{SLURMD_NODENAME:-$(hostname)}} dhpc_stop_file=$3/{stop_file}
 {stop}dhpc_args=()
 {node_ip}
 setsid "$dhpc_ray" start --block --address="$dhpc_address" --temp-dir="$dhpc_dir" \\
   ${{SLURM_CPUS_ON_NODE:+--num-cpus=$SLURM_CPUS_ON_NODE}} ${{SLURM_GPUS_ON_NODE:+--num-gpus=$SLURM_GPUS_ON_NODE}} \\
   "${{dhpc_args[@]}}" {extra}&
 dhpc_pid=$!
-trap 'dhpc_stop_groups "$dhpc_pid"; exit 0' TERM INT
-wait "$dhpc_pid"
+trap 'dhpc_stop_groups "TERM:$dhpc_pid"; exit 0' TERM INT
+while kill -0 "$dhpc_pid" 2>/dev/null && [ ! -e "$dhpc_stop_file" ]; do sleep {poll}; done
+dhpc_stop_groups "TERM:$dhpc_pid"
 """
 
 # Waits until `want` nodes are alive (bounded), failing early when a start process died.
@@ -103,7 +116,11 @@ dhpc_ray_dir="$PWD/ray-cluster"  # every node's Ray temp dir and logs, under the
 mkdir -p "$dhpc_ray_dir"
 {stop}dhpc_payload=""
 dhpc_groups=()
-dhpc_shutdown() {{ [ "${{#dhpc_groups[@]}}" -eq 0 ] || dhpc_stop_groups "${{dhpc_groups[@]}}"; dhpc_groups=(); }}
+dhpc_shutdown() {{
+  touch "$dhpc_ray_dir/{stop_file}"
+  [ "${{#dhpc_groups[@]}}" -eq 0 ] || dhpc_stop_groups "${{dhpc_groups[@]}}"
+  dhpc_groups=()
+}}
 dhpc_on_signal() {{
   if [ -n "$dhpc_payload" ]; then kill -s "$1" "$dhpc_payload" 2>/dev/null || true; return; fi
   # cancelled while Ray starts: stop what started, do not run the payload
@@ -128,17 +145,17 @@ dhpc_address="$dhpc_head_ip:$dhpc_port"
 setsid "$dhpc_ray" start --head --block --port="$dhpc_port" --temp-dir="$dhpc_ray_dir/head" \\
   ${{SLURM_CPUS_ON_NODE:+--num-cpus=$SLURM_CPUS_ON_NODE}} ${{SLURM_GPUS_ON_NODE:+--num-gpus=$SLURM_GPUS_ON_NODE}} \\
   "${{dhpc_head_args[@]}}" {extra}> "$dhpc_ray_dir/head.log" 2>&1 < /dev/null &
-dhpc_groups+=("$!")
+dhpc_groups+=("TERM:$!")
 if [ "$dhpc_nnodes" -gt 1 ]; then
   dhpc_workers=$((dhpc_nnodes - 1))
   dhpc_srun=({srun} --nodes="$dhpc_workers" --ntasks="$dhpc_workers" --exclude="$dhpc_head")
   setsid "${{dhpc_srun[@]}}" -- bash -c {worker} dhpc-ray-worker "$dhpc_ray" "$dhpc_address" "$dhpc_ray_dir" \\
     > "$dhpc_ray_dir/workers.log" 2>&1 < /dev/null &
-  dhpc_groups+=("$!")
+  dhpc_groups+=("0:$!")
 fi
 # exported only now: the `ray start` processes must not mistake it for a cluster to join
 export RAY_ADDRESS="$dhpc_address"
-if ! "$dhpc_py" -c {join_wait} "$dhpc_nnodes" {join_timeout} "${{dhpc_groups[@]}}"; then
+if ! "$dhpc_py" -c {join_wait} "$dhpc_nnodes" {join_timeout} "${{dhpc_groups[@]#*:}}"; then
   echo "dagster-hpc: the Ray cluster ($dhpc_nnodes nodes, head $RAY_ADDRESS) did not come up; Ray's logs: $dhpc_ray_dir/head.log, $dhpc_ray_dir/workers.log" >&2
   dhpc_shutdown
   exit {exit_not_up}
@@ -229,7 +246,7 @@ class RayLauncher(Launcher):
         )
         extra = "".join(f"{quote_all([a])} " for a in self.ray_start_args)
         worker = _WORKER.format(
-            stop=stop, extra=extra,
+            stop=stop, extra=extra, stop_file=STOP_FILE, poll=f"{STOP_FILE_POLL_S:g}",
             node_ip=self._node_ip("dhpc_ip", "dhpc_args") if self.node_ip_command else "",
         )
         if self.node_ip_command:
@@ -251,6 +268,7 @@ class RayLauncher(Launcher):
             join_wait=quote_all([_JOIN_WAIT.replace("POLL", f"{JOIN_POLL_S:g}")]),
             join_timeout=f"{self.join_timeout_s:g}",
             exit_not_up=EXIT_RAY_NOT_UP,
+            stop_file=STOP_FILE,
             command=payload_command(request),
         )
 

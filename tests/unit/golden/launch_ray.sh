@@ -5,23 +5,29 @@ dhpc_ray=ray
 dhpc_ray_dir="$PWD/ray-cluster"  # every node's Ray temp dir and logs, under the run directory
 mkdir -p "$dhpc_ray_dir"
 dhpc_stop_groups() {
-  local g t
-  for g in "$@"; do kill -TERM -- "-$g" 2>/dev/null || true; done
+  local e g t
+  for e in "$@"; do kill -s "${e%%:*}" -- "-${e#*:}" 2>/dev/null || true; done
   for ((t = 0; t < 100; t++)); do
-    for g in "$@"; do kill -0 -- "-$g" 2>/dev/null && break; g=""; done
+    g=""
+    for e in "$@"; do kill -0 -- "-${e#*:}" 2>/dev/null && g=${e#*:} && break; done
     [ -z "$g" ] && return 0
     sleep 0.1
   done
-  for g in "$@"; do
+  for e in "$@"; do
+    g=${e#*:}
     if kill -0 -- "-$g" 2>/dev/null; then
-      echo "dagster-hpc: Ray process group $g ignored TERM for 10 s: killing it" >&2
+      echo "dagster-hpc: Ray process group $g still running 10 s after the stop request: killing it" >&2
       kill -KILL -- "-$g" 2>/dev/null || true
     fi
   done
 }
 dhpc_payload=""
 dhpc_groups=()
-dhpc_shutdown() { [ "${#dhpc_groups[@]}" -eq 0 ] || dhpc_stop_groups "${dhpc_groups[@]}"; dhpc_groups=(); }
+dhpc_shutdown() {
+  touch "$dhpc_ray_dir/.stop"
+  [ "${#dhpc_groups[@]}" -eq 0 ] || dhpc_stop_groups "${dhpc_groups[@]}"
+  dhpc_groups=()
+}
 dhpc_on_signal() {
   if [ -n "$dhpc_payload" ]; then kill -s "$1" "$dhpc_payload" 2>/dev/null || true; return; fi
   # cancelled while Ray starts: stop what started, do not run the payload
@@ -51,22 +57,24 @@ dhpc_address="$dhpc_head_ip:$dhpc_port"
 setsid "$dhpc_ray" start --head --block --port="$dhpc_port" --temp-dir="$dhpc_ray_dir/head" \
   ${SLURM_CPUS_ON_NODE:+--num-cpus=$SLURM_CPUS_ON_NODE} ${SLURM_GPUS_ON_NODE:+--num-gpus=$SLURM_GPUS_ON_NODE} \
   "${dhpc_head_args[@]}" --include-dashboard=false > "$dhpc_ray_dir/head.log" 2>&1 < /dev/null &
-dhpc_groups+=("$!")
+dhpc_groups+=("TERM:$!")
 if [ "$dhpc_nnodes" -gt 1 ]; then
   dhpc_workers=$((dhpc_nnodes - 1))
   dhpc_srun=(srun --unbuffered --kill-on-bad-exit=1 --ntasks-per-node=1 --nodes="$dhpc_workers" --ntasks="$dhpc_workers" --exclude="$dhpc_head")
-  setsid "${dhpc_srun[@]}" -- bash -c 'dhpc_ray=$1 dhpc_address=$2 dhpc_dir=$3/${SLURMD_NODENAME:-$(hostname)}
+  setsid "${dhpc_srun[@]}" -- bash -c 'dhpc_ray=$1 dhpc_address=$2 dhpc_dir=$3/${SLURMD_NODENAME:-$(hostname)} dhpc_stop_file=$3/.stop
 dhpc_stop_groups() {
-  local g t
-  for g in "$@"; do kill -TERM -- "-$g" 2>/dev/null || true; done
+  local e g t
+  for e in "$@"; do kill -s "${e%%:*}" -- "-${e#*:}" 2>/dev/null || true; done
   for ((t = 0; t < 100; t++)); do
-    for g in "$@"; do kill -0 -- "-$g" 2>/dev/null && break; g=""; done
+    g=""
+    for e in "$@"; do kill -0 -- "-${e#*:}" 2>/dev/null && g=${e#*:} && break; done
     [ -z "$g" ] && return 0
     sleep 0.1
   done
-  for g in "$@"; do
+  for e in "$@"; do
+    g=${e#*:}
     if kill -0 -- "-$g" 2>/dev/null; then
-      echo "dagster-hpc: Ray process group $g ignored TERM for 10 s: killing it" >&2
+      echo "dagster-hpc: Ray process group $g still running 10 s after the stop request: killing it" >&2
       kill -KILL -- "-$g" 2>/dev/null || true
     fi
   done
@@ -79,11 +87,12 @@ setsid "$dhpc_ray" start --block --address="$dhpc_address" --temp-dir="$dhpc_dir
   ${SLURM_CPUS_ON_NODE:+--num-cpus=$SLURM_CPUS_ON_NODE} ${SLURM_GPUS_ON_NODE:+--num-gpus=$SLURM_GPUS_ON_NODE} \
   "${dhpc_args[@]}" --include-dashboard=false &
 dhpc_pid=$!
-trap '"'"'dhpc_stop_groups "$dhpc_pid"; exit 0'"'"' TERM INT
-wait "$dhpc_pid"
+trap '"'"'dhpc_stop_groups "TERM:$dhpc_pid"; exit 0'"'"' TERM INT
+while kill -0 "$dhpc_pid" 2>/dev/null && [ ! -e "$dhpc_stop_file" ]; do sleep 1; done
+dhpc_stop_groups "TERM:$dhpc_pid"
 ' dhpc-ray-worker "$dhpc_ray" "$dhpc_address" "$dhpc_ray_dir" \
     > "$dhpc_ray_dir/workers.log" 2>&1 < /dev/null &
-  dhpc_groups+=("$!")
+  dhpc_groups+=("0:$!")
 fi
 # exported only now: the `ray start` processes must not mistake it for a cluster to join
 export RAY_ADDRESS="$dhpc_address"
@@ -117,7 +126,7 @@ while True:
     if time.monotonic() > deadline:
         sys.exit(f"dagster-hpc: {alive} of {want} Ray nodes joined within {timeout:g} s")
     time.sleep(0.5)
-' "$dhpc_nnodes" 120 "${dhpc_groups[@]}"; then
+' "$dhpc_nnodes" 120 "${dhpc_groups[@]#*:}"; then
   echo "dagster-hpc: the Ray cluster ($dhpc_nnodes nodes, head $RAY_ADDRESS) did not come up; Ray's logs: $dhpc_ray_dir/head.log, $dhpc_ray_dir/workers.log" >&2
   dhpc_shutdown
   exit 93

@@ -1,0 +1,107 @@
+"""srun / Ray launchers on the real test cluster (2 of its 4 slurmd, each in its own UTS
+namespace so `hostname` is nodeN), over real SSH.
+
+Ray itself is not installed on the cluster (too heavy for 2 shared cores: see the README's
+Launchers section); the Ray test runs the launcher's real multi-node orchestration (head in
+the batch step, a worker through srun, join wait, shutdown by process group) with a fake
+`ray` that records its argv and pids. torchrun has golden tests only (no torch on the cluster).
+"""
+
+import json
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+import dagster as dg
+
+from dagster_hpc.compute import ComputeResource
+from dagster_hpc.launchers import RayLauncher, SrunLauncher
+from dagster_hpc.queue import QueueConfig
+from tests.integration.slurm_support import compute
+from tests.unit.test_launchers_hpc import FAKE_RAY, FAKES, TEST_NODE_IP
+
+TWO_NODES = QueueConfig(nodes=2, ntasks=2, time_limit="5", mem="256M")
+# A failed rank must end the step at once; the others would sleep 300 s (ranks.py).
+BAD_EXIT_BOUND_S = 60
+
+
+def _name(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+def _asset(name: str, payload, **run_kwargs) -> dg.AssetsDefinition:
+    @dg.asset(name=name)
+    def _a(context: dg.AssetExecutionContext, compute: ComputeResource):
+        yield from compute.run(context, payload, **run_kwargs).get_results()
+
+    return _a
+
+
+def _failure_message(result: dg.ExecuteInProcessResult) -> str:
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert len(failures) == 1
+    error = failures[0].step_failure_data.error
+    while error.cause is not None and error.cls_name != "SlurmJobError":
+        error = error.cause
+    return error.message
+
+
+def test_srun_launcher_runs_one_task_per_node_on_two_nodes(cluster) -> None:
+    name = _name("ranks")
+    asset = _asset(name, FAKES / "ranks.py", launcher=SrunLauncher(), queue=TWO_NODES)
+    result = dg.materialize([asset], resources={"compute": compute(cluster)})
+    md = result.asset_materializations_for_node(name)[0].metadata
+    hosts = md["hosts"].value
+    assert len(hosts) == 2 and all(h.startswith("node") for h in hosts), hosts
+    assert md["procids"].value == [0, 1]
+    assert md["ntasks"].value == 2
+    assert md["steps"].value == ["0"], "both tasks belong to one srun step"
+    assert md["slurm/state"].value == "COMPLETED"
+
+
+def test_srun_launcher_a_failed_rank_ends_the_step(cluster) -> None:
+    """--kill-on-bad-exit=1: rank 1 exits 3 at once; rank 0 would otherwise sleep 300 s."""
+    name = _name("badrank")
+    asset = _asset(name, FAKES / "ranks.py", args=["--fail-rank", "1"], launcher=SrunLauncher(), queue=TWO_NODES)
+    start = time.monotonic()
+    result = dg.materialize([asset], resources={"compute": compute(cluster)}, raise_on_error=False)
+    elapsed = time.monotonic() - start
+    assert not result.success
+    assert "exit code 3" in _failure_message(result)
+    assert elapsed < BAD_EXIT_BOUND_S, f"the step kept running for {elapsed:.0f} s after a rank failed"
+
+
+def test_ray_launcher_starts_head_and_worker_on_two_nodes_and_stops_both(cluster, tmp_path) -> None:
+    name = _name("raytwo")
+    # the fake records outside the run directory (which is removed after a successful step);
+    # jobs run on this machine, so the test reads them directly
+    log = Path("/tmp") / f"dhpc-fake-ray-{uuid.uuid4().hex[:8]}"
+    launcher = RayLauncher(ray="./fake-ray", node_ip_command=TEST_NODE_IP, stop_grace_s=5)
+    asset = _asset(name, FAKES / "ray_payload.py", args=["--pipes"], launcher=launcher,
+                   extra_files=[FAKE_RAY, FAKES / "ray.py"], extra_env={"FAKE_RAY_LOG": str(log)})
+    try:
+        result = dg.materialize([asset], resources={"compute": compute(cluster, queue=TWO_NODES)})
+        md = result.asset_materializations_for_node(name)[0].metadata
+        records = {p.name: json.loads(p.read_text()) for p in log.glob("*.json")}
+    finally:
+        shutil.rmtree(log, ignore_errors=True)
+    hosts = md["hosts"].value
+    assert md["nodes"].value == 2 and len(hosts) == 2, md
+    address = md["ray_address"].value
+    head_host = address.split(":")[0]
+    assert head_host.startswith("127.0.0.1") and head_host != "127.0.0.1", address
+
+    starts = [r for k, r in records.items() if k.startswith("start-")]
+    terms = {r["pid"] for k, r in records.items() if k.startswith("term-")}
+    head = next(r for r in starts if "--head" in r["argv"])
+    worker = next(r for r in starts if "--head" not in r["argv"])
+    assert {head["host"], worker["host"]} == set(hosts)
+    assert f"--node-ip-address={head_host}" in head["argv"]
+    assert f"--address={address}" in worker["argv"]
+    assert worker["host"] != head["host"]
+    assert all(r["pgid"] == r["pid"] for r in starts), "each Ray node runs in its own process group"
+    assert all(r["cpus"] for r in starts), "each node gets the CPUs Slurm allocated, not the machine"
+    assert terms == {head["pid"], worker["pid"]}, "both nodes were stopped with TERM (not killed)"
+    alive = [p for r in starts for p in (r["pid"], r["child"]) if Path(f"/proc/{p}").exists()]
+    assert alive == [], f"Ray processes still running after the job: {alive}"
