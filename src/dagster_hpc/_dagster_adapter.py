@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import dagster as dg
 from dagster._core.pipes.reattach import (  # internal: confined to this module
     PipesLaunchHandle,
     find_latest_launch_handle,
+    find_latest_launch_handle_for_run,
     record_external_launch,
     record_external_reattach,
 )
@@ -36,7 +38,7 @@ def record_launch(context: Any, handle: JobHandle) -> PipesLaunchHandle:
 
 def latest_launch(context: Any) -> JobHandle | None:
     """The handle recorded by this step in this run or its ancestors (reattach), if any."""
-    found = find_latest_launch_handle(context, client_name=CLIENT_NAME)
+    found = _latest_record(context)
     if found is None:
         return None
     raw = found.extras.get("dagster_hpc_handle")
@@ -46,5 +48,28 @@ def latest_launch(context: Any) -> JobHandle | None:
 def record_reattach(context: Any) -> PipesLaunchHandle | None:
     """Re-record the latest handle in the current run (a later retry of THIS run finds it, and
     the launch -> reattach chain stays visible in the event log)."""
-    found = find_latest_launch_handle(context, client_name=CLIENT_NAME)
+    found = _latest_record(context)
     return None if found is None else record_external_reattach(context, found)
+
+
+def _latest_record(context: Any) -> PipesLaunchHandle | None:
+    """This run first, then its ancestry. Dagster walks up only across runs tagged as resume
+    retries (the UI's "from failure", run retries); ``execute_job(reexecution_options=
+    ReexecutionOptions.from_failure(...))`` creates its run without that tag. So we also look in
+    the parent run when THIS step did not succeed there (it died with its process, or failed): a
+    step that succeeded in the parent is being recomputed on purpose and must launch fresh."""
+    found = find_latest_launch_handle(context, client_name=CLIENT_NAME)
+    if found is not None:
+        return found
+    run = context.run
+    if not run.parent_run_id:
+        return None
+    instance = context.instance
+    step_key = context.get_step_execution_context().step.key
+    succeeded = instance.all_logs(run.parent_run_id, of_type=dg.DagsterEventType.STEP_SUCCESS)
+    if any(entry.step_key == step_key for entry in succeeded):
+        return None
+    parent = instance.get_run_by_id(run.parent_run_id)
+    if parent is None:
+        return None
+    return find_latest_launch_handle_for_run(instance=instance, run=parent, step_key=step_key, client_name=CLIENT_NAME)

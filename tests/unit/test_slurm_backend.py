@@ -216,7 +216,8 @@ def test_dagster_internals_are_where_the_adapter_expects_them() -> None:
     """Fails loudly when a Dagster upgrade moves the launch-handle API (see _dagster_adapter)."""
     from dagster._core.pipes import reattach
 
-    for name in ("PipesLaunchHandle", "record_external_launch", "find_latest_launch_handle"):
+    for name in ("PipesLaunchHandle", "record_external_launch", "find_latest_launch_handle",
+                 "find_latest_launch_handle_for_run", "record_external_reattach"):
         assert hasattr(reattach, name), f"dagster {dg.__version__} moved {name}: update _dagster_adapter"
     assert _dagster_adapter.record_external_launch is reattach.record_external_launch
 
