@@ -39,12 +39,15 @@ set -a
 . ./{env_file} || {{ echo "dagster-hpc: cannot source ./{env_file}" >&2; set +a; finish {exit_env}; }}
 set +a
 export PYTHONUNBUFFERED=1
+# traps first, so a signal that arrives as soon as the payload runs is never lost (the subshell
+# below starts with default handlers: bash resets caught traps in subshells)
+child=""
+forward() {{ [ -n "$child" ] && kill -s "$1" "$child" 2>/dev/null || true; }}
+{traps}
 # a forked subshell sources the launch script (its `exec` replaces the subshell): no second bash
 # start-up on the critical path of every job
 ( set +u; . ./{launch} ) >> ./{stdout} 2>> ./{stderr} < /dev/null &
 child=$!
-forward() {{ kill -s "$1" "$child" 2>/dev/null || true; }}
-{traps}
 while :; do
   wait "$child"
   rc=$?

@@ -201,10 +201,11 @@ def test_end_with_stdin_keeps_the_exit_code_and_stops_the_command_when_stdin_clo
     ok = subprocess.run(["sh", "-c", _shell.end_with_stdin_command("echo out; exit 3")], stdin=subprocess.PIPE,
                         capture_output=True, timeout=30)  # fmt: skip
     assert ok.returncode == 3 and ok.stdout == b"out\n"
-    proc = subprocess.Popen(["sh", "-c", _shell.end_with_stdin_command(f"sleep 5; touch {marker}")],
+    # the command would run 60 s; stopping it must take far less (20 s: margin for a loaded machine)
+    proc = subprocess.Popen(["sh", "-c", _shell.end_with_stdin_command(f"sleep 60; touch {marker}")],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
     proc.stdin.close()  # what the remote side sees when our ssh goes away
-    assert proc.wait(timeout=4) != 0
+    assert proc.wait(timeout=20) != 0
     assert not marker.exists()
 
 

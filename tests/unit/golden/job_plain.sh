@@ -10,14 +10,17 @@ set -a
 . ./env.sh || { echo "dagster-hpc: cannot source ./env.sh" >&2; set +a; finish 96; }
 set +a
 export PYTHONUNBUFFERED=1
+# traps first, so a signal that arrives as soon as the payload runs is never lost (the subshell
+# below starts with default handlers: bash resets caught traps in subshells)
+child=""
+forward() { [ -n "$child" ] && kill -s "$1" "$child" 2>/dev/null || true; }
+trap 'forward TERM' TERM
+trap 'forward USR1' USR1
+trap 'forward USR2' USR2
 # a forked subshell sources the launch script (its `exec` replaces the subshell): no second bash
 # start-up on the critical path of every job
 ( set +u; . ./launch.sh ) >> ./stdout.log 2>> ./stderr.log < /dev/null &
 child=$!
-forward() { kill -s "$1" "$child" 2>/dev/null || true; }
-trap 'forward TERM' TERM
-trap 'forward USR1' USR1
-trap 'forward USR2' USR2
 while :; do
   wait "$child"
   rc=$?
