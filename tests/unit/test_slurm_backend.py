@@ -16,7 +16,13 @@ from dagster_hpc.backends.base import JobHandle, JobState
 from dagster_hpc.backends.slurm import SlurmBackend
 from dagster_hpc.backends.slurm_resource import SlurmResource
 from dagster_hpc.compute import DRY_RUN_DIR, ComputeResource
-from dagster_hpc.errors import ConfigError, PayloadError, TransportError
+from dagster_hpc.errors import (
+    AuthenticationError,
+    ConfigError,
+    HostKeyError,
+    PayloadError,
+    TransportError,
+)
 from dagster_hpc.jobscript import render_job_script
 from dagster_hpc.queue import QueueConfig
 from dagster_hpc.transport.local import LocalTransport
@@ -286,3 +292,41 @@ def test_connection_lost_before_sbatch_says_nothing_was_submitted(fake_slurm: Pa
     (staging / "job.sh").write_text("#!/bin/bash\ntrue\n")
     with pytest.raises(TransportError, match="nothing was submitted. Retry the run"):
         backend.submit(str(staging), backend.run_dir_for("r", "s"))
+
+
+def _staged(tmp_path: Path) -> Path:
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    (staging / "job.sh").write_text("#!/bin/bash\ntrue\n")
+    return staging
+
+
+def test_connection_lost_and_queue_unreachable_says_unknown_not_nothing_submitted(fake_slurm: Path, tmp_path: Path) -> None:
+    """If the check whether sbatch ran fails too, we must not claim 'nothing was submitted'."""
+
+    class Down(LocalTransport):
+        down = False
+
+        def run(self, command, *, timeout=None, stdin=None):
+            if self.down or "sbatch" in command:
+                self.down = True  # the connection stays down after sbatch
+                raise TransportError("connection lost (simulated)")
+            return super().run(command, timeout=timeout, stdin=stdin)
+
+    backend = SlurmBackend(Down(), cluster="fake", remote_base_dir=str(tmp_path / "remote"), record_launch=False)
+    with pytest.raises(TransportError, match="(?s)UNKNOWN whether a job was submitted.*squeue --me") as info:
+        backend.submit(str(_staged(tmp_path)), backend.run_dir_for("r", "s"))
+    assert "Retry the run" not in str(info.value)
+
+
+@pytest.mark.parametrize("error", [AuthenticationError, HostKeyError])
+def test_refused_credentials_at_submit_surface_as_they_are(fake_slurm: Path, tmp_path: Path, error) -> None:
+    class Refused(LocalTransport):
+        def run(self, command, *, timeout=None, stdin=None):
+            if "sbatch" in command:
+                raise error("refused (simulated): fix the key / known_hosts")
+            return super().run(command, timeout=timeout, stdin=stdin)
+
+    backend = SlurmBackend(Refused(), cluster="fake", remote_base_dir=str(tmp_path / "remote"), record_launch=False)
+    with pytest.raises(error, match="refused"):
+        backend.submit(str(_staged(tmp_path)), backend.run_dir_for("r", "s"))

@@ -39,7 +39,14 @@ from dagster_hpc.backends.slurm_script import (
     preflight_command,
     sbatch_header,
 )
-from dagster_hpc.errors import ConfigError, PayloadError, RemoteCommandError, TransportError
+from dagster_hpc.errors import (
+    AuthenticationError,
+    ConfigError,
+    HostKeyError,
+    PayloadError,
+    RemoteCommandError,
+    TransportError,
+)
 from dagster_hpc.metrics import (
     accounting_disabled,
     parse_sacct,
@@ -232,10 +239,12 @@ class SlurmBackend(Backend):
         cmd = f"{_shell.untar_command(remote_run_dir, 0o700)} && cd {q} && sbatch --parsable {JOB_SCRIPT}"
         try:
             result = self._transport.run(cmd, timeout=SUBMIT_TIMEOUT_S, stdin=data)
+        except (AuthenticationError, HostKeyError):
+            raise  # never authenticated: nothing can have been submitted, and a retry cannot help
         except TransportError as exc:
             # the connection dropped mid-submit: sbatch may have run. Never leave a job behind
             # unwatched: find it by its (unique) working directory, or say it was not submitted.
-            found = self._find_job_by_workdir(remote_run_dir)
+            found = self._find_job_by_workdir(remote_run_dir, cause=exc)
             if found is None:
                 raise TransportError(
                     f"submitting {remote_run_dir} on {self.cluster} failed and no job with that working "
@@ -271,14 +280,24 @@ class SlurmBackend(Backend):
 
         return find_reattach(context, self._transport, cluster=self.cluster, record=self._record_launch)
 
-    def _find_job_by_workdir(self, run_dir: str) -> str | None:
-        """Job id of our job whose working directory is ``run_dir`` (run dirs are unique)."""
+    def _find_job_by_workdir(self, run_dir: str, *, cause: Exception) -> str | None:
+        """Job id of our job whose working directory is ``run_dir`` (run dirs are unique).
+
+        None only when the queue was really checked; when the check itself fails we cannot
+        know whether sbatch ran, and say so instead of inviting a duplicate submission.
+        """
+        check = "squeue --me --noheader --states=all --format='%i|%Z'"
         try:
-            res = self._transport.run(
-                "squeue --me --noheader --states=all --format='%i|%Z'", timeout=SACCT_TIMEOUT_S
-            )
-        except TransportError:
-            return None
+            res = self._transport.run(check, timeout=SACCT_TIMEOUT_S)
+        except TransportError as exc:
+            res = CommandResult(255, "", str(exc))
+        if not res.ok:
+            raise TransportError(
+                f"submitting {run_dir} on {self.cluster} was interrupted ({cause}) and the check "
+                f"whether sbatch ran failed too ({res.stderr.strip()[-300:]}): it is UNKNOWN whether "
+                f"a job was submitted. Before retrying, run `{check}` on the login node and look for "
+                f"the working directory {run_dir}; if it is there, that job is yours (do not resubmit)."
+            ) from cause
         for line in res.stdout.splitlines():
             job_id, _, workdir = line.strip().partition("|")
             if workdir.rstrip("/") == run_dir.rstrip("/") and job_id.isdigit():
