@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dagster_hpc.backends.base import EXIT_CODE, PIPES_MESSAGES, STDERR, STDOUT
-from dagster_hpc.errors import TransportError
+from dagster_hpc.errors import AuthenticationError, TransportError
 from dagster_hpc.pipes import FileTail, RunDirMessageReader
 from dagster_hpc.transport.local import LocalTransport
 
@@ -164,3 +164,20 @@ def test_handler_errors_surface_in_the_caller(tmp_path: Path) -> None:
 def test_no_messages_debug_text_names_the_files(tmp_path: Path) -> None:
     text = RunDirMessageReader(LocalTransport(), str(tmp_path), lambda s, lines: None).no_messages_debug_text()
     assert f"{tmp_path}/{PIPES_MESSAGES}" in text and "open_dagster_pipes" in text and STDERR in text
+
+
+def test_refused_credentials_stop_the_reader_at_once_without_retrying(tmp_path: Path) -> None:
+    class Refused(LocalTransport):
+        calls = 0
+
+        def read_many_from(self, requests, *, max_bytes: int = 4 << 20):
+            self.calls += 1
+            raise AuthenticationError("permission denied (simulated)")
+
+    transport = Refused()
+    warnings: list[str] = []
+    reader = RunDirMessageReader(transport, str(tmp_path), lambda s, lines: None, interval_s=0.001, warn=warnings.append)
+    with pytest.raises(AuthenticationError, match="permission denied"):
+        with reader.read_messages(RecordingHandler()):  # type: ignore[arg-type]
+            assert reader.exited.wait(JOIN_TIMEOUT_S)
+    assert transport.calls == 1 and not warnings  # one attempt, no "retrying" noise

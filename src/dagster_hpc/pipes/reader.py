@@ -21,7 +21,7 @@ import dagster as dg
 from dagster_pipes import PipesParams
 
 from dagster_hpc.backends.base import EXIT_CODE, PIPES_MESSAGES, STDERR, STDOUT
-from dagster_hpc.errors import TransportError
+from dagster_hpc.errors import AuthenticationError, HostKeyError, TransportError
 from dagster_hpc.pipes.tail import FileTail
 from dagster_hpc.transport.base import Transport
 
@@ -133,6 +133,8 @@ class RunDirMessageReader(dg.PipesMessageReader):
                 if failing_since is not None:
                     self._warn(f"reading the job's files works again after {time.monotonic() - failing_since:.1f} s")
                 failing_since = None
+            except (AuthenticationError, HostKeyError):
+                raise  # refused credentials never heal by retrying (and must not lock the account)
             except TransportError as exc:
                 now = time.monotonic()
                 if failing_since is None:
