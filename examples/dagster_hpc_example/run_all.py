@@ -34,6 +34,10 @@ SHOWN_METADATA = (
 )
 
 
+# only materializations of the runs started by this invocation are summarized (not older ones)
+THIS_INVOCATION_RUNS: set[str] = set()
+
+
 def main() -> int:
     instance = dg.DagsterInstance.get()
     print(f"dagster-hpc example: mode={os.environ.get(MODE_ENV, 'local')}, data in {example_data_dir()}")
@@ -76,6 +80,7 @@ def _execute(job_fn, instance: dg.DagsterInstance, name: str, partition: str | N
         status = instance.get_run_by_id(result.run_id).status
     wall = time.monotonic() - started
     print(f"  {name}: {status.value} in {wall:.1f} s (run {result.run_id[:8]})", flush=True)
+    THIS_INVOCATION_RUNS.add(result.run_id)
     return name, status, wall
 
 
@@ -85,8 +90,8 @@ def _asset_rows(instance: dg.DagsterInstance) -> list[list[str]]:
         partitions = spec.partitions_def.get_partition_keys() if spec.partitions_def else [None]
         for partition in partitions:
             event = _latest(instance, spec.key, partition)
-            if event is None:
-                rows.append([spec.key.to_user_string(), partition or "-", "NOT MATERIALIZED"])
+            if event is None or event.run_id not in THIS_INVOCATION_RUNS:
+                rows.append([spec.key.to_user_string(), partition or "-", "NOT MATERIALIZED by this run"])
                 continue
             md = event.asset_materialization.metadata
             shown = ", ".join(f"{k.split('/')[-1]}={md[k].value}" for k in SHOWN_METADATA if k in md)
