@@ -184,3 +184,11 @@ def test_queue_config_is_immutable() -> None:
     q = QueueConfig(partition="debug")
     with pytest.raises(Exception, match="does not support item assignment"):
         q.partition = "other"  # type: ignore[misc]
+
+
+def test_from_env_error_names_the_environment_variable(monkeypatch) -> None:
+    from dagster_hpc.backends.slurm_resource import SlurmResource
+
+    monkeypatch.setenv("DAGSTER_HPC_SLURM_TIME_LIMIT", "1h")
+    with pytest.raises(ConfigError, match="(?s)not a Slurm time.*DAGSTER_HPC_SLURM_TIME_LIMIT"):
+        SlurmResource.from_env()

@@ -94,7 +94,11 @@ class SlurmResource(dg.ConfigurableResource):
                 queue[field] = int(raw)
             else:
                 queue[field] = raw
-        kwargs: dict[str, object] = {"queue": QueueConfig(**queue)}
+        try:
+            kwargs: dict[str, object] = {"queue": QueueConfig(**queue)}
+        except ConfigError as exc:
+            names = ", ".join(f"{prefix}_{s}" for s, f in QUEUE_ENV_FIELDS.items() if f in queue)
+            raise ConfigError(f"{exc}\n(the queue settings come from the environment: {names})") from None
         for suffix, field in RESOURCE_ENV_FIELDS.items():
             raw = os.environ.get(f"{prefix}_{suffix}", "")
             if raw:
