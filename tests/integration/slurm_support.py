@@ -79,8 +79,10 @@ def slurm_resource(cluster, *, queue: QueueConfig | None = None, **kw) -> SlurmR
     return SlurmResource(queue=queue or QueueConfig(time_limit="5", mem="256M"), **kw)
 
 
-def compute(cluster, **kw) -> ComputeResource:
-    return ComputeResource(mode="slurm", slurm=slurm_resource(cluster, **kw))
+def compute(cluster, keep_run_dirs: str = "always", **kw) -> ComputeResource:
+    # "always": several tests inspect the run dir after a successful job (permissions, files);
+    # the default policy ("failed") is tested in test_slurm_reattach and tests/unit/test_retention
+    return ComputeResource(mode="slurm", keep_run_dirs=keep_run_dirs, slurm=slurm_resource(cluster, **kw))
 
 
 def remote(cluster, command: str, *, timeout: float = 60) -> str:
