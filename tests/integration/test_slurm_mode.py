@@ -175,6 +175,9 @@ def test_timeout_job_is_timeout_with_metrics(cluster) -> None:
         ({"account": "proj; rm -rf ~"}, "not a valid Slurm name"),
         ({"extra_directives": ["--comment=$(id)"]}, "cannot be passed safely"),
         ({"partition": "nosuchpartition"}, "unknown partition 'nosuchpartition'.*debug"),
+        # no node of the test cluster's partition has 8 GB or 8 CPUs (4000 MB, 4 CPUs each)
+        ({"mem": "8G"}, "(?s)asks for 8192 MB per node.*has 4000 MB"),
+        ({"cpus_per_task": 8}, "(?s)cpus_per_task=8 but the largest node.*has 4 CPUs"),
     ],
 )
 def test_bad_input_rejected_before_submit(cluster, queue: dict, match: str) -> None:

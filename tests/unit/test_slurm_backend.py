@@ -102,7 +102,7 @@ def test_preflight_and_submit_round_trips(fake_slurm: Path, tmp_path: Path) -> N
     second = SlurmBackend(transport, cluster="fake", remote_base_dir=str(tmp_path / "remote"), python=sys.executable)
     second._preflight()
     assert transport.roundtrips == 2  # cached for this process
-    assert len(calls(fake_slurm, "sinfo")) == 2  # partitions and default partition, in one round trip
+    assert len(calls(fake_slurm, "sinfo")) == 3  # partitions, default partition and limits: one round trip
 
 
 def test_failing_payload_raises_slurm_job_error_with_state(fake_slurm: Path, tmp_path: Path) -> None:

@@ -89,6 +89,7 @@ SACCT_TIMEOUT_S = 60.0
 # environments and partitions change rarely, and a payload whose interpreter vanished meanwhile
 # still fails with its own clear error (exit 127 and the shell's message in stderr).
 PREFLIGHT_SHARE_TTL_S = 600.0
+PREFLIGHT_FORMAT = "2"  # bump when preflight_command answers more (2: partition limits)
 
 DEFAULT_REMOTE_BASE = "~/.dagster-hpc/runs"
 
@@ -182,6 +183,7 @@ class SlurmBackend(Backend):
             activate=self.activate,
             partition=queue.partition,
             need_python=launcher_is_python or self.python is not None,
+            queue=queue,
         )
         if self.activate:
             request = dataclasses.replace(request, launcher=ActivatedLauncher(request.launcher, self.activate))
@@ -405,7 +407,8 @@ class SlurmBackend(Backend):
 
 
 def _shared_preflight_path(key: tuple[str, str, str, str]) -> Path:
-    digest = hashlib.sha256("\0".join(key).encode()).hexdigest()[:16]
+    # the format version is part of the name: an answer from an older preflight is never reused
+    digest = hashlib.sha256("\0".join((PREFLIGHT_FORMAT, *key)).encode()).hexdigest()[:16]
     return default_cache_dir() / f"preflight-{digest}.json"
 
 

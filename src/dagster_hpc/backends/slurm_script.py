@@ -14,7 +14,7 @@ from typing import ClassVar
 from dagster_hpc.errors import ConfigError
 from dagster_hpc.launchers import Launcher
 from dagster_hpc.launchers.base import LaunchRequest
-from dagster_hpc.queue import QueueConfig
+from dagster_hpc.queue import QueueConfig, parse_mem_mb, parse_time_limit
 
 # Exit code of launch.sh when the activation script cannot be sourced (outside 0-3 and 126-255).
 EXIT_ACTIVATE_FAILED = 95
@@ -83,7 +83,9 @@ def preflight_command(*, base_dir: str, python: str, activate: str | None) -> st
         f"elif ( {act}command -v {py} ) >/dev/null 2>&1; then echo python=no-dagster-pipes; "
         "else echo python=missing; fi; "
         "echo partitions=$(sinfo --noheader --format=%R 2>/dev/null | sort -u | tr '\\n' ','); "
-        "echo default_partition=$(sinfo --noheader --format=%P 2>/dev/null | grep '\\*$' | tr -d '*' | head -n1)"
+        "echo default_partition=$(sinfo --noheader --format=%P 2>/dev/null | grep '\\*$' | tr -d '*' | head -n1); "
+        # per partition: max time, memory (MB) and CPUs of its nodes (one line per node group)
+        "echo limits=$(sinfo --noheader --format='%R;%l;%m;%c' 2>/dev/null | sort -u | tr '\\n' ',')"
     )
 
 
@@ -98,7 +100,7 @@ def parse_preflight(text: str) -> dict[str, str]:
 
 def check_preflight(
     answer: dict[str, str], *, cluster: str, base_dir: str, python: str, activate: str | None,
-    partition: str | None, need_python: bool = True,
+    partition: str | None, need_python: bool = True, queue: QueueConfig | None = None,
 ) -> None:
     """Raise ConfigError naming what is wrong on the cluster (before anything is submitted)."""
     if answer.get("base") != "ok":
@@ -129,4 +131,56 @@ def check_preflight(
     if partition is not None and known and partition not in known:
         raise ConfigError(
             f"unknown partition {partition!r} on {cluster}: this cluster has {', '.join(known)}"
+        )
+    if queue is not None:
+        check_partition_limits(answer.get("limits", ""), queue, cluster=cluster,
+                               partition=partition or answer.get("default_partition") or None)
+
+
+def partition_limits(text: str) -> dict[str, tuple[int | None, float, int]]:
+    """``sinfo '%R;%l;%m;%c'`` groups -> partition: (max seconds or None, largest node MB, most CPUs)."""
+    limits: dict[str, tuple[int | None, float, int]] = {}
+    for group in filter(None, text.split(",")):
+        parts = group.split(";")
+        if len(parts) != 4:
+            continue
+        name, time_text, mem_text, cpu_text = (p.strip() for p in parts)
+        try:
+            max_s = parse_time_limit(time_text)
+        except ConfigError:
+            max_s = None  # a format we do not know: do not guess a limit
+        mem = float(mem_text.rstrip("+")) if mem_text.rstrip("+").isdigit() else float("inf")
+        cpus = int(cpu_text.rstrip("+")) if cpu_text.rstrip("+").isdigit() else 1 << 30
+        old_s, old_mem, old_cpus = limits.get(name, (max_s, 0.0, 0))
+        limits[name] = (old_s, max(old_mem, mem), max(old_cpus, cpus))
+    return limits
+
+
+def check_partition_limits(text: str, queue: QueueConfig, *, cluster: str, partition: str | None) -> None:
+    """Requests no node of the partition can satisfy fail here, not in sbatch or the queue."""
+    limits = partition_limits(text).get(partition or "")
+    if limits is None:
+        return
+    max_s, node_mb, node_cpus = limits
+    where = f"partition {partition!r} on {cluster}"
+    wanted_s = queue.time_limit_seconds
+    if max_s is not None and wanted_s is not None and wanted_s > max_s:
+        raise ConfigError(
+            f"time_limit={queue.time_limit!r} exceeds the {where} (MaxTime {max_s // 60} min): "
+            "ask for less time or use a partition with a longer limit (see `dagster-hpc doctor`)"
+        )
+    cpus = queue.cpus_per_task or 1
+    if cpus > node_cpus:
+        raise ConfigError(
+            f"cpus_per_task={cpus} but the largest node of the {where} has {node_cpus} CPUs: "
+            "ask for fewer CPUs per task (spread the work over tasks/nodes instead)"
+        )
+    mem_mb = parse_mem_mb(queue.mem) if queue.mem else None
+    if queue.mem_per_cpu:
+        mem_mb = parse_mem_mb(queue.mem_per_cpu, "mem_per_cpu") * cpus
+    if mem_mb is not None and mem_mb > node_mb:
+        raise ConfigError(
+            f"the job asks for {mem_mb:.0f} MB per node but the largest node of the {where} has "
+            f"{node_mb:.0f} MB: ask for less memory (e.g. mem=\"{int(node_mb * 0.9)}M\") or use a "
+            "partition with bigger nodes"
         )
