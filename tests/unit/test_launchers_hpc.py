@@ -16,7 +16,7 @@ from dagster_hpc import ComputeResource
 from dagster_hpc.errors import ConfigError
 from dagster_hpc.launchers import LaunchRequest, RayLauncher, SrunLauncher, TorchrunLauncher
 from dagster_hpc.launchers.command import payload_command
-from dagster_hpc.launchers.ray import EXIT_RAY_NOT_UP
+from dagster_hpc.launchers.ray import EXIT_RAY_NOT_UP, RAY_TEMP_ROOT_MAX
 from dagster_hpc.launchers.torchrun import EXIT_NO_TORCH
 from tests.unit.golden import assert_golden
 
@@ -283,7 +283,11 @@ def test_ray_local_mode_runs_payload_against_its_own_head_and_stops_it(tmp_path:
     (head,) = _records(tmp_path, "start")
     port = next(a.split("=", 1)[1] for a in head["argv"] if a.startswith("--port="))
     assert head["argv"][:3] == ["start", "--head", "--block"]
-    assert f"--temp-dir={tmp_path}/ray-cluster/head" in head["argv"]
+    temp = next(a.split("=", 1)[1] for a in head["argv"] if a.startswith("--temp-dir="))
+    # this run dir is too long for Ray's 107-byte socket paths: the temp dir moves to /tmp
+    assert len(f"{tmp_path}/ray-cluster") > RAY_TEMP_ROOT_MAX
+    assert temp.startswith(f"{os.environ.get('TMPDIR', '/tmp')}/dhpc-ray-") and temp.endswith("/head"), temp
+    assert head["drain_timeout"] == "0", "Ray's 30 s drain on TERM is skipped"
     assert head["pgid"] == head["pid"], "the head must run in its own process group"
     assert head["ray_address"] is None
     seen = json.loads((tmp_path / "payload-seen.json").read_text())
@@ -291,6 +295,19 @@ def test_ray_local_mode_runs_payload_against_its_own_head_and_stops_it(tmp_path:
     assert [t["pid"] for t in _records(tmp_path, "term")] == [head["pid"]]
     assert _gone(head["pid"], head["child"])
     assert "killing it" not in done.stderr
+
+
+def test_ray_temp_dir_stays_in_a_short_run_dir() -> None:
+    """A run dir short enough for Ray's socket paths keeps the temp dirs (and Ray's logs)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir="/tmp", prefix="r") as short:
+        run = Path(short)
+        script = _ray_script(run, RayLauncher(ray=str(FAKE_RAY)))
+        done = _run_local(run, script, env=_ray_env(run))
+        assert done.returncode == 0, done.stderr
+        (head,) = _records(run, "start")
+        assert f"--temp-dir={run}/ray-cluster/head" in head["argv"]
 
 
 def test_ray_shutdown_kills_a_head_that_ignores_term_after_the_grace_period(tmp_path: Path) -> None:

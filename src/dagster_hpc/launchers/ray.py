@@ -22,6 +22,10 @@ STOP_GRACE_S = 10
 STOP_POLL_S = 0.1
 # How often the join wait asks the GCS how many nodes are alive.
 JOIN_POLL_S = 0.5
+# Longest temp dir root under which Ray's Unix sockets stay within the 107-byte limit
+# (Ray adds /<node>/session_<date>_<time>_<usec>_<pid>/sockets/plasma_store, ~75 bytes);
+# longer run directories put the temp dirs in ${TMPDIR:-/tmp}/dhpc-ray-<job id> instead.
+RAY_TEMP_ROOT_MAX = 32
 # Exit code of launch.sh when the Ray cluster did not come up (payload never started).
 EXIT_RAY_NOT_UP = 93
 
@@ -63,7 +67,7 @@ STOP_FILE = ".stop"
 # One worker node (run by srun on every node but the first): its own Ray node in its own
 # process group, stopped like the head once the stop file appears.
 _WORKER = """\
-dhpc_ray=$1 dhpc_address=$2 dhpc_dir=$3/${{SLURMD_NODENAME:-$(hostname)}} dhpc_stop_file=$3/{stop_file}
+dhpc_ray=$1 dhpc_address=$2 dhpc_stop_file=$3/{stop_file} dhpc_dir=$4/${{SLURMD_NODENAME:-$(hostname)}}
 {stop}dhpc_args=()
 {node_ip}
 setsid "$dhpc_ray" start --block --address="$dhpc_address" --temp-dir="$dhpc_dir" \\
@@ -112,8 +116,13 @@ while True:
 _BODY = """\
 dhpc_py={python}
 dhpc_ray={ray}
-dhpc_ray_dir="$PWD/ray-cluster"  # every node's Ray temp dir and logs, under the run directory
+dhpc_ray_dir="$PWD/ray-cluster"  # the launcher's logs of the Ray processes (head.log, workers.log)
 mkdir -p "$dhpc_ray_dir"
+dhpc_temp=$dhpc_ray_dir  # every node's Ray temp dir (sessions, Ray's own logs) is a subdirectory
+# Ray's Unix socket paths live under the temp dir and must stay within 107 bytes
+if [ "${{#dhpc_temp}}" -gt {temp_max} ]; then dhpc_temp="${{TMPDIR:-/tmp}}/dhpc-ray-${{SLURM_JOB_ID:-$$}}"; fi
+# the payload has ended when Ray is stopped: skip Ray's drain on TERM (default 30 s, meant for Serve)
+export RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=${{RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S:-0}}
 {stop}dhpc_payload=""
 dhpc_groups=()
 dhpc_shutdown() {{
@@ -142,14 +151,14 @@ dhpc_head_args=()
 dhpc_port=$("$dhpc_py" -c {free_port})
 dhpc_address="$dhpc_head_ip:$dhpc_port"
 # the head runs beside the payload on the first node, in its own process group
-setsid "$dhpc_ray" start --head --block --port="$dhpc_port" --temp-dir="$dhpc_ray_dir/head" \\
+setsid "$dhpc_ray" start --head --block --port="$dhpc_port" --temp-dir="$dhpc_temp/head" \\
   ${{SLURM_CPUS_ON_NODE:+--num-cpus=$SLURM_CPUS_ON_NODE}} ${{SLURM_GPUS_ON_NODE:+--num-gpus=$SLURM_GPUS_ON_NODE}} \\
   "${{dhpc_head_args[@]}}" {extra}> "$dhpc_ray_dir/head.log" 2>&1 < /dev/null &
 dhpc_groups+=("TERM:$!")
 if [ "$dhpc_nnodes" -gt 1 ]; then
   dhpc_workers=$((dhpc_nnodes - 1))
   dhpc_srun=({srun} --nodes="$dhpc_workers" --ntasks="$dhpc_workers" --exclude="$dhpc_head")
-  setsid "${{dhpc_srun[@]}}" -- bash -c {worker} dhpc-ray-worker "$dhpc_ray" "$dhpc_address" "$dhpc_ray_dir" \\
+  setsid "${{dhpc_srun[@]}}" -- bash -c {worker} dhpc-ray-worker "$dhpc_ray" "$dhpc_address" "$dhpc_ray_dir" "$dhpc_temp" \\
     > "$dhpc_ray_dir/workers.log" 2>&1 < /dev/null &
   dhpc_groups+=("0:$!")
 fi
@@ -269,6 +278,7 @@ class RayLauncher(Launcher):
             join_timeout=f"{self.join_timeout_s:g}",
             exit_not_up=EXIT_RAY_NOT_UP,
             stop_file=STOP_FILE,
+            temp_max=RAY_TEMP_ROOT_MAX,
             command=payload_command(request),
         )
 
