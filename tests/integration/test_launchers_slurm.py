@@ -148,3 +148,5 @@ def test_real_ray_on_two_nodes_runs_tasks_on_both_and_leaves_no_process(cluster,
     job = md["slurm/job_id"].value
     left = subprocess.run(["pgrep", "-u", cluster.user, "-f", f"dhpc-ray-{job}"], capture_output=True, text=True)
     assert left.stdout.strip() == "", f"Ray processes of job {job} still running: {left.stdout}"
+    # the run dir is too long for Ray's socket paths: temp dirs were in /tmp, and are gone
+    assert not Path(f"/tmp/dhpc-ray-{job}").exists()

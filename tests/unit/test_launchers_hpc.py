@@ -288,6 +288,9 @@ def test_ray_local_mode_runs_payload_against_its_own_head_and_stops_it(tmp_path:
     assert len(f"{tmp_path}/ray-cluster") > RAY_TEMP_ROOT_MAX
     assert temp.startswith(f"{os.environ.get('TMPDIR', '/tmp')}/dhpc-ray-") and temp.endswith("/head"), temp
     assert head["drain_timeout"] == "0", "Ray's 30 s drain on TERM is skipped"
+    assert not Path(temp).parent.exists(), "the temp dir outside the run dir is removed"
+    kept = tmp_path / "ray-cluster" / "logs-head" / "raylet.out"
+    assert kept.read_text() == f"fake raylet of {head['pid']}\n", "Ray's logs stay with the run"
     assert head["pgid"] == head["pid"], "the head must run in its own process group"
     assert head["ray_address"] is None
     seen = json.loads((tmp_path / "payload-seen.json").read_text())
@@ -308,6 +311,7 @@ def test_ray_temp_dir_stays_in_a_short_run_dir() -> None:
         assert done.returncode == 0, done.stderr
         (head,) = _records(run, "start")
         assert f"--temp-dir={run}/ray-cluster/head" in head["argv"]
+        assert (run / "ray-cluster" / "head" / "session_latest" / "logs" / "raylet.out").exists()
 
 
 def test_ray_shutdown_kills_a_head_that_ignores_term_after_the_grace_period(tmp_path: Path) -> None:

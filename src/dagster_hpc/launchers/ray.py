@@ -56,6 +56,17 @@ dhpc_stop_groups() {{
 }}
 """
 
+# After a node stopped: a temp dir outside the run directory (too long for Ray's sockets) gives
+# Ray's logs to the run directory (ray-cluster/logs-<node>, a few hundred KB) and is removed.
+_KEEP_LOGS_FUNCTION = """\
+dhpc_keep_logs() {
+  [ "$1" = "$2/$3" ] && return 0
+  cp -r "$1/session_latest/logs" "$2/logs-$3" 2>/dev/null || true
+  rm -rf -- "$1"
+  rmdir -- "${1%/*}" 2>/dev/null || true
+}
+"""
+
 # How often a worker node checks for the stop file (shutdown latency vs. stat calls on the
 # shared filesystem).
 STOP_FILE_POLL_S = 1
@@ -68,7 +79,7 @@ STOP_FILE = ".stop"
 # process group, stopped like the head once the stop file appears.
 _WORKER = """\
 dhpc_ray=$1 dhpc_address=$2 dhpc_stop_file=$3/{stop_file} dhpc_dir=$4/${{SLURMD_NODENAME:-$(hostname)}}
-{stop}dhpc_args=()
+{stop}{keep_logs}dhpc_args=()
 {node_ip}
 setsid "$dhpc_ray" start --block --address="$dhpc_address" --temp-dir="$dhpc_dir" \\
   ${{SLURM_CPUS_ON_NODE:+--num-cpus=$SLURM_CPUS_ON_NODE}} ${{SLURM_GPUS_ON_NODE:+--num-gpus=$SLURM_GPUS_ON_NODE}} \\
@@ -77,6 +88,7 @@ dhpc_pid=$!
 trap 'dhpc_stop_groups "TERM:$dhpc_pid"; exit 0' TERM INT
 while kill -0 "$dhpc_pid" 2>/dev/null && [ ! -e "$dhpc_stop_file" ]; do sleep {poll}; done
 dhpc_stop_groups "TERM:$dhpc_pid"
+dhpc_keep_logs "$dhpc_dir" "$3" "${{dhpc_dir##*/}}"
 """
 
 # Waits until `want` nodes are alive (bounded), failing early when a start process died.
@@ -123,12 +135,13 @@ dhpc_temp=$dhpc_ray_dir  # every node's Ray temp dir (sessions, Ray's own logs) 
 if [ "${{#dhpc_temp}}" -gt {temp_max} ]; then dhpc_temp="${{TMPDIR:-/tmp}}/dhpc-ray-${{SLURM_JOB_ID:-$$}}"; fi
 # the payload has ended when Ray is stopped: skip Ray's drain on TERM (default 30 s, meant for Serve)
 export RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=${{RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S:-0}}
-{stop}dhpc_payload=""
+{stop}{keep_logs}dhpc_payload=""
 dhpc_groups=()
 dhpc_shutdown() {{
   touch "$dhpc_ray_dir/{stop_file}"
   [ "${{#dhpc_groups[@]}}" -eq 0 ] || dhpc_stop_groups "${{dhpc_groups[@]}}"
   dhpc_groups=()
+  dhpc_keep_logs "$dhpc_temp/head" "$dhpc_ray_dir" head
 }}
 dhpc_on_signal() {{
   if [ -n "$dhpc_payload" ]; then kill -s "$1" "$dhpc_payload" 2>/dev/null || true; return; fi
@@ -255,7 +268,7 @@ class RayLauncher(Launcher):
         )
         extra = "".join(f"{quote_all([a])} " for a in self.ray_start_args)
         worker = _WORKER.format(
-            stop=stop, extra=extra, stop_file=STOP_FILE, poll=f"{STOP_FILE_POLL_S:g}",
+            stop=stop, keep_logs=_KEEP_LOGS_FUNCTION, extra=extra, stop_file=STOP_FILE, poll=f"{STOP_FILE_POLL_S:g}",
             node_ip=self._node_ip("dhpc_ip", "dhpc_args") if self.node_ip_command else "",
         )
         if self.node_ip_command:
@@ -268,6 +281,7 @@ class RayLauncher(Launcher):
             python=quote_all([request.python]),
             ray=quote_all([self.ray]),
             stop=stop,
+            keep_logs=_KEEP_LOGS_FUNCTION,
             traps=traps,
             head_ip=head_ip,
             free_port=quote_all([FREE_PORT_SNIPPET]),

@@ -26,12 +26,19 @@ dhpc_stop_groups() {
     fi
   done
 }
+dhpc_keep_logs() {
+  [ "$1" = "$2/$3" ] && return 0
+  cp -r "$1/session_latest/logs" "$2/logs-$3" 2>/dev/null || true
+  rm -rf -- "$1"
+  rmdir -- "${1%/*}" 2>/dev/null || true
+}
 dhpc_payload=""
 dhpc_groups=()
 dhpc_shutdown() {
   touch "$dhpc_ray_dir/.stop"
   [ "${#dhpc_groups[@]}" -eq 0 ] || dhpc_stop_groups "${dhpc_groups[@]}"
   dhpc_groups=()
+  dhpc_keep_logs "$dhpc_temp/head" "$dhpc_ray_dir" head
 }
 dhpc_on_signal() {
   if [ -n "$dhpc_payload" ]; then kill -s "$1" "$dhpc_payload" 2>/dev/null || true; return; fi
@@ -84,6 +91,12 @@ dhpc_stop_groups() {
     fi
   done
 }
+dhpc_keep_logs() {
+  [ "$1" = "$2/$3" ] && return 0
+  cp -r "$1/session_latest/logs" "$2/logs-$3" 2>/dev/null || true
+  rm -rf -- "$1"
+  rmdir -- "${1%/*}" 2>/dev/null || true
+}
 dhpc_args=()
 dhpc_ip=$(bash -c '"'"'echo 127.0.0.$((10 + ${SLURMD_NODENAME#node}))'"'"' | head -n 1)
 if [ -z "$dhpc_ip" ]; then echo "dagster-hpc: node_ip_command printed no IP on $(hostname): "'"'"'echo 127.0.0.$((10 + ${SLURMD_NODENAME#node}))'"'"' >&2; exit 93; fi
@@ -95,6 +108,7 @@ dhpc_pid=$!
 trap '"'"'dhpc_stop_groups "TERM:$dhpc_pid"; exit 0'"'"' TERM INT
 while kill -0 "$dhpc_pid" 2>/dev/null && [ ! -e "$dhpc_stop_file" ]; do sleep 1; done
 dhpc_stop_groups "TERM:$dhpc_pid"
+dhpc_keep_logs "$dhpc_dir" "$3" "${dhpc_dir##*/}"
 ' dhpc-ray-worker "$dhpc_ray" "$dhpc_address" "$dhpc_ray_dir" "$dhpc_temp" \
     > "$dhpc_ray_dir/workers.log" 2>&1 < /dev/null &
   dhpc_groups+=("0:$!")
