@@ -3,6 +3,7 @@ job runs; the job keeps running; re-executing the run from failure waits for THA
 sbatch) and still delivers every Pipes message and log line it wrote, before and after the kill."""
 
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -15,8 +16,8 @@ import pytest
 from dagster_hpc.backends.slurm_script import job_name
 from tests.integration import slurm_reattach_defs
 from tests.integration.slurm_support import (
+    SACCT_NAME_LAG_S,
     cleanup_remote_bases,
-    jobs_named,
     live_jobs_named,
     remote,
     slurm_env,
@@ -24,6 +25,7 @@ from tests.integration.slurm_support import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
+ASSET = f"reattach_{uuid.uuid4().hex[:8]}"
 # The driver imports Dagster (~3 s) and submits; the idle test cluster starts a job in ~1 s.
 JOB_VISIBLE_WITHIN_S = 90
 # After the kill: long enough for a wrongly-installed cancel path (atexit, signal handler) to act.
@@ -34,6 +36,13 @@ AFTER_KILL_PAUSE_S = 3.0
 def _remove_our_run_dirs(cluster):
     yield
     cleanup_remote_bases(cluster)
+
+
+@pytest.fixture(scope="module")
+def shared_env(cluster) -> dict[str, str]:
+    """One asset name and one set of Slurm settings for the whole module: Dagster caches the
+    reconstructed job (and its resources) per process, so every re-execution here uses them."""
+    return {**slurm_env(cluster), "DAGSTER_HPC_REATTACH_ASSET": ASSET}
 
 
 def _wait_running(cluster, slurm_name: str, proc: subprocess.Popen) -> str:
@@ -47,6 +56,21 @@ def _wait_running(cluster, slurm_name: str, proc: subprocess.Popen) -> str:
     raise AssertionError(f"job {slurm_name} did not start within {JOB_VISIBLE_WITHIN_S} s")
 
 
+def _jobs_of_run(cluster, slurm_name: str, run_id: str) -> list[tuple[str, str]]:
+    """(job id, state) of every job with this name whose working dir belongs to this Dagster
+    run (run dirs are <base>/<run id>/<step>-<suffix>), from sacct; waits SACCT_NAME_LAG_S for a
+    second one to show up."""
+    leaf = f"/{run_id}/"
+    deadline = time.monotonic() + SACCT_NAME_LAG_S
+    while True:
+        text = remote(cluster, f"sacct -X -n -P --starttime now-1hour --name={shlex.quote(slurm_name)} "
+                               "--format=JobID,State,WorkDir")
+        rows = [tuple(line.split("|")[:2]) for line in text.splitlines() if line.count("|") == 2 and leaf in line]
+        if len(rows) >= 2 or time.monotonic() > deadline:
+            return rows  # type: ignore[return-value]
+        time.sleep(0.5)
+
+
 def _messages(instance: dg.DagsterInstance, run_id: str) -> list[str]:
     return [
         line
@@ -56,15 +80,15 @@ def _messages(instance: dg.DagsterInstance, run_id: str) -> list[str]:
     ]
 
 
+@pytest.mark.parametrize("job_ended_first", [False, True], ids=["job-running", "job-finished"])
 def test_killed_step_is_reattached_on_reexecution_without_a_second_sbatch(
-    cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cluster, shared_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, job_ended_first: bool
 ) -> None:
-    name = f"reattach_{uuid.uuid4().hex[:8]}"
+    name = ASSET  # one per process: Dagster caches the reconstructed job definition in process
     slurm_name = job_name(name)
     home = tmp_path / "dagster_home"
     home.mkdir()
-    env = slurm_env(cluster)
-    env.update({"DAGSTER_HOME": str(home), "DAGSTER_HPC_REATTACH_ASSET": name})
+    env = {**shared_env, "DAGSTER_HOME": str(home)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.integration.slurm_reattach_defs"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -76,6 +100,11 @@ def test_killed_step_is_reattached_on_reexecution_without_a_second_sbatch(
         proc.wait(timeout=30)
         time.sleep(AFTER_KILL_PAUSE_S)
         assert live_jobs_named(cluster, slurm_name) == [f"{job_id} RUNNING"]  # not cancelled
+        if job_ended_first:  # Dagster came back only after the job had finished
+            deadline = time.monotonic() + JOB_VISIBLE_WITHIN_S
+            while live_jobs_named(cluster, slurm_name):
+                assert time.monotonic() < deadline, f"job {job_id} did not finish"
+                time.sleep(0.5)
 
         # the same settings in this process (the re-execution runs here, in process)
         for key, value in env.items():
@@ -99,9 +128,12 @@ def test_killed_step_is_reattached_on_reexecution_without_a_second_sbatch(
     finally:
         if proc.poll() is None:
             proc.kill()
-    # exactly one job with this name ever: the re-execution did not sbatch again
-    assert jobs_named(cluster, slurm_name, expect=2) == [(job_id, "COMPLETED")]
-    assert any(f"reattaching to Slurm job {job_id} (run dir " in m and "RUNNING" in m for m in messages), messages
+    # exactly one job of this test ever: the re-execution did not sbatch again
+    assert _jobs_of_run(cluster, slurm_name, killed.run_id) + _jobs_of_run(cluster, slurm_name, result.run_id) == [
+        (job_id, "COMPLETED")
+    ]
+    why = "it already finished with exit code 0" if job_ended_first else "it is RUNNING"
+    assert any(f"reattaching to Slurm job {job_id} (run dir " in m and why in m for m in messages), messages
     assert md["slurm/job_id"].value == job_id
     assert md["slurm/state"].value == "COMPLETED"
     assert md["lines_printed"].value == 30  # the payload's Pipes metadata
@@ -110,5 +142,5 @@ def test_killed_step_is_reattached_on_reexecution_without_a_second_sbatch(
     assert steps == [f"step {i}" for i in range(30)]  # every line, from offset 0, none twice
     # keep_run_dirs='failed' (default): the successful job's run dir is gone, nothing else staged
     assert staged_run_dirs(cluster, env["DAGSTER_HPC_SLURM_REMOTE_BASE_DIR"]) == []
-    print(f"reattach: re-execution wall {wall:.1f} s (job {job_id})")
+    print(f"reattach ({'finished' if job_ended_first else 'running'} job): re-execution wall {wall:.1f} s (job {job_id})")
     remote(cluster, f"scancel {job_id} || true")  # our own job (already finished)
