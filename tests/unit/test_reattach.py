@@ -44,8 +44,9 @@ FAKE_JOB_DEADLINE_S = 60
         (JobProbe(None, 0, True), True, "it already finished with exit code 0"),
         (JobProbe(JobState.COMPLETED, 0, True), True, "it already finished with exit code 0"),
         (JobProbe(None, 3, True), False, "it ended with exit code 3; submitting a new job"),
-        (JobProbe(None, None, False), False, "its run directory is gone (purged?); submitting a new job"),
+        (JobProbe(None, None, False), False, "Slurm no longer knows it and its run directory is gone (removed after success by keep_run_dirs, or purged?); submitting a new job"),
         (JobProbe(None, None, True), False, "left no exit_code file"),
+        (JobProbe(JobState.COMPLETED, None, False), False, "it ended COMPLETED and its run directory is gone"),
         (JobProbe(JobState.CANCELLED, None, True), False, "it ended CANCELLED without an exit_code file"),
     ],
 )

@@ -107,8 +107,9 @@ def decide(handle: JobHandle, probe: JobProbe) -> ReattachDecision:
             f"payload twice). Retry when squeue works, or check `squeue -j {handle.job_id}` and set "
             "SlurmResource(reattach=False) to submit anyway."
         )
-    if probe.state is None and not probe.run_dir_exists:
-        why = "Slurm no longer knows it and its run directory is gone (purged?)"
+    if not probe.run_dir_exists:
+        known = "Slurm no longer knows it" if probe.state is None else f"it ended {probe.state.value}"
+        why = f"{known} and its run directory is gone (removed after success by keep_run_dirs, or purged?)"
     elif probe.state is None:
         why = "Slurm no longer knows it and it left no exit_code file (killed before the wrapper finished)"
     else:
