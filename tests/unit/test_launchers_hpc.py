@@ -83,6 +83,13 @@ def test_torchrun_launcher_golden() -> None:
     assert_golden("launch_torchrun.sh", launcher.render(req))
 
 
+def test_torchrun_launcher_node_ip_command_golden() -> None:
+    """Node names that do not resolve: the first node's address is the rendezvous endpoint and
+    every node's address its --local-addr."""
+    req = LaunchRequest(payload="train.py", python="/opt/env/bin/python")
+    assert_golden("launch_torchrun_node_ip.sh", TorchrunLauncher(node_ip_command=TEST_NODE_IP).render(req))
+
+
 def test_torchrun_fixed_nproc_per_node() -> None:
     text = TorchrunLauncher(nproc_per_node=8).render(LaunchRequest(payload="t.py"))
     assert "dhpc_nproc=8\n" in text
@@ -143,6 +150,8 @@ def test_srun_launcher_rejects_bad_input(kwargs, match) -> None:
         ({"torchrun_args": ("train.py",)}, "not allowed"),
         ({"torchrun_args": "--max-restarts=1"}, "single string"),
         ({"srun_options": ("--ntasks-per-node=2",)}, "set by the launcher"),
+        ({"node_ip_command": "hostname -i\nrm -rf /"}, "one-line shell command"),
+        ({"node_ip_command": ""}, "one-line shell command"),
     ],
 )
 def test_torchrun_launcher_rejects_bad_input(kwargs, match) -> None:

@@ -81,3 +81,14 @@ def check_mpi(owner: str, mpi: str | None) -> None:
             f"{owner}: mpi={mpi!r} is not an srun MPI plugin type: use a name such as \"pmix\", "
             "\"pmi2\" or \"none\" (`srun --mpi=list` shows the ones your site has)"
         )
+
+
+def check_shell_command(owner: str, field: str, command: str | None) -> None:
+    """A site-provided one-line shell command (run with ``bash -c``, passed quoted)."""
+    if command is not None and (
+        not isinstance(command, str) or not command.strip() or "\n" in command or "\r" in command
+    ):
+        raise ConfigError(
+            f"{owner}: {field}={command!r} must be a one-line shell command that prints an address, "
+            "e.g. \"hostname -i\""
+        )

@@ -9,7 +9,12 @@ from typing import ClassVar
 
 from dagster_hpc.errors import ConfigError
 from dagster_hpc.launchers.base import Launcher, LaunchRequest, quote_all
-from dagster_hpc.launchers.command import FREE_PORT_SNIPPET, check_srun_options, payload_command
+from dagster_hpc.launchers.command import (
+    FREE_PORT_SNIPPET,
+    check_shell_command,
+    check_srun_options,
+    payload_command,
+)
 
 # Seconds every node may take to start and join before the run fails: `ray start` takes
 # 5-20 s per node on a loaded node (GCS, raylet, dashboard agent), all nodes start in parallel.
@@ -229,14 +234,7 @@ class RayLauncher(Launcher):
 
     def __post_init__(self) -> None:
         owner = "RayLauncher"
-        if self.node_ip_command is not None and (
-            not isinstance(self.node_ip_command, str) or not self.node_ip_command.strip()
-            or "\n" in self.node_ip_command or "\r" in self.node_ip_command
-        ):
-            raise ConfigError(
-                f"{owner}: node_ip_command={self.node_ip_command!r} must be a one-line shell command "
-                "that prints the node's IP, e.g. \"hostname -i\""
-            )
+        check_shell_command(owner, "node_ip_command", self.node_ip_command)
         if not isinstance(self.ray, str) or not self.ray or "\n" in self.ray:
             raise ConfigError(f"{owner}: ray={self.ray!r} must be the ray executable or its path")
         for field in ("join_timeout_s", "stop_grace_s"):

@@ -8,11 +8,27 @@ from typing import ClassVar
 
 from dagster_hpc.errors import ConfigError
 from dagster_hpc.launchers.base import Launcher, LaunchRequest, quote_all
-from dagster_hpc.launchers.command import FREE_PORT_SNIPPET, check_count, check_srun_options
+from dagster_hpc.launchers.command import (
+    FREE_PORT_SNIPPET,
+    check_count,
+    check_shell_command,
+    check_srun_options,
+)
 
 # Exit code of launch.sh when the interpreter has no torch (outside 0-3 and 126-255; 95 is
 # the activation failure, 96/97 the wrapper's own).
 EXIT_NO_TORCH = 94
+# Exit code of launch.sh (or of a node's torchrun task) when node_ip_command prints nothing.
+EXIT_NO_NODE_IP = 92
+# Per node, with node_ip_command: that node's address becomes torchrun's --local-addr (the
+# address the rank-0 agent publishes as MASTER_ADDR instead of its host name).
+# Arguments: $1 node_ip_command, $2 python, then torchrun's arguments.
+_WITH_LOCAL_ADDR = (
+    'dhpc_ip=$(bash -c "$1" | head -n 1); '
+    'if [ -z "$dhpc_ip" ]; then echo "dagster-hpc: node_ip_command printed no address on $(hostname): $1" >&2; '
+    f"exit {EXIT_NO_NODE_IP}; fi; "
+    'exec "$2" -m torch.distributed.run --local-addr="$dhpc_ip" "${@:3}"'
+)
 
 # Whether torch is importable, without paying for the import itself (seconds on a cluster FS).
 _HAS_TORCH = 'import importlib.util, sys; sys.exit(importlib.util.find_spec("torch") is None)'
@@ -27,11 +43,11 @@ dhpc_nproc={nproc}
 if [ -n "${{SLURM_JOB_ID:-}}" ]; then
   # one torchrun per node; the c10d rendezvous server runs on the allocation's first node
   dhpc_nnodes=${{SLURM_JOB_NUM_NODES:-1}}
-  dhpc_head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+{head}
   dhpc_port=$("$dhpc_py" -c {free_port})
   dhpc_srun=({srun} --nodes="$dhpc_nnodes" --ntasks="$dhpc_nnodes")
   if [ -n "${{SLURM_CPUS_PER_TASK:-}}" ]; then dhpc_srun+=("--cpus-per-task=$SLURM_CPUS_PER_TASK"); fi
-  exec "${{dhpc_srun[@]}}" -- "$dhpc_py" -m torch.distributed.run \\
+  exec "${{dhpc_srun[@]}}" -- {per_node} \\
     --nnodes="$dhpc_nnodes" --nproc-per-node="$dhpc_nproc" \\
     --rdzv-backend=c10d --rdzv-endpoint="$dhpc_head:$dhpc_port" --rdzv-id="$SLURM_JOB_ID" \\
     {extra}{payload}
@@ -49,7 +65,9 @@ class TorchrunLauncher(Launcher):
     In a Slurm job: ``srun --ntasks-per-node=1`` starts one torchrun on every node of the
     allocation; they rendezvous (``--rdzv-backend=c10d``) on the first node of
     ``SLURM_JOB_NODELIST`` (``scontrol show hostnames``) at a port found free there, with the job
-    id as rendezvous id. ``--nproc-per-node`` is ``nproc_per_node``, else the GPUs Slurm gave
+    id as rendezvous id. Where node names do not resolve, ``node_ip_command`` (a shell command
+    run on each node) prints each node's address: the first node's is the rendezvous endpoint,
+    every node's its ``--local-addr``. ``--nproc-per-node`` is ``nproc_per_node``, else the GPUs Slurm gave
     the node (``SLURM_GPUS_ON_NODE``), else 1. Without Slurm: a single-node ``--standalone``
     torchrun with the same process count.
 
@@ -59,12 +77,14 @@ class TorchrunLauncher(Launcher):
     """
 
     nproc_per_node: int | None = None
+    node_ip_command: str | None = None  # shell command printing a node's address (run on each node)
     torchrun_args: tuple[str, ...] = ()  # extra torchrun options, e.g. ("--max-restarts=3",)
     srun_options: tuple[str, ...] = ()
     name: ClassVar[str] = "torchrun"
 
     def __post_init__(self) -> None:
         check_count("TorchrunLauncher", "nproc_per_node", self.nproc_per_node)
+        check_shell_command("TorchrunLauncher", "node_ip_command", self.node_ip_command)
         check_srun_options(
             "TorchrunLauncher", self.srun_options,
             reserved=("--nodes", "-N", "--ntasks", "-n", "--ntasks-per-node", "--cpus-per-task", "-c"),
@@ -98,7 +118,20 @@ class TorchrunLauncher(Launcher):
         srun = quote_all(["srun", "--unbuffered", "--kill-on-bad-exit=1", "--ntasks-per-node=1", *self.srun_options])
         extra = "".join(f"{quote_all([a])} " for a in self.torchrun_args)
         payload = request.payload_ref() + (" " + quote_all(request.args) if request.args else "")
+        if self.node_ip_command:
+            q = quote_all([self.node_ip_command])
+            head = (
+                f"  dhpc_head=$(bash -c {q} | head -n 1)  # on the first node (where the batch step runs)\n"
+                '  if [ -z "$dhpc_head" ]; then echo "dagster-hpc: node_ip_command printed no address: "'
+                f"{q} >&2; exit {EXIT_NO_NODE_IP}; fi"
+            )
+            per_node = f'bash -c {quote_all([_WITH_LOCAL_ADDR])} dhpc-torchrun {q} "$dhpc_py"'
+        else:
+            head = '  dhpc_head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)'
+            per_node = '"$dhpc_py" -m torch.distributed.run'
         return self._header() + _BODY.format(
+            head=head,
+            per_node=per_node,
             python=quote_all([request.python]),
             has_torch=quote_all([_HAS_TORCH]),
             exit_no_torch=EXIT_NO_TORCH,
