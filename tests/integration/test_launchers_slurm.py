@@ -3,8 +3,9 @@ namespace so `hostname` is nodeN), over real SSH.
 
 Ray: one test with real Ray 2.60 on 2 nodes (its own venv, cluster/ray-env.sh: never the shared
 payload env nor the project lock), and one with a fake `ray` that records argv and pids, which
-checks what real Ray would hide (TERM before KILL, process groups, per-node CPUs). torchrun has
-golden and local-mode tests only (no torch on the cluster).
+checks what real Ray would hide (TERM before KILL, process groups, per-node CPUs). torchrun: real
+torch 2.13 (CPU wheel, its own venv, cluster/torch-env.sh), 2 nodes x 2 processes over gloo, and
+the same asset in local mode.
 """
 
 import json
@@ -78,6 +79,7 @@ def test_srun_launcher_a_failed_rank_ends_the_step(cluster) -> None:
     elapsed = time.monotonic() - start
     assert not result.success
     assert "exit code 3" in _failure_message(result)
+    print(f"srun, rank 1 of 2 fails: asset failed after {elapsed:.1f} s")
     assert elapsed < BAD_EXIT_BOUND_S, f"the step kept running for {elapsed:.0f} s after a rank failed"
 
 
