@@ -11,9 +11,21 @@ import argparse
 import sys
 
 from dagster_hpc.errors import DagsterHpcError
-from dagster_hpc.launchers import BashLauncher, ExecLauncher, Launcher, PythonLauncher
+from dagster_hpc.launchers import (
+    BashLauncher,
+    ExecLauncher,
+    Launcher,
+    PythonLauncher,
+    RayLauncher,
+    SrunLauncher,
+    TorchrunLauncher,
+)
 
-LAUNCHERS: dict[str, type[Launcher]] = {"python": PythonLauncher, "bash": BashLauncher, "exec": ExecLauncher}
+LAUNCHERS: dict[str, type[Launcher]] = {
+    "python": PythonLauncher, "bash": BashLauncher, "exec": ExecLauncher,
+    # default settings (counts from the allocation); configure them in code for more
+    "srun": SrunLauncher, "torchrun": TorchrunLauncher, "ray": RayLauncher,
+}
 # Exit code for input the command rejects (argparse uses the same for bad flags).
 EXIT_BAD_INPUT = 2
 
