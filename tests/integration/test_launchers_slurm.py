@@ -118,6 +118,32 @@ def test_ray_launcher_starts_head_and_worker_on_two_nodes_and_stops_both(cluster
     assert alive == [], f"Ray processes still running after the job: {alive}"
 
 
+def test_ray_launcher_kills_nodes_that_ignore_term_after_the_grace_period(cluster) -> None:
+    """Both Ray nodes ignore TERM: the head's group and the worker step are killed after
+    stop_grace_s, so the job still ends promptly and leaves nothing running."""
+    name = _name("raystuck")
+    log = Path("/tmp") / f"dhpc-fake-ray-{uuid.uuid4().hex[:8]}"
+    launcher = RayLauncher(ray="./fake-ray", node_ip_command=TEST_NODE_IP, stop_grace_s=2)
+    asset = _asset(name, FAKES / "ray_payload.py", args=["--pipes"], launcher=launcher,
+                   extra_files=[FAKE_RAY, FAKES / "ray.py"],
+                   extra_env={"FAKE_RAY_LOG": str(log), "FAKE_RAY_IGNORE_TERM": "1"})
+    try:
+        start = time.monotonic()
+        result = dg.materialize([asset], resources={"compute": compute(cluster, queue=TWO_NODES)})
+        elapsed = time.monotonic() - start
+        records = {p.name: json.loads(p.read_text()) for p in log.glob("*.json")}
+    finally:
+        shutil.rmtree(log, ignore_errors=True)
+    assert result.success
+    starts = [r for k, r in records.items() if k.startswith("start-")]
+    assert len(starts) == 2
+    assert {r["pid"] for k, r in records.items() if k.startswith("term-")} == {r["pid"] for r in starts}
+    alive = [p for r in starts for p in (r["pid"], r["child"]) if Path(f"/proc/{p}").exists()]
+    assert alive == [], f"Ray processes still running after the job: {alive}"
+    print(f"fake Ray ignoring TERM, grace 2 s: step took {elapsed:.1f} s")
+    assert elapsed < BAD_EXIT_BOUND_S
+
+
 @pytest.fixture(scope="module")
 def ray_env(cluster) -> Path:
     """The hpcuser venv with ray + dagster-pipes (built once per machine, then reused)."""

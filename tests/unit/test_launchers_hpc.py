@@ -330,7 +330,7 @@ def test_ray_shutdown_kills_a_head_that_ignores_term_after_the_grace_period(tmp_
     elapsed = time.monotonic() - start
     assert done.returncode == 0, done.stderr
     (head,) = _records(tmp_path, "start")
-    assert f"Ray process group {head['pid']} still running 1 s after the stop request: killing it" in done.stderr
+    assert f"Ray process group {head['pid']} still running after the stop request and its grace period: killing it" in done.stderr
     assert _gone(head["pid"], head["child"])
     assert elapsed < 1 + 10, f"shutdown took {elapsed:.1f} s"
 

@@ -38,25 +38,24 @@ RESERVED_START_ARGS = ("--head", "--block", "--address", "--port", "--temp-dir",
                        "--num-cpus", "--num-gpus")
 _START_ARG_RE = re.compile(r"^--[a-z][a-z0-9-]*(=.*)?$")
 
-# Stops process groups: each argument is SIGNAL:PGID (a `setsid` leader). The signal first
-# (TERM for a Ray node; 0, i.e. none, for the workers' srun, which the stop file ends), then up
-# to the grace period, then KILL.
+# Stops process groups: each argument is SIGNAL:PGID:TICKS (a `setsid` leader). The signal
+# first (TERM for a Ray node; 0, i.e. none, for the workers' srun, which the stop file ends),
+# then each group still alive after its TICKS polls gets KILL.
 _STOP_FUNCTION = """\
 dhpc_stop_groups() {{
-  local e g t
-  for e in "$@"; do kill -s "${{e%%:*}}" -- "-${{e#*:}}" 2>/dev/null || true; done
-  for ((t = 0; t < {ticks}; t++)); do
-    g=""
-    for e in "$@"; do kill -0 -- "-${{e#*:}}" 2>/dev/null && g=${{e#*:}} && break; done
-    [ -z "$g" ] && return 0
-    sleep {poll}
-  done
-  for e in "$@"; do
-    g=${{e#*:}}
-    if kill -0 -- "-$g" 2>/dev/null; then
-      echo "dagster-hpc: Ray process group $g still running {grace} s after the stop request: killing it" >&2
+  local e sig g n t live
+  for e in "$@"; do IFS=: read -r sig g n <<< "$e"; kill -s "$sig" -- "-$g" 2>/dev/null || true; done
+  for ((t = 0; ; t++)); do
+    live=0
+    for e in "$@"; do
+      IFS=: read -r sig g n <<< "$e"
+      kill -0 -- "-$g" 2>/dev/null || continue
+      if [ "$t" -lt "$n" ]; then live=1; continue; fi
+      echo "dagster-hpc: Ray process group $g still running after the stop request and its grace period: killing it" >&2
       kill -KILL -- "-$g" 2>/dev/null || true
-    fi
+    done
+    [ "$live" = 0 ] && return 0
+    sleep {poll}
   done
 }}
 """
@@ -75,6 +74,10 @@ dhpc_keep_logs() {
 # How often a worker node checks for the stop file (shutdown latency vs. stat calls on the
 # shared filesystem).
 STOP_FILE_POLL_S = 1
+# Extra seconds the batch step gives the workers' srun beyond their own stop (stop file poll +
+# grace): the worker's KILL, its task exit and srun's end of step. Only then is srun killed
+# (Slurm then ends the step's processes itself, asynchronously).
+WORKER_STOP_MARGIN_S = 3
 # Created by the batch step when the payload has ended: the workers stop their Ray nodes.
 # Not a signal: srun answers TERM with KILL for the whole step, and the signals it forwards
 # (USR1 ...) reach every process of the step, Ray's own included, whose default is to die.
@@ -90,9 +93,9 @@ setsid "$dhpc_ray" start --block --address="$dhpc_address" --temp-dir="$dhpc_dir
   ${{SLURM_CPUS_ON_NODE:+--num-cpus=$SLURM_CPUS_ON_NODE}} ${{SLURM_GPUS_ON_NODE:+--num-gpus=$SLURM_GPUS_ON_NODE}} \\
   "${{dhpc_args[@]}}" {extra}&
 dhpc_pid=$!
-trap 'dhpc_stop_groups "TERM:$dhpc_pid"; exit 0' TERM INT
+trap 'dhpc_stop_groups "TERM:$dhpc_pid:{ticks}"; exit 0' TERM INT
 while kill -0 "$dhpc_pid" 2>/dev/null && [ ! -e "$dhpc_stop_file" ]; do sleep {poll}; done
-dhpc_stop_groups "TERM:$dhpc_pid"
+dhpc_stop_groups "TERM:$dhpc_pid:{ticks}"
 dhpc_keep_logs "$dhpc_dir" "$3" "${{dhpc_dir##*/}}"
 """
 
@@ -172,17 +175,19 @@ dhpc_address="$dhpc_head_ip:$dhpc_port"
 setsid "$dhpc_ray" start --head --block --port="$dhpc_port" --temp-dir="$dhpc_temp/head" \\
   ${{SLURM_CPUS_ON_NODE:+--num-cpus=$SLURM_CPUS_ON_NODE}} ${{SLURM_GPUS_ON_NODE:+--num-gpus=$SLURM_GPUS_ON_NODE}} \\
   "${{dhpc_head_args[@]}}" {extra}> "$dhpc_ray_dir/head.log" 2>&1 < /dev/null &
-dhpc_groups+=("TERM:$!")
+dhpc_groups+=("TERM:$!:{ticks}")
+dhpc_pids=("$!")
 if [ "$dhpc_nnodes" -gt 1 ]; then
   dhpc_workers=$((dhpc_nnodes - 1))
   dhpc_srun=({srun} --nodes="$dhpc_workers" --ntasks="$dhpc_workers" --exclude="$dhpc_head")
   setsid "${{dhpc_srun[@]}}" -- bash -c {worker} dhpc-ray-worker "$dhpc_ray" "$dhpc_address" "$dhpc_ray_dir" "$dhpc_temp" \\
     > "$dhpc_ray_dir/workers.log" 2>&1 < /dev/null &
-  dhpc_groups+=("0:$!")
+  dhpc_groups+=("0:$!:{worker_ticks}")
+  dhpc_pids+=("$!")
 fi
 # exported only now: the `ray start` processes must not mistake it for a cluster to join
 export RAY_ADDRESS="$dhpc_address"
-if ! "$dhpc_py" -c {join_wait} "$dhpc_nnodes" {join_timeout} "${{dhpc_groups[@]#*:}}"; then
+if ! "$dhpc_py" -c {join_wait} "$dhpc_nnodes" {join_timeout} "${{dhpc_pids[@]}}"; then
   echo "dagster-hpc: the Ray cluster ($dhpc_nnodes nodes, head $RAY_ADDRESS) did not come up; Ray's logs: $dhpc_ray_dir/head.log, $dhpc_ray_dir/workers.log" >&2
   dhpc_shutdown
   exit {exit_not_up}
@@ -260,13 +265,12 @@ class RayLauncher(Launcher):
         )
 
     def render(self, request: LaunchRequest) -> str:
-        grace = f"{self.stop_grace_s:g}"
-        stop = _STOP_FUNCTION.format(
-            ticks=max(1, round(self.stop_grace_s / STOP_POLL_S)), poll=f"{STOP_POLL_S:g}", grace=grace
-        )
+        stop = _STOP_FUNCTION.format(poll=f"{STOP_POLL_S:g}")
+        ticks = max(1, round(self.stop_grace_s / STOP_POLL_S))
+        worker_ticks = round((self.stop_grace_s + STOP_FILE_POLL_S + WORKER_STOP_MARGIN_S) / STOP_POLL_S)
         extra = "".join(f"{quote_all([a])} " for a in self.ray_start_args)
         worker = _WORKER.format(
-            stop=stop, keep_logs=_KEEP_LOGS_FUNCTION, extra=extra, stop_file=STOP_FILE, poll=f"{STOP_FILE_POLL_S:g}",
+            stop=stop, keep_logs=_KEEP_LOGS_FUNCTION, extra=extra, stop_file=STOP_FILE, ticks=ticks, poll=f"{STOP_FILE_POLL_S:g}",
             node_ip=self._node_ip("dhpc_ip", "dhpc_args") if self.node_ip_command else "",
         )
         if self.node_ip_command:
@@ -280,6 +284,8 @@ class RayLauncher(Launcher):
             ray=quote_all([self.ray]),
             stop=stop,
             keep_logs=_KEEP_LOGS_FUNCTION,
+            ticks=ticks,
+            worker_ticks=worker_ticks,
             traps=traps,
             head_ip=head_ip,
             free_port=quote_all([FREE_PORT_SNIPPET]),

@@ -10,20 +10,19 @@ if [ "${#dhpc_temp}" -gt 32 ]; then dhpc_temp="${TMPDIR:-/tmp}/dhpc-ray-${SLURM_
 # the payload has ended when Ray is stopped: skip Ray's drain on TERM (default 30 s, meant for Serve)
 export RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=${RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S:-0}
 dhpc_stop_groups() {
-  local e g t
-  for e in "$@"; do kill -s "${e%%:*}" -- "-${e#*:}" 2>/dev/null || true; done
-  for ((t = 0; t < 100; t++)); do
-    g=""
-    for e in "$@"; do kill -0 -- "-${e#*:}" 2>/dev/null && g=${e#*:} && break; done
-    [ -z "$g" ] && return 0
-    sleep 0.1
-  done
-  for e in "$@"; do
-    g=${e#*:}
-    if kill -0 -- "-$g" 2>/dev/null; then
-      echo "dagster-hpc: Ray process group $g still running 10 s after the stop request: killing it" >&2
+  local e sig g n t live
+  for e in "$@"; do IFS=: read -r sig g n <<< "$e"; kill -s "$sig" -- "-$g" 2>/dev/null || true; done
+  for ((t = 0; ; t++)); do
+    live=0
+    for e in "$@"; do
+      IFS=: read -r sig g n <<< "$e"
+      kill -0 -- "-$g" 2>/dev/null || continue
+      if [ "$t" -lt "$n" ]; then live=1; continue; fi
+      echo "dagster-hpc: Ray process group $g still running after the stop request and its grace period: killing it" >&2
       kill -KILL -- "-$g" 2>/dev/null || true
-    fi
+    done
+    [ "$live" = 0 ] && return 0
+    sleep 0.1
   done
 }
 dhpc_keep_logs() {
@@ -69,26 +68,26 @@ dhpc_address="$dhpc_head_ip:$dhpc_port"
 setsid "$dhpc_ray" start --head --block --port="$dhpc_port" --temp-dir="$dhpc_temp/head" \
   ${SLURM_CPUS_ON_NODE:+--num-cpus=$SLURM_CPUS_ON_NODE} ${SLURM_GPUS_ON_NODE:+--num-gpus=$SLURM_GPUS_ON_NODE} \
   "${dhpc_head_args[@]}" --include-dashboard=false > "$dhpc_ray_dir/head.log" 2>&1 < /dev/null &
-dhpc_groups+=("TERM:$!")
+dhpc_groups+=("TERM:$!:100")
+dhpc_pids=("$!")
 if [ "$dhpc_nnodes" -gt 1 ]; then
   dhpc_workers=$((dhpc_nnodes - 1))
   dhpc_srun=(srun --unbuffered --kill-on-bad-exit=1 --ntasks-per-node=1 --nodes="$dhpc_workers" --ntasks="$dhpc_workers" --exclude="$dhpc_head")
   setsid "${dhpc_srun[@]}" -- bash -c 'dhpc_ray=$1 dhpc_address=$2 dhpc_stop_file=$3/.stop dhpc_dir=$4/${SLURMD_NODENAME:-$(hostname)}
 dhpc_stop_groups() {
-  local e g t
-  for e in "$@"; do kill -s "${e%%:*}" -- "-${e#*:}" 2>/dev/null || true; done
-  for ((t = 0; t < 100; t++)); do
-    g=""
-    for e in "$@"; do kill -0 -- "-${e#*:}" 2>/dev/null && g=${e#*:} && break; done
-    [ -z "$g" ] && return 0
-    sleep 0.1
-  done
-  for e in "$@"; do
-    g=${e#*:}
-    if kill -0 -- "-$g" 2>/dev/null; then
-      echo "dagster-hpc: Ray process group $g still running 10 s after the stop request: killing it" >&2
+  local e sig g n t live
+  for e in "$@"; do IFS=: read -r sig g n <<< "$e"; kill -s "$sig" -- "-$g" 2>/dev/null || true; done
+  for ((t = 0; ; t++)); do
+    live=0
+    for e in "$@"; do
+      IFS=: read -r sig g n <<< "$e"
+      kill -0 -- "-$g" 2>/dev/null || continue
+      if [ "$t" -lt "$n" ]; then live=1; continue; fi
+      echo "dagster-hpc: Ray process group $g still running after the stop request and its grace period: killing it" >&2
       kill -KILL -- "-$g" 2>/dev/null || true
-    fi
+    done
+    [ "$live" = 0 ] && return 0
+    sleep 0.1
   done
 }
 dhpc_keep_logs() {
@@ -105,13 +104,14 @@ setsid "$dhpc_ray" start --block --address="$dhpc_address" --temp-dir="$dhpc_dir
   ${SLURM_CPUS_ON_NODE:+--num-cpus=$SLURM_CPUS_ON_NODE} ${SLURM_GPUS_ON_NODE:+--num-gpus=$SLURM_GPUS_ON_NODE} \
   "${dhpc_args[@]}" --include-dashboard=false &
 dhpc_pid=$!
-trap '"'"'dhpc_stop_groups "TERM:$dhpc_pid"; exit 0'"'"' TERM INT
+trap '"'"'dhpc_stop_groups "TERM:$dhpc_pid:100"; exit 0'"'"' TERM INT
 while kill -0 "$dhpc_pid" 2>/dev/null && [ ! -e "$dhpc_stop_file" ]; do sleep 1; done
-dhpc_stop_groups "TERM:$dhpc_pid"
+dhpc_stop_groups "TERM:$dhpc_pid:100"
 dhpc_keep_logs "$dhpc_dir" "$3" "${dhpc_dir##*/}"
 ' dhpc-ray-worker "$dhpc_ray" "$dhpc_address" "$dhpc_ray_dir" "$dhpc_temp" \
     > "$dhpc_ray_dir/workers.log" 2>&1 < /dev/null &
-  dhpc_groups+=("0:$!")
+  dhpc_groups+=("0:$!:140")
+  dhpc_pids+=("$!")
 fi
 # exported only now: the `ray start` processes must not mistake it for a cluster to join
 export RAY_ADDRESS="$dhpc_address"
@@ -145,7 +145,7 @@ while True:
     if time.monotonic() > deadline:
         sys.exit(f"dagster-hpc: {alive} of {want} Ray nodes joined within {timeout:g} s")
     time.sleep(0.5)
-' "$dhpc_nnodes" 120 "${dhpc_groups[@]#*:}"; then
+' "$dhpc_nnodes" 120 "${dhpc_pids[@]}"; then
   echo "dagster-hpc: the Ray cluster ($dhpc_nnodes nodes, head $RAY_ADDRESS) did not come up; Ray's logs: $dhpc_ray_dir/head.log, $dhpc_ray_dir/workers.log" >&2
   dhpc_shutdown
   exit 93
