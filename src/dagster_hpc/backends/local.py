@@ -34,6 +34,12 @@ CANCEL_GRACE_S = 10.0
 # How often cancel checks that every process of the job's group has exited.
 GROUP_CHECK_INTERVAL_S = 0.02
 _STEP_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+# A local job must not outlive a Dagster process that is SIGKILLed (nobody would read its output,
+# and a retry would run the payload a second time): util-linux setpriv asks the kernel to send the
+# wrapper SIGTERM when its parent dies; job.sh forwards it to the payload. Without setpriv
+# (not Linux) the job runs on, orphaned, as it did before.
+_SETPRIV = shutil.which("setpriv")
+_DIE_WITH_PARENT: tuple[str, ...] = (_SETPRIV, "--pdeathsig", "TERM", "--") if _SETPRIV else ()
 
 
 def default_local_base_dir() -> Path:
@@ -87,7 +93,7 @@ class LocalBackend(Backend):
         self._transport.put_tree(Path(local_run_dir), remote_run_dir)
         with open(Path(remote_run_dir) / WRAPPER_LOG, "ab") as log:
             proc = subprocess.Popen(
-                ["bash", f"{remote_run_dir}/{JOB_SCRIPT}"],
+                [*_DIE_WITH_PARENT, "bash", f"{remote_run_dir}/{JOB_SCRIPT}"],
                 cwd=remote_run_dir,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
