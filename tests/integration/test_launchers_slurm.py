@@ -48,6 +48,38 @@ def _asset(name: str, payload, **run_kwargs) -> dg.AssetsDefinition:
     return _a
 
 
+# Processes of a finished job may take a moment to disappear (signal delivery, reaping).
+PROCESS_EXIT_S = 5
+
+
+def _job_processes(user: str, job_id: str) -> list[str]:
+    """Live processes of ``user`` that carry ``SLURM_JOB_ID=job_id`` (Ray renames its workers,
+    e.g. ``ray::IDLE``, so command lines cannot be matched; the environment can)."""
+    import pwd
+
+    uid = pwd.getpwnam(user).pw_uid
+    marker = f"SLURM_JOB_ID={job_id}".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if proc.stat().st_uid != uid or marker not in (proc / "environ").read_bytes().split(b"\0"):
+                continue
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            found.append(f"{proc.name} {cmdline[:80]}")
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue  # ended while we looked
+    return found
+
+
+def _no_job_processes(user: str, job_id: str) -> list[str]:
+    deadline = time.monotonic() + PROCESS_EXIT_S
+    while (left := _job_processes(user, job_id)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
 def _failure_message(result: dg.ExecuteInProcessResult) -> str:
     failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     assert len(failures) == 1
@@ -140,6 +172,8 @@ def test_ray_launcher_kills_nodes_that_ignore_term_after_the_grace_period(cluste
     assert {r["pid"] for k, r in records.items() if k.startswith("term-")} == {r["pid"] for r in starts}
     alive = [p for r in starts for p in (r["pid"], r["child"]) if Path(f"/proc/{p}").exists()]
     assert alive == [], f"Ray processes still running after the job: {alive}"
+    job = result.asset_materializations_for_node(name)[0].metadata["slurm/job_id"].value
+    assert _no_job_processes(cluster.user, job) == []
     print(f"fake Ray ignoring TERM, grace 2 s: step took {elapsed:.1f} s")
     assert elapsed < BAD_EXIT_BOUND_S
 
@@ -175,8 +209,8 @@ def test_real_ray_on_two_nodes_runs_tasks_on_both_and_leaves_no_process(cluster,
           f"payload end -> step end {stop_s:.1f} s")
     assert elapsed < REAL_RAY_BOUND_S
     job = md["slurm/job_id"].value
-    left = subprocess.run(["pgrep", "-u", cluster.user, "-f", f"dhpc-ray-{job}"], capture_output=True, text=True)
-    assert left.stdout.strip() == "", f"Ray processes of job {job} still running: {left.stdout}"
+    left = _no_job_processes(cluster.user, job)
+    assert left == [], f"processes of job {job} still running after it ended: {left}"
     # the run dir is too long for Ray's socket paths: temp dirs were in /tmp, and are gone
     assert not Path(f"/tmp/dhpc-ray-{job}").exists()
 
