@@ -138,7 +138,10 @@ def _materialize(tmp_path: Path, **slurm_kw):
     instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize([retried], resources={"compute": resource}, instance=instance)
     logs = [e.user_message for e in instance.all_logs(result.run_id) if e.user_message]
-    return result, logs
+    engine = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)
+    handles = [e.dagster_event.message for e in engine
+               if "dagster_pipes/launch_handle" in e.dagster_event.engine_event_data.metadata]
+    return result, logs + handles
 
 
 def test_retried_step_reattaches_instead_of_submitting_again(fake_slurm: Path, tmp_path: Path, monkeypatch) -> None:
@@ -147,6 +150,7 @@ def test_retried_step_reattaches_instead_of_submitting_again(fake_slurm: Path, t
     assert died == ["101"]
     assert len(calls(fake_slurm, "sbatch")) == 1
     assert any("dagster-hpc: reattaching to Slurm job 101 (run dir " in m for m in logs), logs
+    assert any("Reattached to in-progress external run slurm:localhost:101" in m for m in logs)  # re-recorded
     md = result.asset_materializations_for_node("retried")[0].metadata
     assert md["extras_seen"].value == "first" and md["slurm/job_id"].value == "101"
     assert any("progress 4" in m for m in logs)  # the job's output, read again from offset 0
