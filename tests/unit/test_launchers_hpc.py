@@ -16,7 +16,7 @@ from dagster_hpc import ComputeResource
 from dagster_hpc.errors import ConfigError
 from dagster_hpc.launchers import LaunchRequest, RayLauncher, SrunLauncher, TorchrunLauncher
 from dagster_hpc.launchers.command import payload_command
-from dagster_hpc.launchers.ray import EXIT_RAY_NOT_UP, RAY_TEMP_ROOT_MAX
+from dagster_hpc.launchers.ray_script import EXIT_RAY_NOT_UP, RAY_TEMP_ROOT_MAX
 from dagster_hpc.launchers.torchrun import EXIT_NO_TORCH
 from tests.unit.golden import assert_golden
 
