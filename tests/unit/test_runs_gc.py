@@ -96,3 +96,19 @@ def test_cli_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pyte
     assert not old.exists() and f"removed {old}" in out and "removed 1 run dir(s)" in out
     assert main(["runs", "gc", "--older-than", "soon", "--local-base", str(tmp_path)]) == 1
     assert "'soon' is not an age" in capsys.readouterr().err
+
+
+def test_cli_cluster_here_checks_squeue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    state = tmp_path / "slurm"
+    state.mkdir()
+    monkeypatch.setenv("FAKE_SLURM_DIR", str(state))
+    monkeypatch.setenv("PATH", f"{FAKE_BIN}:{os.environ['PATH']}")
+    base = tmp_path / "cluster-runs"
+    busy = _run_dir(base, "r", "busy", age_s=9 * DAY)
+    idle = _run_dir(base, "r", "idle", age_s=9 * DAY)
+    (state / "state.9").write_text("PENDING\n")
+    (state / "wd.9").write_text(f"{busy}\n")
+    args = ["runs", "gc", "--older-than", "7d", "--no-local", "--cluster-here", "--remote-base", str(base)]
+    assert main(args) == 0
+    assert busy.exists() and not idle.exists()
+    assert "kept 1 with a job in squeue" in capsys.readouterr().out

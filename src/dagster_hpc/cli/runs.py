@@ -3,6 +3,7 @@
     dagster-hpc runs gc --older-than 7d                 # local mode's run dirs on this machine
     dagster-hpc runs gc --older-than 7d HOST            # ... and the cluster's (login node HOST)
     dagster-hpc runs gc --older-than 2w --dry-run HOST  # only print what would go
+    dagster-hpc runs gc --older-than 7d --cluster-here  # this machine is the login node
 
 The cluster is reached as for ``doctor`` (DAGSTER_HPC_SSH_* variables, flags override); a
 cluster is cleaned when HOST is given or DAGSTER_HPC_SSH_HOST is set. A run dir whose job is still
@@ -40,6 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=os.environ.get(REMOTE_BASE_ENV) or DEFAULT_REMOTE_BASE,
         help=f"run dirs on the cluster (default ${REMOTE_BASE_ENV} or {DEFAULT_REMOTE_BASE})",
     )
+    g.add_argument("--cluster-here", action="store_true",
+                   help="this machine is the login node (SlurmResource(ssh=None)): clean --remote-base here, squeue checked")
     add_connection_arguments(g, host_required=False)
     g.set_defaults(func=run_gc)
 
@@ -52,7 +55,11 @@ def run_gc(args: argparse.Namespace) -> int:
             plan = gc_run_dirs(LocalTransport(), base_dir_expr(str(base.absolute())),
                                older_than_s=older_than_s, with_squeue=False, dry_run=args.dry_run)
             _report(f"local {base}", plan, args)
-        if args.host or os.environ.get(f"{args.env_prefix}_HOST"):
+        if args.cluster_here:
+            plan = gc_run_dirs(LocalTransport(), base_dir_expr(args.remote_base),
+                               older_than_s=older_than_s, with_squeue=True, dry_run=args.dry_run)
+            _report(f"this login node:{args.remote_base}", plan, args)
+        elif args.host or os.environ.get(f"{args.env_prefix}_HOST"):
             resource = resource_from_args(args)
             with resource.get_transport() as transport:
                 plan = gc_run_dirs(transport, base_dir_expr(args.remote_base),
