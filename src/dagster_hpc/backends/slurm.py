@@ -340,7 +340,7 @@ class SlurmBackend(Backend):
 
         def fetch() -> None:
             try:
-                future.set_result(self._settled_sacct(handle.job_id, wait=exit_code != 0))
+                future.set_result(self._settled_sacct(handle.job_id))
             except BaseException as exc:  # noqa: BLE001 - handed to outcome(), which re-raises it
                 future.set_exception(exc)
 
@@ -348,13 +348,14 @@ class SlurmBackend(Backend):
         self._sacct_prefetch[handle.job_id] = (exit_code, future)
 
     def outcome(self, handle: JobHandle, exit_code: int | None) -> JobOutcome:
-        # A payload that exited 0 succeeded whatever sacct says a moment later: one query for
-        # its numbers. Anything else needs Slurm's final word (TIMEOUT, OUT_OF_MEMORY, ...).
+        # The exit_code file decides success; the numbers wait for Slurm's final record (bounded):
+        # a record taken while the job is still RUNNING/COMPLETING lacks MaxRSS and the final
+        # elapsed/CPU time, and may lack the allocated TRES. Usually the first query is final.
         prefetched = self._sacct_prefetch.pop(handle.job_id, None)
         if prefetched is not None and prefetched[0] == exit_code:
             text, metrics = prefetched[1].result(timeout=SACCT_SETTLE_TIMEOUT_S + 2 * SACCT_TIMEOUT_S)
         else:
-            text, metrics = self._settled_sacct(handle.job_id, wait=exit_code != 0)
+            text, metrics = self._settled_sacct(handle.job_id)
         scheduler = self.poll(handle).state if metrics is None else JobState.UNKNOWN
         state = final_state(exit_code, metrics, scheduler)
         base = {
@@ -375,9 +376,9 @@ class SlurmBackend(Backend):
         code = exit_code if (state is JobState.COMPLETED or exit_code) else None
         return JobOutcome(state=state, exit_code=code, metadata=md)
 
-    def _settled_sacct(self, job_id: str, *, wait: bool = True):  # -> tuple[str, JobMetrics | None]
-        """sacct until it shows a final state (bounded; once if not ``wait``); a failing sacct
-        is not an error (the metadata then says the numbers are unavailable)."""
+    def _settled_sacct(self, job_id: str):  # -> tuple[str, JobMetrics | None]
+        """sacct until it shows a final state (bounded); a failing sacct is not an error (the
+        metadata then says the numbers are unavailable)."""
         deadline = time.monotonic() + SACCT_SETTLE_TIMEOUT_S
         text, metrics = "", None
         while True:
@@ -390,7 +391,7 @@ class SlurmBackend(Backend):
             if accounting_disabled(text):
                 return text, None
             settled = metrics is not None and slurm_state(metrics.state).finished
-            if settled or not wait or time.monotonic() >= deadline:
+            if settled or time.monotonic() >= deadline:
                 return text, metrics
             time.sleep(SACCT_SETTLE_INTERVAL_S)
 
