@@ -8,9 +8,12 @@ host and process) and OpenSSHTransport (system ssh + persistent ControlMaster).
 from __future__ import annotations
 
 import abc
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+_COUNTER_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -77,11 +80,6 @@ class Transport(abc.ABC):
             )
         return len(data)
 
-    @property
-    def bytes_sent(self) -> int:
-        """Payload bytes uploaded so far (put_tree, put_file, stdin) by this transport (for
-        benchmarks and the env cache's 'a hit uploads nothing' check). 0 if not counted."""
-        return 0
 
     @abc.abstractmethod
     def read_from(self, remote_path: str, offset: int, *, max_bytes: int = 4 << 20) -> bytes:
@@ -106,10 +104,26 @@ class Transport(abc.ABC):
         if not result.ok:
             raise RemoteCommandError(command, result.exit_code, result.stdout, result.stderr)
 
+    # Counters for benchmarks and the env cache's "a hit uploads nothing" check. Class defaults
+    # so subclasses need no __init__ for them; one lock for all instances (updates are tiny).
+    _roundtrips: int = 0
+    _bytes_sent: int = 0
+
+    def _count(self, roundtrips: int = 1, sent: int = 0) -> None:
+        """Record round trips made and payload bytes uploaded (thread-safe)."""
+        with _COUNTER_LOCK:
+            self._roundtrips += roundtrips
+            self._bytes_sent += sent
+
     @property
     def roundtrips(self) -> int:
-        """Round trips made so far by this process through this transport (for benchmarks)."""
-        return 0
+        """Round trips made so far by this transport (for benchmarks)."""
+        return self._roundtrips
+
+    @property
+    def bytes_sent(self) -> int:
+        """Payload bytes uploaded so far (put_tree, put_file, stdin) by this transport."""
+        return self._bytes_sent
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections (idempotent)."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import threading
 import uuid
 from pathlib import Path
 
@@ -20,26 +19,8 @@ from dagster_hpc.transport.base import CommandResult, Transport
 class LocalTransport(Transport):
     """Run commands in a local shell and read local files; thread-safe."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._roundtrips = 0
-        self._bytes_sent = 0
-
-    def _count(self, sent: int = 0) -> None:
-        with self._lock:
-            self._roundtrips += 1
-            self._bytes_sent += sent
-
-    @property
-    def roundtrips(self) -> int:
-        return self._roundtrips
-
-    @property
-    def bytes_sent(self) -> int:
-        return self._bytes_sent
-
     def run(self, command: str, *, timeout: float | None = None, stdin: bytes | None = None) -> CommandResult:
-        self._count(len(stdin or b""))
+        self._count(sent=len(stdin or b""))
         try:
             proc = subprocess.run(
                 ["/bin/sh", "-c", command],
@@ -74,7 +55,7 @@ class LocalTransport(Transport):
                     target.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(path, target)
                     sent += path.stat().st_size
-        self._count(sent)
+        self._count(sent=sent)
         return sent
 
     def put_file(self, local_path: Path, remote_path: str, *, mode: int = 0o600) -> int:
@@ -85,7 +66,7 @@ class LocalTransport(Transport):
         os.chmod(tmp, mode)
         os.replace(tmp, dst)
         size = dst.stat().st_size
-        self._count(size)
+        self._count(sent=size)
         return size
 
     def read_from(self, remote_path: str, offset: int, *, max_bytes: int = 4 << 20) -> bytes:

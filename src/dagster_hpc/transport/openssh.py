@@ -173,8 +173,6 @@ class OpenSSHTransport(Transport):
         self._ssh_binary = ssh_binary
         self._config_path: str | None = None
         self._lock = threading.Lock()
-        self._roundtrips = 0
-        self._bytes_sent = 0
         self._authentications = 0
 
     # --- argv ------------------------------------------------------------------------------
@@ -346,9 +344,7 @@ class OpenSSHTransport(Transport):
                 f"command timed out after {timeout} s on {self.target.label}: {command}\n"
                 "hint: raise the timeout, or check whether the login node is overloaded"
             ) from exc
-        with self._lock:
-            self._roundtrips += 1
-            self._bytes_sent += len(stdin or b"")
+        self._count(sent=len(stdin or b""))
         if r.returncode == SSH_ERROR_EXIT:
             self._raise_if_ssh_failed(r.stderr.decode(errors="replace"), command)
         return r.returncode, r.stdout, r.stderr
@@ -377,8 +373,7 @@ class OpenSSHTransport(Transport):
         # close and terminates the command (see _shell.end_with_stdin_command)
         argv = self._command_argv(_shell.end_with_stdin_command(command))
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        with self._lock:
-            self._roundtrips += 1
+        self._count()
         deadline = None if timeout is None else time.monotonic() + timeout
         stderr = bytearray()
         assert proc.stdout is not None and proc.stderr is not None
@@ -444,14 +439,6 @@ class OpenSSHTransport(Transport):
         if code != 0:
             raise TransportError(f"batched read of {len(requests)} files failed (exit {code}): {err.decode(errors='replace')[-300:]}")
         return _shell.parse_read_many(out, len(requests))
-
-    @property
-    def roundtrips(self) -> int:
-        return self._roundtrips
-
-    @property
-    def bytes_sent(self) -> int:
-        return self._bytes_sent
 
     @property
     def authentications(self) -> int:

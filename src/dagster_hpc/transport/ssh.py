@@ -303,19 +303,8 @@ class SSHTransport(Transport):
         self.target = target
         self._shared = _shared(target) if share else _SharedConnection(target)
         self._private = not share
-        self._count_lock = threading.Lock()
-        self._roundtrips = 0
-        self._bytes_sent = 0
 
-    # --- counters -------------------------------------------------------------------------
-    @property
-    def roundtrips(self) -> int:
-        return self._roundtrips
-
-    @property
-    def bytes_sent(self) -> int:
-        return self._bytes_sent
-
+    # --- counters (round trips and bytes: Transport._count) --------------------------------
     @property
     def authentications(self) -> int:
         """Successful logins to the target made by this transport's connection (1 unless it reconnected)."""
@@ -330,11 +319,6 @@ class SSHTransport(Transport):
     def attempt_ports(self) -> list[int]:
         """Source ports of every connection attempt to the target, refused ones included."""
         return list(self._shared.attempt_ports)
-
-    def _count(self, roundtrips: int = 1, sent: int = 0) -> None:
-        with self._count_lock:
-            self._roundtrips += roundtrips
-            self._bytes_sent += sent
 
     # --- the interface --------------------------------------------------------------------
     def connect(self) -> None:
