@@ -31,8 +31,12 @@ client_times: list[float] = []
 def _resource() -> ComputeResource:
     e = os.environ
     ssh = SSHConnectionResource(
-        host=e["PEER_HOST"], port=int(e["PEER_PORT"]), user=e["PEER_USER"], key_path=e["PEER_KEY"],
-        host_key_checking="strict", known_hosts_file=e["PEER_KNOWN_HOSTS"],
+        host=e["PEER_HOST"],
+        port=int(e["PEER_PORT"]),
+        user=e["PEER_USER"],
+        key_path=e["PEER_KEY"],
+        host_key_checking="strict",
+        known_hosts_file=e["PEER_KNOWN_HOSTS"],
     )
     queue = SlurmQueueConfig(partition="debug", time_limit="00:05:00", cpus=1, mem="256M")
     return ComputeResource(
@@ -47,7 +51,9 @@ def _make(name: str) -> dg.AssetsDefinition:
     @dg.asset(name=name)
     def _asset(context: dg.AssetExecutionContext, compute: ComputeResource):
         started = time.perf_counter()
-        results = list(compute.run(context=context, payload_path=os.environ["PEER_PAYLOAD"]).get_results())
+        results = list(
+            compute.run(context=context, payload_path=os.environ["PEER_PAYLOAD"]).get_results()
+        )
         client_times.append(time.perf_counter() - started)
         yield from results
 
@@ -62,7 +68,8 @@ def eight_job() -> dg.JobDefinition:
         assets=EIGHT,
         jobs=[
             dg.define_asset_job(
-                "peer_eight", selection=dg.AssetSelection.assets(*EIGHT),
+                "peer_eight",
+                selection=dg.AssetSelection.assets(*EIGHT),
                 config={"execution": {"config": {"multiprocess": {"max_concurrent": N_EIGHT}}}},
             )
         ],

@@ -66,7 +66,7 @@ def measure(t: SSHTransport, kind: str, platform, warm_runs: int) -> dict[str, o
             size_kb = int(t.check(f"du -sk {shlex.quote(cold.ref.path)}").split()[0])
         finally:
             forget_verified()
-            t.run(f"rm -rf \"$HOME\"/{shlex.quote(base[2:])}")
+            t.run(f'rm -rf "$HOME"/{shlex.quote(base[2:])}')
     return {
         "kind": kind,
         "key": p.key,
@@ -86,21 +86,30 @@ def measure(t: SSHTransport, kind: str, platform, warm_runs: int) -> dict[str, o
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--confdir", default="/var/tmp/dagster-hpc-cluster")
     ap.add_argument("--warm-runs", type=int, default=5)
     ap.add_argument("--kinds", default="self-contained,wheelhouse")
     args = ap.parse_args()
     env = _env(Path(args.confdir))
     user = env["SLURM_TEST_USER"]
-    t = SSHTransport(SSHTarget(
-        host="127.0.0.1", port=int(env["SLURM_TEST_SSH_PORT"]), user=user,
-        key_paths=(env["SLURM_TEST_SSH_KEY"],), known_hosts=str(Path(args.confdir) / "client" / "known_hosts"),
-        use_agent=False,
-    ))
+    t = SSHTransport(
+        SSHTarget(
+            host="127.0.0.1",
+            port=int(env["SLURM_TEST_SSH_PORT"]),
+            user=user,
+            key_paths=(env["SLURM_TEST_SSH_KEY"],),
+            known_hosts=str(Path(args.confdir) / "client" / "known_hosts"),
+            use_agent=False,
+        )
+    )
     with tempfile.TemporaryDirectory(prefix="dhpc-bench-platform-") as pcache:
         p0 = time.perf_counter()
-        platform = compute_node_platform(t, f"{user}@127.0.0.1", cache_dir=Path(pcache), refresh=True)
+        platform = compute_node_platform(
+            t, f"{user}@127.0.0.1", cache_dir=Path(pcache), refresh=True
+        )
         probe_s = time.perf_counter() - p0
     kinds = {k: measure(t, k, platform, args.warm_runs) for k in args.kinds.split(",")}
     main_kind = kinds.get("self-contained") or next(iter(kinds.values()))

@@ -9,7 +9,6 @@ Writes benchmarks/results/local_overhead.json.
     uv run python benchmarks/local_overhead.py [N]
 """
 
-
 import json
 import os
 import platform
@@ -48,14 +47,22 @@ def trivial_ours(context: dg.AssetExecutionContext, compute: ComputeResource):
 
 
 @dg.asset
-def trivial_subprocess(context: dg.AssetExecutionContext, pipes_subprocess_client: dg.PipesSubprocessClient):
+def trivial_subprocess(
+    context: dg.AssetExecutionContext, pipes_subprocess_client: dg.PipesSubprocessClient
+):
     started = time.perf_counter()
-    results = list(pipes_subprocess_client.run(context=context, command=[sys.executable, str(PAYLOAD)]).get_results())
+    results = list(
+        pipes_subprocess_client.run(
+            context=context, command=[sys.executable, str(PAYLOAD)]
+        ).get_results()
+    )
     _client_times.append(time.perf_counter() - started)
     yield from results
 
 
-def _one(asset: dg.AssetsDefinition, resources: dict, instance: dg.DagsterInstance) -> tuple[float, float]:
+def _one(
+    asset: dg.AssetsDefinition, resources: dict, instance: dg.DagsterInstance
+) -> tuple[float, float]:
     started = time.perf_counter()
     result = dg.materialize([asset], resources=resources, instance=instance)
     wall = time.perf_counter() - started
@@ -82,7 +89,9 @@ def measure(n: int) -> dict[str, list[float]]:
 
 def measure_peer(n: int) -> dict:
     if not PEER_PYTHON.exists():
-        return {"peer_status": f"not run: {PEER_PYTHON} missing (create it: see {PEER_SCRIPT.name})"}
+        return {
+            "peer_status": f"not run: {PEER_PYTHON} missing (create it: see {PEER_SCRIPT.name})"
+        }
     with tempfile.TemporaryDirectory() as pixi_root:
         env = {**os.environ, "PIXI_PROJECT_ROOT": pixi_root, "PYTHONPATH": ""}
         proc = subprocess.run(
@@ -115,7 +124,9 @@ def main() -> int:
         "dagster_subprocess_median_s": round(med["sub"], 4),
         "ratio": round(med["ours"] / med["sub"], 3),
         # each ours/subprocess pair ran back to back: robust against the shared machine's load drift
-        "paired_ratio_median": round(statistics.median(o / s for o, s in zip(times["ours"], times["sub"], strict=True)), 3),
+        "paired_ratio_median": round(
+            statistics.median(o / s for o, s in zip(times["ours"], times["sub"], strict=True)), 3
+        ),
         # the fastest run of each: the least disturbed by other users of the machine
         "ours_min_s": round(min(times["ours"]), 4),
         "dagster_subprocess_min_s": round(min(times["sub"]), 4),

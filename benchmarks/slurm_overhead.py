@@ -97,7 +97,9 @@ CLUSTER = _env_sh()
 KNOWN_HOSTS = str(CONFDIR / "client" / "known_hosts")
 
 
-def _ours_env(key: str, transport: str = "asyncssh", control_dir: str | None = None) -> dict[str, str]:
+def _ours_env(
+    key: str, transport: str = "asyncssh", control_dir: str | None = None
+) -> dict[str, str]:
     env = {
         "DAGSTER_HPC_SSH_HOST": "127.0.0.1",
         "DAGSTER_HPC_SSH_PORT": CLUSTER["SLURM_TEST_SSH_PORT"],
@@ -118,15 +120,23 @@ def _ours_env(key: str, transport: str = "asyncssh", control_dir: str | None = N
 
 
 def _target(key: str) -> SSHTarget:
-    return SSHTarget(host="127.0.0.1", port=int(CLUSTER["SLURM_TEST_SSH_PORT"]), user=CLUSTER["SLURM_TEST_USER"],
-                     key_paths=(key,), known_hosts=KNOWN_HOSTS, use_agent=False)
+    return SSHTarget(
+        host="127.0.0.1",
+        port=int(CLUSTER["SLURM_TEST_SSH_PORT"]),
+        user=CLUSTER["SLURM_TEST_USER"],
+        key_paths=(key,),
+        known_hosts=KNOWN_HOSTS,
+        use_agent=False,
+    )
 
 
 # --- (a) the floor ----------------------------------------------------------------------------
 def floor_once(t: ssh_transport.SSHTransport) -> tuple[float, int]:
     rt0 = t.roundtrips
     started = time.perf_counter()
-    job = t.check("sbatch --parsable --job-name=dhpc-bench-floor --output=/dev/null --time=5 --mem=256M --wrap true").strip()
+    job = t.check(
+        "sbatch --parsable --job-name=dhpc-bench-floor --output=/dev/null --time=5 --mem=256M --wrap true"
+    ).strip()
     deadline = time.monotonic() + FLOOR_TIMEOUT_S
     state = ""
     while time.monotonic() < deadline:
@@ -136,7 +146,9 @@ def floor_once(t: ssh_transport.SSHTransport) -> tuple[float, int]:
             break
         time.sleep(FLOOR_POLL_S)
     if state != "COMPLETED":
-        raise RuntimeError(f"floor job {job} ended {state or 'unseen'} (squeue: {res.stderr.strip()})")
+        raise RuntimeError(
+            f"floor job {job} ended {state or 'unseen'} (squeue: {res.stderr.strip()})"
+        )
     return time.perf_counter() - started, t.roundtrips - rt0
 
 
@@ -176,7 +188,8 @@ def eight_job() -> dg.JobDefinition:
         assets=EIGHT,
         jobs=[
             dg.define_asset_job(
-                "bench_eight", selection=dg.AssetSelection.assets(*EIGHT),
+                "bench_eight",
+                selection=dg.AssetSelection.assets(*EIGHT),
                 config={"execution": {"config": {"multiprocess": {"max_concurrent": N_EIGHT}}}},
             )
         ],
@@ -190,15 +203,35 @@ class _DedicatedKey:
 
     def __init__(self, directory: Path):
         self.path = directory / "id_bench"
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "dagster-hpc-bench", "-f", str(self.path)], check=True)
+        subprocess.run(
+            [
+                "ssh-keygen",
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                "dagster-hpc-bench",
+                "-f",
+                str(self.path),
+            ],
+            check=True,
+        )
         self.pub = (directory / "id_bench.pub").read_text().strip()
-        self.fp = subprocess.run(["ssh-keygen", "-lf", f"{self.path}.pub"], check=True, capture_output=True, text=True).stdout.split()[1]
+        self.fp = subprocess.run(
+            ["ssh-keygen", "-lf", f"{self.path}.pub"], check=True, capture_output=True, text=True
+        ).stdout.split()[1]
         with AUTHORIZED_KEYS.open("a") as fh:
             fh.write(self.pub + "\n")
 
     def logins(self) -> int:
         log = CONFDIR / "log" / "sshd-main.log"
-        return sum(1 for line in log.read_text(errors="replace").splitlines() if self.fp in line and "Accepted publickey" in line)
+        return sum(
+            1
+            for line in log.read_text(errors="replace").splitlines()
+            if self.fp in line and "Accepted publickey" in line
+        )
 
     def remove(self) -> None:
         st = AUTHORIZED_KEYS.stat()
@@ -256,8 +289,8 @@ def _peer_setup(t: ssh_transport.SSHTransport, shim: Path) -> None:
     and a PATH shim that counts the peer's ssh/scp processes."""
     venv = str(Path(CLUSTER["SLURM_TEST_PAYLOAD_PYTHON"]).parents[1])
     t.check(
-        "P=$HOME/.dagster-hpc-bench/peer-env && mkdir -p \"$P\" && ln -sfn "
-        f"{venv} \"$P/env\" && printf 'export PATH=%s/env/bin:$PATH\\n' \"$P\" > \"$P/activate.sh\""
+        'P=$HOME/.dagster-hpc-bench/peer-env && mkdir -p "$P" && ln -sfn '
+        f'{venv} "$P/env" && printf \'export PATH=%s/env/bin:$PATH\\n\' "$P" > "$P/activate.sh"'
     )
     shim.mkdir(parents=True, exist_ok=True)
     for binary in ("ssh", "scp"):
@@ -270,8 +303,11 @@ def _peer_setup(t: ssh_transport.SSHTransport, shim: Path) -> None:
 def peer_run(args: list[str], shim: Path, log: Path) -> tuple[dict | None, int, str]:
     before = len(log.read_text().splitlines()) if log.exists() else 0
     proc = subprocess.run(
-        [str(PEER_PYTHON), str(PEER_SCRIPT), *args, str(PAYLOAD)], env=_peer_env(shim, log),
-        capture_output=True, text=True, timeout=PEER_TIMEOUT_S,
+        [str(PEER_PYTHON), str(PEER_SCRIPT), *args, str(PAYLOAD)],
+        env=_peer_env(shim, log),
+        capture_output=True,
+        text=True,
+        timeout=PEER_TIMEOUT_S,
     )
     spawned = (len(log.read_text().splitlines()) if log.exists() else 0) - before
     if proc.returncode != 0:
@@ -308,7 +344,10 @@ def main(n: int) -> dict:
             if data and i >= WARMUP:
                 peer.extend(data["client"])
                 peer_spawn.append(spawned)
-        print(f"round {i}: floor {f:.2f} s, ours {c:.2f} s ({rt} round trips), peer {peer[-1] if peer else '-'}", flush=True)
+        print(
+            f"round {i}: floor {f:.2f} s, ours {c:.2f} s ({rt} round trips), peer {peer[-1] if peer else '-'}",
+            flush=True,
+        )
     out: dict = {
         "n": len(floor),
         "peer_n": len(peer),
@@ -342,7 +381,10 @@ def main(n: int) -> dict:
             out["peer_8_assets_ssh_processes"] = spawned
         else:
             out["peer_8_assets_status"] = status
-        print(f"8 assets peer: {out.get('peer_8_assets_s')} s, {spawned} ssh/scp processes", flush=True)
+        print(
+            f"8 assets peer: {out.get('peer_8_assets_s')} s, {spawned} ssh/scp processes",
+            flush=True,
+        )
     shutil.rmtree(work, ignore_errors=True)
     floor_t.check("scancel --me --name=dhpc-bench-floor || true")  # ours only, none should remain
     floor_t.close()

@@ -59,8 +59,15 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=200)
     args = ap.parse_args()
     env = _env()
-    key, kh, port, user = env["SLURM_TEST_SSH_KEY"], str(CONFDIR / "client" / "known_hosts"), int(env["SLURM_TEST_SSH_PORT"]), env["SLURM_TEST_USER"]
-    target = SSHTarget("127.0.0.1", port=port, user=user, key_paths=(key,), known_hosts=kh, use_agent=False)
+    key, kh, port, user = (
+        env["SLURM_TEST_SSH_KEY"],
+        str(CONFDIR / "client" / "known_hosts"),
+        int(env["SLURM_TEST_SSH_PORT"]),
+        env["SLURM_TEST_USER"],
+    )
+    target = SSHTarget(
+        "127.0.0.1", port=port, user=user, key_paths=(key,), known_hosts=kh, use_agent=False
+    )
     cdir = tempfile.mkdtemp(prefix="dhb-", dir="/tmp")
     try:
         ours = SSHTransport(target, share=False)
@@ -68,12 +75,29 @@ def main() -> None:
         cm = os.path.join(cdir, "plain-cm")
         base = ["ssh", "-i", key, "-o", "IdentitiesOnly=yes", "-o", f"UserKnownHostsFile={kh}", "-o", "StrictHostKeyChecking=yes",
                 "-o", "BatchMode=yes", "-p", str(port), "-l", user]  # fmt: skip
-        plain = [*base, "-o", f"ControlPath={cm}", "-o", "ControlMaster=auto", "-o", "ControlPersist=120", "127.0.0.1", "true"]
+        plain = [
+            *base,
+            "-o",
+            f"ControlPath={cm}",
+            "-o",
+            "ControlMaster=auto",
+            "-o",
+            "ControlPersist=120",
+            "127.0.0.1",
+            "true",
+        ]
         fresh = [*base, "-o", "ControlPath=none", "127.0.0.1", "true"]
-        run = lambda argv: subprocess.run(argv, check=True, stdin=subprocess.DEVNULL, capture_output=True)  # noqa: E731
+        run = lambda argv: subprocess.run(
+            argv, check=True, stdin=subprocess.DEVNULL, capture_output=True
+        )  # noqa: E731
         # warm up every way once (connection, master, sockets) outside the measurement
         ours.run("true"), openssh.run("true"), run(plain)
-        times: dict[str, list[float]] = {"sshtransport": [], "opensshtransport": [], "plain_controlmaster": [], "fresh_ssh": []}
+        times: dict[str, list[float]] = {
+            "sshtransport": [],
+            "opensshtransport": [],
+            "plain_controlmaster": [],
+            "fresh_ssh": [],
+        }
         for i in range(args.rounds):
             times["sshtransport"].append(_timed(lambda: ours.run("true")))
             times["opensshtransport"].append(_timed(lambda: openssh.run("true")))
@@ -81,20 +105,32 @@ def main() -> None:
             if i % FRESH_EVERY == 0:
                 times["fresh_ssh"].append(_timed(lambda: run(fresh)))
         result = {name: _summary(xs) for name, xs in times.items()}
-        result["ratio_vs_controlmaster"] = result["sshtransport"]["median_s"] / result["plain_controlmaster"]["median_s"]
+        result["ratio_vs_controlmaster"] = (
+            result["sshtransport"]["median_s"] / result["plain_controlmaster"]["median_s"]
+        )
         result["sshtransport_authentications"] = ours.authentications
         result["sshtransport_roundtrips"] = ours.roundtrips
-        result["machine"] = {"cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0], "python": platform.python_version()}
+        result["machine"] = {
+            "cpus": os.cpu_count(),
+            "loadavg_1m": os.getloadavg()[0],
+            "python": platform.python_version(),
+        }
         result["rounds"] = args.rounds
         ours.close()
         openssh.close_master()
-        subprocess.run(["ssh", "-o", f"ControlPath={cm}", "-O", "exit", "127.0.0.1"], capture_output=True, check=False)
+        subprocess.run(
+            ["ssh", "-o", f"ControlPath={cm}", "-O", "exit", "127.0.0.1"],
+            capture_output=True,
+            check=False,
+        )
     finally:
         shutil.rmtree(cdir, ignore_errors=True)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2) + "\n")
     for name in ("sshtransport", "opensshtransport", "plain_controlmaster", "fresh_ssh"):
-        print(f"{name:20s} median {result[name]['median_s'] * 1000:7.2f} ms  p90 {result[name]['p90_s'] * 1000:7.2f} ms  (n={result[name]['n']})")
+        print(
+            f"{name:20s} median {result[name]['median_s'] * 1000:7.2f} ms  p90 {result[name]['p90_s'] * 1000:7.2f} ms  (n={result[name]['n']})"
+        )
     print(f"ratio_vs_controlmaster {result['ratio_vs_controlmaster']:.3f}  -> {OUT}")
 
 

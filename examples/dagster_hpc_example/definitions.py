@@ -16,7 +16,9 @@ REGIONS = dg.StaticPartitionsDefinition(["eu", "us", "apac"])
 
 
 @dg.asset(group_name="hpc_example", kinds={"bash"})
-def measurements(context: dg.AssetExecutionContext, compute: ComputeResource) -> dg.MaterializeResult:
+def measurements(
+    context: dg.AssetExecutionContext, compute: ComputeResource
+) -> dg.MaterializeResult:
     """A bash script generates the raw CSV (no Pipes inside: plain shell)."""
     rows = 20_000
     completed = compute.run(context, PAYLOADS / "make_numbers.sh", args=[str(rows)])
@@ -41,11 +43,15 @@ def sensor_report(context: dg.AssetExecutionContext, compute: ComputeResource):
         dg.AssetSpec("clean_measurements", deps=[measurements], kinds={"python"}),
         dg.AssetSpec("rejected_measurements", deps=[measurements], kinds={"python"}),
     ],
-    check_specs=[dg.AssetCheckSpec("values_within_threshold", asset="clean_measurements", blocking=True)],
+    check_specs=[
+        dg.AssetCheckSpec("values_within_threshold", asset="clean_measurements", blocking=True)
+    ],
 )
 def split_measurements(context: dg.AssetExecutionContext, compute: ComputeResource):
     """One payload, two assets and a blocking check reported through Pipes."""
-    yield from compute.run(context, PAYLOADS / "clean_split.py", extras={"max_value": 95.0}).get_results()
+    yield from compute.run(
+        context, PAYLOADS / "clean_split.py", extras={"max_value": 95.0}
+    ).get_results()
 
 
 @dg.asset(group_name="hpc_example", deps=[measurements], partitions_def=REGIONS, kinds={"python"})
@@ -59,9 +65,12 @@ UNPARTITIONED = [measurements, sensor_summary, sensor_report, split_measurements
 
 # every unpartitioned asset of these definitions (also assets other modules add to ASSETS)
 hpc_example_job = dg.define_asset_job(
-    "hpc_example_job", selection=dg.AssetSelection.all() - dg.AssetSelection.assets(regional_measurements)
+    "hpc_example_job",
+    selection=dg.AssetSelection.all() - dg.AssetSelection.assets(regional_measurements),
 )
-regional_job = dg.define_asset_job("regional_job", selection=dg.AssetSelection.assets(regional_measurements))
+regional_job = dg.define_asset_job(
+    "regional_job", selection=dg.AssetSelection.assets(regional_measurements)
+)
 
 defs = dg.Definitions(
     assets=ASSETS,

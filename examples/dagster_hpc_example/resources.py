@@ -26,7 +26,9 @@ def compute_from_env() -> ComputeResource:
     settings: dict = {}
     if mode == "slurm":
         settings["slurm"] = _slurm_with_payload_env()
-    return ComputeResource(mode=mode, extra_env={"EXAMPLE_DATA_DIR": example_data_dir()}, **settings)
+    return ComputeResource(
+        mode=mode, extra_env={"EXAMPLE_DATA_DIR": example_data_dir()}, **settings
+    )
 
 
 # The payloads' own environment (dagster-pipes + polars), locked beside the example: in slurm

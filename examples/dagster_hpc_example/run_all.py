@@ -40,18 +40,35 @@ THIS_INVOCATION_RUNS: set[str] = set()
 
 def main() -> int:
     instance = dg.DagsterInstance.get()
-    print(f"dagster-hpc example: mode={os.environ.get(MODE_ENV, 'local')}, data in {example_data_dir()}")
+    print(
+        f"dagster-hpc example: mode={os.environ.get(MODE_ENV, 'local')}, data in {example_data_dir()}"
+    )
     runs: list[tuple[str, dg.DagsterRunStatus, float]] = []
-    runs.append(_execute(definitions.example_job, instance, "unpartitioned assets", run_config=CONSOLE))
+    runs.append(
+        _execute(definitions.example_job, instance, "unpartitioned assets", run_config=CONSOLE)
+    )
     for key in definitions.REGIONS.get_partition_keys():
         # one small run per partition: in-process (a step subprocess would cost more than the work)
-        runs.append(_execute(definitions.partitioned_job, instance, f"regional_measurements[{key}]", key, IN_PROCESS))
+        runs.append(
+            _execute(
+                definitions.partitioned_job,
+                instance,
+                f"regional_measurements[{key}]",
+                key,
+                IN_PROCESS,
+            )
+        )
     demo_rows, demo_ok = ([], True)
     if os.environ.get(MODE_ENV, "local") == "local":
         # the seed demo of the incremental engine (its payload env for slurm: see the README)
         demo_rows, demo_ok = run_incremental.run_rounds(instance)
     print()
-    print(_table(["run", "status", "wall s"], [[name, status.value, f"{wall:.1f}"] for name, status, wall in runs]))
+    print(
+        _table(
+            ["run", "status", "wall s"],
+            [[name, status.value, f"{wall:.1f}"] for name, status, wall in runs],
+        )
+    )
     print()
     print(_table(["asset", "partition", "metadata"], _asset_rows(instance)))
     checks = _check_rows(instance)
@@ -71,11 +88,17 @@ def main() -> int:
     return 0 if all_ok else 1
 
 
-def _execute(job_fn, instance: dg.DagsterInstance, name: str, partition: str | None = None, run_config=None):
+def _execute(
+    job_fn, instance: dg.DagsterInstance, name: str, partition: str | None = None, run_config=None
+):
     tags = {"dagster/partition": partition} if partition else None
     started = time.monotonic()
     with dg.execute_job(
-        dg.reconstructable(job_fn), instance=instance, tags=tags, run_config=run_config, raise_on_error=False
+        dg.reconstructable(job_fn),
+        instance=instance,
+        tags=tags,
+        run_config=run_config,
+        raise_on_error=False,
     ) as result:
         status = instance.get_run_by_id(result.run_id).status
     wall = time.monotonic() - started
@@ -86,22 +109,29 @@ def _execute(job_fn, instance: dg.DagsterInstance, name: str, partition: str | N
 
 def _asset_rows(instance: dg.DagsterInstance) -> list[list[str]]:
     rows = []
-    for spec in sorted(definitions.defs.resolve_all_asset_specs(), key=lambda s: s.key.to_user_string()):
+    for spec in sorted(
+        definitions.defs.resolve_all_asset_specs(), key=lambda s: s.key.to_user_string()
+    ):
         partitions = spec.partitions_def.get_partition_keys() if spec.partitions_def else [None]
         for partition in partitions:
             event = _latest(instance, spec.key, partition)
             if event is None or event.run_id not in THIS_INVOCATION_RUNS:
-                rows.append([spec.key.to_user_string(), partition or "-", "NOT MATERIALIZED by this run"])
+                rows.append(
+                    [spec.key.to_user_string(), partition or "-", "NOT MATERIALIZED by this run"]
+                )
                 continue
             md = event.asset_materialization.metadata
-            shown = ", ".join(f"{k.split('/')[-1]}={md[k].value}" for k in SHOWN_METADATA if k in md)
+            shown = ", ".join(
+                f"{k.split('/')[-1]}={md[k].value}" for k in SHOWN_METADATA if k in md
+            )
             rows.append([spec.key.to_user_string(), partition or "-", shown])
     return rows
 
 
 def _latest(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str | None):
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None), limit=1
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None),
+        limit=1,
     ).records
     return records[0].event_log_entry if records else None
 
@@ -109,7 +139,9 @@ def _latest(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str | Non
 def _check_rows(instance: dg.DagsterInstance) -> list[list[str]]:
     rows = []
     for check_key in definitions.defs.resolve_asset_graph().asset_check_keys:
-        record = instance.event_log_storage.get_latest_asset_check_execution_by_key([check_key]).get(check_key)
+        record = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+            [check_key]
+        ).get(check_key)
         result = "no result" if record is None else record.status.value
         rows.append([f"{check_key.asset_key.to_user_string()}:{check_key.name}", result])
     return rows

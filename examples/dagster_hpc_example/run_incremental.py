@@ -52,7 +52,10 @@ def run_rounds(instance: dg.DagsterInstance) -> tuple[list[list[str]], bool]:
             counts = [str(md.get(name, "-")) for name in COUNTS]
             label = mat.asset_key.to_user_string()
             rows.append([str(number), label, *counts])
-        print(f"  incremental demo round {number}: {'SUCCESS' if result.success else 'FAILURE'}", flush=True)
+        print(
+            f"  incremental demo round {number}: {'SUCCESS' if result.success else 'FAILURE'}",
+            flush=True,
+        )
     return rows, ok
 
 

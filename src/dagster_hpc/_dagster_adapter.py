@@ -72,4 +72,6 @@ def _latest_record(context: Any) -> PipesLaunchHandle | None:
     parent = instance.get_run_by_id(run.parent_run_id)
     if parent is None:
         return None
-    return find_latest_launch_handle_for_run(instance=instance, run=parent, step_key=step_key, client_name=CLIENT_NAME)
+    return find_latest_launch_handle_for_run(
+        instance=instance, run=parent, step_key=step_key, client_name=CLIENT_NAME
+    )

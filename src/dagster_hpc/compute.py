@@ -34,23 +34,29 @@ class ComputeResource(dg.ConfigurableResource):
     """
 
     # descriptions show up in the Dagster UI's resource configuration
-    mode: str = Field(default="local", description="Where payloads run: 'local' (a subprocess here) or 'slurm'.")
+    mode: str = Field(
+        default="local", description="Where payloads run: 'local' (a subprocess here) or 'slurm'."
+    )
     base_dir: str | None = Field(
         default=None,
         description="Local mode: where run directories are created (default: a per-user directory in the temp dir).",
     )
     python: str | None = Field(
-        default=None, description="Interpreter for .py payloads (local default: the Python running Dagster)."
+        default=None,
+        description="Interpreter for .py payloads (local default: the Python running Dagster).",
     )
     extra_env: dict[str, str] = Field(
-        default={}, description="Environment variables for every payload; a run()'s own extra_env wins."
+        default={},
+        description="Environment variables for every payload; a run()'s own extra_env wins.",
     )
     keep_run_dirs: str = Field(
         default=DEFAULT_KEEP_RUN_DIRS,
         description="Run directories after a step: 'failed' (default: remove successful ones once their "
         "output was read, keep failed ones for debugging), 'always', or 'never'.",
     )
-    slurm: SlurmResource | None = None  # mode="slurm": cluster, default queue, paths (SlurmResource.from_env())
+    slurm: SlurmResource | None = (
+        None  # mode="slurm": cluster, default queue, paths (SlurmResource.from_env())
+    )
 
     def run(
         self,
@@ -82,10 +88,14 @@ class ComputeResource(dg.ConfigurableResource):
         )
         request, header_lines = backend.prepare(context, request)
         return execute(
-            context, backend, request, python=self.python, base_env=dict(self.extra_env), header_lines=header_lines,
+            context,
+            backend,
+            request,
+            python=self.python,
+            base_env=dict(self.extra_env),
+            header_lines=header_lines,
             keep_run_dirs=self.keep_run_dirs,
         )
-
 
     def render_job_script(
         self,
@@ -106,10 +116,14 @@ class ComputeResource(dg.ConfigurableResource):
             from dagster_hpc.backends.slurm_script import ActivatedLauncher, sbatch_header
 
             slurm = _slurm_settings(self)
-            header = sbatch_header(slurm.queue.merged(queue), step=request.describe().rsplit("/", 1)[-1])
+            header = sbatch_header(
+                slurm.queue.merged(queue), step=request.describe().rsplit("/", 1)[-1]
+            )
             python = slurm.python or python
             if slurm.activate:
-                request = dataclasses.replace(request, launcher=ActivatedLauncher(request.launcher, slurm.activate))
+                request = dataclasses.replace(
+                    request, launcher=ActivatedLauncher(request.launcher, slurm.activate)
+                )
         launch = request.launcher.render(request.launch_request(python))
         job = render_job_script(run_dir, header_lines=header)
         return f"# ===== job.sh =====\n{job}\n# ===== launch.sh =====\n{launch}"

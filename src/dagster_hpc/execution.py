@@ -49,9 +49,13 @@ def execute(
     after a Dagster restart), nothing is staged or submitted: the reader starts at offset 0 of
     that job's run directory, so this attempt sees every message and log line.
     """
-    op_context = context.op_execution_context if isinstance(context, dg.AssetExecutionContext) else context
+    op_context = (
+        context.op_execution_context if isinstance(context, dg.AssetExecutionContext) else context
+    )
     handle: JobHandle | None = _reattach_handle(context, backend)
-    run_dir = handle.run_dir if handle else backend.run_dir_for(context.run.run_id, op_context.op.name)
+    run_dir = (
+        handle.run_dir if handle else backend.run_dir_for(context.run.run_id, op_context.op.name)
+    )
     staging = None if handle else backend.local_staging_dir(run_dir)
     temp_staging = staging is None
     if staging is None:
@@ -67,7 +71,9 @@ def execute(
     )
     injector = RunDirContextInjector(staging / PIPES_CONTEXT, f"{run_dir}/{PIPES_CONTEXT}")
     try:
-        with dg.open_pipes_session(context, injector, reader, extras=dict(request.extras)) as session:
+        with dg.open_pipes_session(
+            context, injector, reader, extras=dict(request.extras)
+        ) as session:
             env = {
                 **(base_env or {}),
                 **request.extra_env,
@@ -75,7 +81,9 @@ def execute(
                 **_run_env(context, run_dir),
             }
             if handle is None:
-                _write_run_dir(staging, run_dir, request, env, python or backend.default_python, header_lines)
+                _write_run_dir(
+                    staging, run_dir, request, env, python or backend.default_python, header_lines
+                )
                 handle = backend.submit(str(staging), run_dir)
                 context.log.info(
                     f"dagster-hpc: {backend.name} job {handle.job_id} started for {request.describe()} (run dir {run_dir})"
@@ -107,7 +115,9 @@ def _reattach_handle(context: AnyContext, backend: Backend) -> JobHandle | None:
     return None
 
 
-def _wait(context: AnyContext, backend: Backend, handle: JobHandle, reader: RunDirMessageReader) -> int | None:
+def _wait(
+    context: AnyContext, backend: Backend, handle: JobHandle, reader: RunDirMessageReader
+) -> int | None:
     """Block until the job's exit_code file appears (or the job is gone without one)."""
     last: JobStatus | None = None
     finished_at: float | None = None
@@ -122,13 +132,17 @@ def _wait(context: AnyContext, backend: Backend, handle: JobHandle, reader: RunD
                 if time.monotonic() - finished_at > backend.exit_file_grace_s:
                     return None
     except (KeyboardInterrupt, dg.DagsterExecutionInterruptedError):
-        context.log.warning(f"dagster-hpc: run interrupted: cancelling {backend.name} job {handle.job_id}")
+        context.log.warning(
+            f"dagster-hpc: run interrupted: cancelling {backend.name} job {handle.job_id}"
+        )
         backend.cancel(handle)
         raise
     if reader.exit_code is None and reader.error is not None:
         # the reader died (e.g. Dagster rejected a reported message): the error surfaces when the
         # Pipes session closes; do not leave the job running unattended
-        context.log.warning(f"dagster-hpc: reading the job's output failed: cancelling {backend.name} job {handle.job_id}")
+        context.log.warning(
+            f"dagster-hpc: reading the job's output failed: cancelling {backend.name} job {handle.job_id}"
+        )
         backend.cancel(handle)
     return reader.exit_code
 

@@ -73,16 +73,20 @@ def render_job_script(run_dir: str, *, header_lines: Sequence[str] = ()) -> str:
             )
     traps = "\n".join(f"trap 'forward {sig}' {sig}" for sig in FORWARDED_SIGNALS)
     header = "".join(f"{line}\n" for line in header_lines)
-    return "#!/usr/bin/env bash\n" + header + _BODY.format(
-        run_dir=shlex.quote(run_dir),
-        launch=LAUNCH_SCRIPT,
-        env_file=ENV_FILE,
-        stdout=STDOUT,
-        stderr=STDERR,
-        exit_code=EXIT_CODE,
-        exit_cd=EXIT_CANNOT_CD,
-        exit_env=EXIT_BAD_ENV_FILE,
-        traps=traps,
+    return (
+        "#!/usr/bin/env bash\n"
+        + header
+        + _BODY.format(
+            run_dir=shlex.quote(run_dir),
+            launch=LAUNCH_SCRIPT,
+            env_file=ENV_FILE,
+            stdout=STDOUT,
+            stderr=STDERR,
+            exit_code=EXIT_CODE,
+            exit_cd=EXIT_CANNOT_CD,
+            exit_env=EXIT_BAD_ENV_FILE,
+            traps=traps,
+        )
     )
 
 
@@ -96,9 +100,13 @@ def render_env_file(env: dict[str, str]) -> str:
 
 
 def validate_env_name(name: object) -> None:
-    if not isinstance(name, str) or not name or not (name[0].isalpha() or name[0] == "_") or not all(
-        c.isalnum() or c == "_" for c in name
-    ) or not name.isascii():
+    if (
+        not isinstance(name, str)
+        or not name
+        or not (name[0].isalpha() or name[0] == "_")
+        or not all(c.isalnum() or c == "_" for c in name)
+        or not name.isascii()
+    ):
         raise ConfigError(
             f"environment variable name {name!r} is not valid: use letters, digits and '_', not starting with a digit"
         )

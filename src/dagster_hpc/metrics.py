@@ -14,8 +14,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SACCT_FIELDS = (
-    "JobID", "JobName", "State", "ExitCode", "ElapsedRaw", "NNodes", "AllocCPUS",
-    "TotalCPU", "CPUTimeRAW", "MaxRSS", "AllocTRES", "NodeList", "Partition", "Reason",
+    "JobID",
+    "JobName",
+    "State",
+    "ExitCode",
+    "ElapsedRaw",
+    "NNodes",
+    "AllocCPUS",
+    "TotalCPU",
+    "CPUTimeRAW",
+    "MaxRSS",
+    "AllocTRES",
+    "NodeList",
+    "Partition",
+    "Reason",
 )
 SSTAT_FIELDS = ("JobID", "MaxRSS", "AveCPU", "NTasks")
 # What sacct prints (on stderr or stdout) when the site runs without slurmdbd.
@@ -33,16 +45,31 @@ def sacct_command(job_id: str, *, start_time: str = "now-7days") -> str:
     """The command whose output ``parse_sacct`` reads (``--starttime``: sacct is windowed)."""
     return " ".join(
         [
-            "sacct", "--parsable2", "--noheader", "--jobs", shlex.quote(job_id),
-            "--starttime", shlex.quote(start_time), "--format", ",".join(SACCT_FIELDS),
+            "sacct",
+            "--parsable2",
+            "--noheader",
+            "--jobs",
+            shlex.quote(job_id),
+            "--starttime",
+            shlex.quote(start_time),
+            "--format",
+            ",".join(SACCT_FIELDS),
         ]
     )
 
 
 def sstat_command(job_id: str) -> str:
     return " ".join(
-        ["sstat", "--parsable2", "--noheader", "--allsteps", "--jobs", shlex.quote(job_id),
-         "--format", ",".join(SSTAT_FIELDS)]
+        [
+            "sstat",
+            "--parsable2",
+            "--noheader",
+            "--allsteps",
+            "--jobs",
+            shlex.quote(job_id),
+            "--format",
+            ",".join(SSTAT_FIELDS),
+        ]
     )
 
 
@@ -143,7 +170,10 @@ class JobMetrics:
         alloc = self.alloc_mem_mb
         per_node = alloc / (self.nnodes or 1) if alloc else None
         return bool(
-            self.signal == 9 and per_node and self.max_rss_mb is not None and self.max_rss_mb >= per_node
+            self.signal == 9
+            and per_node
+            and self.max_rss_mb is not None
+            and self.max_rss_mb >= per_node
         )
 
     def to_metadata(self) -> dict[str, Any]:
@@ -188,7 +218,11 @@ def parse_sacct(text: str, job_id: str) -> JobMetrics | None:
     if main is None:
         return None
     steps = [r for r in rows if r["JobID"].startswith(job_id + ".")]
-    rss = [v for v in (parse_size_mb(r["MaxRSS"]) for r in [main, *steps] if r["MaxRSS"]) if v is not None]
+    rss = [
+        v
+        for v in (parse_size_mb(r["MaxRSS"]) for r in [main, *steps] if r["MaxRSS"])
+        if v is not None
+    ]
     exit_code, signal = _parse_exit(main["ExitCode"])
     # The job row's ExitCode is 0:0 when only a step died from a signal: look at the steps too.
     if not signal:
@@ -222,7 +256,11 @@ def _parse_exit(text: str) -> tuple[int | None, int | None]:
 def unavailable_metadata(job_id: str, reason: str) -> dict[str, Any]:
     """Metadata saying the numbers are missing and why (accounting off, job not in sacct yet)."""
     p = METADATA_PREFIX
-    return {f"{p}job_id": job_id, f"{p}metrics_available": False, f"{p}metrics_unavailable_reason": reason}
+    return {
+        f"{p}job_id": job_id,
+        f"{p}metrics_available": False,
+        f"{p}metrics_unavailable_reason": reason,
+    }
 
 
 def parse_sstat(text: str) -> dict[str, Any]:

@@ -41,11 +41,25 @@ _KNOWN_SIGNALS = frozenset(
 DEFAULT_SIGNAL_LEAD_S = 60
 # A free-form directive: --option or --option=value, value restricted to characters that need
 # no quoting (sbatch parses #SBATCH lines itself; a newline would start a new script line).
-_DIRECTIVE_RE = re.compile(r"^(?P<opt>--?[A-Za-z][A-Za-z0-9-]*)(?:=(?P<val>[A-Za-z0-9_.,:+@%/=&|*\[\]()!-]*))?$")
+_DIRECTIVE_RE = re.compile(
+    r"^(?P<opt>--?[A-Za-z][A-Za-z0-9-]*)(?:=(?P<val>[A-Za-z0-9_.,:+@%/=&|*\[\]()!-]*))?$"
+)
 # Options the backend sets itself (run dir, logs, name): overriding them breaks log streaming.
 RESERVED_DIRECTIVES = frozenset(
-    ["--output", "-o", "--error", "-e", "--chdir", "-D", "--job-name", "-J", "--parsable",
-     "--wrap", "--input", "-i"]
+    [
+        "--output",
+        "-o",
+        "--error",
+        "-e",
+        "--chdir",
+        "-D",
+        "--job-name",
+        "-J",
+        "--parsable",
+        "--wrap",
+        "--input",
+        "-i",
+    ]
 )
 
 
@@ -57,8 +71,8 @@ def parse_time_limit(value: str) -> int | None:
     m = _TIME_RE.match(text)
     if not m:
         raise ConfigError(
-            f"time_limit={value!r} is not a Slurm time: use minutes (\"30\"), MM:SS, HH:MM:SS, "
-            "D-HH, D-HH:MM, D-HH:MM:SS or UNLIMITED, e.g. time_limit=\"01:30:00\" or \"2-00:00:00\""
+            f'time_limit={value!r} is not a Slurm time: use minutes ("30"), MM:SS, HH:MM:SS, '
+            'D-HH, D-HH:MM, D-HH:MM:SS or UNLIMITED, e.g. time_limit="01:30:00" or "2-00:00:00"'
         )
     g = {k: int(v) for k, v in m.groupdict().items() if v is not None}
     if "d" in g:
@@ -76,7 +90,7 @@ def parse_mem_mb(value: str, field: str = "mem") -> float:
     if not m:
         raise ConfigError(
             f"{field}={value!r} is not a Slurm memory size: use a whole number with an optional "
-            f"unit K, M, G or T (plain numbers are megabytes), e.g. {field}=\"4G\" or {field}=\"512M\""
+            f'unit K, M, G or T (plain numbers are megabytes), e.g. {field}="4G" or {field}="512M"'
         )
     return int(m["n"]) * _MEM_UNIT_MB[m["unit"].upper()]
 
@@ -101,16 +115,18 @@ def parse_signal(value: str) -> tuple[str, int]:
     if not m or not (sig in _KNOWN_SIGNALS or sig.isdigit()):
         raise ConfigError(
             f"signal_before_timeout={value!r} is not a signal spec: use NAME@SECONDS, e.g. "
-            "\"USR2@120\" (USR2 120 s before the time limit; USR1 is taken by NCCL)"
+            '"USR2@120" (USR2 120 s before the time limit; USR1 is taken by NCCL)'
         )
     if m["scope"] == "R":
         raise ConfigError(
             f"signal_before_timeout={value!r}: the R: scope would bypass the job wrapper, which "
-            "forwards the signal to the payload; write it without a scope, e.g. \"USR2@120\""
+            'forwards the signal to the payload; write it without a scope, e.g. "USR2@120"'
         )
     secs = int(m["secs"]) if m["secs"] else DEFAULT_SIGNAL_LEAD_S
     if secs > 65535:
-        raise ConfigError(f"signal_before_timeout={value!r}: Slurm allows at most 65535 s lead time")
+        raise ConfigError(
+            f"signal_before_timeout={value!r}: Slurm allows at most 65535 s lead time"
+        )
     return sig, secs
 
 
@@ -120,7 +136,7 @@ def parse_directive(value: str) -> tuple[str, str | None]:
         raise ConfigError(
             f"extra directive {value!r} cannot be passed safely: write it as --option or "
             "--option=value without spaces, quotes, newlines or shell characters ($ ` ; < > \\), "
-            "e.g. \"--mail-type=END\""
+            'e.g. "--mail-type=END"'
         )
     opt = m["opt"]
     if opt in RESERVED_DIRECTIVES:
@@ -179,7 +195,7 @@ class QueueConfig(dg.Config):
         if self.constraint is not None and not _CONSTRAINT_RE.match(self.constraint):
             raise ConfigError(
                 f"constraint={self.constraint!r} is not a Slurm feature expression: use feature "
-                "names with & | [ ] * ( ) , ! and no spaces or quotes, e.g. \"intel&ib\""
+                'names with & | [ ] * ( ) , ! and no spaces or quotes, e.g. "intel&ib"'
             )
         if self.signal_before_timeout is not None:
             _, secs = parse_signal(self.signal_before_timeout)
@@ -208,7 +224,9 @@ class QueueConfig(dg.Config):
         if isinstance(data, QueueConfig):
             return data
         if not isinstance(data, Mapping):
-            raise ConfigError(f"queue override must be a QueueConfig or a mapping, got {type(data).__name__}")
+            raise ConfigError(
+                f"queue override must be a QueueConfig or a mapping, got {type(data).__name__}"
+            )
         unknown = sorted(set(data) - set(cls.model_fields))
         if unknown:
             raise ConfigError(
@@ -235,17 +253,28 @@ class QueueConfig(dg.Config):
         """The ``#SBATCH`` lines for this request, every value quoted. Pure."""
         opts: list[tuple[str, str | None]] = []
         simple = [
-            ("partition", "--partition"), ("nodes", "--nodes"), ("ntasks", "--ntasks"),
-            ("cpus_per_task", "--cpus-per-task"), ("mem", "--mem"), ("mem_per_cpu", "--mem-per-cpu"),
-            ("time_limit", "--time"), ("qos", "--qos"), ("account", "--account"),
-            ("reservation", "--reservation"), ("constraint", "--constraint"),
+            ("partition", "--partition"),
+            ("nodes", "--nodes"),
+            ("ntasks", "--ntasks"),
+            ("cpus_per_task", "--cpus-per-task"),
+            ("mem", "--mem"),
+            ("mem_per_cpu", "--mem-per-cpu"),
+            ("time_limit", "--time"),
+            ("qos", "--qos"),
+            ("account", "--account"),
+            ("reservation", "--reservation"),
+            ("constraint", "--constraint"),
         ]
         for field, opt in simple:
             v = getattr(self, field)
             if v is not None:
                 opts.append((opt, str(v)))
         if self.gpus_per_node:
-            gres = f"gpu:{self.gres_type}:{self.gpus_per_node}" if self.gres_type else f"gpu:{self.gpus_per_node}"
+            gres = (
+                f"gpu:{self.gres_type}:{self.gpus_per_node}"
+                if self.gres_type
+                else f"gpu:{self.gpus_per_node}"
+            )
             opts.append(("--gres", gres))
         if self.exclusive:
             opts.append(("--exclusive", None))

@@ -26,7 +26,18 @@ from dagster_hpc.launchers import Launcher, LaunchRequest, default_launcher_for
 
 # Names the run directory already uses: a payload or extra file must not overwrite them.
 RESERVED_NAMES = frozenset(
-    {JOB_SCRIPT, LAUNCH_SCRIPT, ENV_FILE, PIPES_CONTEXT, PIPES_MESSAGES, STDOUT, STDERR, EXIT_CODE, WRAPPER_LOG, SLURM_LOG}
+    {
+        JOB_SCRIPT,
+        LAUNCH_SCRIPT,
+        ENV_FILE,
+        PIPES_CONTEXT,
+        PIPES_MESSAGES,
+        STDOUT,
+        STDERR,
+        EXIT_CODE,
+        WRAPPER_LOG,
+        SLURM_LOG,
+    }
 )
 
 Payload = str | Path | Sequence[str]
@@ -94,25 +105,35 @@ def _payload(payload: Payload) -> tuple[Path | None, tuple[str, ...]]:
                 "pass the path of a Python file or shell script, or an argv list such as ['echo', 'hi']"
             )
         if path.name in RESERVED_NAMES:
-            raise ConfigError(f"payload file name {path.name!r} is reserved in the run directory: rename it")
+            raise ConfigError(
+                f"payload file name {path.name!r} is reserved in the run directory: rename it"
+            )
         return path.absolute(), ()
     if isinstance(payload, Sequence) and payload:
         return None, _strings("payload argv", payload)
-    raise ConfigError(f"payload must be a file path or a non-empty argv list of strings, got {payload!r}")
+    raise ConfigError(
+        f"payload must be a file path or a non-empty argv list of strings, got {payload!r}"
+    )
 
 
 def _strings(what: str, values: Sequence[str]) -> tuple[str, ...]:
     if isinstance(values, str | bytes):
-        raise ConfigError(f"{what} must be a list of strings, got the single string {values!r}: wrap it in a list")
+        raise ConfigError(
+            f"{what} must be a list of strings, got the single string {values!r}: wrap it in a list"
+        )
     bad = [v for v in values if not isinstance(v, str)]
     if bad:
-        raise ConfigError(f"{what} must all be strings; these are not: {bad!r} (convert them with str())")
+        raise ConfigError(
+            f"{what} must all be strings; these are not: {bad!r} (convert them with str())"
+        )
     return tuple(values)
 
 
 def _env(env: Mapping[str, str]) -> dict[str, str]:
     if not isinstance(env, Mapping):
-        raise ConfigError(f"extra_env must be a mapping of names to strings, got {type(env).__name__}")
+        raise ConfigError(
+            f"extra_env must be a mapping of names to strings, got {type(env).__name__}"
+        )
     for name, value in env.items():
         validate_env_name(name)
         if not isinstance(value, str):
@@ -127,19 +148,25 @@ def _extras(extras: Mapping[str, Any]) -> dict[str, Any]:
     try:
         json.dumps(extras)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"extras must be JSON-serializable (they travel through Pipes): {exc}") from exc
+        raise ConfigError(
+            f"extras must be JSON-serializable (they travel through Pipes): {exc}"
+        ) from exc
     return dict(extras)
 
 
 def _extra_files(extra_files: Sequence[str | Path], payload_file: Path | None) -> tuple[Path, ...]:
     if isinstance(extra_files, str | Path):
-        raise ConfigError("extra_files must be a list of paths, got a single path: wrap it in a list")
+        raise ConfigError(
+            "extra_files must be a list of paths, got a single path: wrap it in a list"
+        )
     taken = {payload_file.name} if payload_file else set()
     files: list[Path] = []
     for item in extra_files:
         path = Path(item).expanduser()
         if not path.is_file():
-            raise ConfigError(f"extra file {str(item)!r} is not a file (resolved to {path.absolute()})")
+            raise ConfigError(
+                f"extra file {str(item)!r} is not a file (resolved to {path.absolute()})"
+            )
         if path.name in RESERVED_NAMES or path.name in taken:
             raise ConfigError(
                 f"extra file name {path.name!r} clashes with another file in the run directory: rename it"

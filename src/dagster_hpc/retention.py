@@ -34,7 +34,9 @@ def should_remove(keep: str, *, succeeded: bool) -> bool:
     return keep == KEEP_NEVER or (keep == KEEP_FAILED and succeeded)
 
 
-def apply_retention(context: Any, backend: Backend, handle: JobHandle, keep: str, *, succeeded: bool) -> bool:
+def apply_retention(
+    context: Any, backend: Backend, handle: JobHandle, keep: str, *, succeeded: bool
+) -> bool:
     """Remove the run directory if the policy says so; True when it was removed."""
     if not should_remove(check_keep_run_dirs(keep), succeeded=succeeded):
         return False
@@ -47,7 +49,9 @@ def apply_retention(context: Any, backend: Backend, handle: JobHandle, keep: str
         )
         return False
     if not succeeded:
-        context.log.warning(f"dagster-hpc: removed the failed job's run dir {handle.run_dir} (keep_run_dirs='never')")
+        context.log.warning(
+            f"dagster-hpc: removed the failed job's run dir {handle.run_dir} (keep_run_dirs='never')"
+        )
     else:
         context.log.debug(f"dagster-hpc: removed run dir {handle.run_dir} (keep_run_dirs={keep!r})")
     return True

@@ -32,7 +32,9 @@ def parse_age(text: str) -> float:
     """'7d' -> seconds (units s, m, h, d, w)."""
     match = _AGE_RE.match(text or "")
     if not match:
-        raise ConfigError(f"--older-than {text!r} is not an age: use a number and a unit, e.g. 7d, 12h, 30m, 2w")
+        raise ConfigError(
+            f"--older-than {text!r} is not an age: use a number and a unit, e.g. 7d, 12h, 30m, 2w"
+        )
     return float(match.group(1)) * AGE_UNITS_S[match.group(2)]
 
 
@@ -62,7 +64,7 @@ def list_command(base_expr: str, *, with_squeue: bool) -> str:
         f"base={base_expr}; if [ ! -d \"$base\" ]; then echo '{_NO_BASE}'; exit 0; fi; "
         f'echo "{_NOW}$(date +%s)"; {squeue}'
         # POSIX sh (no read -d): run-dir names never contain a newline (see backends' _safe)
-        "find \"$base\" -mindepth 2 -maxdepth 2 -type d | while IFS= read -r d; do "
+        'find "$base" -mindepth 2 -maxdepth 2 -type d | while IFS= read -r d; do '
         "newest=$(find \"$d\" -printf '%T@\\n' | sort -n | tail -n 1); "
         f'echo "{_DIR}${{newest%.*}} $d"; done'
     )
@@ -79,23 +81,25 @@ def parse_listing(stdout: str, *, with_squeue: bool) -> Listing | None:
         if line.startswith(_NO_BASE):
             return None
         if line.startswith(_NOW):
-            now = float(line[len(_NOW):])
+            now = float(line[len(_NOW) :])
         elif line.startswith(_SQ_RC):
-            rc = int(line[len(_SQ_RC):] or "1")
+            rc = int(line[len(_SQ_RC) :] or "1")
         elif line.startswith(_JOB):
-            job_id, _, workdir = line[len(_JOB):].partition("|")
+            job_id, _, workdir = line[len(_JOB) :].partition("|")
             if job_id.strip().isdigit() and workdir.strip():
                 workdirs.add(workdir.strip().rstrip("/"))
-            elif line[len(_JOB):].strip():
-                errors.append(line[len(_JOB):].strip())
+            elif line[len(_JOB) :].strip():
+                errors.append(line[len(_JOB) :].strip())
         elif line.startswith(_DIR):
-            stamp, _, path = line[len(_DIR):].partition(" ")
+            stamp, _, path = line[len(_DIR) :].partition(" ")
             if path and stamp.isdigit():
                 dirs[path.rstrip("/")] = float(stamp)
     if not with_squeue:
         return Listing(now, dirs, None)
     if rc != 0:
-        return Listing(now, dirs, frozenset(), squeue_error="\n".join(errors) or f"squeue exited {rc}")
+        return Listing(
+            now, dirs, frozenset(), squeue_error="\n".join(errors) or f"squeue exited {rc}"
+        )
     return Listing(now, dirs, frozenset(workdirs))
 
 
@@ -124,22 +128,35 @@ def remove_command(paths: list[str]) -> str:
     quoted = " ".join(shlex.quote(p) for p in paths)
     parents = " ".join(sorted({shlex.quote(p.rsplit("/", 1)[0]) for p in paths}))
     # a run-id directory whose step dirs are all gone goes too (rmdir refuses non-empty ones)
-    return f"rm -rf -- {quoted} && for p in {parents}; do rmdir -- \"$p\" 2>/dev/null || true; done"
+    return f'rm -rf -- {quoted} && for p in {parents}; do rmdir -- "$p" 2>/dev/null || true; done'
 
 
 def gc_run_dirs(
-    transport: Transport, base_expr: str, *, older_than_s: float, with_squeue: bool, dry_run: bool = False
+    transport: Transport,
+    base_expr: str,
+    *,
+    older_than_s: float,
+    with_squeue: bool,
+    dry_run: bool = False,
 ) -> GcPlan:
     """List, plan, remove (unless ``dry_run``): two round trips at most."""
     if base_expr in ("/", "'/'", '"$HOME"'):
-        raise ConfigError(f"refusing to collect run dirs directly under {base_expr}: point at the runs directory")
+        raise ConfigError(
+            f"refusing to collect run dirs directly under {base_expr}: point at the runs directory"
+        )
     result = transport.run(list_command(base_expr, with_squeue=with_squeue), timeout=LIST_TIMEOUT_S)
     if not result.ok:
-        raise RemoteCommandError("runs gc: list run dirs", result.exit_code, result.stdout, result.stderr)
+        raise RemoteCommandError(
+            "runs gc: list run dirs", result.exit_code, result.stdout, result.stderr
+        )
     listing = parse_listing(result.stdout, with_squeue=with_squeue)
     if listing is None:
         return GcPlan()
     plan = plan_gc(listing, older_than_s=older_than_s)
     if plan.remove and not dry_run:
-        transport.check(remove_command(plan.remove), timeout=REMOVE_TIMEOUT_S, hint="remove the run dirs by hand")
+        transport.check(
+            remove_command(plan.remove),
+            timeout=REMOVE_TIMEOUT_S,
+            hint="remove the run dirs by hand",
+        )
     return plan

@@ -56,28 +56,57 @@ class SSHConnectionResource(dg.ConfigurableResource):
     """The way to a login node: host, credentials, jump hosts, host-key policy, transport kind."""
 
     host: str = Field(description="Login node: host name, address or ~/.ssh/config alias.")
-    port: int | None = Field(default=None, description="SSH port (default: ~/.ssh/config, then 22).")
-    user: str | None = Field(default=None, description="Remote user (default: ~/.ssh/config, then the local user).")
-    key_path: str | None = Field(default=None, description="Private key file (default: agent and ~/.ssh/id_*).")
-    certificate_path: str | None = Field(default=None, description="OpenSSH certificate for the key (short-lived certs).")
+    port: int | None = Field(
+        default=None, description="SSH port (default: ~/.ssh/config, then 22)."
+    )
+    user: str | None = Field(
+        default=None, description="Remote user (default: ~/.ssh/config, then the local user)."
+    )
+    key_path: str | None = Field(
+        default=None, description="Private key file (default: agent and ~/.ssh/id_*)."
+    )
+    certificate_path: str | None = Field(
+        default=None, description="OpenSSH certificate for the key (short-lived certs)."
+    )
     use_agent: bool = Field(default=True, description="Offer keys held by ssh-agent.")
     # repr=False: a secret given as a plain string still never reaches a log line through repr()
-    password: str | None = Field(default=None, repr=False, description="Password; give it as dg.EnvVar('...').")
-    totp_secret: str | None = Field(
-        default=None, repr=False, description="Base32 TOTP secret answering 'Verification code' prompts; dg.EnvVar('...')."
+    password: str | None = Field(
+        default=None, repr=False, description="Password; give it as dg.EnvVar('...')."
     )
-    jump_hosts: list[str] = Field(default_factory=list, description="Jump hosts in order, each user@host:port (as ssh -J).")
-    known_hosts_file: str | None = Field(default=None, description="known_hosts file (default ~/.ssh/known_hosts).")
-    host_key_policy: str = Field(default="strict", description="'strict' (default) or 'accept-new' (trust on first use).")
-    ssh_config_file: str | None = Field(default=None, description="ssh config file (default ~/.ssh/config).")
-    transport: str = Field(default="asyncssh", description="'asyncssh' (default) or 'openssh' (system ssh + ControlMaster).")
-    control_dir: str | None = Field(default=None, description="openssh: directory of the ControlMaster sockets.")
-    control_persist: str = Field(default="8h", description="openssh: how long an idle master stays up (ssh ControlPersist).")
+    totp_secret: str | None = Field(
+        default=None,
+        repr=False,
+        description="Base32 TOTP secret answering 'Verification code' prompts; dg.EnvVar('...').",
+    )
+    jump_hosts: list[str] = Field(
+        default_factory=list, description="Jump hosts in order, each user@host:port (as ssh -J)."
+    )
+    known_hosts_file: str | None = Field(
+        default=None, description="known_hosts file (default ~/.ssh/known_hosts)."
+    )
+    host_key_policy: str = Field(
+        default="strict", description="'strict' (default) or 'accept-new' (trust on first use)."
+    )
+    ssh_config_file: str | None = Field(
+        default=None, description="ssh config file (default ~/.ssh/config)."
+    )
+    transport: str = Field(
+        default="asyncssh",
+        description="'asyncssh' (default) or 'openssh' (system ssh + ControlMaster).",
+    )
+    control_dir: str | None = Field(
+        default=None, description="openssh: directory of the ControlMaster sockets."
+    )
+    control_persist: str = Field(
+        default="8h", description="openssh: how long an idle master stays up (ssh ControlPersist)."
+    )
     require_login: bool = Field(
         default=False,
         description="openssh: never log in from a step; use the master opened by `dagster-hpc login` (interactive OTP sites).",
     )
-    connect_timeout: float = Field(default=30.0, description="Seconds for connect + authenticate, per hop.")
+    connect_timeout: float = Field(
+        default=30.0, description="Seconds for connect + authenticate, per hop."
+    )
 
     @classmethod
     def from_env(cls, prefix: str = DEFAULT_ENV_PREFIX) -> SSHConnectionResource:
@@ -86,7 +115,9 @@ class SSHConnectionResource(dg.ConfigurableResource):
         Secrets become ``dg.EnvVar`` references, so their values never appear in Dagster's UI.
         """
         if not prefix or not prefix.replace("_", "").isalnum():
-            raise ConfigError(f"bad environment prefix {prefix!r}: use letters, digits and _ (e.g. DAGSTER_HPC_SSH)")
+            raise ConfigError(
+                f"bad environment prefix {prefix!r}: use letters, digits and _ (e.g. DAGSTER_HPC_SSH)"
+            )
         kwargs: dict[str, object] = {}
         for suffix, field in ENV_FIELDS.items():
             name = f"{prefix}_{suffix}"
@@ -108,13 +139,17 @@ class SSHConnectionResource(dg.ConfigurableResource):
             else:
                 kwargs[field] = raw
         if "host" not in kwargs:
-            raise ConfigError(f"{prefix}_HOST is not set: export it (the login node's name or a ~/.ssh/config alias)")
+            raise ConfigError(
+                f"{prefix}_HOST is not set: export it (the login node's name or a ~/.ssh/config alias)"
+            )
         return cls(**kwargs)
 
     def to_target(self) -> SSHTarget:
         """The validated connection description (raises ConfigError on bad input, before connecting)."""
         if self.transport not in TRANSPORTS:
-            raise ConfigError(f"unknown SSH transport {self.transport!r}: use 'asyncssh' or 'openssh'")
+            raise ConfigError(
+                f"unknown SSH transport {self.transport!r}: use 'asyncssh' or 'openssh'"
+            )
         return SSHTarget(
             host=self.host,
             port=self.port,
@@ -138,7 +173,10 @@ class SSHConnectionResource(dg.ConfigurableResource):
             from dagster_hpc.transport.openssh import OpenSSHTransport
 
             return OpenSSHTransport(
-                target, control_dir=self.control_dir, control_persist=self.control_persist, require_login=self.require_login
+                target,
+                control_dir=self.control_dir,
+                control_persist=self.control_persist,
+                require_login=self.require_login,
             )
         from dagster_hpc.transport.ssh import SSHTransport
 

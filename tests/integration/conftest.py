@@ -51,7 +51,9 @@ def _read_env(confdir: Path) -> dict[str, str]:
 def cluster() -> TestCluster:
     confdir = Path(os.environ.get("DAGSTER_HPC_TEST_CLUSTER", DEFAULT_CONFDIR))
     if not (confdir / "env.sh").exists():
-        pytest.fail(f"test cluster not found at {confdir}: run `bash cluster/up.sh` (the README's test command does)")
+        pytest.fail(
+            f"test cluster not found at {confdir}: run `bash cluster/up.sh` (the README's test command does)"
+        )
     env = _read_env(confdir)
     return TestCluster(
         confdir=confdir,
@@ -112,7 +114,8 @@ class DedicatedKey:
         return sum(
             1
             for line in log.read_text(errors="replace").splitlines()
-            if self.fingerprint in line and ("Accepted publickey" in line or "Partial publickey" in line)
+            if self.fingerprint in line
+            and ("Accepted publickey" in line or "Partial publickey" in line)
         )
 
     def ports(self, log: Path) -> set[str]:
@@ -130,10 +133,26 @@ def dedicated_key(cluster: TestCluster, tmp_path: Path):
     import subprocess
 
     key = tmp_path / "id_test"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"dagster-hpc-test-{os.getpid()}", "-f", str(key)], check=True)
+    subprocess.run(
+        [
+            "ssh-keygen",
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            f"dagster-hpc-test-{os.getpid()}",
+            "-f",
+            str(key),
+        ],
+        check=True,
+    )
     pub = (tmp_path / "id_test.pub").read_text().strip()
     authorized = _authorized_keys(cluster.user)
-    fp = subprocess.run(["ssh-keygen", "-lf", str(key) + ".pub"], check=True, capture_output=True, text=True).stdout.split()[1]
+    fp = subprocess.run(
+        ["ssh-keygen", "-lf", str(key) + ".pub"], check=True, capture_output=True, text=True
+    ).stdout.split()[1]
     with _keys_locked(), authorized.open("a") as fh:
         fh.write(pub + "\n")
     try:

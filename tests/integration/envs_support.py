@@ -18,8 +18,12 @@ SRUN_TIMEOUT_S = 120
 
 def target(cluster) -> SSHTarget:
     return SSHTarget(
-        host=cluster.host, port=cluster.port, user=cluster.user, key_paths=(str(cluster.key_path),),
-        known_hosts=str(cluster.known_hosts), use_agent=False,
+        host=cluster.host,
+        port=cluster.port,
+        user=cluster.user,
+        key_paths=(str(cluster.key_path),),
+        known_hosts=str(cluster.known_hosts),
+        use_agent=False,
     )
 
 
@@ -44,6 +48,8 @@ def fresh_remote_base(cluster) -> str:
 
 def srun(t: SSHTransport, argv: list[str], *, chdir: str = "/tmp") -> str:
     """Run ``argv`` as a job step on a compute node (as the cluster user); returns stdout."""
-    cmd = (f"timeout {SRUN_TIMEOUT_S} srun --job-name=dhpc-envs-test --nodes=1 --ntasks=1 --time=2 "
-           f"--chdir={shlex.quote(chdir)} --quiet " + " ".join(shlex.quote(a) for a in argv))
+    cmd = (
+        f"timeout {SRUN_TIMEOUT_S} srun --job-name=dhpc-envs-test --nodes=1 --ntasks=1 --time=2 "
+        f"--chdir={shlex.quote(chdir)} --quiet " + " ".join(shlex.quote(a) for a in argv)
+    )
     return t.check(cmd, timeout=SRUN_TIMEOUT_S + 10)

@@ -19,7 +19,9 @@ def main(name: str, payload: str, home: str) -> int:
 
     instance = dg.DagsterInstance.local_temp(tempdir=home)
     resource = ComputeResource(mode="slurm", slurm=SlurmResource.from_env())
-    result = dg.materialize([_asset], resources={"compute": resource}, instance=instance, raise_on_error=False)
+    result = dg.materialize(
+        [_asset], resources={"compute": resource}, instance=instance, raise_on_error=False
+    )
     return 0 if result.success else 1
 
 

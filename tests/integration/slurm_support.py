@@ -26,7 +26,9 @@ def env_value(cluster, name: str) -> str:
         for part in line.removeprefix("export ").split():
             if part.startswith(name + "="):
                 return part.split("=", 1)[1]
-    raise AssertionError(f"{name} is not in {cluster.confdir}/env.sh: bring the cluster up with cluster/up.sh")
+    raise AssertionError(
+        f"{name} is not in {cluster.confdir}/env.sh: bring the cluster up with cluster/up.sh"
+    )
 
 
 def payload_python(cluster) -> str:
@@ -34,8 +36,13 @@ def payload_python(cluster) -> str:
     return env_value(cluster, "SLURM_TEST_PAYLOAD_PYTHON")
 
 
-def ssh_resource(cluster, *, key_path: Path | None = None, transport: str = "asyncssh",
-                 control_dir: str | None = None) -> SSHConnectionResource:
+def ssh_resource(
+    cluster,
+    *,
+    key_path: Path | None = None,
+    transport: str = "asyncssh",
+    control_dir: str | None = None,
+) -> SSHConnectionResource:
     return SSHConnectionResource(
         host=cluster.host,
         port=cluster.port,
@@ -82,14 +89,19 @@ def slurm_resource(cluster, *, queue: QueueConfig | None = None, **kw) -> SlurmR
 def compute(cluster, keep_run_dirs: str = "always", **kw) -> ComputeResource:
     # "always": several tests inspect the run dir after a successful job (permissions, files);
     # the default policy ("failed") is tested in test_slurm_reattach and tests/unit/test_retention
-    return ComputeResource(mode="slurm", keep_run_dirs=keep_run_dirs, slurm=slurm_resource(cluster, **kw))
+    return ComputeResource(
+        mode="slurm", keep_run_dirs=keep_run_dirs, slurm=slurm_resource(cluster, **kw)
+    )
 
 
 def remote(cluster, command: str, *, timeout: float = 60) -> str:
     """Run ``command`` on the login node as the cluster user (plain ssh, not our transport)."""
     out = subprocess.run(
         ["ssh", "-F", str(cluster.ssh_config), "slurm-main", command],
-        capture_output=True, text=True, timeout=timeout, check=True,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=True,
     )
     return out.stdout
 
@@ -125,8 +137,14 @@ def live_jobs_named(cluster, name: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
-def slurm_env(cluster, *, key_path: Path | None = None, transport: str = "asyncssh",
-              control_dir: str | None = None, **slurm: str) -> dict[str, str]:
+def slurm_env(
+    cluster,
+    *,
+    key_path: Path | None = None,
+    transport: str = "asyncssh",
+    control_dir: str | None = None,
+    **slurm: str,
+) -> dict[str, str]:
     """Environment variables that make ``SlurmResource.from_env()`` point at the test cluster
     (what a user exports for a real site), for subprocesses and multiprocess steps."""
     import os

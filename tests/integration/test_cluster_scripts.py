@@ -44,7 +44,9 @@ def test_payload_env_is_usable_by_jobs(cluster):
     py = env.split("SLURM_TEST_PAYLOAD_PYTHON=")[1].split()[0]
     out = _transport(cluster).check(
         f"timeout 120 srun -N1 -J dhpc-envcheck {shlex.quote(py)} -c "
-        + shlex.quote("import dagster_pipes, polars, importlib.metadata as m; print(m.version('dagster-pipes'))")
+        + shlex.quote(
+            "import dagster_pipes, polars, importlib.metadata as m; print(m.version('dagster-pipes'))"
+        )
     )
     lock = (REPO / "uv.lock").read_text()
     pinned = lock.split('name = "dagster-pipes"\nversion = "')[1].split('"')[0]
@@ -57,11 +59,15 @@ def test_over_memory_job_is_killed_and_recorded(cluster):
     cgroup = "TaskPlugin=task/cgroup" in cluster.slurm_conf.read_text()
     script = "python3 -c 'b = bytearray(400 * 2**20); import time; time.sleep(30)'"
     out = f"/tmp/dhpc-oom-check-{time.time_ns()}.out"
-    job = t.check(f"sbatch --parsable -J dhpc-oom-check --mem=64M -t 2 -o {out} --wrap {shlex.quote(script)}").strip()
+    job = t.check(
+        f"sbatch --parsable -J dhpc-oom-check --mem=64M -t 2 -o {out} --wrap {shlex.quote(script)}"
+    ).strip()
     deadline = time.monotonic() + OOM_WAIT_S
     state = ""
     while time.monotonic() < deadline:
-        state = t.check(f"scontrol show job {job} | grep -o 'JobState=[A-Z_]*' | cut -d= -f2").strip()
+        state = t.check(
+            f"scontrol show job {job} | grep -o 'JobState=[A-Z_]*' | cut -d= -f2"
+        ).strip()
         if state not in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING"):
             break
         time.sleep(POLL_S)
@@ -69,7 +75,9 @@ def test_over_memory_job_is_killed_and_recorded(cluster):
     if cgroup:
         assert state == "OUT_OF_MEMORY", f"job {job} ended {state}"
         return
-    assert state == "FAILED" and "Exceeded job memory limit" in stderr, f"job {job} ended {state}: {stderr}"
+    assert state == "FAILED" and "Exceeded job memory limit" in stderr, (
+        f"job {job} ended {state}: {stderr}"
+    )
     rss = ""
     while time.monotonic() < deadline and not rss:  # sacct sees the step once slurmdbd has it
         rss = t.check(f"sacct -n -P -j {job}.batch -o MaxRSS").strip()

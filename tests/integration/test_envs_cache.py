@@ -41,7 +41,9 @@ def bundle_cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def target_platform(cluster, t, tmp_path_factory):
     # probed through Slurm on a compute node (not this machine's view), then cached locally
-    return compute_node_platform(t, S.cluster_id(cluster), cache_dir=tmp_path_factory.mktemp("plat"), refresh=True)
+    return compute_node_platform(
+        t, S.cluster_id(cluster), cache_dir=tmp_path_factory.mktemp("plat"), refresh=True
+    )
 
 
 @pytest.fixture
@@ -66,8 +68,11 @@ def published(cluster, t, bundle_cache, target_platform):
     p = plan(EnvSpec(S.EXAMPLE_LOCK, kind="self-contained"), target_platform)
     shipper = EnvShipper(t, base, cluster="test", cache_dir=bundle_cache)
     # the archive ensure() will upload: zstd when the login node has it (ours does), else gzip
-    bundle = build(p, cache_dir=bundle_cache,
-                   compression=default_compression(p.kind, remote_zstd=shipper.look(p).zstd))
+    bundle = build(
+        p,
+        cache_dir=bundle_cache,
+        compression=default_compression(p.kind, remote_zstd=shipper.look(p).zstd),
+    )
     b0 = t.bytes_sent
     cold = shipper.ensure(p)
     yield {"base": base, "plan": p, "bundle": bundle, "cold": cold, "cold_bytes": t.bytes_sent - b0}
@@ -84,7 +89,9 @@ def test_cold_uploads_the_bundle_once(published):
 def test_warm_uploads_zero_bytes_in_one_round_trip(t, bundle_cache, published):
     forget_verified()  # as a new Dagster process would
     b1, r1 = t.bytes_sent, t.roundtrips
-    warm = EnvShipper(t, published["base"], cluster="test", cache_dir=bundle_cache).ensure(published["plan"])
+    warm = EnvShipper(t, published["base"], cluster="test", cache_dir=bundle_cache).ensure(
+        published["plan"]
+    )
     assert warm.status == "hit"
     assert t.bytes_sent - b1 == 0 and t.roundtrips - r1 == 1
     assert warm.ref == published["cold"].ref and warm.ref.path.startswith(published["base"])
@@ -98,8 +105,20 @@ def test_self_contained_env_runs_where_no_other_python_is_on_path(cluster, t, pu
     ref = published["cold"].ref
     workdir = f"{published['base']}/empty-dir"
     t.check(f"mkdir -p {workdir}")
-    out = S.srun(t, ["env", "-i", "PATH=/nonexistent", f"HOME={S.home(cluster)}", "USER=" + cluster.user,
-                     ref.python, "-c", PAYLOAD_CHECK], chdir=workdir)
+    out = S.srun(
+        t,
+        [
+            "env",
+            "-i",
+            "PATH=/nonexistent",
+            f"HOME={S.home(cluster)}",
+            "USER=" + cluster.user,
+            ref.python,
+            "-c",
+            PAYLOAD_CHECK,
+        ],
+        chdir=workdir,
+    )
     seen = json.loads(out.strip().splitlines()[-1])
     assert seen["sum"] == sum(x * x for x in range(1000))
     assert seen["prefix"] == ref.path and seen["executable"].startswith(ref.path)
@@ -147,21 +166,41 @@ _PUBLISHER = textwrap.dedent("""
 """)
 
 
-def test_two_concurrent_runs_with_a_cold_cache_end_with_one_intact_env(cluster, t, bundle_cache, target_platform, remote_base):
+def test_two_concurrent_runs_with_a_cold_cache_end_with_one_intact_env(
+    cluster, t, bundle_cache, target_platform, remote_base
+):
     import dataclasses
 
     p = plan(EnvSpec(S.EXAMPLE_LOCK, kind="wheelhouse"), target_platform)
     build(p, cache_dir=bundle_cache)  # both processes start uploading at once
     tgt = S.target(cluster)
-    args = json.dumps({
-        "platform": dataclasses.asdict(target_platform), "lock": str(S.EXAMPLE_LOCK), "base": remote_base,
-        "cache": str(bundle_cache),
-        "target": {"host": tgt.host, "port": tgt.port, "user": tgt.user, "key_paths": list(tgt.key_paths),
-                   "known_hosts": tgt.known_hosts, "use_agent": False},
-    })
+    args = json.dumps(
+        {
+            "platform": dataclasses.asdict(target_platform),
+            "lock": str(S.EXAMPLE_LOCK),
+            "base": remote_base,
+            "cache": str(bundle_cache),
+            "target": {
+                "host": tgt.host,
+                "port": tgt.port,
+                "user": tgt.user,
+                "key_paths": list(tgt.key_paths),
+                "known_hosts": tgt.known_hosts,
+                "use_agent": False,
+            },
+        }
+    )
     root = Path(__file__).resolve().parents[2]
-    procs = [subprocess.Popen([sys.executable, "-c", _PUBLISHER, args], cwd=root, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _PUBLISHER, args],
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     results = []
     for proc in procs:
         out, err = proc.communicate(timeout=600)
@@ -178,11 +217,15 @@ def test_two_concurrent_runs_with_a_cold_cache_end_with_one_intact_env(cluster, 
     forget_verified()
     assert EnvShipper(t, remote_base, cache_dir=bundle_cache).lookup(p)[0] == "HIT"
     # the offline-installed venv works on a compute node
-    out = S.srun(t, [results[0]["python"], "-c", "import polars, dagster_pipes; print(polars.__version__)"])
+    out = S.srun(
+        t, [results[0]["python"], "-c", "import polars, dagster_pipes; print(polars.__version__)"]
+    )
     assert out.strip().splitlines()[-1] == "2.1.0"
 
 
-def test_wheelhouse_install_can_run_on_a_compute_node(cluster, t, bundle_cache, target_platform, remote_base):
+def test_wheelhouse_install_can_run_on_a_compute_node(
+    cluster, t, bundle_cache, target_platform, remote_base
+):
     # what happens automatically when the login node's architecture differs from the nodes'
     from tests.integration.slurm_support import jobs_named
 
@@ -190,13 +233,20 @@ def test_wheelhouse_install_can_run_on_a_compute_node(cluster, t, bundle_cache, 
     p = plan(EnvSpec(S.EXAMPLE_LOCK, kind="wheelhouse"), target_platform)
     report = EnvShipper(t, remote_base, cache_dir=bundle_cache, install_on="compute").ensure(p)
     assert report.status == "published"
-    after = {job for job, _state in jobs_named(cluster, "dagster-hpc-env-install", expect=len(before) + 2)}
+    after = {
+        job
+        for job, _state in jobs_named(cluster, "dagster-hpc-env-install", expect=len(before) + 2)
+    }
     assert len(after - before) == 2  # the install step and the final check ran as srun steps
-    out = S.srun(t, [report.ref.python, "-c", "import polars, dagster_pipes, sys; print(sys.prefix)"])
+    out = S.srun(
+        t, [report.ref.python, "-c", "import polars, dagster_pipes, sys; print(sys.prefix)"]
+    )
     assert out.strip().splitlines()[-1] == f"{report.ref.path}/venv"
 
 
-def test_cache_works_the_same_over_the_openssh_controlmaster_transport(cluster, bundle_cache, target_platform, remote_base):
+def test_cache_works_the_same_over_the_openssh_controlmaster_transport(
+    cluster, bundle_cache, target_platform, remote_base
+):
     import shutil
     import tempfile
 
@@ -204,8 +254,14 @@ def test_cache_works_the_same_over_the_openssh_controlmaster_transport(cluster, 
 
     control_dir = tempfile.mkdtemp(prefix="dhcm-", dir="/tmp")  # socket paths must stay short
     t = SSHConnectionResource(
-        host=cluster.host, port=cluster.port, user=cluster.user, key_path=str(cluster.key_path), use_agent=False,
-        known_hosts_file=str(cluster.known_hosts), transport="openssh", control_dir=control_dir,
+        host=cluster.host,
+        port=cluster.port,
+        user=cluster.user,
+        key_path=str(cluster.key_path),
+        use_agent=False,
+        known_hosts_file=str(cluster.known_hosts),
+        transport="openssh",
+        control_dir=control_dir,
     ).get_transport()
     try:
         p = plan(EnvSpec(S.EXAMPLE_LOCK, kind="wheelhouse"), target_platform)
@@ -222,24 +278,41 @@ def test_cache_works_the_same_over_the_openssh_controlmaster_transport(cluster, 
         shutil.rmtree(control_dir, ignore_errors=True)
 
 
-def test_a_run_started_during_another_runs_upload_uploads_nothing(cluster, t, bundle_cache, target_platform, remote_base):
+def test_a_run_started_during_another_runs_upload_uploads_nothing(
+    cluster, t, bundle_cache, target_platform, remote_base
+):
     import dataclasses
     import time
 
     p = plan(EnvSpec(S.EXAMPLE_LOCK, kind="wheelhouse"), target_platform)
     bundle = build(p, cache_dir=bundle_cache)
     tgt = S.target(cluster)
-    args = json.dumps({
-        "platform": dataclasses.asdict(target_platform), "lock": str(S.EXAMPLE_LOCK), "base": remote_base,
-        "cache": str(bundle_cache),
-        "target": {"host": tgt.host, "port": tgt.port, "user": tgt.user, "key_paths": list(tgt.key_paths),
-                   "known_hosts": tgt.known_hosts, "use_agent": False},
-    })
+    args = json.dumps(
+        {
+            "platform": dataclasses.asdict(target_platform),
+            "lock": str(S.EXAMPLE_LOCK),
+            "base": remote_base,
+            "cache": str(bundle_cache),
+            "target": {
+                "host": tgt.host,
+                "port": tgt.port,
+                "user": tgt.user,
+                "key_paths": list(tgt.key_paths),
+                "known_hosts": tgt.known_hosts,
+                "use_agent": False,
+            },
+        }
+    )
     root = Path(__file__).resolve().parents[2]
 
     def start():
-        return subprocess.Popen([sys.executable, "-c", _PUBLISHER, args], cwd=root, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [sys.executable, "-c", _PUBLISHER, args],
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     first = start()
     deadline = time.monotonic() + 120

@@ -19,9 +19,14 @@ MTIME_RESOLUTION_S = 1.1
 
 @pytest.fixture
 def cli_env(cluster, monkeypatch, tmp_path):
-    for k, v in {"HOST": cluster.host, "PORT": str(cluster.port), "USER": cluster.user,
-                 "KEY_PATH": str(cluster.key_path), "KNOWN_HOSTS": str(cluster.known_hosts),
-                 "USE_AGENT": "0"}.items():
+    for k, v in {
+        "HOST": cluster.host,
+        "PORT": str(cluster.port),
+        "USER": cluster.user,
+        "KEY_PATH": str(cluster.key_path),
+        "KNOWN_HOSTS": str(cluster.known_hosts),
+        "USE_AGENT": "0",
+    }.items():
         monkeypatch.setenv(f"DAGSTER_HPC_SSH_{k}", v)
     base = S.fresh_remote_base(cluster)
     forget_verified()
@@ -34,11 +39,27 @@ def _push_tiny(cluster, base: str, tmp_path, tag: str, capsys) -> str:
     """Publish a tiny 'pack' env (a wrapper around the cluster's payload Python); returns its key."""
     req = tmp_path / "requirements.txt"
     req.write_text("dagster-pipes\n")
-    extractor = (f"printf '%s\\n' 'mkdir -p env/bin' "
-                 f"'printf \"#!/bin/sh\\nexec {payload_python(cluster)} \\\"\\$@\\\"\\n\" > env/bin/python' "
-                 f"'chmod 755 env/bin/python' > {{output}} # {tag}")
-    rc = main(["env", "push", "--lock", str(req), "--kind", "pack", "--pack-command", f"sh -c {shlex.quote(extractor)}",
-               "--remote-base", base, "--cache-dir", str(tmp_path / "cache")])
+    extractor = (
+        f"printf '%s\\n' 'mkdir -p env/bin' "
+        f'\'printf "#!/bin/sh\\nexec {payload_python(cluster)} \\"\\$@\\"\\n" > env/bin/python\' '
+        f"'chmod 755 env/bin/python' > {{output}} # {tag}"
+    )
+    rc = main(
+        [
+            "env",
+            "push",
+            "--lock",
+            str(req),
+            "--kind",
+            "pack",
+            "--pack-command",
+            f"sh -c {shlex.quote(extractor)}",
+            "--remote-base",
+            base,
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0, out
     return out.split()[1]  # "key <KEY> (pack)"
@@ -59,8 +80,14 @@ def test_push_list_gc_keeps_newest_and_in_use(cluster, cli_env, capsys):
     # a running job of ours uses the oldest env
     t = S.transport(cluster)
     jobdir = f"{base}/run-inuse"
-    t.check(f"mkdir -p {jobdir} && printf '#!/bin/bash\\n{base}/envs/{keys[0]}/env/bin/python -c 1\\nsleep 120\\n' > {jobdir}/job.sh")
-    job_id = t.check(f"cd {jobdir} && sbatch --parsable --job-name=dhpc-envs-gc -t 3 job.sh").strip().split(";")[0]
+    t.check(
+        f"mkdir -p {jobdir} && printf '#!/bin/bash\\n{base}/envs/{keys[0]}/env/bin/python -c 1\\nsleep 120\\n' > {jobdir}/job.sh"
+    )
+    job_id = (
+        t.check(f"cd {jobdir} && sbatch --parsable --job-name=dhpc-envs-gc -t 3 job.sh")
+        .strip()
+        .split(";")[0]
+    )
     try:
         assert main(["env", "gc", "--remote-base", base, "--keep", "1", "--dry-run"]) == 0
         dry = capsys.readouterr().out

@@ -61,10 +61,16 @@ def test_example_env_built_from_its_lock_and_shipped_automatically(cluster, env_
     first, logs = _materialize(_asset(_name("envrun")), res)
     assert first.success
     meta = _materialization(first)
-    assert meta["prefix"].startswith(f"{env_base}/envs/") and meta["executable"].startswith(meta["prefix"])
+    assert meta["prefix"].startswith(f"{env_base}/envs/") and meta["executable"].startswith(
+        meta["prefix"]
+    )
     assert meta["polars"] == "2.1.0" and meta["sum_x"] == 4950
-    assert meta["python_on_path"].startswith(meta["prefix"])  # activate.sh put the env first on PATH
-    assert any("published to" in m and "MB uploaded" in m for m in logs), "the first run logs that it shipped the env"
+    assert meta["python_on_path"].startswith(
+        meta["prefix"]
+    )  # activate.sh put the env first on PATH
+    assert any("published to" in m and "MB uploaded" in m for m in logs), (
+        "the first run logs that it shipped the env"
+    )
 
     forget_verified()  # a new Dagster process: one lookup, nothing uploaded
     second, logs2 = _materialize(_asset(_name("envrun")), res)
@@ -76,8 +82,10 @@ def test_predeployed_env_missing_dagster_pipes_fails_before_submit(cluster, env_
     t = S.transport(cluster)
     t.check(f"mkdir -p {env_base} && /usr/bin/python3 -m venv {env_base}/nopipes")
     name = _name("nopipes")
-    res = ComputeResource(mode="slurm", slurm=slurm_resource(cluster, python=None,
-                                                              env=EnvConfig(path=f"{env_base}/nopipes")))
+    res = ComputeResource(
+        mode="slurm",
+        slurm=slurm_resource(cluster, python=None, env=EnvConfig(path=f"{env_base}/nopipes")),
+    )
     with pytest.raises(Exception, match="(?s)cannot import dagster_pipes.*nothing was submitted"):
         dg.materialize([_asset(name)], resources={"compute": res})
     assert staged_run_dirs(cluster, res.slurm.remote_base_dir) == []
@@ -86,14 +94,22 @@ def test_predeployed_env_missing_dagster_pipes_fails_before_submit(cluster, env_
 
 def test_predeployed_env_that_works_is_used(cluster, env_base):
     payload_env = str(Path(payload_python(cluster)).parents[1])  # the venv dir of .../bin/python
-    res = ComputeResource(mode="slurm", slurm=slurm_resource(cluster, python=None, env=EnvConfig(path=payload_env)))
+    res = ComputeResource(
+        mode="slurm", slurm=slurm_resource(cluster, python=None, env=EnvConfig(path=payload_env))
+    )
     result = dg.materialize([_asset(_name("predeployed"))], resources={"compute": res})
     assert result.success and _materialization(result)["prefix"] == payload_env
 
 
 def test_env_and_python_together_rejected(cluster, env_base):
-    res = ComputeResource(mode="slurm", slurm=slurm_resource(
-        cluster, python="/usr/bin/python3", env=EnvConfig(lock=str(S.EXAMPLE_LOCK), remote_base=env_base)))
+    res = ComputeResource(
+        mode="slurm",
+        slurm=slurm_resource(
+            cluster,
+            python="/usr/bin/python3",
+            env=EnvConfig(lock=str(S.EXAMPLE_LOCK), remote_base=env_base),
+        ),
+    )
     with pytest.raises(Exception, match="both python=.* and env="):
         dg.materialize([_asset(_name("both"))], resources={"compute": res})
 
@@ -128,14 +144,19 @@ def test_example_project_ships_its_own_payload_env_in_slurm_mode(cluster, monkey
         compute = compute_from_env()
         assert compute.slurm.env is not None and compute.slurm.env.lock == str(PAYLOAD_ENV_LOCK)
         instance = dg.DagsterInstance.ephemeral()
-        result = dg.materialize([definitions.measurements, definitions.sensor_summary],
-                                resources={"compute": compute}, instance=instance)
+        result = dg.materialize(
+            [definitions.measurements, definitions.sensor_summary],
+            resources={"compute": compute},
+            instance=instance,
+        )
         assert result.success
         logs = [e.user_message for e in instance.all_logs(result.run_id) if e.user_message]
         envs_dir = f"{S.home(cluster)}/{base}/envs/"
         assert any("published to " + envs_dir in m for m in logs), logs
-        summary = {e.materialization.asset_key.to_user_string(): e.materialization.metadata
-                   for e in result.get_asset_materialization_events()}["sensor_summary"]
+        summary = {
+            e.materialization.asset_key.to_user_string(): e.materialization.metadata
+            for e in result.get_asset_materialization_events()
+        }["sensor_summary"]
         assert summary["sensors"].value == 17  # polars ran on the node, in the shipped env
     finally:
         forget_verified()
@@ -145,12 +166,18 @@ def test_example_project_ships_its_own_payload_env_in_slurm_mode(cluster, monkey
 def test_predeployed_interpreter_nobody_can_execute_fails_before_submit(cluster, env_base):
     # the login node cannot run it, so the check is repeated in an srun step; that fails too
     t = S.transport(cluster)
-    t.check(f"mkdir -p {env_base}/foreign/bin && printf '\\177ELF\\002\\001\\001' > {env_base}/foreign/bin/python "
-            f"&& head -c 57 /dev/zero >> {env_base}/foreign/bin/python && chmod 755 {env_base}/foreign/bin/python")
+    t.check(
+        f"mkdir -p {env_base}/foreign/bin && printf '\\177ELF\\002\\001\\001' > {env_base}/foreign/bin/python "
+        f"&& head -c 57 /dev/zero >> {env_base}/foreign/bin/python && chmod 755 {env_base}/foreign/bin/python"
+    )
     name = _name("foreign")
-    res = ComputeResource(mode="slurm", slurm=slurm_resource(cluster, python=None,
-                                                              env=EnvConfig(path=f"{env_base}/foreign")))
-    with pytest.raises(Exception, match="cannot be executed on the login node nor on a compute node"):
+    res = ComputeResource(
+        mode="slurm",
+        slurm=slurm_resource(cluster, python=None, env=EnvConfig(path=f"{env_base}/foreign")),
+    )
+    with pytest.raises(
+        Exception, match="cannot be executed on the login node nor on a compute node"
+    ):
         dg.materialize([_asset(name)], resources={"compute": res})
     assert staged_run_dirs(cluster, res.slurm.remote_base_dir) == []
     assert jobs_named(cluster, job_name(name)) == []

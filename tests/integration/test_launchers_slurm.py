@@ -64,7 +64,9 @@ def _job_processes(user: str, job_id: str) -> list[str]:
         if not proc.name.isdigit():
             continue
         try:
-            if proc.stat().st_uid != uid or marker not in (proc / "environ").read_bytes().split(b"\0"):
+            if proc.stat().st_uid != uid or marker not in (proc / "environ").read_bytes().split(
+                b"\0"
+            ):
                 continue
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             found.append(f"{proc.name} {cmdline[:80]}")
@@ -105,14 +107,22 @@ def test_srun_launcher_runs_one_task_per_node_on_two_nodes(cluster) -> None:
 def test_srun_launcher_a_failed_rank_ends_the_step(cluster) -> None:
     """--kill-on-bad-exit=1: rank 1 exits 3 at once; rank 0 would otherwise sleep 300 s."""
     name = _name("badrank")
-    asset = _asset(name, FAKES / "ranks.py", args=["--fail-rank", "1"], launcher=SrunLauncher(), queue=TWO_NODES)
+    asset = _asset(
+        name,
+        FAKES / "ranks.py",
+        args=["--fail-rank", "1"],
+        launcher=SrunLauncher(),
+        queue=TWO_NODES,
+    )
     start = time.monotonic()
     result = dg.materialize([asset], resources={"compute": compute(cluster)}, raise_on_error=False)
     elapsed = time.monotonic() - start
     assert not result.success
     assert "exit code 3" in _failure_message(result)
     print(f"srun, rank 1 of 2 fails: asset failed after {elapsed:.1f} s")
-    assert elapsed < BAD_EXIT_BOUND_S, f"the step kept running for {elapsed:.0f} s after a rank failed"
+    assert elapsed < BAD_EXIT_BOUND_S, (
+        f"the step kept running for {elapsed:.0f} s after a rank failed"
+    )
 
 
 def test_ray_launcher_starts_head_and_worker_on_two_nodes_and_stops_both(cluster, tmp_path) -> None:
@@ -121,8 +131,14 @@ def test_ray_launcher_starts_head_and_worker_on_two_nodes_and_stops_both(cluster
     # jobs run on this machine, so the test reads them directly
     log = Path("/tmp") / f"dhpc-fake-ray-{uuid.uuid4().hex[:8]}"
     launcher = RayLauncher(ray="./fake-ray", node_ip_command=TEST_NODE_IP, stop_grace_s=5)
-    asset = _asset(name, FAKES / "ray_payload.py", args=["--pipes"], launcher=launcher,
-                   extra_files=[FAKE_RAY, FAKES / "ray.py"], extra_env={"FAKE_RAY_LOG": str(log)})
+    asset = _asset(
+        name,
+        FAKES / "ray_payload.py",
+        args=["--pipes"],
+        launcher=launcher,
+        extra_files=[FAKE_RAY, FAKES / "ray.py"],
+        extra_env={"FAKE_RAY_LOG": str(log)},
+    )
     try:
         result = dg.materialize([asset], resources={"compute": compute(cluster, queue=TWO_NODES)})
         md = result.asset_materializations_for_node(name)[0].metadata
@@ -144,7 +160,9 @@ def test_ray_launcher_starts_head_and_worker_on_two_nodes_and_stops_both(cluster
     assert f"--address={address}" in worker["argv"]
     assert worker["host"] != head["host"]
     assert all(r["pgid"] == r["pid"] for r in starts), "each Ray node runs in its own process group"
-    assert all(r["cpus"] for r in starts), "each node gets the CPUs Slurm allocated, not the machine"
+    assert all(r["cpus"] for r in starts), (
+        "each node gets the CPUs Slurm allocated, not the machine"
+    )
     assert terms == {head["pid"], worker["pid"]}, "both nodes were stopped with TERM (not killed)"
     alive = [p for r in starts for p in (r["pid"], r["child"]) if Path(f"/proc/{p}").exists()]
     assert alive == [], f"Ray processes still running after the job: {alive}"
@@ -156,9 +174,14 @@ def test_ray_launcher_kills_nodes_that_ignore_term_after_the_grace_period(cluste
     name = _name("raystuck")
     log = Path("/tmp") / f"dhpc-fake-ray-{uuid.uuid4().hex[:8]}"
     launcher = RayLauncher(ray="./fake-ray", node_ip_command=TEST_NODE_IP, stop_grace_s=2)
-    asset = _asset(name, FAKES / "ray_payload.py", args=["--pipes"], launcher=launcher,
-                   extra_files=[FAKE_RAY, FAKES / "ray.py"],
-                   extra_env={"FAKE_RAY_LOG": str(log), "FAKE_RAY_IGNORE_TERM": "1"})
+    asset = _asset(
+        name,
+        FAKES / "ray_payload.py",
+        args=["--pipes"],
+        launcher=launcher,
+        extra_files=[FAKE_RAY, FAKES / "ray.py"],
+        extra_env={"FAKE_RAY_LOG": str(log), "FAKE_RAY_IGNORE_TERM": "1"},
+    )
     try:
         start = time.monotonic()
         result = dg.materialize([asset], resources={"compute": compute(cluster, queue=TWO_NODES)})
@@ -169,7 +192,9 @@ def test_ray_launcher_kills_nodes_that_ignore_term_after_the_grace_period(cluste
     assert result.success
     starts = [r for k, r in records.items() if k.startswith("start-")]
     assert len(starts) == 2
-    assert {r["pid"] for k, r in records.items() if k.startswith("term-")} == {r["pid"] for r in starts}
+    assert {r["pid"] for k, r in records.items() if k.startswith("term-")} == {
+        r["pid"] for r in starts
+    }
     alive = [p for r in starts for p in (r["pid"], r["child"]) if Path(f"/proc/{p}").exists()]
     assert alive == [], f"Ray processes still running after the job: {alive}"
     job = result.asset_materializations_for_node(name)[0].metadata["slurm/job_id"].value
@@ -181,32 +206,50 @@ def test_ray_launcher_kills_nodes_that_ignore_term_after_the_grace_period(cluste
 @pytest.fixture(scope="module")
 def ray_env(cluster) -> Path:
     """The hpcuser venv with ray + dagster-pipes (built once per machine, then reused)."""
-    subprocess.run(["bash", str(RAY_ENV_SCRIPT), str(cluster.confdir)], check=True, timeout=RAY_ENV_TIMEOUT_S,
-                   capture_output=True)
+    subprocess.run(
+        ["bash", str(RAY_ENV_SCRIPT), str(cluster.confdir)],
+        check=True,
+        timeout=RAY_ENV_TIMEOUT_S,
+        capture_output=True,
+    )
     return cluster.confdir / "envs" / "ray"
 
 
 def test_real_ray_on_two_nodes_runs_tasks_on_both_and_leaves_no_process(cluster, ray_env) -> None:
     name = _name("realray")
-    res = compute(cluster, python=str(ray_env / "bin" / "python"),
-                  queue=QueueConfig(nodes=2, ntasks=2, cpus_per_task=1, time_limit="5", mem="1500M"))
-    launcher = RayLauncher(ray=str(ray_env / "bin" / "ray"), node_ip_command=TEST_NODE_IP,
-                           ray_start_args=("--disable-usage-stats",))
+    res = compute(
+        cluster,
+        python=str(ray_env / "bin" / "python"),
+        queue=QueueConfig(nodes=2, ntasks=2, cpus_per_task=1, time_limit="5", mem="1500M"),
+    )
+    launcher = RayLauncher(
+        ray=str(ray_env / "bin" / "ray"),
+        node_ip_command=TEST_NODE_IP,
+        ray_start_args=("--disable-usage-stats",),
+    )
     # every slurmd is on 127.0.0.1 here: without this Ray refuses 127.x nodes joining a cluster
-    asset = _asset(name, FAKES / "ray_tasks.py", launcher=launcher,
-                   extra_env={"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"})
+    asset = _asset(
+        name,
+        FAKES / "ray_tasks.py",
+        launcher=launcher,
+        extra_env={"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"},
+    )
     start = time.monotonic()
     result = dg.materialize([asset], resources={"compute": res})
     elapsed = time.monotonic() - start
     md = result.asset_materializations_for_node(name)[0].metadata
     assert md["alive_nodes"].value == 2
-    assert md["cluster_cpus"].value == 2.0, "each Ray node offers the CPUs Slurm allocated, not the machine's"
+    assert md["cluster_cpus"].value == 2.0, (
+        "each Ray node offers the CPUs Slurm allocated, not the machine's"
+    )
     hosts = md["task_hosts"].value
     assert len(hosts) == 2 and all(h.startswith("node") for h in hosts), hosts
     assert md["ray_address"].value.startswith("127.0.0.1")
     stop_s = time.time() - md["payload_end"].value
-    print(f"real Ray, 2 nodes: materialize {elapsed:.1f} s, payload {md['payload_s'].value} s, "
-          f"payload end -> step end {stop_s:.1f} s")
+    print(
+        f"real Ray, 2 nodes: materialize {elapsed:.1f} s, payload {md['payload_s'].value} s, "
+        f"payload end -> step end {stop_s:.1f} s"
+    )
     assert elapsed < REAL_RAY_BOUND_S
     job = md["slurm/job_id"].value
     left = _no_job_processes(cluster.user, job)
@@ -218,19 +261,28 @@ def test_real_ray_on_two_nodes_runs_tasks_on_both_and_leaves_no_process(cluster,
 @pytest.fixture(scope="module")
 def torch_env(cluster) -> Path:
     """The hpcuser venv with torch (CPU) + dagster-pipes (built once per machine, then reused)."""
-    subprocess.run(["bash", str(TORCH_ENV_SCRIPT), str(cluster.confdir)], check=True, timeout=RAY_ENV_TIMEOUT_S,
-                   capture_output=True)
+    subprocess.run(
+        ["bash", str(TORCH_ENV_SCRIPT), str(cluster.confdir)],
+        check=True,
+        timeout=RAY_ENV_TIMEOUT_S,
+        capture_output=True,
+    )
     return cluster.confdir / "envs" / "torch"
 
 
 def test_real_torchrun_on_two_nodes_one_process_group(cluster, torch_env) -> None:
     name = _name("torchrun")
-    res = compute(cluster, python=str(torch_env / "bin" / "python"),
-                  queue=QueueConfig(nodes=2, ntasks=2, time_limit="5", mem="1500M"))
+    res = compute(
+        cluster,
+        python=str(torch_env / "bin" / "python"),
+        queue=QueueConfig(nodes=2, ntasks=2, time_limit="5", mem="1500M"),
+    )
     # node names do not resolve here and every node is this machine: rendezvous on the first
     # node's mapped address, gloo over the loopback interface
     launcher = TorchrunLauncher(nproc_per_node=2, node_ip_command=TEST_NODE_IP)
-    asset = _asset(name, FAKES / "torch_ranks.py", launcher=launcher, extra_env={"GLOO_SOCKET_IFNAME": "lo"})
+    asset = _asset(
+        name, FAKES / "torch_ranks.py", launcher=launcher, extra_env={"GLOO_SOCKET_IFNAME": "lo"}
+    )
     start = time.monotonic()
     result = dg.materialize([asset], resources={"compute": res})
     elapsed = time.monotonic() - start
@@ -239,15 +291,25 @@ def test_real_torchrun_on_two_nodes_one_process_group(cluster, torch_env) -> Non
     assert md["world_size"].value == 4
     assert md["rank_sum"].value == 0 + 1 + 2 + 3
     hosts = md["hosts"].value
-    assert len({h.split(":")[0] for h in hosts}) == 2 and sorted(h.split(":")[1] for h in hosts) == ["0", "0", "1", "1"], hosts
+    assert len({h.split(":")[0] for h in hosts}) == 2 and sorted(
+        h.split(":")[1] for h in hosts
+    ) == ["0", "0", "1", "1"], hosts
 
 
 def test_real_torchrun_same_asset_in_local_mode(cluster, torch_env, tmp_path) -> None:
     """No Slurm: the same launcher runs a single-node --standalone torchrun on this machine."""
     name = _name("torchlocal")
     res = ComputeResource(base_dir=str(tmp_path), python=str(torch_env / "bin" / "python"))
-    asset = _asset(name, FAKES / "torch_ranks.py", launcher=TorchrunLauncher(nproc_per_node=2),
-                   extra_env={"GLOO_SOCKET_IFNAME": "lo"})
-    md = dg.materialize([asset], resources={"compute": res}).asset_materializations_for_node(name)[0].metadata
+    asset = _asset(
+        name,
+        FAKES / "torch_ranks.py",
+        launcher=TorchrunLauncher(nproc_per_node=2),
+        extra_env={"GLOO_SOCKET_IFNAME": "lo"},
+    )
+    md = (
+        dg.materialize([asset], resources={"compute": res})
+        .asset_materializations_for_node(name)[0]
+        .metadata
+    )
     assert (md["world_size"].value, md["rank_sum"].value) == (2, 1)
     assert md["hosts"].value == ["node0:0", "node0:1"]

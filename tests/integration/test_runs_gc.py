@@ -21,7 +21,9 @@ def _remove_our_run_dirs(cluster):
     cleanup_remote_bases(cluster)
 
 
-def test_runs_gc_on_the_cluster_spares_jobs_in_squeue(cluster, capsys: pytest.CaptureFixture) -> None:
+def test_runs_gc_on_the_cluster_spares_jobs_in_squeue(
+    cluster, capsys: pytest.CaptureFixture
+) -> None:
     base = fresh_base()
     b = '"$HOME"/' + shlex.quote(base.removeprefix("~/"))
     name = f"dhpc-gc-{uuid.uuid4().hex[:8]}"
@@ -33,9 +35,24 @@ def test_runs_gc_on_the_cluster_spares_jobs_in_squeue(cluster, capsys: pytest.Ca
     ).strip()
     try:
         assert live_jobs_named(cluster, name), "the busy job is not in squeue"
-        args = ["runs", "gc", "--older-than", "7d", "--no-local", "--remote-base", base, cluster.host,
-                "-p", str(cluster.port), "-l", cluster.user, "-i", str(cluster.key_path),
-                "--known-hosts", str(cluster.known_hosts)]
+        args = [
+            "runs",
+            "gc",
+            "--older-than",
+            "7d",
+            "--no-local",
+            "--remote-base",
+            base,
+            cluster.host,
+            "-p",
+            str(cluster.port),
+            "-l",
+            cluster.user,
+            "-i",
+            str(cluster.key_path),
+            "--known-hosts",
+            str(cluster.known_hosts),
+        ]
         assert main(args) == 0
         out = capsys.readouterr().out
         left = remote(cluster, f"cd {b} && find . -mindepth 2 -maxdepth 2 -type d | sort").split()

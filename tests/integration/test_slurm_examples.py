@@ -27,7 +27,10 @@ def test_every_example_asset_runs_as_a_slurm_job(cluster, monkeypatch) -> None:
         if k.startswith("DAGSTER_HPC_"):
             monkeypatch.setenv(k, v)
     # payloads write their data where the jobs run (as the cluster user)
-    monkeypatch.setenv("DAGSTER_HPC_EXAMPLE_DATA", f"/home/{cluster.user}/.dagster-hpc-tests/example-{uuid.uuid4().hex[:8]}")
+    monkeypatch.setenv(
+        "DAGSTER_HPC_EXAMPLE_DATA",
+        f"/home/{cluster.user}/.dagster-hpc-tests/example-{uuid.uuid4().hex[:8]}",
+    )
     monkeypatch.syspath_prepend(str(EXAMPLES))
     for name in [m for m in sys.modules if m.startswith("dagster_hpc_example")]:
         monkeypatch.delitem(sys.modules, name)
@@ -37,7 +40,9 @@ def test_every_example_asset_runs_as_a_slurm_job(cluster, monkeypatch) -> None:
     compute = compute_from_env()
     assert compute.mode == "slurm" and compute.slurm is not None and compute.slurm.ssh is not None
     instance = dg.DagsterInstance.ephemeral()
-    result = dg.materialize(definitions.UNPARTITIONED, resources={"compute": compute}, instance=instance)
+    result = dg.materialize(
+        definitions.UNPARTITIONED, resources={"compute": compute}, instance=instance
+    )
     assert result.success
     materialized = {
         e.event_specific_data.materialization.asset_key.to_user_string(): e.event_specific_data.materialization.metadata
@@ -45,7 +50,11 @@ def test_every_example_asset_runs_as_a_slurm_job(cluster, monkeypatch) -> None:
         if e.event_type_value == "ASSET_MATERIALIZATION"
     }
     assert set(materialized) == {
-        "measurements", "sensor_summary", "sensor_report", "clean_measurements", "rejected_measurements",
+        "measurements",
+        "sensor_summary",
+        "sensor_report",
+        "clean_measurements",
+        "rejected_measurements",
     }
     job_ids = set()
     for key, md in materialized.items():
@@ -58,8 +67,11 @@ def test_every_example_asset_runs_as_a_slurm_job(cluster, monkeypatch) -> None:
     assert [c.event_specific_data.check_name for c in checks] == ["values_within_threshold"]
     for key in definitions.REGIONS.get_partition_keys():
         part = dg.materialize(
-            [definitions.regional_measurements], partition_key=key, resources={"compute": compute},
-            instance=instance, selection=[definitions.regional_measurements],
+            [definitions.regional_measurements],
+            partition_key=key,
+            resources={"compute": compute},
+            instance=instance,
+            selection=[definitions.regional_measurements],
         )
         md = part.asset_materializations_for_node("regional_measurements")[0].metadata
         assert md["region"].value == key and md["slurm/state"].value == "COMPLETED"

@@ -47,8 +47,18 @@ CANCEL_WITHIN_S = 60
 
 def _start_driver(cluster, name: str, home: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.integration.slurm_driver", name, str(PAYLOADS / "sleeper.py"), str(home)],
-        cwd=REPO, env=slurm_env(cluster), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "tests.integration.slurm_driver",
+            name,
+            str(PAYLOADS / "sleeper.py"),
+            str(home),
+        ],
+        cwd=REPO,
+        env=slurm_env(cluster),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
 
 
@@ -79,7 +89,9 @@ def test_dagster_termination_cancels_the_job_and_confirms(cluster, tmp_path: Pat
     assert f"cancelling slurm job {job_id}" in out.decode()
 
 
-def test_killed_dagster_process_leaves_the_job_running_with_its_handle_recorded(cluster, tmp_path: Path) -> None:
+def test_killed_dagster_process_leaves_the_job_running_with_its_handle_recorded(
+    cluster, tmp_path: Path
+) -> None:
     name = f"kill_{uuid.uuid4().hex[:8]}"
     proc = _start_driver(cluster, name, tmp_path)
     job_id = ""
@@ -121,8 +133,16 @@ def test_ssh_outage_while_running_never_cancels_and_loses_no_line(cluster, dedic
             time.sleep(1.0)
             for port in SSHTransport(target).local_ports[-1:]:
                 out = subprocess.run(
-                    ["ss", "-Htnp", "state", "established", f"( sport = :{cluster.port} and dport = :{port} )"],
-                    capture_output=True, text=True, check=True,
+                    [
+                        "ss",
+                        "-Htnp",
+                        "state",
+                        "established",
+                        f"( sport = :{cluster.port} and dport = :{port} )",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
                 ).stdout
                 for pid in sorted({int(p) for p in re.findall(r"pid=(\d+)", out)}):
                     os.kill(pid, signal.SIGTERM)
@@ -148,4 +168,6 @@ def test_ssh_outage_while_running_never_cancels_and_loses_no_line(cluster, dedic
         for line in e.user_message.split("\n")
         if line.startswith("tick ")
     ]
-    assert [line.split(" at ")[0] for line in lines] == [f"tick {i}" for i in range(8)]  # none lost or doubled
+    assert [line.split(" at ")[0] for line in lines] == [
+        f"tick {i}" for i in range(8)
+    ]  # none lost or doubled

@@ -47,7 +47,9 @@ def _name(prefix: str) -> str:
 def _materialize(assets, compute_resource, **kw) -> tuple[dg.ExecuteInProcessResult, list]:
     """Materialize and return the result plus the run's whole event log (logs, observations)."""
     instance = dg.DagsterInstance.ephemeral()
-    result = dg.materialize(assets, resources={"compute": compute_resource}, instance=instance, **kw)
+    result = dg.materialize(
+        assets, resources={"compute": compute_resource}, instance=instance, **kw
+    )
     return result, instance.all_logs(result.run_id)
 
 
@@ -71,7 +73,11 @@ def _failure(result: dg.ExecuteInProcessResult):
 
 
 def _observed(entries: list) -> dict:
-    obs = [e for e in entries if e.dagster_event and e.dagster_event.event_type_value == "ASSET_OBSERVATION"]
+    obs = [
+        e
+        for e in entries
+        if e.dagster_event and e.dagster_event.event_type_value == "ASSET_OBSERVATION"
+    ]
     assert obs, "a failed job must still carry its metrics (as an asset observation)"
     return obs[-1].dagster_event.event_specific_data.asset_observation.metadata
 
@@ -82,7 +88,10 @@ def test_asset_on_slurm_logs_metadata_check_extras_env_and_sacct(cluster) -> Non
     @dg.asset(name=name, check_specs=[dg.AssetCheckSpec("positive", asset=name)])
     def report(context: dg.AssetExecutionContext, compute: ComputeResource):
         yield from compute.run(
-            context, REPORT, extras={"greeting": "hi", "with_check": True}, extra_env={"MY_SETTING": "s3cret"},
+            context,
+            REPORT,
+            extras={"greeting": "hi", "with_check": True},
+            extra_env={"MY_SETTING": "s3cret"},
             args=["--flag", "a b"],
         ).get_results()
 
@@ -107,7 +116,10 @@ def test_asset_on_slurm_logs_metadata_check_extras_env_and_sacct(cluster) -> Non
     assert any("[stderr] a warning on stderr" in m for m in logs)
     # the secret went to the 0600 env file only, never into the job script Slurm keeps
     run_dir = md["slurm/run_dir"].value
-    listing = remote(cluster, f"stat -c '%a %n' {run_dir} {run_dir}/env.sh; grep -c s3cret {run_dir}/job.sh || true")
+    listing = remote(
+        cluster,
+        f"stat -c '%a %n' {run_dir} {run_dir}/env.sh; grep -c s3cret {run_dir}/job.sh || true",
+    )
     assert "700 " + run_dir in listing and "600 " + run_dir + "/env.sh" in listing
     assert listing.strip().endswith("0")
 
@@ -126,7 +138,9 @@ def test_live_log_lines_arrive_while_the_job_runs(cluster) -> None:
 
 def test_failing_job_exit_3_names_state_and_carries_metrics(cluster) -> None:
     name = _name("exit3")
-    result, entries = _materialize([_asset(name, PAYLOADS / "exit3.py")], compute(cluster), raise_on_error=False)
+    result, entries = _materialize(
+        [_asset(name, PAYLOADS / "exit3.py")], compute(cluster), raise_on_error=False
+    )
     assert not result.success
     error = _failure(result)
     assert error.cls_name == "SlurmJobError"
@@ -156,8 +170,12 @@ def test_over_memory_job_is_out_of_memory_with_its_peak(cluster) -> None:
 @pytest.mark.slow
 def test_timeout_job_is_timeout_with_metrics(cluster) -> None:
     name = _name("timeout")
-    res = compute(cluster, queue=QueueConfig(time_limit="1", mem="128M", signal_before_timeout="USR2@30"))
-    result, entries = _materialize([_asset(name, PAYLOADS / "sleeper.py")], res, raise_on_error=False)
+    res = compute(
+        cluster, queue=QueueConfig(time_limit="1", mem="128M", signal_before_timeout="USR2@30")
+    )
+    result, entries = _materialize(
+        [_asset(name, PAYLOADS / "sleeper.py")], res, raise_on_error=False
+    )
     error = _failure(result)
     assert "ended TIMEOUT" in error.message and "time_limit" in error.message
     assert any("got USR2: checkpointing" in line for _, line in _lines(entries))  # forwarded
@@ -192,7 +210,9 @@ def test_bad_input_rejected_before_submit(cluster, queue: dict, match: str) -> N
 
 def test_missing_python_on_the_cluster_rejected_before_submit(cluster) -> None:
     name = _name("nopython")
-    res = ComputeResource(mode="slurm", slurm=slurm_resource(cluster, python="/nonexistent/bin/python"))
+    res = ComputeResource(
+        mode="slurm", slurm=slurm_resource(cluster, python="/nonexistent/bin/python")
+    )
     with pytest.raises(Exception, match="python '/nonexistent/bin/python' was not found"):
         dg.materialize([_asset(name, PAYLOADS / "trivial.py")], resources={"compute": res})
     assert staged_run_dirs(cluster, res.slurm.remote_base_dir) == []
@@ -204,7 +224,9 @@ def test_per_asset_queue_from_metadata_and_run_argument(cluster) -> None:
 
     @dg.asset(name=name, metadata={"dagster-hpc/queue": {"mem": "300M", "time_limit": "4"}})
     def queued(context: dg.AssetExecutionContext, compute: ComputeResource):
-        yield from compute.run(context, PAYLOADS / "trivial.py", queue={"cpus_per_task": 2}).get_results()
+        yield from compute.run(
+            context, PAYLOADS / "trivial.py", queue={"cpus_per_task": 2}
+        ).get_results()
 
     result = dg.materialize([queued], resources={"compute": compute(cluster)})
     md = result.asset_materializations_for_node(name)[0].metadata

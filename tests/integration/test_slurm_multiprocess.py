@@ -33,13 +33,17 @@ def _run_eight(cluster, monkeypatch, tmp_path: Path, **env_kw) -> dict:
     cache = default_cache_dir() / f"poll-{env['DAGSTER_HPC_SLURM_CLUSTER_NAME']}.json"
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
         t0 = time.monotonic()
-        with dg.execute_job(dg.reconstructable(slurm_mp_defs.eight_job), instance=instance) as result:
+        with dg.execute_job(
+            dg.reconstructable(slurm_mp_defs.eight_job), instance=instance
+        ) as result:
             wall = time.monotonic() - t0
             assert result.success
             pids = {e.pid for e in result.all_events if e.event_type_value == "STEP_START"}
             assert len(pids) == slurm_mp_defs.N_ASSETS  # really one process per step
             states = [
-                result.asset_materializations_for_node(a.key.path[-1])[0].metadata["slurm/state"].value
+                result.asset_materializations_for_node(a.key.path[-1])[0]
+                .metadata["slurm/state"]
+                .value
                 for a in slurm_mp_defs.ASSETS
             ]
             assert states == ["COMPLETED"] * slurm_mp_defs.N_ASSETS
@@ -53,7 +57,9 @@ def _check_queries(figures: dict) -> None:
     assert 1 <= figures["scheduler_queries"] <= ticks, figures
 
 
-def test_eight_assets_asyncssh_one_login_per_process(cluster, dedicated_key, monkeypatch, tmp_path) -> None:
+def test_eight_assets_asyncssh_one_login_per_process(
+    cluster, dedicated_key, monkeypatch, tmp_path
+) -> None:
     figures = _run_eight(cluster, monkeypatch, tmp_path, key_path=dedicated_key.path)
     logins = dedicated_key.accepted(cluster.sshd_log("main"))
     print(f"\n8 assets, SSHTransport: {figures}, logins={logins}")
@@ -68,9 +74,16 @@ def control_dir():
     shutil.rmtree(path, ignore_errors=True)
 
 
-def test_eight_assets_openssh_one_login_in_all(cluster, dedicated_key, monkeypatch, tmp_path, control_dir) -> None:
+def test_eight_assets_openssh_one_login_in_all(
+    cluster, dedicated_key, monkeypatch, tmp_path, control_dir
+) -> None:
     figures = _run_eight(
-        cluster, monkeypatch, tmp_path, key_path=dedicated_key.path, transport="openssh", control_dir=control_dir
+        cluster,
+        monkeypatch,
+        tmp_path,
+        key_path=dedicated_key.path,
+        transport="openssh",
+        control_dir=control_dir,
     )
     logins = dedicated_key.accepted(cluster.sshd_log("main"))
     print(f"\n8 assets, OpenSSHTransport: {figures}, logins={logins}")
@@ -79,7 +92,11 @@ def test_eight_assets_openssh_one_login_in_all(cluster, dedicated_key, monkeypat
         _check_queries(figures)
     finally:
         target = SSHTarget(
-            host=cluster.host, port=cluster.port, user=cluster.user, key_paths=(str(dedicated_key.path),),
-            known_hosts=str(cluster.known_hosts), use_agent=False,
+            host=cluster.host,
+            port=cluster.port,
+            user=cluster.user,
+            key_paths=(str(dedicated_key.path),),
+            known_hosts=str(cluster.known_hosts),
+            use_agent=False,
         )
         OpenSSHTransport(target, control_dir=control_dir).close_master()

@@ -63,9 +63,16 @@ def _jobs_of_run(cluster, slurm_name: str, run_id: str) -> list[tuple[str, str]]
     leaf = f"/{run_id}/"
     deadline = time.monotonic() + SACCT_NAME_LAG_S
     while True:
-        text = remote(cluster, f"sacct -X -n -P --starttime now-1hour --name={shlex.quote(slurm_name)} "
-                               "--format=JobID,State,WorkDir")
-        rows = [tuple(line.split("|")[:2]) for line in text.splitlines() if line.count("|") == 2 and leaf in line]
+        text = remote(
+            cluster,
+            f"sacct -X -n -P --starttime now-1hour --name={shlex.quote(slurm_name)} "
+            "--format=JobID,State,WorkDir",
+        )
+        rows = [
+            tuple(line.split("|")[:2])
+            for line in text.splitlines()
+            if line.count("|") == 2 and leaf in line
+        ]
         if len(rows) >= 2 or time.monotonic() > deadline:
             return rows  # type: ignore[return-value]
         time.sleep(0.5)
@@ -82,7 +89,11 @@ def _messages(instance: dg.DagsterInstance, run_id: str) -> list[str]:
 
 @pytest.mark.parametrize("job_ended_first", [False, True], ids=["job-running", "job-finished"])
 def test_killed_step_is_reattached_on_reexecution_without_a_second_sbatch(
-    cluster, shared_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, job_ended_first: bool
+    cluster,
+    shared_env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    job_ended_first: bool,
 ) -> None:
     name = ASSET  # one per process: Dagster caches the reconstructed job definition in process
     slurm_name = job_name(name)
@@ -91,7 +102,10 @@ def test_killed_step_is_reattached_on_reexecution_without_a_second_sbatch(
     env = {**shared_env, "DAGSTER_HOME": str(home)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.integration.slurm_reattach_defs"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     job_id = ""
     try:
@@ -129,11 +143,13 @@ def test_killed_step_is_reattached_on_reexecution_without_a_second_sbatch(
         if proc.poll() is None:
             proc.kill()
     # exactly one job of this test ever: the re-execution did not sbatch again
-    assert _jobs_of_run(cluster, slurm_name, killed.run_id) + _jobs_of_run(cluster, slurm_name, result.run_id) == [
-        (job_id, "COMPLETED")
-    ]
+    assert _jobs_of_run(cluster, slurm_name, killed.run_id) + _jobs_of_run(
+        cluster, slurm_name, result.run_id
+    ) == [(job_id, "COMPLETED")]
     why = "it already finished with exit code 0" if job_ended_first else "it is RUNNING"
-    assert any(f"reattaching to Slurm job {job_id} (run dir " in m and why in m for m in messages), messages
+    assert any(
+        f"reattaching to Slurm job {job_id} (run dir " in m and why in m for m in messages
+    ), messages
     assert md["slurm/job_id"].value == job_id
     assert md["slurm/state"].value == "COMPLETED"
     assert md["lines_printed"].value == 30  # the payload's Pipes metadata
@@ -142,5 +158,7 @@ def test_killed_step_is_reattached_on_reexecution_without_a_second_sbatch(
     assert steps == [f"step {i}" for i in range(30)]  # every line, from offset 0, none twice
     # keep_run_dirs='failed' (default): the successful job's run dir is gone, nothing else staged
     assert staged_run_dirs(cluster, env["DAGSTER_HPC_SLURM_REMOTE_BASE_DIR"]) == []
-    print(f"reattach ({'finished' if job_ended_first else 'running'} job): re-execution wall {wall:.1f} s (job {job_id})")
+    print(
+        f"reattach ({'finished' if job_ended_first else 'running'} job): re-execution wall {wall:.1f} s (job {job_id})"
+    )
     remote(cluster, f"scancel {job_id} || true")  # our own job (already finished)

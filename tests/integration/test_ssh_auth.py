@@ -17,7 +17,13 @@ WRONG_TOTP_SECRET = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"
 
 
 def _target(cluster, **kw) -> SSHTarget:
-    base = dict(host=cluster.host, port=cluster.port, user=cluster.user, known_hosts=str(cluster.known_hosts), use_agent=False)
+    base = dict(
+        host=cluster.host,
+        port=cluster.port,
+        user=cluster.user,
+        known_hosts=str(cluster.known_hosts),
+        use_agent=False,
+    )
     base.update(kw)
     return SSHTarget(**base)
 
@@ -64,14 +70,23 @@ def test_jump_host_chain(cluster, dedicated_key):
 
 
 def test_key_plus_totp(cluster):
-    t = _private(_target(cluster, port=cluster.otp_port, key_paths=(str(cluster.key_path),), totp_secret=cluster.totp_secret))
+    t = _private(
+        _target(
+            cluster,
+            port=cluster.otp_port,
+            key_paths=(str(cluster.key_path),),
+            totp_secret=cluster.totp_secret,
+        )
+    )
     try:
         assert t.run("echo otp-ok").stdout == "otp-ok\n"
     finally:
         t.close()
     port = t.local_ports[0]
     log = cluster.sshd_log("otp").read_text()
-    assert f"Accepted keyboard-interactive/pam for {cluster.user} from 127.0.0.1 port {port} " in log
+    assert (
+        f"Accepted keyboard-interactive/pam for {cluster.user} from 127.0.0.1 port {port} " in log
+    )
 
 
 def test_otp_callback_gets_the_prompt(cluster):
@@ -81,7 +96,11 @@ def test_otp_callback_gets_the_prompt(cluster):
         seen.append(prompt)
         return totp_code(cluster.totp_secret)
 
-    t = _private(_target(cluster, port=cluster.otp_port, key_paths=(str(cluster.key_path),), otp_callback=ask))
+    t = _private(
+        _target(
+            cluster, port=cluster.otp_port, key_paths=(str(cluster.key_path),), otp_callback=ask
+        )
+    )
     try:
         assert t.run("echo cb-ok").stdout == "cb-ok\n"
     finally:
@@ -105,7 +124,11 @@ def test_wrong_password_fails_fast_without_retry_storm(cluster):
     # exactly one connection attempt, and that one tried the password once
     assert len(t.attempt_ports) == 1
     log = cluster.sshd_log("main").read_text()
-    failed = [ln for ln in log.splitlines() if f"port {t.attempt_ports[0]} " in ln and "Failed password" in ln]
+    failed = [
+        ln
+        for ln in log.splitlines()
+        if f"port {t.attempt_ports[0]} " in ln and "Failed password" in ln
+    ]
     assert len(failed) == 1
     # a second call does not try again at all: same error, no new connection to the server
     err2, took2 = _refused_within(t)
@@ -114,18 +137,36 @@ def test_wrong_password_fails_fast_without_retry_storm(cluster):
 
 
 def test_wrong_totp_fails_fast(cluster):
-    t = _private(_target(cluster, port=cluster.otp_port, key_paths=(str(cluster.key_path),), totp_secret=WRONG_TOTP_SECRET))
+    t = _private(
+        _target(
+            cluster,
+            port=cluster.otp_port,
+            key_paths=(str(cluster.key_path),),
+            totp_secret=WRONG_TOTP_SECRET,
+        )
+    )
     err, took = _refused_within(t)
     assert took < FAIL_FAST_S and "TOTP" in str(err)
     assert len(t.attempt_ports) == 1
     log = cluster.sshd_log("otp").read_text()
-    failed = [ln for ln in log.splitlines() if f"port {t.attempt_ports[0]} " in ln and "Failed keyboard-interactive" in ln]
+    failed = [
+        ln
+        for ln in log.splitlines()
+        if f"port {t.attempt_ports[0]} " in ln and "Failed keyboard-interactive" in ln
+    ]
     assert 1 <= len(failed) <= 2  # one answer per round we allow, never a loop
 
 
 def test_password_is_not_an_otp_answer(cluster):
     """The peer answers OTP prompts with the password; we must refuse instead."""
-    t = _private(_target(cluster, port=cluster.otp_port, key_paths=(str(cluster.key_path),), password=cluster.password))
+    t = _private(
+        _target(
+            cluster,
+            port=cluster.otp_port,
+            key_paths=(str(cluster.key_path),),
+            password=cluster.password,
+        )
+    )
     err, took = _refused_within(t)
     assert took < FAIL_FAST_S
     log = cluster.sshd_log("otp").read_text()
@@ -152,16 +193,27 @@ def test_agent_key(cluster, dedicated_key, tmp_path):
     import subprocess
 
     sock = tmp_path / "agent.sock"
-    agent = subprocess.run(["ssh-agent", "-a", str(sock), "-s"], capture_output=True, text=True, check=True).stdout
+    agent = subprocess.run(
+        ["ssh-agent", "-a", str(sock), "-s"], capture_output=True, text=True, check=True
+    ).stdout
     agent_pid = int(agent.split("SSH_AGENT_PID=")[1].split(";")[0])
     try:
         env = dict(os.environ, SSH_AUTH_SOCK=str(sock))
-        subprocess.run(["ssh-add", "-q", str(dedicated_key.path)], env=env, check=True, capture_output=True)
+        subprocess.run(
+            ["ssh-add", "-q", str(dedicated_key.path)], env=env, check=True, capture_output=True
+        )
         old = os.environ.get("SSH_AUTH_SOCK")
         os.environ["SSH_AUTH_SOCK"] = str(sock)
         try:
             # no key file given: the only way in is the agent's key
-            t = _private(SSHTarget(cluster.host, port=cluster.port, user=cluster.user, known_hosts=str(cluster.known_hosts)))
+            t = _private(
+                SSHTarget(
+                    cluster.host,
+                    port=cluster.port,
+                    user=cluster.user,
+                    known_hosts=str(cluster.known_hosts),
+                )
+            )
             try:
                 assert t.run("echo agent-ok").stdout == "agent-ok\n"
             finally:
@@ -183,7 +235,22 @@ def test_certificate_login_with_a_key_the_server_does_not_list(cluster, tmp_path
     key = tmp_path / "id_cert"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     ca = cluster.confdir / "ssh" / "user_ca"
-    subprocess.run(["ssh-keygen", "-q", "-s", str(ca), "-I", "dagster-hpc-test", "-n", cluster.user, "-V", "+10m", f"{key}.pub"], check=True)
+    subprocess.run(
+        [
+            "ssh-keygen",
+            "-q",
+            "-s",
+            str(ca),
+            "-I",
+            "dagster-hpc-test",
+            "-n",
+            cluster.user,
+            "-V",
+            "+10m",
+            f"{key}.pub",
+        ],
+        check=True,
+    )
     cert = tmp_path / "id_cert-cert.pub"
     t = _private(_target(cluster, key_paths=(str(key),), certificate_path=str(cert)))
     try:
@@ -191,4 +258,7 @@ def test_certificate_login_with_a_key_the_server_does_not_list(cluster, tmp_path
     finally:
         t.close()
     log = cluster.sshd_log("main").read_text()
-    assert f"Accepted publickey for {cluster.user} from 127.0.0.1 port {t.local_ports[0]} ssh2: ED25519-CERT" in log
+    assert (
+        f"Accepted publickey for {cluster.user} from 127.0.0.1 port {t.local_ports[0]} ssh2: ED25519-CERT"
+        in log
+    )

@@ -25,8 +25,12 @@ DROP_SEEN_WITHIN_S = 5.0
 
 def _target(cluster, key, **kw) -> SSHTarget:
     base = dict(
-        host=cluster.host, port=cluster.port, user=cluster.user, key_paths=(str(key),),
-        known_hosts=str(cluster.known_hosts), use_agent=False,
+        host=cluster.host,
+        port=cluster.port,
+        user=cluster.user,
+        key_paths=(str(key),),
+        known_hosts=str(cluster.known_hosts),
+        use_agent=False,
     )
     base.update(kw)
     return SSHTarget(**base)
@@ -48,7 +52,11 @@ def test_100_commands_cost_one_authentication(cluster, dedicated_key):
     a, b = SSHTransport(target), SSHTransport(target)
     outputs = [a.run(f"echo {i}").stdout for i in range(COMMANDS // 2)]
     with ThreadPoolExecutor(CONCURRENCY) as pool:  # concurrent channels on the same connection
-        outputs += list(pool.map(lambda i: b.run(f"sleep 0.05; echo {i}").stdout, range(COMMANDS // 2, COMMANDS)))
+        outputs += list(
+            pool.map(
+                lambda i: b.run(f"sleep 0.05; echo {i}").stdout, range(COMMANDS // 2, COMMANDS)
+            )
+        )
     assert outputs == [f"{i}\n" for i in range(COMMANDS)]
     assert a.roundtrips + b.roundtrips == COMMANDS
     assert a.authentications == 1 and b.authentications == 1
@@ -60,8 +68,16 @@ def test_100_commands_cost_one_authentication(cluster, dedicated_key):
 def _server_pids_for(local_port: int, server_port: int) -> list[int]:
     """sshd processes holding the server end of our TCP connection (ours alone: matched by port)."""
     out = subprocess.run(
-        ["ss", "-Htnp", "state", "established", f"( sport = :{server_port} and dport = :{local_port} )"],
-        capture_output=True, text=True, check=True,
+        [
+            "ss",
+            "-Htnp",
+            "state",
+            "established",
+            f"( sport = :{server_port} and dport = :{local_port} )",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return sorted({int(p) for p in re.findall(r"pid=(\d+)", out)})
 
@@ -89,12 +105,25 @@ def test_reconnects_after_the_server_kills_the_connection(cluster, dedicated_key
 def test_unknown_host_key_is_refused_with_how_to_trust_it(cluster, tmp_path):
     empty = tmp_path / "known_hosts"
     empty.write_text("")
-    t = SSHTransport(SSHTarget(cluster.host, port=cluster.port, user=cluster.user, key_paths=(str(cluster.key_path),),
-                               known_hosts=str(empty), use_agent=False), share=False)
+    t = SSHTransport(
+        SSHTarget(
+            cluster.host,
+            port=cluster.port,
+            user=cluster.user,
+            key_paths=(str(cluster.key_path),),
+            known_hosts=str(empty),
+            use_agent=False,
+        ),
+        share=False,
+    )
     with pytest.raises(HostKeyError) as info:
         t.run("true")
     msg = str(info.value)
-    assert "unknown" in msg and f"ssh-keyscan -p {cluster.port} {cluster.host}" in msg and "accept-new" in msg
+    assert (
+        "unknown" in msg
+        and f"ssh-keyscan -p {cluster.port} {cluster.host}" in msg
+        and "accept-new" in msg
+    )
     assert t.authentications == 0
 
 
@@ -102,10 +131,24 @@ def test_changed_host_key_is_refused_even_with_accept_new(cluster, tmp_path):
     other = tmp_path / "other"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
     kh = tmp_path / "known_hosts"
-    kh.write_text(f"[{cluster.host}]:{cluster.port} " + " ".join((tmp_path / "other.pub").read_text().split()[:2]) + "\n")
+    kh.write_text(
+        f"[{cluster.host}]:{cluster.port} "
+        + " ".join((tmp_path / "other.pub").read_text().split()[:2])
+        + "\n"
+    )
     for policy in ("strict", "accept-new"):
-        t = SSHTransport(SSHTarget(cluster.host, port=cluster.port, user=cluster.user, key_paths=(str(cluster.key_path),),
-                                   known_hosts=str(kh), host_key_policy=policy, use_agent=False), share=False)
+        t = SSHTransport(
+            SSHTarget(
+                cluster.host,
+                port=cluster.port,
+                user=cluster.user,
+                key_paths=(str(cluster.key_path),),
+                known_hosts=str(kh),
+                host_key_policy=policy,
+                use_agent=False,
+            ),
+            share=False,
+        )
         with pytest.raises(HostKeyError) as info:
             t.run("true")
         assert "CHANGED" in str(info.value) and "ssh-keygen -R" in str(info.value)
@@ -114,8 +157,18 @@ def test_changed_host_key_is_refused_even_with_accept_new(cluster, tmp_path):
 
 def test_accept_new_trusts_a_first_seen_host_only_when_asked(cluster, tmp_path):
     kh = tmp_path / "known_hosts"  # does not exist yet
-    t = SSHTransport(SSHTarget(cluster.host, port=cluster.port, user=cluster.user, key_paths=(str(cluster.key_path),),
-                               known_hosts=str(kh), host_key_policy="accept-new", use_agent=False), share=False)
+    t = SSHTransport(
+        SSHTarget(
+            cluster.host,
+            port=cluster.port,
+            user=cluster.user,
+            key_paths=(str(cluster.key_path),),
+            known_hosts=str(kh),
+            host_key_policy="accept-new",
+            use_agent=False,
+        ),
+        share=False,
+    )
     try:
         assert t.run("echo hi").stdout == "hi\n"
     finally:
@@ -123,8 +176,17 @@ def test_accept_new_trusts_a_first_seen_host_only_when_asked(cluster, tmp_path):
     entry = kh.read_text().split()
     assert entry[0] == f"[{cluster.host}]:{cluster.port}"
     # the recorded key is the server's real one: a strict connection now succeeds with this file
-    strict = SSHTransport(SSHTarget(cluster.host, port=cluster.port, user=cluster.user, key_paths=(str(cluster.key_path),),
-                                    known_hosts=str(kh), use_agent=False), share=False)
+    strict = SSHTransport(
+        SSHTarget(
+            cluster.host,
+            port=cluster.port,
+            user=cluster.user,
+            key_paths=(str(cluster.key_path),),
+            known_hosts=str(kh),
+            use_agent=False,
+        ),
+        share=False,
+    )
     try:
         assert strict.run("true").ok
     finally:
@@ -143,12 +205,17 @@ def test_put_tree_is_one_round_trip_and_private(cluster, tmp_path, remote_dir):
     sent = t.put_tree(src, f"{remote_dir}/run-1")
     assert t.roundtrips - before == 1
     assert sent > 25600
-    out = t.check(f"cd {remote_dir}/run-1 && stat -c '%a' . && cat a.txt && ./run.sh && md5sum sub/deeper/b.bin")
+    out = t.check(
+        f"cd {remote_dir}/run-1 && stat -c '%a' . && cat a.txt && ./run.sh && md5sum sub/deeper/b.bin"
+    )
     lines = out.splitlines()
     assert lines[0] == "700" and lines[1] == "alpha" and lines[2] == "run"
     import hashlib
 
-    assert lines[3].split()[0] == hashlib.md5((src / "sub" / "deeper" / "b.bin").read_bytes()).hexdigest()
+    assert (
+        lines[3].split()[0]
+        == hashlib.md5((src / "sub" / "deeper" / "b.bin").read_bytes()).hexdigest()
+    )
 
 
 def test_put_file_sftp_and_reads_by_offset(cluster, tmp_path, remote_dir):
@@ -166,7 +233,13 @@ def test_put_file_sftp_and_reads_by_offset(cluster, tmp_path, remote_dir):
     assert t.read_from(f"{remote_dir}/missing", 0) == b""
     t.check(f"printf 'line1\\nline2\\n' > {remote_dir}/log.txt")
     before = t.roundtrips
-    got = t.read_many_from([(f"{remote_dir}/log.txt", 6), (f"{remote_dir}/missing", 0), (f"{remote_dir}/blob", 299_990)])
+    got = t.read_many_from(
+        [
+            (f"{remote_dir}/log.txt", 6),
+            (f"{remote_dir}/missing", 0),
+            (f"{remote_dir}/blob", 299_990),
+        ]
+    )
     assert t.roundtrips - before == 1
     assert got == [b"line2\n", b"", data[299_990:]]
 
@@ -181,7 +254,9 @@ def test_command_timeout_is_reported_with_the_command(cluster):
     assert t.run("echo still-usable").stdout == "still-usable\n"
 
 
-def test_connection_dropped_mid_command_raises_instead_of_rerunning(cluster, dedicated_key, remote_dir):
+def test_connection_dropped_mid_command_raises_instead_of_rerunning(
+    cluster, dedicated_key, remote_dir
+):
     import threading
 
     t = SSHTransport(_target(cluster, dedicated_key.path), share=False)
@@ -191,7 +266,9 @@ def test_connection_dropped_mid_command_raises_instead_of_rerunning(cluster, ded
 
         def slow() -> None:
             try:
-                t.run(f"echo started >> {remote_dir}/log; sleep 10; echo finished >> {remote_dir}/log")
+                t.run(
+                    f"echo started >> {remote_dir}/log; sleep 10; echo finished >> {remote_dir}/log"
+                )
             except TransportError as exc:
                 errors.append(exc)
 
@@ -203,7 +280,9 @@ def test_connection_dropped_mid_command_raises_instead_of_rerunning(cluster, ded
         for pid in _server_pids_for(t.local_ports[0], cluster.port):
             os.kill(pid, signal.SIGTERM)
         th.join(timeout=30)
-        assert errors and "dropped while running" in str(errors[0]) and "not re-run" in str(errors[0])
+        assert (
+            errors and "dropped while running" in str(errors[0]) and "not re-run" in str(errors[0])
+        )
         time.sleep(0.5)
         # the next command reconnects; the interrupted command was not started a second time
         assert t.run(f"cat {remote_dir}/log").stdout.count("started") == 1

@@ -65,10 +65,16 @@ def _otp_logins(cluster, key) -> int:
     """Completed key+TOTP logins of this test's key on the OTP server."""
     ports = key.ports(cluster.sshd_log("otp"))
     log = cluster.sshd_log("otp").read_text().splitlines()
-    return sum(1 for ln in log if "Accepted keyboard-interactive/pam" in ln and ln.split(" port ")[1].split()[0] in ports)
+    return sum(
+        1
+        for ln in log
+        if "Accepted keyboard-interactive/pam" in ln and ln.split(" port ")[1].split()[0] in ports
+    )
 
 
-def test_eight_processes_after_one_login_cost_one_authentication(cluster, dedicated_key, control_dir):
+def test_eight_processes_after_one_login_cost_one_authentication(
+    cluster, dedicated_key, control_dir
+):
     env = _env(cluster, dedicated_key.path, control_dir)
     # the workers have no TOTP secret: they cannot log in by themselves, only reuse the master
     login = _cli(["login", "--env-prefix", "DHT"], dict(env, DHT_TOTP_SECRET=cluster.totp_secret))
@@ -95,26 +101,44 @@ def test_eight_processes_after_one_login_cost_one_authentication(cluster, dedica
 
 def test_expired_master_says_how_to_log_in_again(cluster, dedicated_key, control_dir):
     env = _env(cluster, dedicated_key.path, control_dir)
-    login = _cli(["login", "--env-prefix", "DHT", "--persist", str(SHORT_PERSIST_S)], dict(env, DHT_TOTP_SECRET=cluster.totp_secret))
+    login = _cli(
+        ["login", "--env-prefix", "DHT", "--persist", str(SHORT_PERSIST_S)],
+        dict(env, DHT_TOTP_SECRET=cluster.totp_secret),
+    )
     assert login.returncode == 0, login.stderr
-    worker = subprocess.run([sys.executable, "-c", WORKER], env=env, capture_output=True, text=True, timeout=120)
+    worker = subprocess.run(
+        [sys.executable, "-c", WORKER], env=env, capture_output=True, text=True, timeout=120
+    )
     assert worker.returncode == 0, worker.stderr
     # let the master expire for real (ControlPersist idle timeout): its socket disappears
-    sockets = lambda: [p for p in Path(control_dir).iterdir() if p.name.startswith("cm-") and not p.name.endswith(".lock")]  # noqa: E731
+    sockets = lambda: [
+        p
+        for p in Path(control_dir).iterdir()
+        if p.name.startswith("cm-") and not p.name.endswith(".lock")
+    ]  # noqa: E731
     deadline = time.monotonic() + EXPIRY_WAIT_S
     while sockets() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not sockets(), "the master did not expire"
-    worker = subprocess.run([sys.executable, "-c", WORKER], env=env, capture_output=True, text=True, timeout=120)
+    worker = subprocess.run(
+        [sys.executable, "-c", WORKER], env=env, capture_output=True, text=True, timeout=120
+    )
     assert worker.returncode != 0
     assert "SSHMasterExpired" in worker.stderr and "expired" in worker.stderr
-    assert f"dagster-hpc login {cluster.host} --port {cluster.otp_port} --user {cluster.user}" in worker.stderr
+    assert (
+        f"dagster-hpc login {cluster.host} --port {cluster.otp_port} --user {cluster.user}"
+        in worker.stderr
+    )
     assert _otp_logins(cluster, dedicated_key) == 1  # the expired worker did not log in by itself
 
 
-def test_openssh_without_require_login_opens_one_master_for_concurrent_processes(cluster, dedicated_key, control_dir):
+def test_openssh_without_require_login_opens_one_master_for_concurrent_processes(
+    cluster, dedicated_key, control_dir
+):
     """Key-only site: the first processes race to open the master; the file lock makes it one login."""
-    env = _env(cluster, dedicated_key.path, control_dir, DHT_PORT=str(cluster.port), DHT_REQUIRE_LOGIN="0")
+    env = _env(
+        cluster, dedicated_key.path, control_dir, DHT_PORT=str(cluster.port), DHT_REQUIRE_LOGIN="0"
+    )
     procs = [subprocess.Popen([sys.executable, "-c", WORKER], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(4)]  # fmt: skip
     logins = 0
@@ -134,10 +158,16 @@ def test_interactive_login_on_a_terminal(cluster, dedicated_key, control_dir):
 
     from dagster_hpc.transport.totp import totp_code
 
-    env = _env(cluster, dedicated_key.path, control_dir)  # no TOTP secret: only the person knows the code
+    env = _env(
+        cluster, dedicated_key.path, control_dir
+    )  # no TOTP secret: only the person knows the code
     pid, fd = pty.fork()
     if pid == 0:  # child: the terminal session
-        os.execve(str(Path(sys.executable).parent / "dagster-hpc"), ["dagster-hpc", "login", "--env-prefix", "DHT"], env)
+        os.execve(
+            str(Path(sys.executable).parent / "dagster-hpc"),
+            ["dagster-hpc", "login", "--env-prefix", "DHT"],
+            env,
+        )
     screen = b""
     typed = False
     deadline = time.monotonic() + 120
@@ -161,13 +191,17 @@ def test_interactive_login_on_a_terminal(cluster, dedicated_key, control_dir):
     assert os.waitstatus_to_exitcode(status) == 0, text
     assert "master opened" in text
     # and a non-interactive process now works through it
-    worker = subprocess.run([sys.executable, "-c", WORKER], env=env, capture_output=True, text=True, timeout=120)
+    worker = subprocess.run(
+        [sys.executable, "-c", WORKER], env=env, capture_output=True, text=True, timeout=120
+    )
     assert worker.returncode == 0, worker.stderr
     assert _otp_logins(cluster, dedicated_key) == 1
     _cli(["login", "--env-prefix", "DHT", "--exit"], env)
 
 
-def test_dead_master_with_stale_socket_never_falls_back_to_a_login(cluster, dedicated_key, control_dir):
+def test_dead_master_with_stale_socket_never_falls_back_to_a_login(
+    cluster, dedicated_key, control_dir
+):
     import re
     import signal
 
@@ -175,16 +209,26 @@ def test_dead_master_with_stale_socket_never_falls_back_to_a_login(cluster, dedi
     login = _cli(["login", "--env-prefix", "DHT"], env)
     assert login.returncode == 0, login.stderr
     check = _cli(["login", "--env-prefix", "DHT", "--check"], env)
-    sockets = [p for p in Path(control_dir).iterdir() if p.name.startswith("cm-") and not p.name.endswith(".lock")]
+    sockets = [
+        p
+        for p in Path(control_dir).iterdir()
+        if p.name.startswith("cm-") and not p.name.endswith(".lock")
+    ]
     assert len(sockets) == 1
-    ssh_check = subprocess.run(["ssh", "-o", f"ControlPath={sockets[0]}", "-O", "check", "x"], capture_output=True, text=True)
+    ssh_check = subprocess.run(
+        ["ssh", "-o", f"ControlPath={sockets[0]}", "-O", "check", "x"],
+        capture_output=True,
+        text=True,
+    )
     master_pid = int(re.search(r"pid=(\d+)", ssh_check.stderr + ssh_check.stdout).group(1))
     assert check.returncode == 0
     os.kill(master_pid, signal.SIGKILL)  # the master we opened dies hard: its socket file stays
     time.sleep(0.5)
     assert sockets[0].exists()
     # the key would let a fallback ssh log in directly; require_login must prevent exactly that
-    worker = subprocess.run([sys.executable, "-c", WORKER], env=env, capture_output=True, text=True, timeout=120)
+    worker = subprocess.run(
+        [sys.executable, "-c", WORKER], env=env, capture_output=True, text=True, timeout=120
+    )
     assert worker.returncode != 0 and "SSHMasterExpired" in worker.stderr
     assert dedicated_key.accepted(cluster.sshd_log("main")) == 1
     assert not sockets[0].exists()  # the stale socket was cleared for the next login
@@ -229,7 +273,11 @@ def test_openssh_password_answered_by_askpass(cluster, control_dir):
                                    known_hosts=str(cluster.known_hosts), use_agent=False), control_dir=control_dir)  # fmt: skip
     try:
         conn = t.run("echo $SSH_CONNECTION").stdout.split()
-        assert t.authentications == 1 and t.run("echo again").stdout == "again\n" and t.authentications == 1
+        assert (
+            t.authentications == 1
+            and t.run("echo again").stdout == "again\n"
+            and t.authentications == 1
+        )
     finally:
         t.close_master()
     log = cluster.sshd_log("main").read_text()
@@ -247,7 +295,9 @@ def test_refused_login_is_not_repeated_by_the_other_processes(cluster, control_d
 
     key = tmp_path / "id_unknown"  # a key the server has never seen
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    fp = subprocess.run(["ssh-keygen", "-lf", f"{key}.pub"], capture_output=True, text=True, check=True).stdout.split()[1]
+    fp = subprocess.run(
+        ["ssh-keygen", "-lf", f"{key}.pub"], capture_output=True, text=True, check=True
+    ).stdout.split()[1]
     target = SSHTarget(cluster.host, port=cluster.port, user=cluster.user, key_paths=(str(key),),
                        known_hosts=str(cluster.known_hosts), use_agent=False)  # fmt: skip
     with pytest.raises(AuthenticationError, match="refused our credentials"):

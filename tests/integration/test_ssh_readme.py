@@ -21,7 +21,11 @@ def _ssh_section() -> str:
 
 
 def _env(cluster, prefix: str = DEFAULT_ENV_PREFIX, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith((prefix + "_", "DAGSTER_HPC_SLURM_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith((prefix + "_", "DAGSTER_HPC_SLURM_"))
+    }
     env.update({
         f"{prefix}_HOST": cluster.host, f"{prefix}_PORT": str(cluster.port), f"{prefix}_USER": cluster.user,
         f"{prefix}_KEY_PATH": str(cluster.key_path), f"{prefix}_KNOWN_HOSTS": str(cluster.known_hosts),
@@ -35,7 +39,13 @@ def test_readme_from_env_example_runs_verbatim(cluster, tmp_path):
     block = section[section.index(MARKER) :].split("```python\n", 1)[1].split("```", 1)[0]
     script = tmp_path / "readme_example.py"
     script.write_text(block)
-    r = subprocess.run([sys.executable, str(script)], env=_env(cluster), capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, str(script)],
+        env=_env(cluster),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     assert re.match(r"slurm(-wlm)? 22\.05", r.stdout)
 
@@ -58,7 +68,9 @@ def test_doctor_reports_a_healthy_cluster(cluster):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Slurm version:   22.05" in r.stdout
     assert "debug (default) | up |" in r.stdout
-    assert "sacct works" in r.stdout and "(writable)" in r.stdout and "ready to run jobs" in r.stdout
+    assert (
+        "sacct works" in r.stdout and "(writable)" in r.stdout and "ready to run jobs" in r.stdout
+    )
 
 
 def test_doctor_names_an_unwritable_base_dir(cluster):
@@ -68,7 +80,11 @@ def test_doctor_names_an_unwritable_base_dir(cluster):
 
 
 def test_doctor_checks_the_configured_partition_and_base(cluster):
-    r = _doctor(cluster, DAGSTER_HPC_SLURM_PARTITION="no-such-partition", DAGSTER_HPC_SLURM_REMOTE_BASE_DIR="~/.dagster-hpc-doctor")
+    r = _doctor(
+        cluster,
+        DAGSTER_HPC_SLURM_PARTITION="no-such-partition",
+        DAGSTER_HPC_SLURM_REMOTE_BASE_DIR="~/.dagster-hpc-doctor",
+    )
     assert r.returncode == 1
     assert "PROBLEM: Partition 'no-such-partition'" in r.stdout and "use one of debug" in r.stdout
     assert "/.dagster-hpc-doctor (writable)" in r.stdout
@@ -76,7 +92,12 @@ def test_doctor_checks_the_configured_partition_and_base(cluster):
 
 def test_doctor_explains_a_refused_login(cluster):
     secret = "Xq-not-the-password-42"
-    r = _doctor(cluster, DAGSTER_HPC_SSH_KEY_PATH="", DAGSTER_HPC_SSH_USE_AGENT="0", DAGSTER_HPC_SSH_PASSWORD=secret)
+    r = _doctor(
+        cluster,
+        DAGSTER_HPC_SSH_KEY_PATH="",
+        DAGSTER_HPC_SSH_USE_AGENT="0",
+        DAGSTER_HPC_SSH_PASSWORD=secret,
+    )
     assert r.returncode == 2
     assert "PROBLEM: cannot log in" in r.stderr and "refused our credentials" in r.stderr
     assert secret not in r.stderr + r.stdout

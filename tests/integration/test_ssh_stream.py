@@ -58,8 +58,12 @@ def test_stopping_early_ends_the_remote_command(transport):
     assert transport.run(f"kill -0 {pid} && echo alive").stdout == "alive\n"
     stream.close()
     deadline = time.monotonic() + GONE_WITHIN_S
-    while transport.run(f"kill -0 {pid} 2>/dev/null && echo alive || echo gone").stdout == "alive\n":
-        assert time.monotonic() < deadline, f"remote pid {pid} still running after the stream was closed"
+    while (
+        transport.run(f"kill -0 {pid} 2>/dev/null && echo alive || echo gone").stdout == "alive\n"
+    ):
+        assert time.monotonic() < deadline, (
+            f"remote pid {pid} still running after the stream was closed"
+        )
         time.sleep(0.1)
 
 

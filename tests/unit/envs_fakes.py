@@ -22,10 +22,18 @@ class LocalShellTransport(Transport):
             self._roundtrips += 1
             self._bytes += sent
 
-    def run(self, command: str, *, timeout: float | None = None, stdin: bytes | None = None) -> CommandResult:
+    def run(
+        self, command: str, *, timeout: float | None = None, stdin: bytes | None = None
+    ) -> CommandResult:
         self._count(len(stdin or b""))
         self.commands.append(command)
-        out = subprocess.run(["bash", "-c", command], input=stdin or b"", capture_output=True, timeout=timeout, check=False)
+        out = subprocess.run(
+            ["bash", "-c", command],
+            input=stdin or b"",
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
         return CommandResult(out.returncode, out.stdout.decode(), out.stderr.decode())
 
     def put_tree(self, local_dir: Path, remote_dir: str, *, mode: int = 0o700) -> int:

@@ -14,14 +14,19 @@ def assert_golden(name: str, text: str) -> None:
     path = GOLDEN_DIR / name
     if not path.exists():
         if os.environ.get("CI"):
-            raise AssertionError(f"golden file {path} is missing in CI: record it locally and commit it")
+            raise AssertionError(
+                f"golden file {path} is missing in CI: record it locally and commit it"
+            )
         path.write_text(text)
         return
     expected = path.read_text()
     if text != expected:
         diff = "".join(
             difflib.unified_diff(
-                expected.splitlines(keepends=True), text.splitlines(keepends=True), str(path), "generated"
+                expected.splitlines(keepends=True),
+                text.splitlines(keepends=True),
+                str(path),
+                "generated",
             )
         )
         raise AssertionError(

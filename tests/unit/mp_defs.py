@@ -1,6 +1,5 @@
 """A job for the multiprocess-executor test: must be importable (reconstructable)."""
 
-
 from pathlib import Path
 
 import dagster as dg

@@ -10,7 +10,17 @@ PAYLOADS = Path(__file__).parent / "payloads"
 
 
 def test_render_prints_the_job_and_launch_scripts(capsys) -> None:
-    rc = main(["render", "--run-dir", "/scratch/r 1", str(PAYLOADS / "report.py"), "--", "--size", "two words"])
+    rc = main(
+        [
+            "render",
+            "--run-dir",
+            "/scratch/r 1",
+            str(PAYLOADS / "report.py"),
+            "--",
+            "--size",
+            "two words",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     job, launch = out.split("# ===== launch.sh =====\n")
@@ -22,7 +32,18 @@ def test_render_slurm_mode_adds_sbatch_lines_from_queue_overrides(capsys, monkey
     for var in ("DAGSTER_HPC_SLURM_PARTITION", "DAGSTER_HPC_SLURM_MEM", "DAGSTER_HPC_SLURM_PYTHON"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("DAGSTER_HPC_SSH_HOST", "login.example.org")
-    rc = main(["render", str(PAYLOADS / "hello.sh"), "--mode", "slurm", "--queue", "mem=2G", "--queue", "partition=gpu"])
+    rc = main(
+        [
+            "render",
+            str(PAYLOADS / "hello.sh"),
+            "--mode",
+            "slurm",
+            "--queue",
+            "mem=2G",
+            "--queue",
+            "partition=gpu",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     assert "#SBATCH --mem=2G" in out and "#SBATCH --partition=gpu" in out

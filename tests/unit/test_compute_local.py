@@ -1,6 +1,5 @@
 """Local mode end to end through Dagster (dg.materialize and the multiprocess executor)."""
 
-
 import os
 import stat
 import subprocess
@@ -28,7 +27,9 @@ def _user_logs(instance: dg.DagsterInstance, run_id: str) -> list[str]:
     ]
 
 
-def _materialize(assets, compute: ComputeResource, **kwargs) -> tuple[dg.ExecuteInProcessResult, dg.DagsterInstance]:
+def _materialize(
+    assets, compute: ComputeResource, **kwargs
+) -> tuple[dg.ExecuteInProcessResult, dg.DagsterInstance]:
     instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize(assets, resources={"compute": compute}, instance=instance, **kwargs)
     return result, instance
@@ -67,21 +68,34 @@ def test_resource_env_is_merged_under_call_env(tmp_path: Path) -> None:
 
     compute = ComputeResource(base_dir=str(tmp_path), extra_env={"MY_SETTING": "from-resource"})
     result, _ = _materialize([merged], compute)
-    assert result.asset_materializations_for_node("merged")[0].metadata["env_seen"].value == "from-resource"
+    assert (
+        result.asset_materializations_for_node("merged")[0].metadata["env_seen"].value
+        == "from-resource"
+    )
 
 
 def test_partition_key_reaches_payload_and_asset_check_result_arrives(tmp_path: Path) -> None:
     partitions = dg.StaticPartitionsDefinition(["eu", "us"])
 
-    @dg.asset(partitions_def=partitions, check_specs=[dg.AssetCheckSpec("positive", asset="regional", blocking=True)])
+    @dg.asset(
+        partitions_def=partitions,
+        check_specs=[dg.AssetCheckSpec("positive", asset="regional", blocking=True)],
+    )
     def regional(context: dg.AssetExecutionContext, compute: ComputeResource):
-        yield from compute.run(context, PAYLOADS / "report.py", extras={"with_check": True}).get_results()
+        yield from compute.run(
+            context, PAYLOADS / "report.py", extras={"with_check": True}
+        ).get_results()
 
     @dg.asset(deps=["regional"], partitions_def=partitions)
     def downstream() -> None:
         raise AssertionError("a failed blocking check must stop the downstream asset")
 
-    result, _ = _materialize([regional, downstream], ComputeResource(base_dir=str(tmp_path)), partition_key="us", raise_on_error=False)
+    result, _ = _materialize(
+        [regional, downstream],
+        ComputeResource(base_dir=str(tmp_path)),
+        partition_key="us",
+        raise_on_error=False,
+    )
     metadata = result.asset_materializations_for_node("regional")[0].metadata
     assert metadata["partition_env"].value == "us"
     assert metadata["partition_pipes"].value == "us"
@@ -124,7 +138,9 @@ def test_bash_script_and_argv_payloads(tmp_path: Path) -> None:
     @dg.asset
     def shell(context: dg.AssetExecutionContext, compute: ComputeResource):
         compute.run(context, PAYLOADS / "hello.sh", args=["world"])
-        compute.run(context, ["sh", "-c", 'echo "argv says $0"', "it works"], launcher=ExecLauncher())
+        compute.run(
+            context, ["sh", "-c", 'echo "argv says $0"', "it works"], launcher=ExecLauncher()
+        )
         return dg.MaterializeResult()  # these payloads do not use Pipes
 
     result, instance = _materialize([shell], ComputeResource(base_dir=str(tmp_path)))
@@ -139,16 +155,28 @@ def test_bash_script_and_argv_payloads(tmp_path: Path) -> None:
         ({"payload": PAYLOADS / "missing.py"}, {}, "is not a file"),
         ({"payload": PAYLOADS / "report.py"}, {"mode": "cloud"}, "unknown mode 'cloud'.*local"),
         ({"payload": PAYLOADS / "hello.sh", "launcher": ExecLauncher()}, {}, "not executable"),
-        ({"payload": PAYLOADS / "report.py", "extra_env": {"N": 3}}, {}, "extra_env\\['N'\\] must be a string"),
+        (
+            {"payload": PAYLOADS / "report.py", "extra_env": {"N": 3}},
+            {},
+            "extra_env\\['N'\\] must be a string",
+        ),
         ({"payload": PAYLOADS / "report.py", "args": "--flag"}, {}, "single string"),
         ({"payload": PAYLOADS / "report.py", "extras": {"x": object()}}, {}, "JSON-serializable"),
         ({"payload": []}, {}, "non-empty argv"),
         ({"payload": PAYLOADS / "report.py", "queue": {"mem": "lots"}}, {}, "mem"),
-        ({"payload": PAYLOADS / "report.py", "queue": {"partitoin": "cpu"}}, {}, "unknown queue field"),
+        (
+            {"payload": PAYLOADS / "report.py", "queue": {"partitoin": "cpu"}},
+            {},
+            "unknown queue field",
+        ),
     ],
 )
-def test_bad_input_rejected_before_anything_runs(tmp_path: Path, kwargs: dict, resource: dict, match: str) -> None:
-    assert not os.access(PAYLOADS / "hello.sh", os.X_OK), "hello.sh must stay non-executable for this test"
+def test_bad_input_rejected_before_anything_runs(
+    tmp_path: Path, kwargs: dict, resource: dict, match: str
+) -> None:
+    assert not os.access(PAYLOADS / "hello.sh", os.X_OK), (
+        "hello.sh must stay non-executable for this test"
+    )
 
     @dg.asset
     def bad(context: dg.AssetExecutionContext, compute: ComputeResource):
@@ -235,7 +263,13 @@ def test_interrupting_the_dagster_process_cancels_the_job(tmp_path: Path) -> Non
 
     pids_file = tmp_path / "pids"
     driver = subprocess.Popen(
-        [sys.executable, str(PAYLOADS / "interrupt_driver.py"), str(PAYLOADS / "long_running.sh"), str(tmp_path / "runs"), str(pids_file)],
+        [
+            sys.executable,
+            str(PAYLOADS / "interrupt_driver.py"),
+            str(PAYLOADS / "long_running.sh"),
+            str(tmp_path / "runs"),
+            str(pids_file),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -266,7 +300,9 @@ def test_log_lines_reach_dagster_while_the_job_still_runs(tmp_path: Path) -> Non
         while not done.is_set():
             for run in instance.get_runs():
                 if any(
-                    "waiting for flag" in e.user_message for e in instance.all_logs(run.run_id) if not e.is_dagster_event
+                    "waiting for flag" in e.user_message
+                    for e in instance.all_logs(run.run_id)
+                    if not e.is_dagster_event
                 ):
                     assert not list(tmp_path.glob("runs/*/*/exit_code"))  # the job is still running
                     flag.touch()
@@ -275,12 +311,18 @@ def test_log_lines_reach_dagster_while_the_job_still_runs(tmp_path: Path) -> Non
 
     @dg.asset
     def live(context: dg.AssetExecutionContext, compute: ComputeResource):
-        yield from compute.run(context, PAYLOADS / "wait_for_flag.py", args=[str(flag)]).get_results()
+        yield from compute.run(
+            context, PAYLOADS / "wait_for_flag.py", args=[str(flag)]
+        ).get_results()
 
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
-        result = dg.materialize([live], resources={"compute": ComputeResource(base_dir=str(tmp_path / "runs"))}, instance=instance)
+        result = dg.materialize(
+            [live],
+            resources={"compute": ComputeResource(base_dir=str(tmp_path / "runs"))},
+            instance=instance,
+        )
     finally:
         done.set()
         watcher.join()
@@ -294,7 +336,9 @@ def test_extra_files_are_shipped_next_to_the_payload(tmp_path: Path) -> None:
     @dg.asset
     def with_files(context: dg.AssetExecutionContext, compute: ComputeResource):
         yield from compute.run(
-            context, PAYLOADS / "uses_helper.py", extra_files=[extra / "helper.py", extra / "settings.txt"]
+            context,
+            PAYLOADS / "uses_helper.py",
+            extra_files=[extra / "helper.py", extra / "settings.txt"],
         ).get_results()
 
     result, _ = _materialize([with_files], ComputeResource(base_dir=str(tmp_path)))
@@ -329,12 +373,17 @@ def test_a_rejected_pipes_message_fails_the_step_and_cancels_the_job(tmp_path: P
         yield from compute.run(context, PAYLOADS / "bad_report.py").get_results()
 
     started = time.monotonic()
-    result, instance = _materialize([owner], ComputeResource(base_dir=str(tmp_path)), raise_on_error=False)
+    result, instance = _materialize(
+        [owner], ComputeResource(base_dir=str(tmp_path)), raise_on_error=False
+    )
     assert not result.success
     assert time.monotonic() - started < PROCESS_TIMEOUT_S * 2  # did not wait for the 120 s sleep
     logs = [e.user_message for e in instance.all_logs(result.run_id)]
     assert any("cancelling local job" in m for m in logs)
-    assert "Unknown message method: no_such_method" in result.failure_data_for_node("owner").error.to_string()
+    assert (
+        "Unknown message method: no_such_method"
+        in result.failure_data_for_node("owner").error.to_string()
+    )
 
 
 def test_plain_ops_can_run_payloads_too(tmp_path: Path) -> None:

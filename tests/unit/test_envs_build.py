@@ -14,8 +14,12 @@ from dagster_hpc.envs.wheelhouse import read_requirements, requirement_name, wit
 from dagster_hpc.errors import ConfigError
 
 EXAMPLE_LOCK = Path(__file__).resolve().parents[2] / "examples" / "payload-env" / "uv.lock"
-HOST = TargetPlatform(arch=host.machine(), glibc=".".join(host.libc_ver()[1].split(".")[:2]) or "2.36",
-                      python="3.11", node_python="/usr/bin/python3")
+HOST = TargetPlatform(
+    arch=host.machine(),
+    glibc=".".join(host.libc_ver()[1].split(".")[:2]) or "2.36",
+    python="3.11",
+    node_python="/usr/bin/python3",
+)
 
 
 def test_example_lock_exports_pinned_requirements():

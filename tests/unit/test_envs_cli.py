@@ -15,20 +15,52 @@ def test_env_build_with_an_explicit_platform_needs_no_connection(tmp_path, capsy
     monkeypatch.delenv("DAGSTER_HPC_SSH_HOST", raising=False)
     req = tmp_path / "requirements.txt"
     req.write_text("polars==2.1.0\n")
-    argv = ["env", "build", "--lock", str(req), "--kind", "pack", "--pack-command", f"sh -c {shlex.quote(_SELF_EXTRACTOR)}",
-            "--arch", "x86_64", "--glibc", "2.28", "--python", "3.11", "--cache-dir", str(tmp_path / "cache")]
+    argv = [
+        "env",
+        "build",
+        "--lock",
+        str(req),
+        "--kind",
+        "pack",
+        "--pack-command",
+        f"sh -c {shlex.quote(_SELF_EXTRACTOR)}",
+        "--arch",
+        "x86_64",
+        "--glibc",
+        "2.28",
+        "--python",
+        "3.11",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     fields = dict(line.split(None, 1) for line in out.splitlines())
     bundle = Path(fields["bundle"].split(" (")[0])
-    assert bundle.is_file() and bundle.name == f"{fields['key']}.tar"  # pack outputs are not recompressed
+    assert (
+        bundle.is_file() and bundle.name == f"{fields['key']}.tar"
+    )  # pack outputs are not recompressed
     assert fields["platform"] == "x86_64-manylinux_2_28" and fields["kind"] == "pack"
     assert main(argv) == 0 and "from the local cache" in capsys.readouterr().out
 
 
 def test_env_build_errors(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("DAGSTER_HPC_SSH_HOST", raising=False)
-    assert main(["env", "build", "--lock", str(tmp_path / "nope.lock"), "--arch", "x86_64", "--glibc", "2.28"]) == 1
+    assert (
+        main(
+            [
+                "env",
+                "build",
+                "--lock",
+                str(tmp_path / "nope.lock"),
+                "--arch",
+                "x86_64",
+                "--glibc",
+                "2.28",
+            ]
+        )
+        == 1
+    )
     assert "does not exist" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["env", "build", "--lock", "x", "--kind", "conda"])
@@ -37,7 +69,9 @@ def test_env_build_errors(tmp_path, capsys, monkeypatch):
     req.write_text("polars==2.1.0\n")
     capsys.readouterr()
     assert main(["env", "build", "--lock", str(req)]) == 1
-    assert "no login node given: pass HOST or export DAGSTER_HPC_SSH_HOST" in capsys.readouterr().err
+    assert (
+        "no login node given: pass HOST or export DAGSTER_HPC_SSH_HOST" in capsys.readouterr().err
+    )
 
 
 def test_env_gc_local_keeps_the_newest_bundles(tmp_path, capsys):
@@ -55,5 +89,7 @@ def test_env_gc_local_keeps_the_newest_bundles(tmp_path, capsys):
     live.write_bytes(b"x")
     os.utime(dead, (1000, 1000))
     assert main(["env", "gc", "--local", "--keep", "1", "--cache-dir", str(tmp_path)]) == 0
-    assert sorted(p.name for p in bundles.iterdir()) == sorted([names[2], "not-a-bundle.tar", live.name])
+    assert sorted(p.name for p in bundles.iterdir()) == sorted(
+        [names[2], "not-a-bundle.tar", live.name]
+    )
     assert capsys.readouterr().out.count("removed ") == 3

@@ -42,7 +42,9 @@ def three_entries(tmp_path, monkeypatch):
     keys = []
     for i in range(3):
         forget_verified()
-        r = EnvShipper(LocalShellTransport(), base, cache_dir=tmp_path / "cache").ensure(_plan(project, f" # {i}"))
+        r = EnvShipper(LocalShellTransport(), base, cache_dir=tmp_path / "cache").ensure(
+            _plan(project, f" # {i}")
+        )
         keys.append(r.ref.key)
         # publish time = last use until the first hit stamps .last-used
         os.utime(Path(r.ref.path) / "manifest.json", (1_000_000 + i, 1_000_000 + i))
@@ -67,7 +69,9 @@ def test_gc_removes_old_entries_and_skips_a_busy_one(three_entries):
         fcntl.flock(lock, fcntl.LOCK_EX)
         result = gc(LocalShellTransport(), base, keep=1)
     assert result["removed"] == [keys[1]] and result["busy"] == [keys[0]]
-    assert sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) == sorted([keys[2], keys[0]])
+    assert sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) == sorted(
+        [keys[2], keys[0]]
+    )
     assert not list(root.glob(".trash-*"))
     assert gc(LocalShellTransport(), base, keep=1)["removed"] == [keys[0]]
 
@@ -86,5 +90,10 @@ def test_gc_removes_day_old_leftovers_of_dead_publishers_only(three_entries):
         os.utime(path, (two_days_ago, two_days_ago))
     result = gc(LocalShellTransport(), base, keep=10)
     assert sorted(result["stale"]) == sorted([str(old_upload), str(old_tmp)])
-    assert fresh_upload.exists() and fresh_tmp.exists() and not old_upload.exists() and not old_tmp.exists()
+    assert (
+        fresh_upload.exists()
+        and fresh_tmp.exists()
+        and not old_upload.exists()
+        and not old_tmp.exists()
+    )
     assert result["removed"] == [] and len(result["kept"]) == 3

@@ -26,8 +26,14 @@ def copied(tmp_path_factory) -> Path:
 
 
 def _run(python: Path, cwd: Path) -> dict:
-    out = subprocess.run(["env", "-i", "PATH=/nonexistent", str(python), "-c", CHECK],
-                         cwd=cwd, capture_output=True, text=True, timeout=60, check=True)
+    out = subprocess.run(
+        ["env", "-i", "PATH=/nonexistent", str(python), "-c", CHECK],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     return json.loads(out.stdout)
 
 
@@ -56,7 +62,9 @@ def test_no_elf_in_the_bundle_loads_from_the_original_installation(copied):
             assert resolved, f"{elf} cannot find {soname}"
             assert not resolved.startswith(home), f"{elf} loads {resolved}"
     assert checked > 20  # interpreter, libpython, extension modules, bundled libraries
-    assert (copied / "lib" / "libssl.so.3").exists() or any(copied.joinpath("lib").glob("libssl.so*"))
+    assert (copied / "lib" / "libssl.so.3").exists() or any(
+        copied.joinpath("lib").glob("libssl.so*")
+    )
 
 
 def test_not_a_python_installation(tmp_path):
@@ -92,8 +100,18 @@ def test_debian_python_works_as_the_source_too(tmp_path):
     out.mkdir()
     subprocess.run(["tar", "-xf", str(bundle.archive), "-C", str(out)], check=True)
     seen = subprocess.run(
-        ["env", "-i", "PATH=/nonexistent", str(out / "bin" / "python"), "-c",
-         "import sys, dagster_pipes; print(sys.prefix); print(dagster_pipes.__file__)"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True,
+        [
+            "env",
+            "-i",
+            "PATH=/nonexistent",
+            str(out / "bin" / "python"),
+            "-c",
+            "import sys, dagster_pipes; print(sys.prefix); print(dagster_pipes.__file__)",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     ).stdout.split()
     assert seen[0] == str(out) and seen[1].startswith(str(out))

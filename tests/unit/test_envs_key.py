@@ -10,8 +10,13 @@ from dagster_hpc.envs.platform import TargetPlatform
 from dagster_hpc.errors import ConfigError
 
 PLAT = TargetPlatform(arch="x86_64", glibc="2.28", python="3.11")
-BASE = dict(lock_bytes=b"lock-v1", python="3.11.7", platform=PLAT, kind="self-contained",
-            extra_packages=("dagster-pipes==1.13.27",))
+BASE = dict(
+    lock_bytes=b"lock-v1",
+    python="3.11.7",
+    platform=PLAT,
+    kind="self-contained",
+    extra_packages=("dagster-pipes==1.13.27",),
+)
 
 
 def test_key_is_stable_and_short():
@@ -37,10 +42,14 @@ def test_every_input_changes_the_key(change):
 
 
 def test_node_python_path_and_extras_order_do_not_change_the_key():
-    other = TargetPlatform(arch="x86_64", glibc="2.28", python="3.11", node_python="/opt/py/bin/python3")
+    other = TargetPlatform(
+        arch="x86_64", glibc="2.28", python="3.11", node_python="/opt/py/bin/python3"
+    )
     assert env_key(**{**BASE, "platform": other}) == env_key(**BASE)
     two = ("a==1", "b==2")
-    assert env_key(**{**BASE, "extra_packages": two}) == env_key(**{**BASE, "extra_packages": two[::-1]})
+    assert env_key(**{**BASE, "extra_packages": two}) == env_key(
+        **{**BASE, "extra_packages": two[::-1]}
+    )
 
 
 def test_bad_inputs_are_rejected():

@@ -24,7 +24,9 @@ PROBE_OUT = (
 
 def test_probe_output_parsed():
     p = parse_probe_output(PROBE_OUT)
-    assert p == TargetPlatform(os="linux", arch="aarch64", glibc="2.28", python="3.9", node_python="/usr/bin/python3")
+    assert p == TargetPlatform(
+        os="linux", arch="aarch64", glibc="2.28", python="3.9", node_python="/usr/bin/python3"
+    )
 
 
 def test_python_override_drops_the_nodes_own_interpreter():
@@ -45,7 +47,10 @@ def test_wheel_tags_cover_older_manylinux_only():
     assert tags[0] == "manylinux_2_28_x86_64"
     assert "manylinux_2_17_x86_64" in tags and "manylinux2014_x86_64" in tags
     assert "manylinux_2_29_x86_64" not in tags
-    assert TargetPlatform(arch="aarch64", glibc="2.28").uv_python_platform() == "aarch64-manylinux_2_28"
+    assert (
+        TargetPlatform(arch="aarch64", glibc="2.28").uv_python_platform()
+        == "aarch64-manylinux_2_28"
+    )
 
 
 def test_probe_command_is_quoted_and_names_the_partition():
@@ -56,8 +61,12 @@ def test_probe_command_is_quoted_and_names_the_partition():
 
 @pytest.mark.parametrize(
     "kw, msg",
-    [({"os": "darwin"}, "not supported"), ({"glibc": "2"}, "MAJOR.MINOR"), ({"python": "3"}, "3.MINOR"),
-     ({"arch": "x86 64; rm"}, "machine name")],
+    [
+        ({"os": "darwin"}, "not supported"),
+        ({"glibc": "2"}, "MAJOR.MINOR"),
+        ({"python": "3"}, "3.MINOR"),
+        ({"arch": "x86 64; rm"}, "machine name"),
+    ],
 )
 def test_bad_platform_rejected(kw, msg):
     with pytest.raises(ConfigError, match=msg):
@@ -81,12 +90,23 @@ def test_probe_runs_once_then_comes_from_the_cache(tmp_path):
     compute_node_platform(t, "u@h:22", partition="other", cache_dir=tmp_path)  # per partition
     compute_node_platform(t, "u@h:22", partition="debug", cache_dir=tmp_path, refresh=True)
     assert len(t.commands) == 3
-    assert compute_node_platform(t, "u@h:22", partition="debug", cache_dir=tmp_path, python="3.11").python == "3.11"
+    assert (
+        compute_node_platform(
+            t, "u@h:22", partition="debug", cache_dir=tmp_path, python="3.11"
+        ).python
+        == "3.11"
+    )
 
 
 def test_failed_probe_says_what_to_do(tmp_path):
-    t = _ProbeTransport(CommandResult(1, "", "srun: error: Unable to allocate resources: Invalid partition name specified"))
-    with pytest.raises(TransportError, match="(?s)probing the compute nodes failed.*Invalid partition.*hint"):
+    t = _ProbeTransport(
+        CommandResult(
+            1, "", "srun: error: Unable to allocate resources: Invalid partition name specified"
+        )
+    )
+    with pytest.raises(
+        TransportError, match="(?s)probing the compute nodes failed.*Invalid partition.*hint"
+    ):
         compute_node_platform(t, "u@h:22", partition="nope", cache_dir=tmp_path)
     assert not list(tmp_path.rglob("*.json"))
 
@@ -95,13 +115,21 @@ def test_site_options_reach_the_probe_and_a_constraint_gets_its_own_cache_entry(
     from dagster_hpc.envs.resolve import queue_srun_options
     from dagster_hpc.queue import QueueConfig
 
-    opts = queue_srun_options(QueueConfig(partition="gpu", account="proj-1", qos="short", constraint="a100"))
-    assert opts == ("--account=proj-1", "--qos=short", "--constraint=a100")  # partition passed apart
+    opts = queue_srun_options(
+        QueueConfig(partition="gpu", account="proj-1", qos="short", constraint="a100")
+    )
+    assert opts == (
+        "--account=proj-1",
+        "--qos=short",
+        "--constraint=a100",
+    )  # partition passed apart
     argv = shlex.split(probe_command("gpu", opts))
     assert {"--partition=gpu", "--account=proj-1", "--qos=short", "--constraint=a100"} <= set(argv)
     t = _ProbeTransport(CommandResult(0, PROBE_OUT, ""))
     compute_node_platform(t, "c", partition="gpu", cache_dir=tmp_path, options=opts)
     compute_node_platform(t, "c", partition="gpu", cache_dir=tmp_path, options=("--account=other",))
     assert len(t.commands) == 2  # another constraint (here: none) is another set of nodes
-    compute_node_platform(t, "c", partition="gpu", cache_dir=tmp_path, options=("--account=x", "--constraint=a100"))
+    compute_node_platform(
+        t, "c", partition="gpu", cache_dir=tmp_path, options=("--account=x", "--constraint=a100")
+    )
     assert len(t.commands) == 2  # same partition + constraint: cached, whatever the account

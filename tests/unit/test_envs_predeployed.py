@@ -41,10 +41,15 @@ def test_good_env_is_found_in_one_round_trip(tmp_path):
     assert t.roundtrips == 1  # verified once per process
 
 
-@pytest.mark.skipif(not os.access(NO_PIPES_PYTHON, os.X_OK), reason="needs a Python without dagster_pipes")
+@pytest.mark.skipif(
+    not os.access(NO_PIPES_PYTHON, os.X_OK), reason="needs a Python without dagster_pipes"
+)
 def test_missing_dagster_pipes_is_a_config_error(tmp_path):
     _wrapper(tmp_path, "bin/python", NO_PIPES_PYTHON)
-    with pytest.raises(ConfigError, match="(?s)cannot import dagster_pipes.*nothing was submitted.*No module named 'dagster_pipes'.*pip install"):
+    with pytest.raises(
+        ConfigError,
+        match="(?s)cannot import dagster_pipes.*nothing was submitted.*No module named 'dagster_pipes'.*pip install",
+    ):
         verify_predeployed(LocalShellTransport(), PredeployedEnv(str(tmp_path)))
 
 
@@ -59,7 +64,9 @@ def test_missing_path_and_missing_python(tmp_path):
 
 def test_explicit_interpreter_path(tmp_path):
     _wrapper(tmp_path, "weird/place/py", sys.executable)
-    ref = verify_predeployed(LocalShellTransport(), PredeployedEnv(str(tmp_path), python="weird/place/py"))
+    ref = verify_predeployed(
+        LocalShellTransport(), PredeployedEnv(str(tmp_path), python="weird/place/py")
+    )
     assert ref.python.endswith("weird/place/py")
 
 
@@ -68,13 +75,20 @@ def test_manifest_digest_mismatch_is_reported(tmp_path):
 
     _wrapper(tmp_path, "bin/python", sys.executable)
     (tmp_path / "data.txt").write_text("v1")
-    digest = subprocess.run(["bash", "-c", f"p={tmp_path}; {tree_digest_shell('p')}"], capture_output=True, text=True, check=True).stdout
+    digest = subprocess.run(
+        ["bash", "-c", f"p={tmp_path}; {tree_digest_shell('p')}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     (tmp_path / ".tree.sha256").write_text(digest)
     (tmp_path / "manifest.json").write_text("{}")
     verify_predeployed(LocalShellTransport(), PredeployedEnv(str(tmp_path)))
     (tmp_path / "data.txt").unlink()
     with pytest.raises(ConfigError, match="tree checksum mismatch"):
-        verify_predeployed(LocalShellTransport(), PredeployedEnv(str(tmp_path), python="bin/python"))
+        verify_predeployed(
+            LocalShellTransport(), PredeployedEnv(str(tmp_path), python="bin/python")
+        )
 
 
 def test_bad_paths_rejected_before_any_command():
@@ -90,10 +104,16 @@ def test_an_interpreter_the_login_node_cannot_execute_is_reported_as_such(tmp_pa
 
     exe = tmp_path / "bin" / "python"
     exe.parent.mkdir()
-    exe.write_bytes(b"\x7fELF" + b"\x02\x01\x01" + b"\x00" * 9 + b"\xff" * 48)  # an ELF for no CPU here
+    exe.write_bytes(
+        b"\x7fELF" + b"\x02\x01\x01" + b"\x00" * 9 + b"\xff" * 48
+    )  # an ELF for no CPU here
     exe.chmod(0o755)
-    out = subprocess.run(["bash", "-c", verify_command(PredeployedEnv(str(tmp_path)))],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["bash", "-c", verify_command(PredeployedEnv(str(tmp_path)))],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "STATUS=cannot-execute" in out
 
 
@@ -111,12 +131,24 @@ class _Canned:
 
 
 def test_foreign_architecture_is_verified_on_a_compute_node_instead():
-    t = _Canned("PYTHON=/e/bin/python\nSTATUS=cannot-execute\nERR=Exec format error\n",
-                "PYTHON=/e/bin/python\nVERSION=3.11.9\nSTATUS=ok\n")
-    ref = verify_predeployed(t, PredeployedEnv("/e"), partition="arm", slurm_options=("--account=p",))
+    t = _Canned(
+        "PYTHON=/e/bin/python\nSTATUS=cannot-execute\nERR=Exec format error\n",
+        "PYTHON=/e/bin/python\nVERSION=3.11.9\nSTATUS=ok\n",
+    )
+    ref = verify_predeployed(
+        t, PredeployedEnv("/e"), partition="arm", slurm_options=("--account=p",)
+    )
     assert ref.python == "/e/bin/python"
-    assert t.commands[1].startswith("srun ") and "--partition=arm" in t.commands[1] and "--account=p" in t.commands[1]
-    bad = _Canned("PYTHON=/e/bin/python\nSTATUS=cannot-execute\nERR=Exec format error\n",
-                  "PYTHON=/e/bin/python\nSTATUS=cannot-execute\nERR=Exec format error\n")
-    with pytest.raises(ConfigError, match="cannot be executed on the login node nor on a compute node"):
+    assert (
+        t.commands[1].startswith("srun ")
+        and "--partition=arm" in t.commands[1]
+        and "--account=p" in t.commands[1]
+    )
+    bad = _Canned(
+        "PYTHON=/e/bin/python\nSTATUS=cannot-execute\nERR=Exec format error\n",
+        "PYTHON=/e/bin/python\nSTATUS=cannot-execute\nERR=Exec format error\n",
+    )
+    with pytest.raises(
+        ConfigError, match="cannot be executed on the login node nor on a compute node"
+    ):
         verify_predeployed(bad, PredeployedEnv("/e2"))

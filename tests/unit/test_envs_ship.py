@@ -25,7 +25,7 @@ PLAT = TargetPlatform(arch="x86_64", glibc="2.36", python="3.11", node_python="/
 # interpreter running these tests (which has dagster_pipes), plus a data file.
 _SELF_EXTRACTOR = (
     "printf '%s\\n' '#!/bin/sh' 'mkdir -p env/bin env/data' "
-    f"'printf \"#!/bin/sh\\nexec {sys.executable} \\\"\\$@\\\"\\n\" > env/bin/python' "
+    f'\'printf "#!/bin/sh\\nexec {sys.executable} \\"\\$@\\"\\n" > env/bin/python\' '
     "'chmod 755 env/bin/python' 'echo payload-data > env/data/file.txt' > {output}"
 )
 
@@ -51,8 +51,12 @@ def _plan(lock: Path, marker: str = ""):
 
 
 def _shipper(tmp_path: Path, transport=None) -> EnvShipper:
-    return EnvShipper(transport or LocalShellTransport(), str(tmp_path / "remote base"),
-                      cluster="test", cache_dir=tmp_path / "cache")
+    return EnvShipper(
+        transport or LocalShellTransport(),
+        str(tmp_path / "remote base"),
+        cluster="test",
+        cache_dir=tmp_path / "cache",
+    )
 
 
 def test_cold_publishes_then_warm_costs_one_round_trip_and_no_bytes(tmp_path, project):
@@ -64,7 +68,9 @@ def test_cold_publishes_then_warm_costs_one_round_trip_and_no_bytes(tmp_path, pr
     entry = Path(cold.ref.path)
     manifest = json.loads((entry / "manifest.json").read_text())
     assert manifest["key"] == p.key and manifest["kind"] == "pack"
-    assert "polars==2.1.0" in manifest["packages"] and any(x.startswith("dagster-pipes==") for x in manifest["packages"])
+    assert "polars==2.1.0" in manifest["packages"] and any(
+        x.startswith("dagster-pipes==") for x in manifest["packages"]
+    )
     assert oct(entry.stat().st_mode & 0o777) == "0o700"
     assert oct(entry.parent.stat().st_mode & 0o777) == "0o700"
     assert (entry / "env" / "data" / "file.txt").read_text() == "payload-data\n"
@@ -76,7 +82,9 @@ def test_cold_publishes_then_warm_costs_one_round_trip_and_no_bytes(tmp_path, pr
     assert (entry / ".last-used").exists()
     again = _shipper(tmp_path, t).ensure(p)  # same process: not even a lookup
     assert again.roundtrips == 0 and t.roundtrips - before_rt == 1
-    assert not list((entry.parent).glob(".tmp-*")) and not list((entry.parent / ".incoming").iterdir())
+    assert not list((entry.parent).glob(".tmp-*")) and not list(
+        (entry.parent / ".incoming").iterdir()
+    )
 
 
 @pytest.mark.parametrize(
@@ -145,8 +153,13 @@ def test_pack_hook_errors_are_clear(tmp_path, project):
 
 def test_a_broken_bundle_is_never_published(tmp_path, project):
     # the pack output creates no interpreter: the publish step's own check refuses it
-    p = plan(EnvSpec(project, kind="pack", pack_command=("sh", "-c", "echo 'mkdir env' > {output}")), PLAT)
-    with pytest.raises(DagsterHpcError, match="(?s)fails its own check.*interpreter env/bin/python missing"):
+    p = plan(
+        EnvSpec(project, kind="pack", pack_command=("sh", "-c", "echo 'mkdir env' > {output}")),
+        PLAT,
+    )
+    with pytest.raises(
+        DagsterHpcError, match="(?s)fails its own check.*interpreter env/bin/python missing"
+    ):
         _shipper(tmp_path).ensure(p)
     envs = Path(entry_dir(str(tmp_path / "remote base"), p.key)).parent
     assert not (envs / p.key).exists() and not list(envs.glob(".tmp-*"))
@@ -160,7 +173,9 @@ def test_relative_remote_base_rejected():
 def test_home_relative_remote_base_resolves_on_the_remote_side(tmp_path, project, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home dir"))  # the 'remote' shell's HOME
     (tmp_path / "home dir").mkdir()
-    report = EnvShipper(LocalShellTransport(), "~/.dagster-hpc", cache_dir=tmp_path / "cache").ensure(_plan(project))
+    report = EnvShipper(
+        LocalShellTransport(), "~/.dagster-hpc", cache_dir=tmp_path / "cache"
+    ).ensure(_plan(project))
     assert report.ref.path == f"{tmp_path}/home dir/.dagster-hpc/envs/{report.ref.key}"
     assert Path(report.ref.python).exists()
 
@@ -172,7 +187,9 @@ def test_different_locks_get_different_entries(tmp_path, project):
     assert a.ref.key != b.ref.key and os.path.isdir(a.ref.path) and os.path.isdir(b.ref.path)
 
 
-def test_installs_move_to_a_compute_node_when_the_login_node_cannot_run_the_target(tmp_path, project):
+def test_installs_move_to_a_compute_node_when_the_login_node_cannot_run_the_target(
+    tmp_path, project
+):
     p = _plan(project)  # target x86_64
     auto = _shipper(tmp_path)
     assert auto.runner_for(p, login_arch="x86_64") == ""
@@ -189,8 +206,12 @@ def test_installs_move_to_a_compute_node_when_the_login_node_cannot_run_the_targ
         EnvShipper(LocalShellTransport(), "/x", install_on="ssh")
 
 
-@pytest.mark.parametrize("compression, suffix", [("none", ".tar"), ("gzip", ".tar.gz"), ("zstd", ".tar.zst")])
-def test_every_archive_compression_unpacks_on_the_remote_side(tmp_path, project, compression, suffix):
+@pytest.mark.parametrize(
+    "compression, suffix", [("none", ".tar"), ("gzip", ".tar.gz"), ("zstd", ".tar.zst")]
+)
+def test_every_archive_compression_unpacks_on_the_remote_side(
+    tmp_path, project, compression, suffix
+):
     import shutil as _sh
 
     if compression == "zstd" and not _sh.which("zstd"):
@@ -208,7 +229,9 @@ def test_every_archive_compression_unpacks_on_the_remote_side(tmp_path, project,
         build_mod.build(p, cache_dir=tmp_path / "cache", compression="rar")
 
 
-def test_a_run_waits_for_an_upload_in_flight_instead_of_uploading_again(tmp_path, project, monkeypatch):
+def test_a_run_waits_for_an_upload_in_flight_instead_of_uploading_again(
+    tmp_path, project, monkeypatch
+):
     import dagster_hpc.envs.ship as ship_mod
 
     monkeypatch.setattr(ship_mod, "BUSY_POLL_S", 0.05)
@@ -220,16 +243,22 @@ def test_a_run_waits_for_an_upload_in_flight_instead_of_uploading_again(tmp_path
     in_flight.write_bytes(b"partial upload of another run")
     waiter_transport = LocalShellTransport()
     reports = []
-    waiter = threading.Thread(target=lambda: reports.append(_shipper(tmp_path, waiter_transport).ensure(p)))
+    waiter = threading.Thread(
+        target=lambda: reports.append(_shipper(tmp_path, waiter_transport).ensure(p))
+    )
     waiter.start()
     deadline = time.monotonic() + 10
-    while waiter_transport.roundtrips < 2 and time.monotonic() < deadline:  # it looked, saw BUSY, looked again
+    while (
+        waiter_transport.roundtrips < 2 and time.monotonic() < deadline
+    ):  # it looked, saw BUSY, looked again
         time.sleep(0.02)
     assert waiter.is_alive() and waiter_transport.roundtrips >= 2
     assert other.publish(bundle, root)[0] == "published"  # the other run finishes its publish
     in_flight.unlink()
     waiter.join(timeout=10)
-    assert reports and reports[0].status == "published-by-other" and reports[0].lookup_status == "MISS"
+    assert (
+        reports and reports[0].status == "published-by-other" and reports[0].lookup_status == "MISS"
+    )
     assert waiter_transport.bytes_sent == 0, f"it uploaded {reports[0].bytes_uploaded} bytes"
 
 

@@ -45,7 +45,9 @@ def test_every_example_asset_materializes_locally(example) -> None:
     definitions, compute = example
     assert compute.mode == "local"
     instance = dg.DagsterInstance.ephemeral()
-    result = dg.materialize(definitions.UNPARTITIONED, resources={"compute": compute}, instance=instance)
+    result = dg.materialize(
+        definitions.UNPARTITIONED, resources={"compute": compute}, instance=instance
+    )
     assert result.success
     keys = {event.asset_key.to_user_string() for event in result.get_asset_materialization_events()}
     assert keys == EXPECTED_KEYS - {"regional_measurements"}
@@ -56,8 +58,11 @@ def test_every_example_asset_materializes_locally(example) -> None:
     rows = 0
     for key in definitions.REGIONS.get_partition_keys():
         part = dg.materialize(
-            definitions.ASSETS, selection="regional_measurements", partition_key=key,
-            resources={"compute": compute}, instance=instance,
+            definitions.ASSETS,
+            selection="regional_measurements",
+            partition_key=key,
+            resources={"compute": compute},
+            instance=instance,
         )
         md = part.asset_materializations_for_node("regional_measurements")[0].metadata
         assert md["region"].value == key
@@ -73,7 +78,11 @@ def test_main_job_runs_the_incremental_demo_rounds(example, monkeypatch, tmp_pat
 
     rows, ok = run_incremental.run_rounds(dg.DagsterInstance.ephemeral())
     assert ok
-    derived = {r[0]: dict(zip(run_incremental.HEADER, r, strict=True)) for r in rows if r[1] == "demo/derived"}
+    derived = {
+        r[0]: dict(zip(run_incremental.HEADER, r, strict=True))
+        for r in rows
+        if r[1] == "demo/derived"
+    }
     assert (derived["1"]["new"], derived["1"]["computed"]) == ("3", "3")
     assert (derived["2"]["new"], derived["2"]["stale"], derived["2"]["computed"]) == ("1", "1", "2")
     assert (derived["3"]["computed"], derived["3"]["skipped"]) == ("0", "3")
@@ -113,7 +122,14 @@ def test_ui_command_serves_the_example_assets(tmp_path) -> None:
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
     proc = subprocess.Popen(
         [
-            *(str(dagster), "dev", "-m", "dagster_hpc_example.definitions", "-m", "incremental_demo.assets"),
+            *(
+                str(dagster),
+                "dev",
+                "-m",
+                "dagster_hpc_example.definitions",
+                "-m",
+                "incremental_demo.assets",
+            ),
             *("-h", "127.0.0.1", "-p", str(port)),
         ],
         cwd=EXAMPLES,
@@ -135,7 +151,9 @@ def test_ui_command_serves_the_example_assets(tmp_path) -> None:
                 pass  # not up yet (or the code location is still loading)
             time.sleep(UI_POLL_INTERVAL_S)
         log = (tmp_path / "dagster-dev.log").read_text()[-3000:]
-        assert EXPECTED_KEYS | DEMO_KEYS <= keys, f"UI did not serve the example assets; dagster dev log tail:\n{log}"
+        assert EXPECTED_KEYS | DEMO_KEYS <= keys, (
+            f"UI did not serve the example assets; dagster dev log tail:\n{log}"
+        )
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

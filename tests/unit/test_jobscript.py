@@ -58,7 +58,9 @@ def _make_run_dir(tmp_path: Path, launch: str, env: dict[str, str]) -> Path:
 def test_wrapper_sources_env_records_exit_code_and_keeps_secrets_out(tmp_path: Path) -> None:
     launch = 'echo "secret=$MY_SECRET unbuffered=$PYTHONUNBUFFERED"\necho oops >&2\nexit 3\n'
     run_dir = _make_run_dir(tmp_path, launch, {"MY_SECRET": "hunter2 $(id)"})
-    proc = subprocess.run(["bash", str(run_dir / JOB_SCRIPT)], capture_output=True, timeout=SIGNAL_TEST_TIMEOUT_S)
+    proc = subprocess.run(
+        ["bash", str(run_dir / JOB_SCRIPT)], capture_output=True, timeout=SIGNAL_TEST_TIMEOUT_S
+    )
     assert proc.returncode == 3
     assert (run_dir / EXIT_CODE).read_text() == "3\n"
     assert (run_dir / STDOUT).read_text() == "secret=hunter2 $(id) unbuffered=1\n"
@@ -70,11 +72,7 @@ def test_wrapper_sources_env_records_exit_code_and_keeps_secrets_out(tmp_path: P
 @pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM])
 def test_wrapper_forwards_signals_to_the_payload(tmp_path: Path, sig: signal.Signals) -> None:
     name = sig.name.removeprefix("SIG")
-    launch = (
-        f"trap 'echo got-{name}; exit 42' {name}\n"
-        "echo ready\n"
-        "while :; do sleep 0.05; done\n"
-    )
+    launch = f"trap 'echo got-{name}; exit 42' {name}\necho ready\nwhile :; do sleep 0.05; done\n"
     run_dir = _make_run_dir(tmp_path, launch, {})
     proc = subprocess.Popen(["bash", str(run_dir / JOB_SCRIPT)])
     deadline = time.monotonic() + SIGNAL_TEST_TIMEOUT_S

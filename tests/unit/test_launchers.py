@@ -30,7 +30,9 @@ def test_python_launcher_explicit_interpreter_wins() -> None:
 
 
 def test_bash_launcher_golden() -> None:
-    assert_golden("launch_bash.sh", BashLauncher().render(LaunchRequest(payload="step.sh", args=AWKWARD_ARGS)))
+    assert_golden(
+        "launch_bash.sh", BashLauncher().render(LaunchRequest(payload="step.sh", args=AWKWARD_ARGS))
+    )
 
 
 def test_exec_launcher_argv_golden() -> None:
@@ -39,7 +41,10 @@ def test_exec_launcher_argv_golden() -> None:
 
 
 def test_exec_launcher_file_golden() -> None:
-    assert_golden("launch_exec_file.sh", ExecLauncher().render(LaunchRequest(payload="-odd-name", args=("a",))))
+    assert_golden(
+        "launch_exec_file.sh",
+        ExecLauncher().render(LaunchRequest(payload="-odd-name", args=("a",))),
+    )
 
 
 def test_request_needs_exactly_one_of_payload_or_argv() -> None:
@@ -67,7 +72,13 @@ def test_exec_launcher_rejects_non_executable_file(tmp_path) -> None:
 
 @pytest.mark.parametrize(
     ("payload", "kind"),
-    [("a.py", PythonLauncher), ("b.sh", BashLauncher), ("c.BASH", BashLauncher), ("tool", ExecLauncher), (None, ExecLauncher)],
+    [
+        ("a.py", PythonLauncher),
+        ("b.sh", BashLauncher),
+        ("c.BASH", BashLauncher),
+        ("tool", ExecLauncher),
+        (None, ExecLauncher),
+    ],
 )
 def test_default_launcher_by_suffix(payload, kind) -> None:
     assert isinstance(default_launcher_for(payload), kind)

@@ -28,14 +28,25 @@ SCRIPT_TIMEOUT_S = 60
 TEST_NODE_IP = "echo 127.0.0.$((10 + ${SLURMD_NODENAME#node}))"
 
 
-def _run_local(tmp_path: Path, script: str, *, env: dict[str, str] | None = None,
-               timeout: float = SCRIPT_TIMEOUT_S) -> subprocess.CompletedProcess:
+def _run_local(
+    tmp_path: Path,
+    script: str,
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float = SCRIPT_TIMEOUT_S,
+) -> subprocess.CompletedProcess:
     """Run a launch script the way the job wrapper does, outside any Slurm allocation."""
     (tmp_path / "launch.sh").write_text(script)
     full = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     full.update(env or {})
-    return subprocess.run(["bash", "launch.sh"], cwd=tmp_path, env=full, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        ["bash", "launch.sh"],
+        cwd=tmp_path,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 # A killed process may take a moment to disappear (teardown, reaping by init).
@@ -61,8 +72,11 @@ def _gone(*pids: int) -> bool:
 
 # --- golden scripts --------------------------------------------------------------------------
 
+
 def test_srun_launcher_golden() -> None:
-    launcher = SrunLauncher(ntasks=4, cpus_per_task=2, mpi="pmix", srun_options=("--cpu-bind=cores",))
+    launcher = SrunLauncher(
+        ntasks=4, cpus_per_task=2, mpi="pmix", srun_options=("--cpu-bind=cores",)
+    )
     req = LaunchRequest(payload="solve mpi.py", args=AWKWARD_ARGS, python="/opt/env/bin/python")
     assert_golden("launch_srun.sh", launcher.render(req))
 
@@ -74,11 +88,15 @@ def test_srun_launcher_inherits_allocation_golden() -> None:
 
 def test_srun_launcher_local_mpirun_golden() -> None:
     req = LaunchRequest(payload="ring.sh")
-    assert_golden("launch_srun_mpirun.sh", SrunLauncher(ntasks_per_node=2, local="mpirun").render(req))
+    assert_golden(
+        "launch_srun_mpirun.sh", SrunLauncher(ntasks_per_node=2, local="mpirun").render(req)
+    )
 
 
 def test_torchrun_launcher_golden() -> None:
-    launcher = TorchrunLauncher(torchrun_args=("--max-restarts=2",), srun_options=("--cpu-bind=none",))
+    launcher = TorchrunLauncher(
+        torchrun_args=("--max-restarts=2",), srun_options=("--cpu-bind=none",)
+    )
     req = LaunchRequest(payload="train.py", args=AWKWARD_ARGS, python="/opt/env/bin/python")
     assert_golden("launch_torchrun.sh", launcher.render(req))
 
@@ -87,7 +105,9 @@ def test_torchrun_launcher_node_ip_command_golden() -> None:
     """Node names that do not resolve: the first node's address is the rendezvous endpoint and
     every node's address its --local-addr."""
     req = LaunchRequest(payload="train.py", python="/opt/env/bin/python")
-    assert_golden("launch_torchrun_node_ip.sh", TorchrunLauncher(node_ip_command=TEST_NODE_IP).render(req))
+    assert_golden(
+        "launch_torchrun_node_ip.sh", TorchrunLauncher(node_ip_command=TEST_NODE_IP).render(req)
+    )
 
 
 def test_torchrun_fixed_nproc_per_node() -> None:
@@ -97,7 +117,9 @@ def test_torchrun_fixed_nproc_per_node() -> None:
 
 
 def test_ray_launcher_golden() -> None:
-    launcher = RayLauncher(node_ip_command=TEST_NODE_IP, ray_start_args=("--include-dashboard=false",))
+    launcher = RayLauncher(
+        node_ip_command=TEST_NODE_IP, ray_start_args=("--include-dashboard=false",)
+    )
     req = LaunchRequest(payload="pipeline.py", args=AWKWARD_ARGS, python="/opt/env/bin/python")
     assert_golden("launch_ray.sh", launcher.render(req))
 
@@ -111,14 +133,22 @@ def test_ray_launcher_without_node_ip_command_uses_the_head_name() -> None:
 
 @pytest.mark.parametrize(
     ("payload", "argv", "expected"),
-    [("a.py", (), "py -u ./a.py x"), ("b.sh", (), "bash ./b.sh x"), ("tool", (), "./tool x"),
-     (None, ("echo", "a b"), "echo 'a b' x")],
+    [
+        ("a.py", (), "py -u ./a.py x"),
+        ("b.sh", (), "bash ./b.sh x"),
+        ("tool", (), "./tool x"),
+        (None, ("echo", "a b"), "echo 'a b' x"),
+    ],
 )
 def test_payload_command_by_kind(payload, argv, expected) -> None:
-    assert payload_command(LaunchRequest(payload=payload, argv=argv, args=("x",), python="py")) == expected
+    assert (
+        payload_command(LaunchRequest(payload=payload, argv=argv, args=("x",), python="py"))
+        == expected
+    )
 
 
 # --- bad input: ConfigError at construction / before anything runs ----------------------------
+
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
@@ -177,15 +207,20 @@ def test_torchrun_bad_payload_fails_in_run_before_anything_runs(tmp_path: Path) 
     def trained(context: dg.AssetExecutionContext, compute: ComputeResource):
         yield from compute.run(context, script, launcher=TorchrunLauncher()).get_results()
 
-    result = dg.materialize([trained], resources={"compute": ComputeResource(base_dir=str(tmp_path / "runs"))},
-                            raise_on_error=False)
+    result = dg.materialize(
+        [trained],
+        resources={"compute": ComputeResource(base_dir=str(tmp_path / "runs"))},
+        raise_on_error=False,
+    )
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     error = failure.step_failure_data.error
     while error.cause is not None and error.cls_name != "ConfigError":
         error = error.cause
     assert error.cls_name == "ConfigError" and "not a .py file" in error.message
-    assert not (tmp_path / "runs").exists(), "nothing may be staged for a payload the launcher rejects"
+    assert not (tmp_path / "runs").exists(), (
+        "nothing may be staged for a payload the launcher rejects"
+    )
 
 
 @pytest.mark.parametrize(
@@ -211,11 +246,22 @@ def test_ray_launcher_rejects_bad_input(kwargs, match) -> None:
 
 # --- srun launcher, local mode: real processes -----------------------------------------------
 
+
 def test_srun_local_mode_starts_every_task_with_slurm_variables(tmp_path: Path) -> None:
-    req = LaunchRequest(argv=("bash", "-c", 'echo "$SLURM_PROCID $SLURM_LOCALID $SLURM_NODEID $SLURM_NTASKS" > rank-$SLURM_PROCID'))
+    req = LaunchRequest(
+        argv=(
+            "bash",
+            "-c",
+            'echo "$SLURM_PROCID $SLURM_LOCALID $SLURM_NODEID $SLURM_NTASKS" > rank-$SLURM_PROCID',
+        )
+    )
     done = _run_local(tmp_path, SrunLauncher(ntasks=3).render(req))
     assert done.returncode == 0, done.stderr
-    assert sorted(p.read_text().strip() for p in tmp_path.glob("rank-*")) == ["0 0 0 3", "1 1 0 3", "2 2 0 3"]
+    assert sorted(p.read_text().strip() for p in tmp_path.glob("rank-*")) == [
+        "0 0 0 3",
+        "1 1 0 3",
+        "2 2 0 3",
+    ]
 
 
 def test_srun_local_mode_single_task_runs_in_place(tmp_path: Path) -> None:
@@ -228,14 +274,18 @@ def test_srun_local_mode_a_failed_task_ends_the_others(tmp_path: Path) -> None:
     """Like --kill-on-bad-exit=1: rank 1 fails at once, ranks 0 and 2 would sleep 300 s."""
     body = 'if [ "$SLURM_PROCID" = 1 ]; then exit 7; fi; exec sleep 300'
     start = time.monotonic()
-    done = _run_local(tmp_path, SrunLauncher(ntasks=3).render(LaunchRequest(argv=("bash", "-c", body))))
+    done = _run_local(
+        tmp_path, SrunLauncher(ntasks=3).render(LaunchRequest(argv=("bash", "-c", body)))
+    )
     assert done.returncode == 7, done.stderr
     assert time.monotonic() - start < 10
 
 
 def test_srun_local_mode_forwards_term_to_every_task(tmp_path: Path) -> None:
     body = 'trap "echo got-term > term-$SLURM_PROCID; kill $!; exit 0" TERM; echo up > up-$SLURM_PROCID; sleep 300 & wait'
-    (tmp_path / "launch.sh").write_text(SrunLauncher(ntasks=2).render(LaunchRequest(argv=("bash", "-c", body))))
+    (tmp_path / "launch.sh").write_text(
+        SrunLauncher(ntasks=2).render(LaunchRequest(argv=("bash", "-c", body)))
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     proc = subprocess.Popen(["bash", "launch.sh"], cwd=tmp_path, env=env)
     deadline = time.monotonic() + SCRIPT_TIMEOUT_S
@@ -248,9 +298,12 @@ def test_srun_local_mode_forwards_term_to_every_task(tmp_path: Path) -> None:
 
 def test_srun_launcher_same_asset_runs_in_local_mode(tmp_path: Path) -> None:
     """The payload of the 2-node Slurm test, unchanged, through ComputeResource in local mode."""
+
     @dg.asset
     def ranks(context: dg.AssetExecutionContext, compute: ComputeResource):
-        yield from compute.run(context, FAKES / "ranks.py", launcher=SrunLauncher(ntasks=2)).get_results()
+        yield from compute.run(
+            context, FAKES / "ranks.py", launcher=SrunLauncher(ntasks=2)
+        ).get_results()
 
     result = dg.materialize([ranks], resources={"compute": ComputeResource(base_dir=str(tmp_path))})
     metadata = result.asset_materializations_for_node("ranks")[0].metadata
@@ -261,10 +314,14 @@ def test_srun_launcher_same_asset_runs_in_local_mode(tmp_path: Path) -> None:
 
 # --- torchrun launcher, local mode -------------------------------------------------------------
 
+
 def test_torchrun_without_torch_says_so(tmp_path: Path) -> None:
     """The interpreter has no torch: exit 94 and a message naming the interpreter, nothing else runs."""
     (tmp_path / "train.py").write_text("open('ran', 'w').close()\n")
-    done = _run_local(tmp_path, TorchrunLauncher().render(LaunchRequest(payload="train.py", python=sys.executable)))
+    done = _run_local(
+        tmp_path,
+        TorchrunLauncher().render(LaunchRequest(payload="train.py", python=sys.executable)),
+    )
     assert done.returncode == EXIT_NO_TORCH
     assert f"needs PyTorch in {sys.executable}" in done.stderr
     assert not (tmp_path / "ran").exists()
@@ -272,17 +329,23 @@ def test_torchrun_without_torch_says_so(tmp_path: Path) -> None:
 
 # --- Ray launcher, local mode, fake `ray` (records argv and pids) -------------------------------
 
+
 def _ray_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return {"PYTHONPATH": str(FAKES), "FAKE_RAY_LOG": str(tmp_path / "fake-ray-log"), **extra}
 
 
 def _ray_script(tmp_path: Path, launcher: RayLauncher, *args: str) -> str:
     (tmp_path / "ray_payload.py").write_text((FAKES / "ray_payload.py").read_text())
-    return launcher.render(LaunchRequest(payload="ray_payload.py", args=args, python=sys.executable))
+    return launcher.render(
+        LaunchRequest(payload="ray_payload.py", args=args, python=sys.executable)
+    )
 
 
 def _records(tmp_path: Path, kind: str) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((tmp_path / "fake-ray-log").glob(f"{kind}-*.json"))]
+    return [
+        json.loads(p.read_text())
+        for p in sorted((tmp_path / "fake-ray-log").glob(f"{kind}-*.json"))
+    ]
 
 
 def test_ray_local_mode_runs_payload_against_its_own_head_and_stops_it(tmp_path: Path) -> None:
@@ -295,7 +358,9 @@ def test_ray_local_mode_runs_payload_against_its_own_head_and_stops_it(tmp_path:
     temp = next(a.split("=", 1)[1] for a in head["argv"] if a.startswith("--temp-dir="))
     # this run dir is too long for Ray's 107-byte socket paths: the temp dir moves to /tmp
     assert len(f"{tmp_path}/ray-cluster") > RAY_TEMP_ROOT_MAX
-    assert temp.startswith(f"{os.environ.get('TMPDIR', '/tmp')}/dhpc-ray-") and temp.endswith("/head"), temp
+    assert temp.startswith(f"{os.environ.get('TMPDIR', '/tmp')}/dhpc-ray-") and temp.endswith(
+        "/head"
+    ), temp
     assert head["drain_timeout"] == "0", "Ray's 30 s drain on TERM is skipped"
     assert not Path(temp).parent.exists(), "the temp dir outside the run dir is removed"
     kept = tmp_path / "ray-cluster" / "logs-head" / "raylet.out"
@@ -330,7 +395,10 @@ def test_ray_shutdown_kills_a_head_that_ignores_term_after_the_grace_period(tmp_
     elapsed = time.monotonic() - start
     assert done.returncode == 0, done.stderr
     (head,) = _records(tmp_path, "start")
-    assert f"Ray process group {head['pid']} still running after the stop request and its grace period: killing it" in done.stderr
+    assert (
+        f"Ray process group {head['pid']} still running after the stop request and its grace period: killing it"
+        in done.stderr
+    )
     assert _gone(head["pid"], head["child"])
     assert elapsed < 1 + 10, f"shutdown took {elapsed:.1f} s"
 
@@ -363,7 +431,9 @@ def test_ray_cancel_during_the_run_forwards_term_then_stops_the_cluster(tmp_path
         "time.sleep(300)\n"
     )
     (tmp_path / "launch.sh").write_text(
-        RayLauncher(ray=str(FAKE_RAY)).render(LaunchRequest(payload="wait.py", python=sys.executable))
+        RayLauncher(ray=str(FAKE_RAY)).render(
+            LaunchRequest(payload="wait.py", python=sys.executable)
+        )
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")} | _ray_env(tmp_path)
     proc = subprocess.Popen(["bash", "launch.sh"], cwd=tmp_path, env=env)
@@ -377,12 +447,21 @@ def test_ray_cancel_during_the_run_forwards_term_then_stops_the_cluster(tmp_path
     assert _gone(head["pid"], head["child"])
 
 
-@pytest.mark.parametrize(("name", "expected"), [("srun", "exec \"${dhpc_srun[@]}\" -- "), ("torchrun", "-m torch.distributed.run"),
-                                                ("ray", "start --head --block")])
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("srun", 'exec "${dhpc_srun[@]}" -- '),
+        ("torchrun", "-m torch.distributed.run"),
+        ("ray", "start --head --block"),
+    ],
+)
 def test_cli_render_shows_the_hpc_launchers(name, expected, capsys) -> None:
     from dagster_hpc.cli import main
 
     assert main(["render", "--launcher", name, str(FAKES / "ranks.py")]) == 0
     launch = capsys.readouterr().out.split("# ===== launch.sh =====\n", 1)[1]
-    assert launch.splitlines()[1] == f"# generated by dagster-hpc ({name} launcher): runs the payload inside the job"
+    assert (
+        launch.splitlines()[1]
+        == f"# generated by dagster-hpc ({name} launcher): runs the payload inside the job"
+    )
     assert expected in launch

@@ -33,13 +33,22 @@ def test_local_job_dies_with_a_sigkilled_dagster_process(tmp_path: Path) -> None
     pids_file = tmp_path / "pids"
     runs = tmp_path / "runs"
     driver = subprocess.Popen(
-        [sys.executable, str(PAYLOADS / "interrupt_driver.py"), str(PAYLOADS / "pid_sleeper.py"), str(runs), str(pids_file)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            str(PAYLOADS / "interrupt_driver.py"),
+            str(PAYLOADS / "pid_sleeper.py"),
+            str(runs),
+            str(pids_file),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         while not pids_file.exists():
-            assert time.monotonic() < deadline and driver.poll() is None, "the payload never started"
+            assert time.monotonic() < deadline and driver.poll() is None, (
+                "the payload never started"
+            )
             time.sleep(0.05)
         payload_pid = int(pids_file.read_text())
         assert _running(payload_pid)

@@ -154,17 +154,26 @@ def test_sstat_live_rows() -> None:
         (JobState.PREEMPTED, None, "ended PREEMPTED"),
     ],
 )
-def test_errors_name_state_job_stderr_and_hint(state: JobState, exit_code: int | None, expected: str) -> None:
+def test_errors_name_state_job_stderr_and_hint(
+    state: JobState, exit_code: int | None, expected: str
+) -> None:
     tail = "\n".join(f"line {i}" for i in range(30))
     err = slurm_job_error(
-        state=state, job_id="77", exit_code=exit_code, stderr_tail=tail, run_dir="/r", cluster="u@h:22",
+        state=state,
+        job_id="77",
+        exit_code=exit_code,
+        stderr_tail=tail,
+        run_dir="/r",
+        cluster="u@h:22",
         metadata={"slurm/job_id": "77"},
     )
     text = str(err)
     assert "Slurm job 77 on u@h:22" in text and expected in text
     assert "line 29" in text and "line 9\n" not in text  # only the tail
     assert "hint: " in text
-    assert err.state == state.value and err.job_id == "77" and err.metadata == {"slurm/job_id": "77"}
+    assert (
+        err.state == state.value and err.job_id == "77" and err.metadata == {"slurm/job_id": "77"}
+    )
 
 
 def test_final_state_without_accounting_uses_exit_file_then_scheduler() -> None:
@@ -175,5 +184,7 @@ def test_final_state_without_accounting_uses_exit_file_then_scheduler() -> None:
 
 
 def test_exit_code_above_128_names_the_signal() -> None:
-    err = slurm_job_error(state=JobState.FAILED, job_id="5", exit_code=140, stderr_tail="", run_dir="/r", cluster="c")
+    err = slurm_job_error(
+        state=JobState.FAILED, job_id="5", exit_code=140, stderr_tail="", run_dir="/r", cluster="c"
+    )
     assert "exit code 140 (the payload was killed by SIGUSR2)" in str(err)

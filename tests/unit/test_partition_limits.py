@@ -22,9 +22,17 @@ def test_partition_limits_parse_groups_and_keep_the_largest_node() -> None:
 @pytest.mark.parametrize(
     ("queue", "partition", "match"),
     [
-        ({"time_limit": "02:00:00"}, "cpu", r"time_limit='02:00:00' exceeds the partition 'cpu'.*MaxTime 60 min"),
+        (
+            {"time_limit": "02:00:00"},
+            "cpu",
+            r"time_limit='02:00:00' exceeds the partition 'cpu'.*MaxTime 60 min",
+        ),
         ({"mem": "100G"}, "cpu", r"asks for 102400 MB per node.*has 64000 MB"),
-        ({"mem_per_cpu": "2G", "cpus_per_task": 8}, "long", r"asks for 16384 MB per node.*has 8000 MB"),
+        (
+            {"mem_per_cpu": "2G", "cpus_per_task": 8},
+            "long",
+            r"asks for 16384 MB per node.*has 8000 MB",
+        ),
         ({"cpus_per_task": 4}, "debug", r"cpus_per_task=4 but the largest node.*has 2 CPUs"),
     ],
 )

@@ -54,7 +54,10 @@ class FlakyChoppyTransport(LocalTransport):
             raise TransportError("connection lost (simulated)")
         chunks = super().read_many_from(requests, max_bytes=max_bytes)
         # short reads (at least one byte: b"" means "nothing more" in the Transport contract)
-        return [c[: self.rng.randint(1, len(c))] if c and not p.endswith(EXIT_CODE) else c for (p, _), c in zip(requests, chunks, strict=True)]
+        return [
+            c[: self.rng.randint(1, len(c))] if c and not p.endswith(EXIT_CODE) else c
+            for (p, _), c in zip(requests, chunks, strict=True)
+        ]
 
 
 class RecordingHandler:
@@ -69,7 +72,9 @@ def _write_slowly(run_dir: Path, n: int, seed: int) -> None:
     rng = random.Random(seed)
     out = "".join(f"out {i} ✓\n" for i in range(n)).encode()
     err = "".join(f"err {i}\n" for i in range(n // 10)).encode()
-    msgs = "".join(json.dumps({"method": "log", "params": {"i": i}}) + "\n" for i in range(n // 5)).encode()
+    msgs = "".join(
+        json.dumps({"method": "log", "params": {"i": i}}) + "\n" for i in range(n // 5)
+    ).encode()
     files = {STDOUT: out, STDERR: err, PIPES_MESSAGES: msgs}
     pos = dict.fromkeys(files, 0)
     while any(pos[k] < len(v) for k, v in files.items()):
@@ -83,13 +88,19 @@ def _write_slowly(run_dir: Path, n: int, seed: int) -> None:
 
 
 @pytest.mark.parametrize("seed", [1, 2])
-def test_reader_loses_nothing_and_doubles_nothing_through_a_flaky_transport(tmp_path: Path, seed: int) -> None:
+def test_reader_loses_nothing_and_doubles_nothing_through_a_flaky_transport(
+    tmp_path: Path, seed: int
+) -> None:
     n = 3000
     transport = FlakyChoppyTransport(seed)
     got: dict[str, list[str]] = {"stdout": [], "stderr": []}
     warnings: list[str] = []
     reader = RunDirMessageReader(
-        transport, str(tmp_path), lambda s, lines: got[s].extend(lines), interval_s=0.001, warn=warnings.append
+        transport,
+        str(tmp_path),
+        lambda s, lines: got[s].extend(lines),
+        interval_s=0.001,
+        warn=warnings.append,
     )
     handler = RecordingHandler()
     writer = threading.Thread(target=_write_slowly, args=(tmp_path, n, seed))
@@ -129,7 +140,13 @@ def test_a_long_outage_warns_once_then_resumes_without_loss(tmp_path: Path) -> N
     (tmp_path / EXIT_CODE).write_text("0\n")
     got: list[str] = []
     warnings: list[str] = []
-    reader = RunDirMessageReader(DownTransport(50), str(tmp_path), lambda s, lines: got.extend(lines), interval_s=0.001, warn=warnings.append)
+    reader = RunDirMessageReader(
+        DownTransport(50),
+        str(tmp_path),
+        lambda s, lines: got.extend(lines),
+        interval_s=0.001,
+        warn=warnings.append,
+    )
     with reader.read_messages(RecordingHandler()):  # type: ignore[arg-type]
         assert reader.exited.wait(JOIN_TIMEOUT_S)
     assert got == ["before", "after"]
@@ -141,7 +158,9 @@ def test_final_drain_flushes_an_unterminated_last_line(tmp_path: Path) -> None:
     (tmp_path / STDOUT).write_bytes(b"first\nno newline at end")
     (tmp_path / EXIT_CODE).write_text("5\n")
     got: list[str] = []
-    reader = RunDirMessageReader(LocalTransport(), str(tmp_path), lambda s, lines: got.extend(lines))
+    reader = RunDirMessageReader(
+        LocalTransport(), str(tmp_path), lambda s, lines: got.extend(lines)
+    )
     with reader.read_messages(RecordingHandler()):  # type: ignore[arg-type]
         assert reader.exited.wait(JOIN_TIMEOUT_S)
     assert got == ["first", "no newline at end"]
@@ -162,8 +181,12 @@ def test_handler_errors_surface_in_the_caller(tmp_path: Path) -> None:
 
 
 def test_no_messages_debug_text_names_the_files(tmp_path: Path) -> None:
-    text = RunDirMessageReader(LocalTransport(), str(tmp_path), lambda s, lines: None).no_messages_debug_text()
-    assert f"{tmp_path}/{PIPES_MESSAGES}" in text and "open_dagster_pipes" in text and STDERR in text
+    text = RunDirMessageReader(
+        LocalTransport(), str(tmp_path), lambda s, lines: None
+    ).no_messages_debug_text()
+    assert (
+        f"{tmp_path}/{PIPES_MESSAGES}" in text and "open_dagster_pipes" in text and STDERR in text
+    )
 
 
 def test_refused_credentials_stop_the_reader_at_once_without_retrying(tmp_path: Path) -> None:
@@ -176,7 +199,9 @@ def test_refused_credentials_stop_the_reader_at_once_without_retrying(tmp_path: 
 
     transport = Refused()
     warnings: list[str] = []
-    reader = RunDirMessageReader(transport, str(tmp_path), lambda s, lines: None, interval_s=0.001, warn=warnings.append)
+    reader = RunDirMessageReader(
+        transport, str(tmp_path), lambda s, lines: None, interval_s=0.001, warn=warnings.append
+    )
     with pytest.raises(AuthenticationError, match="permission denied"):
         with reader.read_messages(RecordingHandler()):  # type: ignore[arg-type]
             assert reader.exited.wait(JOIN_TIMEOUT_S)

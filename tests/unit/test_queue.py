@@ -157,7 +157,9 @@ def test_empty_request_renders_nothing() -> None:
 
 def test_merged_override_wins_field_by_field() -> None:
     base = QueueConfig(partition="debug", time_limit="10", mem="1G", extra_directives=["--requeue"])
-    merged = base.merged({"time_limit": "00:30:00", "cpus_per_task": 2, "extra_directives": ["--mail-type=END"]})
+    merged = base.merged(
+        {"time_limit": "00:30:00", "cpus_per_task": 2, "extra_directives": ["--mail-type=END"]}
+    )
     assert merged.partition == "debug"
     assert merged.time_limit == "00:30:00"
     assert merged.cpus_per_task == 2

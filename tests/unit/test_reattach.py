@@ -27,7 +27,11 @@ PAYLOADS = Path(__file__).parent / "payloads"
 
 def calls(state: Path, command: str) -> list[str]:
     log = state / "calls.log"
-    return [line for line in log.read_text().splitlines() if line.startswith(command + " ")] if log.exists() else []
+    return (
+        [line for line in log.read_text().splitlines() if line.startswith(command + " ")]
+        if log.exists()
+        else []
+    )
 
 
 HANDLE = JobHandle("slurm", "42", "/home/u/.dagster-hpc/runs/r1/step-abc", "u@h:22")
@@ -38,16 +42,32 @@ FAKE_JOB_DEADLINE_S = 60
 @pytest.mark.parametrize(
     ("probe_result", "reattach", "text"),
     [
-        (JobProbe(JobState.RUNNING, None, True), True, "reattaching to Slurm job 42 (run dir /home/u/.dagster-hpc/runs/r1/step-abc): it is RUNNING"),
+        (
+            JobProbe(JobState.RUNNING, None, True),
+            True,
+            "reattaching to Slurm job 42 (run dir /home/u/.dagster-hpc/runs/r1/step-abc): it is RUNNING",
+        ),
         (JobProbe(JobState.PENDING, None, True), True, "it is PENDING"),
         (JobProbe(JobState.UNKNOWN, None, True), True, "it is UNKNOWN"),
         (JobProbe(None, 0, True), True, "it already finished with exit code 0"),
         (JobProbe(JobState.COMPLETED, 0, True), True, "it already finished with exit code 0"),
         (JobProbe(None, 3, True), False, "it ended with exit code 3; submitting a new job"),
-        (JobProbe(None, None, False), False, "Slurm no longer knows it and its run directory is gone (removed after success by keep_run_dirs, or purged?); submitting a new job"),
+        (
+            JobProbe(None, None, False),
+            False,
+            "Slurm no longer knows it and its run directory is gone (removed after success by keep_run_dirs, or purged?); submitting a new job",
+        ),
         (JobProbe(None, None, True), False, "left no exit_code file"),
-        (JobProbe(JobState.COMPLETED, None, False), False, "it ended COMPLETED and its run directory is gone"),
-        (JobProbe(JobState.CANCELLED, None, True), False, "it ended CANCELLED without an exit_code file"),
+        (
+            JobProbe(JobState.COMPLETED, None, False),
+            False,
+            "it ended COMPLETED and its run directory is gone",
+        ),
+        (
+            JobProbe(JobState.CANCELLED, None, True),
+            False,
+            "it ended CANCELLED without an exit_code file",
+        ),
     ],
 )
 def test_decide(probe_result: JobProbe, reattach: bool, text: str) -> None:
@@ -58,16 +78,25 @@ def test_decide(probe_result: JobProbe, reattach: bool, text: str) -> None:
 
 
 def test_decide_never_submits_when_squeue_cannot_answer() -> None:
-    with pytest.raises(PayloadError, match=r"(?s)cannot tell whether Slurm job 42 .*Nothing was submitted"):
-        decide(HANDLE, JobProbe(None, None, True, squeue_error="slurm_load_jobs error: Socket timed out"))
+    with pytest.raises(
+        PayloadError, match=r"(?s)cannot tell whether Slurm job 42 .*Nothing was submitted"
+    ):
+        decide(
+            HANDLE,
+            JobProbe(None, None, True, squeue_error="slurm_load_jobs error: Socket timed out"),
+        )
 
 
 def test_parse_probe() -> None:
-    assert parse_probe("#squeue_rc=0\nRUNNING\n#dir=yes\n") == JobProbe(JobState.RUNNING, None, True)
+    assert parse_probe("#squeue_rc=0\nRUNNING\n#dir=yes\n") == JobProbe(
+        JobState.RUNNING, None, True
+    )
     assert parse_probe("#squeue_rc=0\n\n#exit=0\n#dir=yes\n") == JobProbe(None, 0, True)
     gone = "#squeue_rc=1\nslurm_load_jobs error: Invalid job id specified\n"
     assert parse_probe(gone) == JobProbe(None, None, False)
-    down = parse_probe("#squeue_rc=1\nslurm_load_jobs error: Unable to contact slurm controller\n#dir=yes\n")
+    down = parse_probe(
+        "#squeue_rc=1\nslurm_load_jobs error: Unable to contact slurm controller\n#dir=yes\n"
+    )
     assert down.squeue_error.startswith("slurm_load_jobs error: Unable to contact")
     assert parse_probe("").squeue_error  # no answer at all is not "gone"
 
@@ -96,6 +125,7 @@ def test_probe_command_quotes_and_runs(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 # --- the facade: a step that dies after sbatch, retried in the same run ----------------------------
+
 
 @pytest.fixture
 def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -128,29 +158,42 @@ def _die_once(monkeypatch: pytest.MonkeyPatch, before_dying=None) -> list[str]:
 def _materialize(tmp_path: Path, **slurm_kw):
     @dg.asset(name="retried", retry_policy=dg.RetryPolicy(max_retries=1))
     def retried(context: dg.AssetExecutionContext, compute: ComputeResource):
-        yield from compute.run(context, PAYLOADS / "report.py", extras={"greeting": "first"}).get_results()
+        yield from compute.run(
+            context, PAYLOADS / "report.py", extras={"greeting": "first"}
+        ).get_results()
 
     resource = ComputeResource(
         mode="slurm",
-        slurm=SlurmResource(remote_base_dir=str(tmp_path / "remote"), python=sys.executable,
-                            queue=QueueConfig(time_limit="5", mem="256M"), **slurm_kw),
+        slurm=SlurmResource(
+            remote_base_dir=str(tmp_path / "remote"),
+            python=sys.executable,
+            queue=QueueConfig(time_limit="5", mem="256M"),
+            **slurm_kw,
+        ),
     )
     instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize([retried], resources={"compute": resource}, instance=instance)
     logs = [e.user_message for e in instance.all_logs(result.run_id) if e.user_message]
     engine = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)
-    handles = [e.dagster_event.message for e in engine
-               if "dagster_pipes/launch_handle" in e.dagster_event.engine_event_data.metadata]
+    handles = [
+        e.dagster_event.message
+        for e in engine
+        if "dagster_pipes/launch_handle" in e.dagster_event.engine_event_data.metadata
+    ]
     return result, logs + handles
 
 
-def test_retried_step_reattaches_instead_of_submitting_again(fake_slurm: Path, tmp_path: Path, monkeypatch) -> None:
+def test_retried_step_reattaches_instead_of_submitting_again(
+    fake_slurm: Path, tmp_path: Path, monkeypatch
+) -> None:
     died = _die_once(monkeypatch)
     result, logs = _materialize(tmp_path)
     assert died == ["101"]
     assert len(calls(fake_slurm, "sbatch")) == 1
     assert any("dagster-hpc: reattaching to Slurm job 101 (run dir " in m for m in logs), logs
-    assert any("Reattached to in-progress external run slurm:localhost:101" in m for m in logs)  # re-recorded
+    assert any(
+        "Reattached to in-progress external run slurm:localhost:101" in m for m in logs
+    )  # re-recorded
     md = result.asset_materializations_for_node("retried")[0].metadata
     assert md["extras_seen"].value == "first" and md["slurm/job_id"].value == "101"
     assert any("progress 4" in m for m in logs)  # the job's output, read again from offset 0
@@ -163,7 +206,9 @@ def _wait_job_done(state: Path, job_id: str) -> None:
         time.sleep(0.05)
 
 
-def test_purged_job_is_submitted_again_and_says_why(fake_slurm: Path, tmp_path: Path, monkeypatch) -> None:
+def test_purged_job_is_submitted_again_and_says_why(
+    fake_slurm: Path, tmp_path: Path, monkeypatch
+) -> None:
     def purge(handle: JobHandle) -> None:
         _wait_job_done(fake_slurm, handle.job_id)
         shutil.rmtree(handle.run_dir)  # e.g. a scratch purge
@@ -173,14 +218,18 @@ def test_purged_job_is_submitted_again_and_says_why(fake_slurm: Path, tmp_path: 
     result, logs = _materialize(tmp_path)
     assert len(calls(fake_slurm, "sbatch")) == 2
     assert any("not reattaching to Slurm job 101" in m and "purged?" in m for m in logs), logs
-    assert result.asset_materializations_for_node("retried")[0].metadata["slurm/job_id"].value == "102"
+    assert (
+        result.asset_materializations_for_node("retried")[0].metadata["slurm/job_id"].value == "102"
+    )
 
 
 def test_reattach_false_submits_again(fake_slurm: Path, tmp_path: Path, monkeypatch) -> None:
     _die_once(monkeypatch, before_dying=lambda h: _wait_job_done(fake_slurm, h.job_id))
     result, logs = _materialize(tmp_path, reattach=False)
     assert len(calls(fake_slurm, "sbatch")) == 2
-    assert not any("reattaching to" in m for m in logs)  # neither reattached nor explained: not looked up
+    assert not any(
+        "reattaching to" in m for m in logs
+    )  # neither reattached nor explained: not looked up
 
 
 def test_reattach_is_a_documented_resource_field() -> None:

@@ -25,7 +25,9 @@ def _run(payload: Path, resource: ComputeResource):
         yield from compute.run(context, payload).get_results()
 
     instance = dg.DagsterInstance.ephemeral()
-    result = dg.materialize([kept_or_not], resources={"compute": resource}, instance=instance, raise_on_error=False)
+    result = dg.materialize(
+        [kept_or_not], resources={"compute": resource}, instance=instance, raise_on_error=False
+    )
     logs = [e.user_message for e in instance.all_logs(result.run_id) if e.user_message]
     return result, logs
 
@@ -53,18 +55,27 @@ def test_local_default_keeps_failed_run_dir_and_names_it(tmp_path: Path) -> None
 
 
 def test_local_always_keeps_and_never_removes_failed(tmp_path: Path) -> None:
-    result, _ = _run(PAYLOADS / "report.py", ComputeResource(base_dir=str(tmp_path / "a"), keep_run_dirs="always"))
+    result, _ = _run(
+        PAYLOADS / "report.py",
+        ComputeResource(base_dir=str(tmp_path / "a"), keep_run_dirs="always"),
+    )
     assert result.success and len(_step_dirs(tmp_path / "a")) == 1
-    result, logs = _run(PAYLOADS / "fail.py", ComputeResource(base_dir=str(tmp_path / "n"), keep_run_dirs="never"))
+    result, logs = _run(
+        PAYLOADS / "fail.py", ComputeResource(base_dir=str(tmp_path / "n"), keep_run_dirs="never")
+    )
     assert not result.success and _step_dirs(tmp_path / "n") == []
-    assert any("removed the failed job's run dir" in m and "keep_run_dirs='never'" in m for m in logs)
+    assert any(
+        "removed the failed job's run dir" in m and "keep_run_dirs='never'" in m for m in logs
+    )
 
 
 def test_unknown_policy_fails_before_anything_runs(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="keep_run_dirs='sometimes' is not a retention policy"):
         dg.materialize(
             [_asset_for(PAYLOADS / "report.py")],
-            resources={"compute": ComputeResource(base_dir=str(tmp_path), keep_run_dirs="sometimes")},
+            resources={
+                "compute": ComputeResource(base_dir=str(tmp_path), keep_run_dirs="sometimes")
+            },
         )
     assert _step_dirs(tmp_path) == []
 
@@ -83,7 +94,9 @@ def test_check_removable_refuses_what_cannot_be_a_run_dir(path: str) -> None:
         check_removable(path)
 
 
-def test_slurm_removes_remote_run_dir_after_success_keeps_failed(tmp_path: Path, monkeypatch) -> None:
+def test_slurm_removes_remote_run_dir_after_success_keeps_failed(
+    tmp_path: Path, monkeypatch
+) -> None:
     state = tmp_path / "slurm"
     state.mkdir()
     monkeypatch.setenv("FAKE_SLURM_DIR", str(state))
@@ -93,8 +106,11 @@ def test_slurm_removes_remote_run_dir_after_success_keeps_failed(tmp_path: Path,
     remote = tmp_path / "remote"
     resource = ComputeResource(
         mode="slurm",
-        slurm=SlurmResource(remote_base_dir=str(remote), python=sys.executable,
-                            queue=QueueConfig(time_limit="5", mem="256M")),
+        slurm=SlurmResource(
+            remote_base_dir=str(remote),
+            python=sys.executable,
+            queue=QueueConfig(time_limit="5", mem="256M"),
+        ),
     )
     ok, _ = _run(PAYLOADS / "report.py", resource)
     assert ok.success

@@ -30,7 +30,12 @@ def test_parse_age() -> None:
 def test_plan_active_beats_age_and_recent_stays() -> None:
     listing = Listing(
         now=100 * DAY,
-        dirs={"/b/r1/old": 1.0, "/b/r1/active": 1.0, "/b/r2/sub-active": 1.0, "/b/r2/recent": 100 * DAY - 60},
+        dirs={
+            "/b/r1/old": 1.0,
+            "/b/r1/active": 1.0,
+            "/b/r2/sub-active": 1.0,
+            "/b/r2/recent": 100 * DAY - 60,
+        },
         active_workdirs=frozenset({"/b/r1/active", "/b/r2/sub-active/work"}),
     )
     plan = plan_gc(listing, older_than_s=7 * DAY)
@@ -40,8 +45,12 @@ def test_plan_active_beats_age_and_recent_stays() -> None:
 
 
 def test_unanswered_squeue_removes_nothing() -> None:
-    listing = Listing(now=100 * DAY, dirs={"/b/r1/old": 1.0}, active_workdirs=frozenset(), squeue_error="timeout")
-    with pytest.raises(RemoteCommandError, match="never removes a run dir without knowing which jobs still run"):
+    listing = Listing(
+        now=100 * DAY, dirs={"/b/r1/old": 1.0}, active_workdirs=frozenset(), squeue_error="timeout"
+    )
+    with pytest.raises(
+        RemoteCommandError, match="never removes a run dir without knowing which jobs still run"
+    ):
         plan_gc(listing, older_than_s=DAY)
 
 
@@ -61,17 +70,26 @@ def test_local_gc_through_the_shell(tmp_path: Path) -> None:
     recent = _run_dir(base, "run1", "step-b", age_s=60)
     lone = _run_dir(base, "run2", "step-c", age_s=10 * DAY)
     transport = LocalTransport()
-    dry = gc_run_dirs(transport, base_dir_expr(str(base)), older_than_s=7 * DAY, with_squeue=False, dry_run=True)
+    dry = gc_run_dirs(
+        transport, base_dir_expr(str(base)), older_than_s=7 * DAY, with_squeue=False, dry_run=True
+    )
     assert dry.remove == [str(old), str(lone)] and old.exists()
     plan = gc_run_dirs(transport, base_dir_expr(str(base)), older_than_s=7 * DAY, with_squeue=False)
     assert plan.remove == [str(old), str(lone)] and plan.recent == [str(recent)]
     assert not old.exists() and not lone.exists() and recent.exists()
     assert not (base / "run2").exists()  # its only step dir went, so did the run-id dir
     assert (base / "run1").exists()
-    assert gc_run_dirs(transport, base_dir_expr(str(tmp_path / "missing")), older_than_s=DAY, with_squeue=False).remove == []
+    assert (
+        gc_run_dirs(
+            transport, base_dir_expr(str(tmp_path / "missing")), older_than_s=DAY, with_squeue=False
+        ).remove
+        == []
+    )
 
 
-def test_run_dir_of_a_job_in_squeue_is_never_touched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_run_dir_of_a_job_in_squeue_is_never_touched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     state = tmp_path / "slurm"
     state.mkdir()
     monkeypatch.setenv("FAKE_SLURM_DIR", str(state))
@@ -81,15 +99,21 @@ def test_run_dir_of_a_job_in_squeue_is_never_touched(tmp_path: Path, monkeypatch
     idle = _run_dir(base, "run1", "idle", age_s=30 * DAY)
     (state / "state.55").write_text("RUNNING\n")
     (state / "wd.55").write_text(f"{busy}\n")
-    plan = gc_run_dirs(LocalTransport(), base_dir_expr(str(base)), older_than_s=7 * DAY, with_squeue=True)
+    plan = gc_run_dirs(
+        LocalTransport(), base_dir_expr(str(base)), older_than_s=7 * DAY, with_squeue=True
+    )
     assert plan.active == [str(busy)] and plan.remove == [str(idle)]
     assert busy.exists() and not idle.exists()
 
 
-def test_cli_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+def test_cli_local(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     monkeypatch.delenv("DAGSTER_HPC_SSH_HOST", raising=False)
     old = _run_dir(tmp_path, "r", "s-old", age_s=8 * DAY)
-    assert main(["runs", "gc", "--older-than", "7d", "--local-base", str(tmp_path), "--dry-run"]) == 0
+    assert (
+        main(["runs", "gc", "--older-than", "7d", "--local-base", str(tmp_path), "--dry-run"]) == 0
+    )
     assert old.exists() and f"would remove {old}" in capsys.readouterr().out
     assert main(["runs", "gc", "--older-than", "7d", "--local-base", str(tmp_path)]) == 0
     out = capsys.readouterr().out
@@ -98,7 +122,9 @@ def test_cli_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pyte
     assert "'soon' is not an age" in capsys.readouterr().err
 
 
-def test_cli_cluster_here_checks_squeue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+def test_cli_cluster_here_checks_squeue(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
     state = tmp_path / "slurm"
     state.mkdir()
     monkeypatch.setenv("FAKE_SLURM_DIR", str(state))
@@ -108,7 +134,16 @@ def test_cli_cluster_here_checks_squeue(tmp_path: Path, monkeypatch: pytest.Monk
     idle = _run_dir(base, "r", "idle", age_s=9 * DAY)
     (state / "state.9").write_text("PENDING\n")
     (state / "wd.9").write_text(f"{busy}\n")
-    args = ["runs", "gc", "--older-than", "7d", "--no-local", "--cluster-here", "--remote-base", str(base)]
+    args = [
+        "runs",
+        "gc",
+        "--older-than",
+        "7d",
+        "--no-local",
+        "--cluster-here",
+        "--remote-base",
+        str(base),
+    ]
     assert main(args) == 0
     assert busy.exists() and not idle.exists()
     assert "kept 1 with a job in squeue" in capsys.readouterr().out

@@ -45,7 +45,11 @@ def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def calls(state: Path, command: str) -> list[str]:
     log = state / "calls.log"
-    return [line for line in log.read_text().splitlines() if line.startswith(command + " ")] if log.exists() else []
+    return (
+        [line for line in log.read_text().splitlines() if line.startswith(command + " ")]
+        if log.exists()
+        else []
+    )
 
 
 def _resource(tmp_path: Path, keep_run_dirs: str = "failed", **kw) -> ComputeResource:
@@ -69,7 +73,8 @@ def test_materialize_through_fake_slurm(fake_slurm: Path, tmp_path: Path) -> Non
     instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize(
         [_asset(PAYLOADS / "report.py", extras={"greeting": "hi"})],
-        resources={"compute": _resource(tmp_path, keep_run_dirs="always")}, instance=instance,
+        resources={"compute": _resource(tmp_path, keep_run_dirs="always")},
+        instance=instance,
     )
     md = result.asset_materializations_for_node("fake_slurm_asset")[0].metadata
     assert md["extras_seen"].value == "hi"
@@ -77,19 +82,29 @@ def test_materialize_through_fake_slurm(fake_slurm: Path, tmp_path: Path) -> Non
     assert md["slurm/job_id"].value == "101"
     assert md["slurm/max_rss_mb"].value == 10.0
     job = (fake_slurm / "job.101.sh").read_text()
-    assert "#SBATCH --job-name=dhpc-fake_slurm_asset\n#SBATCH --output=slurm.log\n#SBATCH --mem=256M\n#SBATCH --time=5\n" in job
+    assert (
+        "#SBATCH --job-name=dhpc-fake_slurm_asset\n#SBATCH --output=slurm.log\n#SBATCH --mem=256M\n#SBATCH --time=5\n"
+        in job
+    )
     run_dir = Path(md["slurm/run_dir"].value)
     assert stat.S_IMODE(run_dir.stat().st_mode) == 0o700
     # the launch handle was recorded in the run (reattach) before waiting
     engine = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)
-    assert any("dagster_pipes/launch_handle" in e.dagster_event.engine_event_data.metadata for e in engine)
+    assert any(
+        "dagster_pipes/launch_handle" in e.dagster_event.engine_event_data.metadata for e in engine
+    )
 
 
 def test_preflight_and_submit_round_trips(fake_slurm: Path, tmp_path: Path) -> None:
     """<= 3 round trips before the job is queued: preflight (cached per process) + stage&submit."""
     transport = LocalTransport()
-    backend = SlurmBackend(transport, cluster="fake", remote_base_dir=str(tmp_path / "remote"), python=sys.executable,
-                           record_launch=False)
+    backend = SlurmBackend(
+        transport,
+        cluster="fake",
+        remote_base_dir=str(tmp_path / "remote"),
+        python=sys.executable,
+        record_launch=False,
+    )
     staging = tmp_path / "staging"
     staging.mkdir()
     (staging / "job.sh").write_text("#!/bin/bash\nsleep 0.2\nexit 0\n")
@@ -99,13 +114,19 @@ def test_preflight_and_submit_round_trips(fake_slurm: Path, tmp_path: Path) -> N
     handle = backend.submit(str(staging), run_dir)
     assert transport.roundtrips == 2
     assert handle.job_id == "101" and handle.cluster == "fake"
-    second = SlurmBackend(transport, cluster="fake", remote_base_dir=str(tmp_path / "remote"), python=sys.executable)
+    second = SlurmBackend(
+        transport, cluster="fake", remote_base_dir=str(tmp_path / "remote"), python=sys.executable
+    )
     second._preflight()
     assert transport.roundtrips == 2  # cached for this process
-    assert len(calls(fake_slurm, "sinfo")) == 3  # partitions, default partition and limits: one round trip
+    assert (
+        len(calls(fake_slurm, "sinfo")) == 3
+    )  # partitions, default partition and limits: one round trip
 
 
-def test_failing_payload_raises_slurm_job_error_with_state(fake_slurm: Path, tmp_path: Path) -> None:
+def test_failing_payload_raises_slurm_job_error_with_state(
+    fake_slurm: Path, tmp_path: Path
+) -> None:
     with pytest.raises(Exception) as err:
         dg.materialize([_asset(PAYLOADS / "fail.py")], resources={"compute": _resource(tmp_path)})
     cause = err.value
@@ -116,9 +137,16 @@ def test_failing_payload_raises_slurm_job_error_with_state(fake_slurm: Path, tmp
     assert cause.metadata["slurm/state"] == "FAILED"
 
 
-def test_unknown_partition_fails_before_anything_is_staged(fake_slurm: Path, tmp_path: Path) -> None:
-    with pytest.raises(Exception, match="unknown partition 'gpu' on localhost: this cluster has debug"):
-        dg.materialize([_asset(PAYLOADS / "report.py", queue={"partition": "gpu"})], resources={"compute": _resource(tmp_path)})
+def test_unknown_partition_fails_before_anything_is_staged(
+    fake_slurm: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(
+        Exception, match="unknown partition 'gpu' on localhost: this cluster has debug"
+    ):
+        dg.materialize(
+            [_asset(PAYLOADS / "report.py", queue={"partition": "gpu"})],
+            resources={"compute": _resource(tmp_path)},
+        )
     assert calls(fake_slurm, "sbatch") == []
     assert not list((tmp_path / "remote").glob("*/*"))
 
@@ -131,7 +159,12 @@ def test_missing_activation_script_fails_before_submit(fake_slurm: Path, tmp_pat
 
 
 def test_cancel_is_confirmed(fake_slurm: Path, tmp_path: Path) -> None:
-    backend = SlurmBackend(LocalTransport(), cluster="fake", remote_base_dir=str(tmp_path / "remote"), record_launch=False)
+    backend = SlurmBackend(
+        LocalTransport(),
+        cluster="fake",
+        remote_base_dir=str(tmp_path / "remote"),
+        record_launch=False,
+    )
     staging = tmp_path / "staging"
     staging.mkdir()
     (staging / "job.sh").write_text("#!/bin/bash\nsleep 30\n")
@@ -141,20 +174,34 @@ def test_cancel_is_confirmed(fake_slurm: Path, tmp_path: Path) -> None:
     assert calls(fake_slurm, "scancel") == [f"scancel {handle.job_id}"]
 
 
-def test_cancel_that_slurm_never_confirms_raises(fake_slurm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cancel_that_slurm_never_confirms_raises(
+    fake_slurm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(slurm_mod, "CANCEL_CONFIRM_TIMEOUT_S", 1.0)
     monkeypatch.setenv("FAKE_SLURM_STUCK", "1")
-    backend = SlurmBackend(LocalTransport(), cluster="fake", remote_base_dir=str(tmp_path / "remote"), record_launch=False)
+    backend = SlurmBackend(
+        LocalTransport(),
+        cluster="fake",
+        remote_base_dir=str(tmp_path / "remote"),
+        record_launch=False,
+    )
     staging = tmp_path / "staging"
     staging.mkdir()
     (staging / "job.sh").write_text("#!/bin/bash\nsleep 5\n")
     handle = backend.submit(str(staging), backend.run_dir_for("r", "s"))
-    with pytest.raises(PayloadError, match=f"scancel {handle.job_id} was sent but the job is still RUNNING"):
+    with pytest.raises(
+        PayloadError, match=f"scancel {handle.job_id} was sent but the job is still RUNNING"
+    ):
         backend.cancel(handle)
 
 
 def test_outcome_of_a_job_killed_without_exit_file(fake_slurm: Path, tmp_path: Path) -> None:
-    backend = SlurmBackend(LocalTransport(), cluster="fake", remote_base_dir=str(tmp_path / "remote"), record_launch=False)
+    backend = SlurmBackend(
+        LocalTransport(),
+        cluster="fake",
+        remote_base_dir=str(tmp_path / "remote"),
+        record_launch=False,
+    )
     (fake_slurm / "state.7").write_text("TIMEOUT\n")
     (fake_slurm / "rc.7").write_text("0\n")
     outcome = backend.outcome(JobHandle("slurm", "7", "/r", "fake"), None)
@@ -165,7 +212,12 @@ def test_outcome_of_a_job_killed_without_exit_file(fake_slurm: Path, tmp_path: P
 
 
 def test_poll_uses_the_shared_cache(fake_slurm: Path, tmp_path: Path) -> None:
-    backend = SlurmBackend(LocalTransport(), cluster="fake", remote_base_dir=str(tmp_path / "remote"), record_launch=False)
+    backend = SlurmBackend(
+        LocalTransport(),
+        cluster="fake",
+        remote_base_dir=str(tmp_path / "remote"),
+        record_launch=False,
+    )
     (fake_slurm / "state.9").write_text("RUNNING\n")
     handle = JobHandle("slurm", "9", "/r", "fake")
     states = {backend.poll(handle).state for _ in range(20)}
@@ -177,11 +229,16 @@ def test_dry_run_prints_the_script_golden(tmp_path: Path) -> None:
     res = ComputeResource(
         mode="slurm",
         slurm=SlurmResource(
-            queue=QueueConfig(partition="debug", time_limit="01:00:00", mem="2G", signal_before_timeout="USR2@60"),
-            python="/opt/env/bin/python", activate="/opt/env/bin/activate",
+            queue=QueueConfig(
+                partition="debug", time_limit="01:00:00", mem="2G", signal_before_timeout="USR2@60"
+            ),
+            python="/opt/env/bin/python",
+            activate="/opt/env/bin/activate",
         ),
     )
-    text = res.render_job_script(PAYLOADS / "report.py", args=["--n", "3"], queue={"cpus_per_task": 4})
+    text = res.render_job_script(
+        PAYLOADS / "report.py", args=["--n", "3"], queue={"cpus_per_task": 4}
+    )
     job, launch = text.removeprefix("# ===== job.sh =====\n").split("\n# ===== launch.sh =====\n")
     header = [line for line in job.splitlines() if line.startswith("#SBATCH")]
     # our parts are golden here; the wrapper body is the foundation's golden (test_jobscript)
@@ -194,16 +251,29 @@ def test_from_env_reads_site_settings(monkeypatch: pytest.MonkeyPatch, tmp_path:
     key = tmp_path / "id"
     key.write_text("not a real key")
     for k, v in {
-        "DAGSTER_HPC_SLURM_PARTITION": "cpu", "DAGSTER_HPC_SLURM_ACCOUNT": "proj-1", "DAGSTER_HPC_SLURM_CPUS_PER_TASK": "4",
-        "DAGSTER_HPC_SLURM_TIME_LIMIT": "2-00", "DAGSTER_HPC_SLURM_PYTHON": "/p/bin/python",
-        "DAGSTER_HPC_SSH_HOST": "login.example.org", "DAGSTER_HPC_SSH_JUMP_HOSTS": "me@gw:2222",
+        "DAGSTER_HPC_SLURM_PARTITION": "cpu",
+        "DAGSTER_HPC_SLURM_ACCOUNT": "proj-1",
+        "DAGSTER_HPC_SLURM_CPUS_PER_TASK": "4",
+        "DAGSTER_HPC_SLURM_TIME_LIMIT": "2-00",
+        "DAGSTER_HPC_SLURM_PYTHON": "/p/bin/python",
+        "DAGSTER_HPC_SSH_HOST": "login.example.org",
+        "DAGSTER_HPC_SSH_JUMP_HOSTS": "me@gw:2222",
         "DAGSTER_HPC_SSH_KEY_PATH": str(key),
     }.items():
         monkeypatch.setenv(k, v)
     res = SlurmResource.from_env()
-    assert (res.queue.partition, res.queue.account, res.queue.cpus_per_task, res.queue.time_limit) == ("cpu", "proj-1", 4, "2-00")
+    assert (
+        res.queue.partition,
+        res.queue.account,
+        res.queue.cpus_per_task,
+        res.queue.time_limit,
+    ) == ("cpu", "proj-1", 4, "2-00")
     assert res.python == "/p/bin/python"
-    assert res.ssh is not None and res.ssh.host == "login.example.org" and res.ssh.jump_hosts == ["me@gw:2222"]
+    assert (
+        res.ssh is not None
+        and res.ssh.host == "login.example.org"
+        and res.ssh.jump_hosts == ["me@gw:2222"]
+    )
     monkeypatch.setenv("DAGSTER_HPC_SLURM_MEM", "lots")
     with pytest.raises(ConfigError, match='e.g. mem="4G"'):
         SlurmResource.from_env()
@@ -222,9 +292,16 @@ def test_dagster_internals_are_where_the_adapter_expects_them() -> None:
     """Fails loudly when a Dagster upgrade moves the launch-handle API (see _dagster_adapter)."""
     from dagster._core.pipes import reattach
 
-    for name in ("PipesLaunchHandle", "record_external_launch", "find_latest_launch_handle",
-                 "find_latest_launch_handle_for_run", "record_external_reattach"):
-        assert hasattr(reattach, name), f"dagster {dg.__version__} moved {name}: update _dagster_adapter"
+    for name in (
+        "PipesLaunchHandle",
+        "record_external_launch",
+        "find_latest_launch_handle",
+        "find_latest_launch_handle_for_run",
+        "record_external_reattach",
+    ):
+        assert hasattr(reattach, name), (
+            f"dagster {dg.__version__} moved {name}: update _dagster_adapter"
+        )
     assert _dagster_adapter.record_external_launch is reattach.record_external_launch
 
     seen: dict = {}
@@ -239,19 +316,25 @@ def test_dagster_internals_are_where_the_adapter_expects_them() -> None:
     assert seen["found"] == JobHandle("slurm", "42", "/runs/x", "u@h:22")
 
 
-def test_good_preflight_is_shared_with_other_processes_bad_one_is_not(fake_slurm: Path, tmp_path: Path) -> None:
+def test_good_preflight_is_shared_with_other_processes_bad_one_is_not(
+    fake_slurm: Path, tmp_path: Path
+) -> None:
     remote = str(tmp_path / "remote")
     first = LocalTransport()
     SlurmBackend(first, cluster="fake", remote_base_dir=remote, python=sys.executable)._preflight()
     assert first.roundtrips == 1
     slurm_mod._PREFLIGHT_CACHE.clear()  # as in a fresh step process of the multiprocess executor
     other = LocalTransport()
-    answer = SlurmBackend(other, cluster="fake", remote_base_dir=remote, python=sys.executable)._preflight()
+    answer = SlurmBackend(
+        other, cluster="fake", remote_base_dir=remote, python=sys.executable
+    )._preflight()
     assert other.roundtrips == 0 and answer["python"] == "ok"
     bad = LocalTransport()
     for _ in range(2):
         slurm_mod._PREFLIGHT_CACHE.clear()
-        SlurmBackend(bad, cluster="fake", remote_base_dir=remote, python="/nonexistent/python")._preflight()
+        SlurmBackend(
+            bad, cluster="fake", remote_base_dir=remote, python="/nonexistent/python"
+        )._preflight()
     assert bad.roundtrips == 2  # a failing answer is asked again by every process
 
 
@@ -270,23 +353,36 @@ class DropsAfterRunning(LocalTransport):
         return result
 
 
-def test_connection_lost_during_submit_finds_the_job_instead_of_abandoning_it(fake_slurm: Path, tmp_path: Path) -> None:
-    backend = SlurmBackend(DropsAfterRunning("sbatch"), cluster="fake", remote_base_dir=str(tmp_path / "remote"), record_launch=False)
+def test_connection_lost_during_submit_finds_the_job_instead_of_abandoning_it(
+    fake_slurm: Path, tmp_path: Path
+) -> None:
+    backend = SlurmBackend(
+        DropsAfterRunning("sbatch"),
+        cluster="fake",
+        remote_base_dir=str(tmp_path / "remote"),
+        record_launch=False,
+    )
     staging = tmp_path / "staging"
     staging.mkdir()
     (staging / "job.sh").write_text("#!/bin/bash\nsleep 0.2\n")
     handle = backend.submit(str(staging), backend.run_dir_for("r", "s"))
-    assert handle.job_id == "101" and len(calls(fake_slurm, "sbatch")) == 1  # adopted, not resubmitted
+    assert (
+        handle.job_id == "101" and len(calls(fake_slurm, "sbatch")) == 1
+    )  # adopted, not resubmitted
 
 
-def test_connection_lost_before_sbatch_says_nothing_was_submitted(fake_slurm: Path, tmp_path: Path) -> None:
+def test_connection_lost_before_sbatch_says_nothing_was_submitted(
+    fake_slurm: Path, tmp_path: Path
+) -> None:
     class DropsBefore(LocalTransport):
         def run(self, command, *, timeout=None, stdin=None):
             if "sbatch" in command:
                 raise TransportError("could not open a session (simulated)")
             return super().run(command, timeout=timeout, stdin=stdin)
 
-    backend = SlurmBackend(DropsBefore(), cluster="fake", remote_base_dir=str(tmp_path / "remote"), record_launch=False)
+    backend = SlurmBackend(
+        DropsBefore(), cluster="fake", remote_base_dir=str(tmp_path / "remote"), record_launch=False
+    )
     staging = tmp_path / "staging"
     staging.mkdir()
     (staging / "job.sh").write_text("#!/bin/bash\ntrue\n")
@@ -301,7 +397,9 @@ def _staged(tmp_path: Path) -> Path:
     return staging
 
 
-def test_connection_lost_and_queue_unreachable_says_unknown_not_nothing_submitted(fake_slurm: Path, tmp_path: Path) -> None:
+def test_connection_lost_and_queue_unreachable_says_unknown_not_nothing_submitted(
+    fake_slurm: Path, tmp_path: Path
+) -> None:
     """If the check whether sbatch ran fails too, we must not claim 'nothing was submitted'."""
 
     class Down(LocalTransport):
@@ -313,20 +411,28 @@ def test_connection_lost_and_queue_unreachable_says_unknown_not_nothing_submitte
                 raise TransportError("connection lost (simulated)")
             return super().run(command, timeout=timeout, stdin=stdin)
 
-    backend = SlurmBackend(Down(), cluster="fake", remote_base_dir=str(tmp_path / "remote"), record_launch=False)
-    with pytest.raises(TransportError, match="(?s)UNKNOWN whether a job was submitted.*squeue --me") as info:
+    backend = SlurmBackend(
+        Down(), cluster="fake", remote_base_dir=str(tmp_path / "remote"), record_launch=False
+    )
+    with pytest.raises(
+        TransportError, match="(?s)UNKNOWN whether a job was submitted.*squeue --me"
+    ) as info:
         backend.submit(str(_staged(tmp_path)), backend.run_dir_for("r", "s"))
     assert "Retry the run" not in str(info.value)
 
 
 @pytest.mark.parametrize("error", [AuthenticationError, HostKeyError])
-def test_refused_credentials_at_submit_surface_as_they_are(fake_slurm: Path, tmp_path: Path, error) -> None:
+def test_refused_credentials_at_submit_surface_as_they_are(
+    fake_slurm: Path, tmp_path: Path, error
+) -> None:
     class Refused(LocalTransport):
         def run(self, command, *, timeout=None, stdin=None):
             if "sbatch" in command:
                 raise error("refused (simulated): fix the key / known_hosts")
             return super().run(command, timeout=timeout, stdin=stdin)
 
-    backend = SlurmBackend(Refused(), cluster="fake", remote_base_dir=str(tmp_path / "remote"), record_launch=False)
+    backend = SlurmBackend(
+        Refused(), cluster="fake", remote_base_dir=str(tmp_path / "remote"), record_launch=False
+    )
     with pytest.raises(error, match="refused"):
         backend.submit(str(_staged(tmp_path)), backend.run_dir_for("r", "s"))

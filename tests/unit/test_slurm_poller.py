@@ -31,10 +31,14 @@ SQUEUE_OUT = (
 class CountingTransport(Transport):
     """Answers squeue/sacct with canned text and logs every query to a file (shared by processes)."""
 
-    def __init__(self, log: Path, squeue_out: str = SQUEUE_OUT, sacct_out: str = "", fail: bool = False):
+    def __init__(
+        self, log: Path, squeue_out: str = SQUEUE_OUT, sacct_out: str = "", fail: bool = False
+    ):
         self.log, self.squeue_out, self.sacct_out, self.fail = log, squeue_out, sacct_out, fail
 
-    def run(self, command: str, *, timeout: float | None = None, stdin: bytes | None = None) -> CommandResult:
+    def run(
+        self, command: str, *, timeout: float | None = None, stdin: bytes | None = None
+    ) -> CommandResult:
         with open(self.log, "a") as f:
             f.write(command.split()[0] + "\n")
         if self.fail:
@@ -66,7 +70,11 @@ def queries(log: Path, kind: str = "squeue") -> int:
 
 def test_parse_squeue_and_states() -> None:
     jobs = parse_squeue(SQUEUE_OUT + "garbage line\n")
-    assert jobs["102"] == {"state": "PENDING", "reason": "Resources", "start": "2026-11-21T23:10:00"}
+    assert jobs["102"] == {
+        "state": "PENDING",
+        "reason": "Resources",
+        "start": "2026-11-21T23:10:00",
+    }
     assert jobs["103"]["start"] == ""
     assert jobs["101"]["reason"] == ""
     assert len(jobs) == 5
@@ -81,7 +89,11 @@ def test_one_query_serves_every_job_within_a_tick(tmp_path: Path) -> None:
     poller = SlurmPoller(CountingTransport(log), "u@h:22", cache_dir=tmp_path, clock=clock)
     assert poller.status("101").state is JobState.RUNNING
     st = poller.status("102")
-    assert (st.state, st.reason, st.expected_start) == (JobState.PENDING, "Resources", "2026-11-21T23:10:00")
+    assert (st.state, st.reason, st.expected_start) == (
+        JobState.PENDING,
+        "Resources",
+        "2026-11-21T23:10:00",
+    )
     assert poller.status("104").state is JobState.COMPLETED
     assert queries(log) == 1
     clock.now += 2.5
@@ -129,7 +141,9 @@ def test_squeue_nonzero_exit_is_transient(tmp_path: Path) -> None:
     class Busy(CountingTransport):
         def run(self, command: str, **kw: object) -> CommandResult:
             super().run(command)
-            return CommandResult(1, "", "slurm_load_jobs error: Socket timed out on send/recv operation")
+            return CommandResult(
+                1, "", "slurm_load_jobs error: Socket timed out on send/recv operation"
+            )
 
     poller = SlurmPoller(Busy(tmp_path / "q.log"), "c", cache_dir=tmp_path, clock=FakeClock())
     st = poller.status("101")
@@ -155,7 +169,13 @@ def test_bad_intervals_rejected(tmp_path: Path) -> None:
 
 
 def _worker(cache_dir: str, log: str, duration: float, floor: float, out: str) -> None:
-    poller = SlurmPoller(CountingTransport(Path(log)), "shared", cache_dir=Path(cache_dir), floor_s=floor, max_s=floor)
+    poller = SlurmPoller(
+        CountingTransport(Path(log)),
+        "shared",
+        cache_dir=Path(cache_dir),
+        floor_s=floor,
+        max_s=floor,
+    )
     seen = 0
     end = time.monotonic() + duration
     while time.monotonic() < end:
@@ -171,7 +191,9 @@ def test_several_processes_share_one_query_per_tick(tmp_path: Path) -> None:
     duration, floor, nproc = 1.2, 0.3, 8
     ctx = multiprocessing.get_context("fork")
     procs = [
-        ctx.Process(target=_worker, args=(str(tmp_path), str(log), duration, floor, str(tmp_path / f"o{i}")))
+        ctx.Process(
+            target=_worker, args=(str(tmp_path), str(log), duration, floor, str(tmp_path / f"o{i}"))
+        )
         for i in range(nproc)
     ]
     for p in procs:
@@ -185,4 +207,6 @@ def test_several_processes_share_one_query_per_tick(tmp_path: Path) -> None:
     snap = SlurmPoller(CountingTransport(log), "shared", cache_dir=tmp_path).snapshot()
     assert snap is not None and snap.seq >= n  # the shared counter saw every query
     ticks = duration / floor
-    assert 1 <= n <= ticks + 2, f"{n} scheduler queries for {ticks:.0f} ticks across {nproc} processes"
+    assert 1 <= n <= ticks + 2, (
+        f"{n} scheduler queries for {ticks:.0f} ticks across {nproc} processes"
+    )

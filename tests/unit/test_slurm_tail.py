@@ -19,7 +19,9 @@ class CountingLocal(LocalTransport):
 
 def _reads_in(seconds: float, tmp_path: Path, **kw) -> int:
     transport = CountingLocal()
-    reader = RunDirMessageReader(transport, str(tmp_path), lambda stream, lines: None, interval_s=0.05, **kw)
+    reader = RunDirMessageReader(
+        transport, str(tmp_path), lambda stream, lines: None, interval_s=0.05, **kw
+    )
     with reader.read_messages(handler=None):  # type: ignore[arg-type]  # no messages: never used
         time.sleep(seconds)
     return transport.reads

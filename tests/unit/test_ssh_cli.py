@@ -13,10 +13,18 @@ def test_flags_override_the_environment(monkeypatch):
     monkeypatch.setenv("DAGSTER_HPC_SSH_HOST", "from-env")
     monkeypatch.setenv("DAGSTER_HPC_SSH_USER", "envuser")
     monkeypatch.setenv("DAGSTER_HPC_SSH_PASSWORD", "pw")
-    args = build_parser().parse_args(["doctor", "flaghost", "-p", "2200", "-J", "a@j1:22,j2", "--accept-new-host-key"])
+    args = build_parser().parse_args(
+        ["doctor", "flaghost", "-p", "2200", "-J", "a@j1:22,j2", "--accept-new-host-key"]
+    )
     r = resource_from_args(args)
     t = r.to_target()
-    assert (t.host, t.port, t.user, t.password, t.host_key_policy) == ("flaghost", 2200, "envuser", "pw", "accept-new")
+    assert (t.host, t.port, t.user, t.password, t.host_key_policy) == (
+        "flaghost",
+        2200,
+        "envuser",
+        "pw",
+        "accept-new",
+    )
     assert [str(h) for h in t.jump_hosts] == ["a@j1:22", "j2"]
 
 

@@ -20,7 +20,9 @@ SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
 RFC_SECRET = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"  # b"12345678901234567890" (RFC 6238 appendix B)
 
 
-@pytest.mark.parametrize(("t", "code"), [(59, "94287082"), (1111111109, "07081804"), (2000000000, "69279037")])
+@pytest.mark.parametrize(
+    ("t", "code"), [(59, "94287082"), (1111111109, "07081804"), (2000000000, "69279037")]
+)
 def test_totp_matches_rfc6238_vectors(t, code):
     assert totp_code(RFC_SECRET, at=t, digits=8) == code
 
@@ -44,7 +46,9 @@ def test_password_only_answers_password_prompts():
 def test_otp_prompts_get_codes_from_secret_or_callback():
     t = SSHTarget("h", password="pw", totp_secret=SECRET)
     answers = t.answer_prompts([("Password: ", False), ("(user@h) Verification code: ", False)])
-    assert answers is not None and answers[0] == "pw" and answers[1].isdigit() and len(answers[1]) == 6
+    assert (
+        answers is not None and answers[0] == "pw" and answers[1].isdigit() and len(answers[1]) == 6
+    )
     seen = []
     cb = SSHTarget("h", otp_callback=lambda p: seen.append(p) or " 123456 ")
     assert cb.answer_prompts([("OTP: ", True)]) == ["123456"] and seen == ["OTP: "]
@@ -113,7 +117,13 @@ def test_publish_is_atomic_rename(tmp_path):
 def test_ssh_argv_is_strict_and_routes_jumps_through_the_hop_config(tmp_path):
     key = tmp_path / "k"
     key.write_text("x")
-    t = SSHTarget("login", port=2222, user="u", key_paths=(str(key),), jump_hosts=parse_jump_hosts("j1:2223,j2"))
+    t = SSHTarget(
+        "login",
+        port=2222,
+        user="u",
+        key_paths=(str(key),),
+        jump_hosts=parse_jump_hosts("j1:2223,j2"),
+    )
     argv = ssh_base_argv(t, "/s/cm", "/s/cfg")
     assert argv[:3] == ["ssh", "-F", "/s/cfg"]
     assert "StrictHostKeyChecking=yes" in argv and "IdentitiesOnly=yes" in argv
@@ -132,7 +142,9 @@ def test_askpass_answers_only_what_it_should():
     code = answer("(hpcuser@127.0.0.1) Verification code: ", env)
     assert code is not None and code.isdigit() and len(code) == 6
     assert answer("Verification code: ", {PASSWORD_ENV: "pw"}) is None  # never the password
-    assert answer("Are you sure you want to continue connecting (yes/no/[fingerprint])? ", env) is None
+    assert (
+        answer("Are you sure you want to continue connecting (yes/no/[fingerprint])? ", env) is None
+    )
     assert answer("Enter passphrase for key '/k': ", env) is None
 
 
@@ -163,9 +175,18 @@ def test_doctor_parses_a_healthy_cluster():
 
 def test_doctor_explains_problems_in_plain_words():
     out = (
-        DOCTOR_OK.replace("12|COMPLETED\n@@dagster-hpc-doctor rc 0", "Slurm accounting storage is disabled\n@@dagster-hpc-doctor rc 1")
-        .replace("/home/u/.dagster-hpc\n@@dagster-hpc-doctor rc 0", "/scratch/x\nmkdir: Permission denied\n@@dagster-hpc-doctor rc 1")
-        .replace("slurm-wlm 22.05.8\n@@dagster-hpc-doctor rc 0", "sh: sinfo: not found\n@@dagster-hpc-doctor rc 127")
+        DOCTOR_OK.replace(
+            "12|COMPLETED\n@@dagster-hpc-doctor rc 0",
+            "Slurm accounting storage is disabled\n@@dagster-hpc-doctor rc 1",
+        )
+        .replace(
+            "/home/u/.dagster-hpc\n@@dagster-hpc-doctor rc 0",
+            "/scratch/x\nmkdir: Permission denied\n@@dagster-hpc-doctor rc 1",
+        )
+        .replace(
+            "slurm-wlm 22.05.8\n@@dagster-hpc-doctor rc 0",
+            "sh: sinfo: not found\n@@dagster-hpc-doctor rc 127",
+        )
     )
     r = parse_report("u@h", out)
     assert r.slurm_version is None and not r.sacct_ok and not r.base_writable
@@ -177,7 +198,7 @@ def test_doctor_explains_problems_in_plain_words():
 
 def test_doctor_script_quotes_the_base_dir():
     assert "b='/x; rm -rf ~'" in doctor_script("/x; rm -rf ~")
-    assert 'b=$HOME/.dagster-hpc' in doctor_script(None)
+    assert "b=$HOME/.dagster-hpc" in doctor_script(None)
     assert """b="$HOME"'/my dir'""" in doctor_script("~/my dir")
 
 

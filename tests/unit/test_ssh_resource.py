@@ -13,7 +13,17 @@ from dagster_hpc.transport.ssh import SSHTransport
 
 @pytest.fixture
 def env(monkeypatch):
-    for k in ("HOST", "PORT", "USER", "PASSWORD", "TOTP_SECRET", "JUMP_HOSTS", "TRANSPORT", "REQUIRE_LOGIN", "USE_AGENT"):
+    for k in (
+        "HOST",
+        "PORT",
+        "USER",
+        "PASSWORD",
+        "TOTP_SECRET",
+        "JUMP_HOSTS",
+        "TRANSPORT",
+        "REQUIRE_LOGIN",
+        "USE_AGENT",
+    ):
         monkeypatch.delenv(f"SITE_{k}", raising=False)
     return monkeypatch
 
@@ -27,7 +37,13 @@ def test_from_env_reads_every_setting_and_keeps_secrets_as_env_references(env):
     env.setenv("SITE_JUMP_HOSTS", "alice@gw1:22, gw2")
     env.setenv("SITE_USE_AGENT", "no")
     r = SSHConnectionResource.from_env("SITE")
-    assert (r.host, r.port, r.user, r.jump_hosts, r.use_agent) == ("login.example", 2200, "alice", ["alice@gw1:22", "gw2"], False)
+    assert (r.host, r.port, r.user, r.jump_hosts, r.use_agent) == (
+        "login.example",
+        2200,
+        "alice",
+        ["alice@gw1:22", "gw2"],
+        False,
+    )
     # what Dagster shows as this resource's config: the variable names, never the values
     assert isinstance(r.password, dg.EnvVar) and r.password.env_var_name == "SITE_PASSWORD"
     assert "s3cret" not in repr(r) and "JBSWY3DPEHPK3PXP" not in repr(r)
@@ -63,8 +79,14 @@ def test_bad_config_fails_before_connecting():
 
 def test_get_transport_picks_the_kind(tmp_path):
     assert isinstance(SSHConnectionResource(host="h").get_transport(), SSHTransport)
-    t = SSHConnectionResource(host="h", transport="openssh", control_dir=str(tmp_path), require_login=True).get_transport()
-    assert isinstance(t, OpenSSHTransport) and t.require_login and t.control_path.startswith(str(tmp_path))
+    t = SSHConnectionResource(
+        host="h", transport="openssh", control_dir=str(tmp_path), require_login=True
+    ).get_transport()
+    assert (
+        isinstance(t, OpenSSHTransport)
+        and t.require_login
+        and t.control_path.startswith(str(tmp_path))
+    )
 
 
 def test_resource_works_inside_definitions():
@@ -72,7 +94,10 @@ def test_resource_works_inside_definitions():
     def probe(ssh: SSHConnectionResource) -> str:
         return ssh.to_target().label
 
-    result = dg.materialize([probe], resources={"ssh": SSHConnectionResource(host="login.example", user="bob", port=2222)})
+    result = dg.materialize(
+        [probe],
+        resources={"ssh": SSHConnectionResource(host="login.example", user="bob", port=2222)},
+    )
     assert result.output_for_node("probe") == "bob@login.example:2222"
 
 
@@ -83,7 +108,10 @@ def test_env_var_secrets_resolve_inside_a_run(env):
     def probe(ssh: SSHConnectionResource) -> bool:
         return ssh.to_target().password == "from-env"
 
-    result = dg.materialize([probe], resources={"ssh": SSHConnectionResource(host="h", password=dg.EnvVar("SITE_PASSWORD"))})
+    result = dg.materialize(
+        [probe],
+        resources={"ssh": SSHConnectionResource(host="h", password=dg.EnvVar("SITE_PASSWORD"))},
+    )
     assert result.output_for_node("probe") is True
 
 

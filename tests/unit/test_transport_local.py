@@ -18,7 +18,9 @@ def test_run_returns_exit_code_and_streams_and_takes_stdin() -> None:
 
 
 def test_check_raises_with_command_exit_code_and_hint() -> None:
-    with pytest.raises(RemoteCommandError, match=r"exit code 2: ls /nonexistent-dir(.|\n)*hint: look") as info:
+    with pytest.raises(
+        RemoteCommandError, match=r"exit code 2: ls /nonexistent-dir(.|\n)*hint: look"
+    ) as info:
         LocalTransport().check("ls /nonexistent-dir", hint="look")
     assert info.value.exit_code == 2
 
@@ -60,7 +62,10 @@ def test_read_from_offsets_and_missing_files(tmp_path: Path) -> None:
     assert t.read_from(str(f), 100) == b""
     assert t.read_from(str(tmp_path / "missing"), 0) == b""
     before = t.roundtrips
-    assert t.read_many_from([(str(f), 0), (str(tmp_path / "missing"), 0)], max_bytes=5) == [b"hello", b""]
+    assert t.read_many_from([(str(f), 0), (str(tmp_path / "missing"), 0)], max_bytes=5) == [
+        b"hello",
+        b"",
+    ]
     assert t.roundtrips == before + 1
 
 

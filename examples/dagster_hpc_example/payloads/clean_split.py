@@ -14,8 +14,12 @@ with open_dagster_pipes() as pipes:
     rejected = frame.filter(pl.col("value") > threshold)
     clean.write_parquet(data_dir / "clean.parquet")
     rejected.write_parquet(data_dir / "rejected.parquet")
-    pipes.report_asset_materialization(asset_key="clean_measurements", metadata={"rows": clean.height})
-    pipes.report_asset_materialization(asset_key="rejected_measurements", metadata={"rows": rejected.height})
+    pipes.report_asset_materialization(
+        asset_key="clean_measurements", metadata={"rows": clean.height}
+    )
+    pipes.report_asset_materialization(
+        asset_key="rejected_measurements", metadata={"rows": rejected.height}
+    )
     worst = float(clean["value"].max()) if clean.height else 0.0
     pipes.report_asset_check(
         check_name="values_within_threshold",

@@ -13,8 +13,14 @@ with open_dagster_pipes() as pipes:
     data_dir = Path(os.environ["EXAMPLE_DATA_DIR"])
     frame = pl.read_csv(data_dir / "measurements.csv")
     # deterministic assignment of sensors to regions (stable across processes, unlike hash())
-    sensors = [s for s in frame["sensor"].unique().sort() if zlib.crc32(f"{s}".encode()) % 3 == ["eu", "us", "apac"].index(region)]
+    sensors = [
+        s
+        for s in frame["sensor"].unique().sort()
+        if zlib.crc32(f"{s}".encode()) % 3 == ["eu", "us", "apac"].index(region)
+    ]
     mine = frame.filter(pl.col("sensor").is_in(sensors))
     mine.write_parquet(data_dir / f"region_{region}.parquet")
     print(f"region {region}: {len(sensors)} sensors, {mine.height} rows")
-    pipes.report_asset_materialization(metadata={"region": region, "sensors": len(sensors), "rows": mine.height})
+    pipes.report_asset_materialization(
+        metadata={"region": region, "sensors": len(sensors), "rows": mine.height}
+    )

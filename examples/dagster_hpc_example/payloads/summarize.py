@@ -9,9 +9,15 @@ from dagster_pipes import open_dagster_pipes
 with open_dagster_pipes() as pipes:
     data_dir = Path(os.environ["EXAMPLE_DATA_DIR"])
     frame = pl.read_csv(data_dir / "measurements.csv")
-    per_sensor = frame.group_by("sensor").agg(
-        pl.len().alias("n"), pl.col("value").mean().alias("mean"), pl.col("value").max().alias("max")
-    ).sort("sensor")
+    per_sensor = (
+        frame.group_by("sensor")
+        .agg(
+            pl.len().alias("n"),
+            pl.col("value").mean().alias("mean"),
+            pl.col("value").max().alias("max"),
+        )
+        .sort("sensor")
+    )
     per_sensor.write_parquet(data_dir / "per_sensor.parquet")
     pipes.log.info(f"summarized {frame.height} rows from {per_sensor.height} sensors")
     print(per_sensor.head(5))

@@ -44,7 +44,11 @@ MIN_RUN_DIR_DEPTH = 3
 def check_removable(run_dir: str) -> None:
     """Refuse to delete anything that cannot be a run directory (a bug must not rm -rf a home)."""
     parts = [p for p in run_dir.split("/") if p]
-    if not run_dir.startswith("/") or len(parts) < MIN_RUN_DIR_DEPTH or any(p in (".", "..") for p in parts):
+    if (
+        not run_dir.startswith("/")
+        or len(parts) < MIN_RUN_DIR_DEPTH
+        or any(p in (".", "..") for p in parts)
+    ):
         raise ConfigError(f"refusing to delete {run_dir!r}: not an absolute run-directory path")
 
 
@@ -75,7 +79,12 @@ class JobHandle:
     cluster: str = "local"  # user@host:port for slurm
 
     def to_dict(self) -> dict[str, str]:
-        return {"backend": self.backend, "job_id": self.job_id, "run_dir": self.run_dir, "cluster": self.cluster}
+        return {
+            "backend": self.backend,
+            "job_id": self.job_id,
+            "run_dir": self.run_dir,
+            "cluster": self.cluster,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, str]) -> JobHandle:
@@ -140,9 +149,13 @@ class Backend(abc.ABC):
         check_removable(run_dir)
         self.transport.check(f"rm -rf -- {shlex.quote(run_dir)}", hint=f"remove {run_dir} by hand")
 
-    def failure_error(self, handle: JobHandle, outcome: JobOutcome, stderr_tail: list[str]) -> PayloadError:
+    def failure_error(
+        self, handle: JobHandle, outcome: JobOutcome, stderr_tail: list[str]
+    ) -> PayloadError:
         """The error raised when a job did not succeed (backends name their own states)."""
-        code = "unknown (no exit_code file)" if outcome.exit_code is None else str(outcome.exit_code)
+        code = (
+            "unknown (no exit_code file)" if outcome.exit_code is None else str(outcome.exit_code)
+        )
         tail = "\n".join(stderr_tail) or "(stderr was empty)"
         return PayloadError(
             f"payload failed: state {outcome.state.value}, exit code {code}, {self.name} job {handle.job_id}\n"

@@ -186,7 +186,9 @@ class SlurmBackend(Backend):
             queue=queue,
         )
         if self.activate:
-            request = dataclasses.replace(request, launcher=ActivatedLauncher(request.launcher, self.activate))
+            request = dataclasses.replace(
+                request, launcher=ActivatedLauncher(request.launcher, self.activate)
+            )
         return request, sbatch_header(queue, step=_step_name(context))
 
     def _use_env(self, context: Any, queue: QueueConfig) -> None:
@@ -200,8 +202,15 @@ class SlurmBackend(Backend):
                 "the interpreter; remove one of them"
             )
         log = getattr(getattr(context, "log", None), "info", None)
-        ref = resolve_env(self._transport, self.env, cluster=self.cluster, runs_base=self.remote_base_dir,
-                          partition=queue.partition, slurm_options=queue_srun_options(queue), log=log)
+        ref = resolve_env(
+            self._transport,
+            self.env,
+            cluster=self.cluster,
+            runs_base=self.remote_base_dir,
+            partition=queue.partition,
+            slurm_options=queue_srun_options(queue),
+            log=log,
+        )
         self.python = self.default_python = ref.python
         if self.activate is None and ref.activate:
             self.activate = ref.activate
@@ -214,7 +223,9 @@ class SlurmBackend(Backend):
             cached = _read_shared_preflight(key)
         if cached is None:
             cmd = "echo home=$HOME; " + preflight_command(
-                base_dir=base_dir_expr(self.remote_base_dir), python=self.default_python, activate=self.activate
+                base_dir=base_dir_expr(self.remote_base_dir),
+                python=self.default_python,
+                activate=self.activate,
             )
             result = self._transport.run(cmd, timeout=PREFLIGHT_TIMEOUT_S)
             cached = parse_preflight(result.stdout)
@@ -264,8 +275,12 @@ class SlurmBackend(Backend):
             )
         job_id = result.stdout.strip().splitlines()[-1].split(";")[0].strip()
         if not job_id.isdigit():
-            raise PayloadError(f"sbatch answered {result.stdout!r}, not a job id (run dir {remote_run_dir})")
-        handle = JobHandle(backend=self.name, job_id=job_id, run_dir=remote_run_dir, cluster=self.cluster)
+            raise PayloadError(
+                f"sbatch answered {result.stdout!r}, not a job id (run dir {remote_run_dir})"
+            )
+        handle = JobHandle(
+            backend=self.name, job_id=job_id, run_dir=remote_run_dir, cluster=self.cluster
+        )
         self._submitted_at[job_id] = time.time()
         self._poller.reset_interval()
         if self._record_launch and self._context is not None:
@@ -280,7 +295,9 @@ class SlurmBackend(Backend):
             return None
         from dagster_hpc.backends.slurm_reattach import find_reattach
 
-        return find_reattach(context, self._transport, cluster=self.cluster, record=self._record_launch)
+        return find_reattach(
+            context, self._transport, cluster=self.cluster, record=self._record_launch
+        )
 
     def _find_job_by_workdir(self, run_dir: str, *, cause: Exception) -> str | None:
         """Job id of our job whose working directory is ``run_dir`` (run dirs are unique).
@@ -307,17 +324,24 @@ class SlurmBackend(Backend):
         return None
 
     def poll(self, handle: JobHandle) -> JobStatus:
-        return self._poller.status(handle.job_id, submitted_at=self._submitted_at.get(handle.job_id))
+        return self._poller.status(
+            handle.job_id, submitted_at=self._submitted_at.get(handle.job_id)
+        )
 
     def cancel(self, handle: JobHandle) -> None:
         """scancel, then wait until Slurm confirms the job is no longer pending or running."""
         q = shlex.quote(handle.job_id)
-        self._transport.check(f"scancel {q}", timeout=SUBMIT_TIMEOUT_S, hint=f"cancel job {handle.job_id} by hand")
+        self._transport.check(
+            f"scancel {q}", timeout=SUBMIT_TIMEOUT_S, hint=f"cancel job {handle.job_id} by hand"
+        )
         deadline = time.monotonic() + CANCEL_CONFIRM_TIMEOUT_S
         state = JobState.UNKNOWN
         while time.monotonic() < deadline:
             try:
-                res = self._transport.run(f"squeue --noheader --states=all --jobs {q} --format=%T", timeout=SACCT_TIMEOUT_S)
+                res = self._transport.run(
+                    f"squeue --noheader --states=all --jobs {q} --format=%T",
+                    timeout=SACCT_TIMEOUT_S,
+                )
             except TransportError:
                 time.sleep(CANCEL_CHECK_INTERVAL_S)
                 continue
@@ -344,7 +368,9 @@ class SlurmBackend(Backend):
             except BaseException as exc:  # noqa: BLE001 - handed to outcome(), which re-raises it
                 future.set_exception(exc)
 
-        threading.Thread(target=fetch, name=f"dagster-hpc-sacct-{handle.job_id}", daemon=True).start()
+        threading.Thread(
+            target=fetch, name=f"dagster-hpc-sacct-{handle.job_id}", daemon=True
+        ).start()
         self._sacct_prefetch[handle.job_id] = (exit_code, future)
 
     def outcome(self, handle: JobHandle, exit_code: int | None) -> JobOutcome:
@@ -353,7 +379,9 @@ class SlurmBackend(Backend):
         # elapsed/CPU time, and may lack the allocated TRES. Usually the first query is final.
         prefetched = self._sacct_prefetch.pop(handle.job_id, None)
         if prefetched is not None and prefetched[0] == exit_code:
-            text, metrics = prefetched[1].result(timeout=SACCT_SETTLE_TIMEOUT_S + 2 * SACCT_TIMEOUT_S)
+            text, metrics = prefetched[1].result(
+                timeout=SACCT_SETTLE_TIMEOUT_S + 2 * SACCT_TIMEOUT_S
+            )
         else:
             text, metrics = self._settled_sacct(handle.job_id)
         scheduler = self.poll(handle).state if metrics is None else JobState.UNKNOWN
@@ -365,11 +393,17 @@ class SlurmBackend(Backend):
         if metrics is not None:
             md = {**base, **metrics.to_metadata(), "slurm/state": state.value}
         elif accounting_disabled(text):
-            md = {**base, **unavailable_metadata(handle.job_id, "Slurm accounting storage is disabled"),
-                  "slurm/state": state.value}
+            md = {
+                **base,
+                **unavailable_metadata(handle.job_id, "Slurm accounting storage is disabled"),
+                "slurm/state": state.value,
+            }
         else:
-            md = {**base, **unavailable_metadata(handle.job_id, "the job has no sacct record (yet)"),
-                  "slurm/state": state.value}
+            md = {
+                **base,
+                **unavailable_metadata(handle.job_id, "the job has no sacct record (yet)"),
+                "slurm/state": state.value,
+            }
         if exit_code is not None:
             md["slurm/payload_exit_code"] = exit_code
         # execute() treats exit_code == 0 as success: only a COMPLETED job may report 0
@@ -395,7 +429,9 @@ class SlurmBackend(Backend):
                 return text, metrics
             time.sleep(SACCT_SETTLE_INTERVAL_S)
 
-    def failure_error(self, handle: JobHandle, outcome: JobOutcome, stderr_tail: list[str]) -> PayloadError:
+    def failure_error(
+        self, handle: JobHandle, outcome: JobOutcome, stderr_tail: list[str]
+    ) -> PayloadError:
         return slurm_job_error(
             state=outcome.state if outcome.state is not JobState.COMPLETED else JobState.FAILED,
             job_id=handle.job_id,
@@ -457,6 +493,8 @@ def _asset_queue_override(context: Any) -> dict[str, Any] | None:
             continue
         raw = getattr(value, "value", value)  # JsonMetadataValue or plain dict
         if not isinstance(raw, dict):
-            raise ConfigError(f"asset metadata {QUEUE_METADATA_KEY!r} of {key.to_user_string()} must be a mapping of QueueConfig fields, got {raw!r}")
+            raise ConfigError(
+                f"asset metadata {QUEUE_METADATA_KEY!r} of {key.to_user_string()} must be a mapping of QueueConfig fields, got {raw!r}"
+            )
         found.update(raw)
     return found or None

@@ -19,6 +19,7 @@ def _signal_name(number: int) -> str:
     except ValueError:
         return f"signal {number}"
 
+
 _HINTS: dict[JobState, str] = {
     JobState.FAILED: "the payload exited non-zero: read the stderr tail above and the payload's logs",
     JobState.OUT_OF_MEMORY: (
@@ -27,7 +28,7 @@ _HINTS: dict[JobState, str] = {
     ),
     JobState.TIMEOUT: (
         "the job hit its time limit: raise QueueConfig(time_limit=...), or use "
-        "signal_before_timeout (e.g. \"USR2@120\") to checkpoint before the kill"
+        'signal_before_timeout (e.g. "USR2@120") to checkpoint before the kill'
     ),
     JobState.CANCELLED: (
         "the job was cancelled (scancel by you, an admin or a dependency): check "
@@ -42,7 +43,9 @@ _HINTS: dict[JobState, str] = {
 }
 
 
-def final_state(exit_code: int | None, metrics: JobMetrics | None, scheduler_state: JobState) -> JobState:
+def final_state(
+    exit_code: int | None, metrics: JobMetrics | None, scheduler_state: JobState
+) -> JobState:
     """The outcome: the exit-code file is the truth for a payload that finished by itself;
     sacct (or the scheduler) explains a job that was killed before it could write one."""
     if exit_code == 0:

@@ -134,7 +134,9 @@ class SlurmPoller:
         clock: Callable[[], float] = time.time,
     ):
         if floor_s <= 0 or max_s < floor_s:
-            raise ValueError(f"poll intervals must satisfy 0 < floor_s <= max_s, got {floor_s}, {max_s}")
+            raise ValueError(
+                f"poll intervals must satisfy 0 < floor_s <= max_s, got {floor_s}, {max_s}"
+            )
         self._transport = transport
         self._clock = clock
         self._floor, self._max = floor_s, max_s
@@ -176,12 +178,24 @@ class SlurmPoller:
         try:
             result = self._transport.run(SQUEUE_COMMAND, timeout=SCHEDULER_QUERY_TIMEOUT_S)
         except (TransportError, TimeoutError, OSError) as exc:
-            return Snapshot(now, min(self._max, prev_interval * POLL_BACKOFF), False, str(exc),
-                            previous.jobs if previous else {}, seq)
+            return Snapshot(
+                now,
+                min(self._max, prev_interval * POLL_BACKOFF),
+                False,
+                str(exc),
+                previous.jobs if previous else {},
+                seq,
+            )
         if not result.ok:
             err = f"squeue exited {result.exit_code}: {result.stderr.strip()[-500:]}"
-            return Snapshot(now, min(self._max, prev_interval * POLL_BACKOFF), False, err,
-                            previous.jobs if previous else {}, seq)
+            return Snapshot(
+                now,
+                min(self._max, prev_interval * POLL_BACKOFF),
+                False,
+                err,
+                previous.jobs if previous else {},
+                seq,
+            )
         jobs = parse_squeue(result.stdout)
         changed = previous is None or not previous.ok or previous.jobs != jobs
         interval = self._floor if changed else min(self._max, prev_interval * POLL_BACKOFF)
@@ -223,7 +237,9 @@ class SlurmPoller:
             return JobStatus(JobState.UNKNOWN, reason=f"scheduler query failed: {reason}")
         row = snap.jobs.get(job_id)
         if row is not None:
-            return JobStatus(slurm_state(row["state"]), reason=row["reason"], expected_start=row["start"])
+            return JobStatus(
+                slurm_state(row["state"]), reason=row["reason"], expected_start=row["start"]
+            )
         if submitted_at is not None and self._clock() - submitted_at < SACCT_FALLBACK_AFTER_S:
             return JobStatus(JobState.UNKNOWN, reason="not in squeue yet")
         return self._sacct_status(job_id)
@@ -239,7 +255,10 @@ class SlurmPoller:
         except (TransportError, TimeoutError, OSError) as exc:
             return JobStatus(JobState.UNKNOWN, reason=f"sacct failed: {exc}")
         if not result.ok:
-            return JobStatus(JobState.UNKNOWN, reason=f"sacct exited {result.exit_code}: {result.stderr.strip()[-300:]}")
+            return JobStatus(
+                JobState.UNKNOWN,
+                reason=f"sacct exited {result.exit_code}: {result.stderr.strip()[-300:]}",
+            )
         for line in result.stdout.splitlines():
             parts = line.split("|")
             if len(parts) >= 3 and parts[0] == job_id:

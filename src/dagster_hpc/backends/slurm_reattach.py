@@ -66,9 +66,9 @@ def parse_probe(stdout: str) -> JobProbe:
     for raw in stdout.splitlines():
         line = raw.strip()
         if line.startswith(_SQUEUE_RC):
-            squeue_rc = int(line[len(_SQUEUE_RC):] or "1")
+            squeue_rc = int(line[len(_SQUEUE_RC) :] or "1")
         elif line.startswith(_EXIT):
-            text = line[len(_EXIT):].strip()
+            text = line[len(_EXIT) :].strip()
             exit_code = int(text) if text.lstrip("-").isdigit() else None
         elif line == _DIR:
             run_dir_exists = True
@@ -76,11 +76,18 @@ def parse_probe(stdout: str) -> JobProbe:
             squeue_lines.append(line)
     text = "\n".join(squeue_lines)
     if squeue_rc is None:
-        return JobProbe(None, exit_code, run_dir_exists, squeue_error=f"no answer from the probe: {stdout[:200]!r}")
+        return JobProbe(
+            None,
+            exit_code,
+            run_dir_exists,
+            squeue_error=f"no answer from the probe: {stdout[:200]!r}",
+        )
     if squeue_rc != 0:
         if any(marker in text for marker in _GONE_MARKERS):
             return JobProbe(None, exit_code, run_dir_exists)
-        return JobProbe(None, exit_code, run_dir_exists, squeue_error=text or f"squeue exited {squeue_rc}")
+        return JobProbe(
+            None, exit_code, run_dir_exists, squeue_error=text or f"squeue exited {squeue_rc}"
+        )
     state = slurm_state(squeue_lines[0]) if squeue_lines else None
     return JobProbe(state, exit_code, run_dir_exists)
 
@@ -90,7 +97,9 @@ def decide(handle: JobHandle, probe: JobProbe) -> ReattachDecision:
     a new job is submitted. A job that failed is run again: that is what a retry is for."""
     where = f"Slurm job {handle.job_id} (run dir {handle.run_dir})"
     if probe.exit_code == 0:
-        return ReattachDecision(True, handle, f"reattaching to {where}: it already finished with exit code 0")
+        return ReattachDecision(
+            True, handle, f"reattaching to {where}: it already finished with exit code 0"
+        )
     if probe.exit_code is not None:
         return ReattachDecision(
             False, handle,
@@ -108,13 +117,17 @@ def decide(handle: JobHandle, probe: JobProbe) -> ReattachDecision:
             "SlurmResource(reattach=False) to submit anyway."
         )
     if not probe.run_dir_exists:
-        known = "Slurm no longer knows it" if probe.state is None else f"it ended {probe.state.value}"
+        known = (
+            "Slurm no longer knows it" if probe.state is None else f"it ended {probe.state.value}"
+        )
         why = f"{known} and its run directory is gone (removed after success by keep_run_dirs, or purged?)"
     elif probe.state is None:
         why = "Slurm no longer knows it and it left no exit_code file (killed before the wrapper finished)"
     else:
         why = f"it ended {probe.state.value} without an exit_code file"
-    return ReattachDecision(False, handle, f"not reattaching to {where}: {why}; submitting a new job")
+    return ReattachDecision(
+        False, handle, f"not reattaching to {where}: {why}; submitting a new job"
+    )
 
 
 def probe(transport: Transport, handle: JobHandle) -> JobProbe:
@@ -123,7 +136,9 @@ def probe(transport: Transport, handle: JobHandle) -> JobProbe:
     return parse_probe(result.stdout)
 
 
-def find_reattach(context: object, transport: Transport, *, cluster: str, record: bool) -> ReattachDecision | None:
+def find_reattach(
+    context: object, transport: Transport, *, cluster: str, record: bool
+) -> ReattachDecision | None:
     """The decision for this step, or None when no earlier attempt launched a job."""
     from dagster_hpc import _dagster_adapter
 

@@ -51,20 +51,27 @@ class SlurmResource(dg.ConfigurableResource):
     """A Slurm cluster reached through ``ssh`` (or this machine, when ``ssh`` is None)."""
 
     ssh: SSHConnectionResource | None = Field(
-        default=None, description="The login node; None: this machine is the login node (sbatch runs locally)."
+        default=None,
+        description="The login node; None: this machine is the login node (sbatch runs locally).",
     )
-    queue: QueueConfig = Field(default_factory=QueueConfig, description="Default resource request of every job.")
+    queue: QueueConfig = Field(
+        default_factory=QueueConfig, description="Default resource request of every job."
+    )
     remote_base_dir: str = Field(
-        default=DEFAULT_REMOTE_BASE, description="Run directories on the cluster (absolute or ~/...), created 0700."
+        default=DEFAULT_REMOTE_BASE,
+        description="Run directories on the cluster (absolute or ~/...), created 0700.",
     )
     python: str | None = Field(
-        default=None, description="Interpreter for Python payloads on the compute nodes (default python3)."
+        default=None,
+        description="Interpreter for Python payloads on the compute nodes (default python3).",
     )
     activate: str | None = Field(
-        default=None, description="Script sourced before the payload starts (e.g. /path/env/bin/activate)."
+        default=None,
+        description="Script sourced before the payload starts (e.g. /path/env/bin/activate).",
     )
     cluster_name: str | None = Field(
-        default=None, description="Label in messages and the shared poll cache (default: user@host:port)."
+        default=None,
+        description="Label in messages and the shared poll cache (default: user@host:port).",
     )
     env: EnvConfig | None = Field(
         default=None,
@@ -80,7 +87,9 @@ class SlurmResource(dg.ConfigurableResource):
     )
 
     @classmethod
-    def from_env(cls, prefix: str = DEFAULT_ENV_PREFIX, ssh_prefix: str | None = None) -> SlurmResource:
+    def from_env(
+        cls, prefix: str = DEFAULT_ENV_PREFIX, ssh_prefix: str | None = None
+    ) -> SlurmResource:
         """Build from ``{prefix}_PARTITION``, ``_ACCOUNT``, ``_TIME_LIMIT``, ... and the SSH
         settings of ``SSHConnectionResource.from_env(ssh_prefix)`` when ``{ssh_prefix}_HOST`` is set."""
         queue: dict[str, object] = {}
@@ -98,7 +107,9 @@ class SlurmResource(dg.ConfigurableResource):
             kwargs: dict[str, object] = {"queue": QueueConfig(**queue)}
         except ConfigError as exc:
             names = ", ".join(f"{prefix}_{s}" for s, f in QUEUE_ENV_FIELDS.items() if f in queue)
-            raise ConfigError(f"{exc}\n(the queue settings come from the environment: {names})") from None
+            raise ConfigError(
+                f"{exc}\n(the queue settings come from the environment: {names})"
+            ) from None
         for suffix, field in RESOURCE_ENV_FIELDS.items():
             raw = os.environ.get(f"{prefix}_{suffix}", "")
             if raw:

@@ -56,7 +56,7 @@ class ActivatedLauncher(Launcher):
         return (
             "#!/usr/bin/env bash\n"
             f"# dagster-hpc: activate the cluster environment, then run the {self.inner.name} launcher\n"
-            f". {q} || {{ echo \"dagster-hpc: cannot source \"{q} >&2; exit {EXIT_ACTIVATE_FAILED}; }}\n"
+            f'. {q} || {{ echo "dagster-hpc: cannot source "{q} >&2; exit {EXIT_ACTIVATE_FAILED}; }}\n'
             + inner
         )
 
@@ -99,8 +99,15 @@ def parse_preflight(text: str) -> dict[str, str]:
 
 
 def check_preflight(
-    answer: dict[str, str], *, cluster: str, base_dir: str, python: str, activate: str | None,
-    partition: str | None, need_python: bool = True, queue: QueueConfig | None = None,
+    answer: dict[str, str],
+    *,
+    cluster: str,
+    base_dir: str,
+    python: str,
+    activate: str | None,
+    partition: str | None,
+    need_python: bool = True,
+    queue: QueueConfig | None = None,
 ) -> None:
     """Raise ConfigError naming what is wrong on the cluster (before anything is submitted)."""
     if answer.get("base") != "ok":
@@ -133,8 +140,12 @@ def check_preflight(
             f"unknown partition {partition!r} on {cluster}: this cluster has {', '.join(known)}"
         )
     if queue is not None:
-        check_partition_limits(answer.get("limits", ""), queue, cluster=cluster,
-                               partition=partition or answer.get("default_partition") or None)
+        check_partition_limits(
+            answer.get("limits", ""),
+            queue,
+            cluster=cluster,
+            partition=partition or answer.get("default_partition") or None,
+        )
 
 
 def partition_limits(text: str) -> dict[str, tuple[int | None, float, int]]:
@@ -156,7 +167,9 @@ def partition_limits(text: str) -> dict[str, tuple[int | None, float, int]]:
     return limits
 
 
-def check_partition_limits(text: str, queue: QueueConfig, *, cluster: str, partition: str | None) -> None:
+def check_partition_limits(
+    text: str, queue: QueueConfig, *, cluster: str, partition: str | None
+) -> None:
     """Requests no node of the partition can satisfy fail here, not in sbatch or the queue."""
     limits = partition_limits(text).get(partition or "")
     if limits is None:
@@ -181,6 +194,6 @@ def check_partition_limits(text: str, queue: QueueConfig, *, cluster: str, parti
     if mem_mb is not None and mem_mb > node_mb:
         raise ConfigError(
             f"the job asks for {mem_mb:.0f} MB per node but the largest node of the {where} has "
-            f"{node_mb:.0f} MB: ask for less memory (e.g. mem=\"{int(node_mb * 0.9)}M\") or use a "
+            f'{node_mb:.0f} MB: ask for less memory (e.g. mem="{int(node_mb * 0.9)}M") or use a '
             "partition with bigger nodes"
         )

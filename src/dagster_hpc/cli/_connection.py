@@ -34,11 +34,18 @@ def add_connection_arguments(parser: argparse.ArgumentParser, *, host_required: 
     parser.add_argument("-p", "--port", type=int, help="SSH port")
     parser.add_argument("-l", "--user", help="remote user")
     parser.add_argument("-i", "--key", help="private key file")
-    parser.add_argument("-J", "--jump", help="jump hosts, comma-separated, each user@host:port (as ssh -J)")
+    parser.add_argument(
+        "-J", "--jump", help="jump hosts, comma-separated, each user@host:port (as ssh -J)"
+    )
     parser.add_argument("--known-hosts", help="known_hosts file (default ~/.ssh/known_hosts)")
-    parser.add_argument("--accept-new-host-key", action="store_true", help="trust a host seen for the first time")
+    parser.add_argument(
+        "--accept-new-host-key", action="store_true", help="trust a host seen for the first time"
+    )
     parser.add_argument("--ssh-config", help="ssh config file (default ~/.ssh/config)")
-    parser.add_argument("--control-dir", help="openssh: directory of ControlMaster sockets (default ~/.ssh/dagster-hpc)")
+    parser.add_argument(
+        "--control-dir",
+        help="openssh: directory of ControlMaster sockets (default ~/.ssh/dagster-hpc)",
+    )
     parser.add_argument("--persist", help="openssh: idle time the master stays up (default 8h)")
     parser.add_argument(
         "--env-prefix", default=DEFAULT_ENV_PREFIX,
@@ -52,7 +59,9 @@ def resource_from_args(args: argparse.Namespace, **overrides: object) -> SSHConn
     if not (from_env or args.host):
         raise ConfigError(f"no login node given: pass HOST or export {args.env_prefix}_HOST")
     base: dict[str, object] = (
-        SSHConnectionResource.from_env(args.env_prefix).model_dump(exclude_unset=True) if from_env else {}
+        SSHConnectionResource.from_env(args.env_prefix).model_dump(exclude_unset=True)
+        if from_env
+        else {}
     )
     if args.host:
         base["host"] = args.host

@@ -33,7 +33,9 @@ def doctor_script(remote_base: str | None) -> str:
     """The remote command (pure; each section ends with its exit code)."""
     if remote_base is None:
         base = DEFAULT_REMOTE_BASE
-    elif remote_base == "~" or remote_base.startswith("~/"):  # the remote home, like the Slurm backend
+    elif remote_base == "~" or remote_base.startswith(
+        "~/"
+    ):  # the remote home, like the Slurm backend
         base = '"$HOME"' + shlex.quote(remote_base[1:]) if remote_base != "~" else '"$HOME"'
     else:
         base = shlex.quote(remote_base)
@@ -121,7 +123,9 @@ def parse_report(target: str, stdout: str, partition: str | None = None) -> Doct
                           int(nodes) if nodes.isdigit() else 0, max_nodes, cpus, mem, gres)
             )  # fmt: skip
         if not r.partitions:
-            r.problems.append("No partition is visible to this user: jobs cannot be submitted. Ask your site for access.")
+            r.problems.append(
+                "No partition is visible to this user: jobs cannot be submitted. Ask your site for access."
+            )
         names = [p.name for p in r.partitions]
         if partition and r.partitions and partition not in names:
             r.problems.append(
@@ -130,7 +134,9 @@ def parse_report(target: str, stdout: str, partition: str | None = None) -> Doct
             )
         for p in r.partitions:
             if p.available != "up":
-                r.warnings.append(f"Partition {p.name} is {p.available}: jobs sent there wait until it is up again.")
+                r.warnings.append(
+                    f"Partition {p.name} is {p.available}: jobs sent there wait until it is up again."
+                )
     elif r.slurm_version:
         r.problems.append(f"`sinfo` could not list partitions: {' '.join(lines)[:200]}")
     rc, lines = s.get("sacct", (1, []))
@@ -170,29 +176,45 @@ def render(r: DoctorReport) -> str:
                 f"{p.nodes} | {p.max_nodes_per_job} | {p.cpus_per_node} | {p.memory_mb_per_node} | {p.gres}"
             )
     out.append(f"  Accounting:      {'sacct works' if r.sacct_ok else 'sacct NOT available'}")
-    out.append(f"  Remote base dir: {r.remote_base} ({'writable' if r.base_writable else 'NOT writable'})")
+    out.append(
+        f"  Remote base dir: {r.remote_base} ({'writable' if r.base_writable else 'NOT writable'})"
+    )
     for w in r.warnings:
         out.append(f"  WARNING: {w}")
     for p in r.problems:
         out.append(f"  PROBLEM: {p}")
-    out.append("  Verdict: " + ("ready to run jobs." if not r.problems else "not ready: fix the problems above."))
+    out.append(
+        "  Verdict: "
+        + ("ready to run jobs." if not r.problems else "not ready: fix the problems above.")
+    )
     return "\n".join(out)
 
 
-def run_doctor(transport: Transport, label: str, remote_base: str | None, partition: str | None = None) -> DoctorReport:
+def run_doctor(
+    transport: Transport, label: str, remote_base: str | None, partition: str | None = None
+) -> DoctorReport:
     result = transport.run(doctor_script(remote_base), timeout=DOCTOR_TIMEOUT_S)
     return parse_report(label, result.stdout, partition)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("doctor", help="check the connection, Slurm, accounting and the remote base dir", description=__doc__)
+    p = subparsers.add_parser(
+        "doctor",
+        help="check the connection, Slurm, accounting and the remote base dir",
+        description=__doc__,
+    )
     add_connection_arguments(p, host_required=False)
-    p.add_argument("--transport", choices=("asyncssh", "openssh"), help="how to connect (default asyncssh)")
+    p.add_argument(
+        "--transport", choices=("asyncssh", "openssh"), help="how to connect (default asyncssh)"
+    )
     p.add_argument(
         "--remote-base",
         help=f"remote base directory to check (default ${SLURM_ENV_PREFIX}_REMOTE_BASE_DIR, else {DEFAULT_REMOTE_BASE})",
     )
-    p.add_argument("--partition", help=f"partition jobs will use; must exist (default ${SLURM_ENV_PREFIX}_PARTITION)")
+    p.add_argument(
+        "--partition",
+        help=f"partition jobs will use; must exist (default ${SLURM_ENV_PREFIX}_PARTITION)",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run)
 
@@ -201,7 +223,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         resource = resource_from_args(args)
         transport = resource.get_transport()
-        remote_base = args.remote_base or os.environ.get(f"{SLURM_ENV_PREFIX}_REMOTE_BASE_DIR") or None
+        remote_base = (
+            args.remote_base or os.environ.get(f"{SLURM_ENV_PREFIX}_REMOTE_BASE_DIR") or None
+        )
         partition = args.partition or os.environ.get(f"{SLURM_ENV_PREFIX}_PARTITION") or None
         report = run_doctor(transport, resource.to_target().label, remote_base, partition)
     except AuthenticationError as exc:

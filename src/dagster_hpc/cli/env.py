@@ -32,7 +32,9 @@ MB = 1 << 20
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("env", help="build, push, list and garbage-collect payload environments")
+    p = subparsers.add_parser(
+        "env", help="build, push, list and garbage-collect payload environments"
+    )
     sub = p.add_subparsers(dest="env_command", required=True)
 
     b = sub.add_parser("build", help="build the bundle locally (cached by content key)")
@@ -40,10 +42,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_connection_arguments(b, host_required=False)
     b.set_defaults(func=run_build)
 
-    u = sub.add_parser("push", help="build if needed and publish on the cluster (no-op when cached)")
+    u = sub.add_parser(
+        "push", help="build if needed and publish on the cluster (no-op when cached)"
+    )
     _spec_arguments(u)
     add_connection_arguments(u, host_required=False)
-    u.add_argument("--remote-base", default=DEFAULT_REMOTE_BASE, help="cache root on the cluster (envs/ below it)")
+    u.add_argument(
+        "--remote-base",
+        default=DEFAULT_REMOTE_BASE,
+        help="cache root on the cluster (envs/ below it)",
+    )
     u.set_defaults(func=run_push)
 
     ls = sub.add_parser("list", help="entries on the cluster, most recently used first")
@@ -52,29 +60,56 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     ls.set_defaults(func=run_list)
 
-    g = sub.add_parser("gc", help="remove all but the N most recently used entries (and those in use)")
+    g = sub.add_parser(
+        "gc", help="remove all but the N most recently used entries (and those in use)"
+    )
     add_connection_arguments(g, host_required=False)
     g.add_argument("--remote-base", default=DEFAULT_REMOTE_BASE)
-    g.add_argument("--keep", type=int, default=DEFAULT_KEEP, help=f"entries to keep (default {DEFAULT_KEEP})")
+    g.add_argument(
+        "--keep", type=int, default=DEFAULT_KEEP, help=f"entries to keep (default {DEFAULT_KEEP})"
+    )
     g.add_argument("--dry-run", action="store_true", help="only print what would be removed")
-    g.add_argument("--local", action="store_true", help="clean this machine's bundle cache instead (no connection)")
+    g.add_argument(
+        "--local",
+        action="store_true",
+        help="clean this machine's bundle cache instead (no connection)",
+    )
     g.add_argument("--cache-dir", help="local cache (default ~/.cache/dagster-hpc)")
     g.set_defaults(func=run_gc)
 
 
 def _spec_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--lock", required=True, help="uv.lock (pyproject.toml beside it) or requirements.txt")
+    p.add_argument(
+        "--lock", required=True, help="uv.lock (pyproject.toml beside it) or requirements.txt"
+    )
     p.add_argument("--kind", default=SELF_CONTAINED, choices=BUNDLE_KINDS)
-    p.add_argument("--python-home", help="self-contained: CPython installation to copy (default: this Python's)")
-    p.add_argument("--pack-command", help="kind=pack: command line with {project} {lock} {output} (split like a shell)")
-    p.add_argument("--pack-python", default="env/bin/python", help="kind=pack: interpreter inside the unpacked bundle")
-    p.add_argument("--arch", help="target CPU architecture (skips the compute-node probe with --glibc)")
+    p.add_argument(
+        "--python-home",
+        help="self-contained: CPython installation to copy (default: this Python's)",
+    )
+    p.add_argument(
+        "--pack-command",
+        help="kind=pack: command line with {project} {lock} {output} (split like a shell)",
+    )
+    p.add_argument(
+        "--pack-python",
+        default="env/bin/python",
+        help="kind=pack: interpreter inside the unpacked bundle",
+    )
+    p.add_argument(
+        "--arch", help="target CPU architecture (skips the compute-node probe with --glibc)"
+    )
     p.add_argument("--glibc", help="target glibc, e.g. 2.28")
     p.add_argument("--python", help="target Python minor, e.g. 3.11")
     p.add_argument("--node-python", default="", help="wheelhouse: the compute nodes' python3 path")
     p.add_argument("--partition", help="partition whose nodes are probed")
-    p.add_argument("--srun-option", action="append", default=[], metavar="OPT",
-                   help="extra srun option for the probe/installs, e.g. --srun-option=--account=proj (repeatable)")
+    p.add_argument(
+        "--srun-option",
+        action="append",
+        default=[],
+        metavar="OPT",
+        help="extra srun option for the probe/installs, e.g. --srun-option=--account=proj (repeatable)",
+    )
     p.add_argument("--cache-dir", help="local cache (default ~/.cache/dagster-hpc)")
 
 
@@ -96,11 +131,21 @@ def _cache(args: argparse.Namespace) -> Path | None:
 
 def _platform(args: argparse.Namespace, transport_factory) -> TargetPlatform:
     if args.arch and args.glibc:
-        return TargetPlatform(arch=args.arch, glibc=args.glibc, python=args.python or "3.11",
-                              node_python=args.node_python)
+        return TargetPlatform(
+            arch=args.arch,
+            glibc=args.glibc,
+            python=args.python or "3.11",
+            node_python=args.node_python,
+        )
     transport, cluster = transport_factory()
-    return compute_node_platform(transport, cluster, partition=args.partition, python=args.python,
-                                 cache_dir=_cache(args), options=tuple(args.srun_option))
+    return compute_node_platform(
+        transport,
+        cluster,
+        partition=args.partition,
+        python=args.python,
+        cache_dir=_cache(args),
+        options=tuple(args.srun_option),
+    )
 
 
 def _connect(args: argparse.Namespace):
@@ -117,9 +162,11 @@ def run_build(args: argparse.Namespace) -> int:
         print(f"dagster-hpc env build: {exc}", file=sys.stderr)
         return 1
     cached = " (from the local cache)" if bundle.built_s == 0.0 else ""
-    print(f"key      {p.key}\nkind     {p.kind}\npython   {p.python}\nplatform {p.platform.uv_python_platform()}\n"
-          f"bundle   {bundle.archive} ({bundle.size / MB:.1f} MB){cached}\n"
-          f"seconds  {time.monotonic() - started:.1f}")
+    print(
+        f"key      {p.key}\nkind     {p.kind}\npython   {p.python}\nplatform {p.platform.uv_python_platform()}\n"
+        f"bundle   {bundle.archive} ({bundle.size / MB:.1f} MB){cached}\n"
+        f"seconds  {time.monotonic() - started:.1f}"
+    )
     return 0
 
 
@@ -127,15 +174,23 @@ def run_push(args: argparse.Namespace) -> int:
     try:
         transport, cluster = _connect(args)
         p = plan(_spec(args), _platform(args, lambda: (transport, cluster)))
-        report = EnvShipper(transport, args.remote_base, cluster=cluster, cache_dir=_cache(args),
-                            partition=args.partition, slurm_options=tuple(args.srun_option)).ensure(p)
+        report = EnvShipper(
+            transport,
+            args.remote_base,
+            cluster=cluster,
+            cache_dir=_cache(args),
+            partition=args.partition,
+            slurm_options=tuple(args.srun_option),
+        ).ensure(p)
     except DagsterHpcError as exc:
         print(f"dagster-hpc env push: {exc}", file=sys.stderr)
         return 1
-    print(f"key       {p.key} ({p.kind})\nstatus    {report.status} (lookup: {report.lookup_status})\n"
-          f"path      {report.ref.path}\npython    {report.ref.python}\n"
-          f"uploaded  {report.bytes_uploaded / MB:.1f} MB in {report.roundtrips} round trip(s), "
-          f"{report.seconds:.1f} s (build {report.build_s:.1f} s)")
+    print(
+        f"key       {p.key} ({p.kind})\nstatus    {report.status} (lookup: {report.lookup_status})\n"
+        f"path      {report.ref.path}\npython    {report.ref.python}\n"
+        f"uploaded  {report.bytes_uploaded / MB:.1f} MB in {report.roundtrips} round trip(s), "
+        f"{report.seconds:.1f} s (build {report.build_s:.1f} s)"
+    )
     return 0
 
 
@@ -154,8 +209,10 @@ def run_list(args: argparse.Namespace) -> int:
     for e in entries:
         used = time.strftime("%Y-%m-%d %H:%M", time.gmtime(e.last_used))
         state = "in use" if e.in_use else ("ok" if e.complete else "incomplete")
-        print(f"{e.key:<26}{e.manifest.get('kind', '?'):<16}{e.manifest.get('python', '?'):<9}"
-              f"{e.size_kb / 1024:>9.1f}  {used:<20}{state}")
+        print(
+            f"{e.key:<26}{e.manifest.get('kind', '?'):<16}{e.manifest.get('python', '?'):<9}"
+            f"{e.size_kb / 1024:>9.1f}  {used:<20}{state}"
+        )
     return 0
 
 
@@ -163,7 +220,10 @@ def run_gc(args: argparse.Namespace) -> int:
     if args.local:
         bundles = bundle_cache_dir(_cache(args))
         if args.dry_run:
-            print(f"--dry-run is not supported with --local; nothing removed from {bundles}", file=sys.stderr)
+            print(
+                f"--dry-run is not supported with --local; nothing removed from {bundles}",
+                file=sys.stderr,
+            )
             return 1
         for path in gc_local(bundles, keep=args.keep):
             print(f"removed {path}")

@@ -16,7 +16,11 @@ from dagster_hpc.transport.openssh import OpenSSHTransport
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("login", help="open the shared SSH master connection (type the OTP once)", description=__doc__)
+    p = subparsers.add_parser(
+        "login",
+        help="open the shared SSH master connection (type the OTP once)",
+        description=__doc__,
+    )
     add_connection_arguments(p, host_required=False)
     g = p.add_mutually_exclusive_group()
     g.add_argument("--check", action="store_true", help="only report whether the master is open")
@@ -41,7 +45,10 @@ def run(args: argparse.Namespace) -> int:
         opened = transport.open_master(interactive=sys.stdin.isatty())
         result = transport.run("true")
         if not result.ok:
-            print(f"{label}: the master is open but a test command failed: {result.stderr.strip()}", file=sys.stderr)
+            print(
+                f"{label}: the master is open but a test command failed: {result.stderr.strip()}",
+                file=sys.stderr,
+            )
             return 1
     except DagsterHpcError as exc:
         print(f"dagster-hpc login: {exc}", file=sys.stderr)

@@ -22,22 +22,36 @@ from dagster_hpc.launchers import (
 )
 
 LAUNCHERS: dict[str, type[Launcher]] = {
-    "python": PythonLauncher, "bash": BashLauncher, "exec": ExecLauncher,
+    "python": PythonLauncher,
+    "bash": BashLauncher,
+    "exec": ExecLauncher,
     # default settings (counts from the allocation); configure them in code for more
-    "srun": SrunLauncher, "torchrun": TorchrunLauncher, "ray": RayLauncher,
+    "srun": SrunLauncher,
+    "torchrun": TorchrunLauncher,
+    "ray": RayLauncher,
 }
 # Exit code for input the command rejects (argparse uses the same for bad flags).
 EXIT_BAD_INPUT = 2
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("render", help="print the job script a run would submit (dry run)", description=__doc__)
+    p = subparsers.add_parser(
+        "render", help="print the job script a run would submit (dry run)", description=__doc__
+    )
     p.add_argument("payload", help="payload file (.py, shell script, executable)")
-    p.add_argument("args", nargs="*", help="payload arguments (after --; options go before PAYLOAD)")
+    p.add_argument(
+        "args", nargs="*", help="payload arguments (after --; options go before PAYLOAD)"
+    )
     p.add_argument("--mode", default="local", help="local (default) or slurm")
     p.add_argument("--launcher", choices=sorted(LAUNCHERS), help="default: by the payload's suffix")
     p.add_argument("--python", help="interpreter for Python payloads where the job runs")
-    p.add_argument("--queue", action="append", default=[], metavar="KEY=VALUE", help="Slurm request, e.g. mem=4G (repeatable)")
+    p.add_argument(
+        "--queue",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Slurm request, e.g. mem=4G (repeatable)",
+    )
     p.add_argument("--run-dir", default=None, help="run directory to show (default: a placeholder)")
     p.set_defaults(func=run)
 
@@ -50,7 +64,11 @@ def run(args: argparse.Namespace) -> int:
         resource = ComputeResource(mode=args.mode, python=args.python)
         launcher = LAUNCHERS[args.launcher]() if args.launcher else None
         text = resource.render_job_script(
-            args.payload, launcher=launcher, args=args.args, queue=queue or None, run_dir=args.run_dir or DRY_RUN_DIR
+            args.payload,
+            launcher=launcher,
+            args=args.args,
+            queue=queue or None,
+            run_dir=args.run_dir or DRY_RUN_DIR,
         )
     except DagsterHpcError as exc:
         print(f"dagster-hpc render: {exc}", file=sys.stderr)

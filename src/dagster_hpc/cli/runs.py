@@ -31,18 +31,29 @@ REMOTE_BASE_ENV = "DAGSTER_HPC_SLURM_REMOTE_BASE_DIR"  # what SlurmResource.from
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("runs", help="manage run directories (local and on the cluster)")
     sub = p.add_subparsers(dest="runs_command", required=True)
-    g = sub.add_parser("gc", help="remove run directories older than an age (never those of queued/running jobs)")
-    g.add_argument("--older-than", required=True, help="age of the newest file in a run dir, e.g. 7d, 12h, 2w")
+    g = sub.add_parser(
+        "gc", help="remove run directories older than an age (never those of queued/running jobs)"
+    )
+    g.add_argument(
+        "--older-than", required=True, help="age of the newest file in a run dir, e.g. 7d, 12h, 2w"
+    )
     g.add_argument("--dry-run", action="store_true", help="only print what would be removed")
-    g.add_argument("--local-base", help="local mode's run dirs (default: the per-user temp directory)")
-    g.add_argument("--no-local", action="store_true", help="leave this machine's local-mode run dirs alone")
+    g.add_argument(
+        "--local-base", help="local mode's run dirs (default: the per-user temp directory)"
+    )
+    g.add_argument(
+        "--no-local", action="store_true", help="leave this machine's local-mode run dirs alone"
+    )
     g.add_argument(
         "--remote-base",
         default=os.environ.get(REMOTE_BASE_ENV) or DEFAULT_REMOTE_BASE,
         help=f"run dirs on the cluster (default ${REMOTE_BASE_ENV} or {DEFAULT_REMOTE_BASE})",
     )
-    g.add_argument("--cluster-here", action="store_true",
-                   help="this machine is the login node (SlurmResource(ssh=None)): clean --remote-base here, squeue checked")
+    g.add_argument(
+        "--cluster-here",
+        action="store_true",
+        help="this machine is the login node (SlurmResource(ssh=None)): clean --remote-base here, squeue checked",
+    )
     add_connection_arguments(g, host_required=False)
     g.set_defaults(func=run_gc)
 
@@ -52,18 +63,33 @@ def run_gc(args: argparse.Namespace) -> int:
         older_than_s = parse_age(args.older_than)
         if not args.no_local:
             base = Path(args.local_base) if args.local_base else default_local_base_dir()
-            plan = gc_run_dirs(LocalTransport(), base_dir_expr(str(base.absolute())),
-                               older_than_s=older_than_s, with_squeue=False, dry_run=args.dry_run)
+            plan = gc_run_dirs(
+                LocalTransport(),
+                base_dir_expr(str(base.absolute())),
+                older_than_s=older_than_s,
+                with_squeue=False,
+                dry_run=args.dry_run,
+            )
             _report(f"local {base}", plan, args)
         if args.cluster_here:
-            plan = gc_run_dirs(LocalTransport(), base_dir_expr(args.remote_base),
-                               older_than_s=older_than_s, with_squeue=True, dry_run=args.dry_run)
+            plan = gc_run_dirs(
+                LocalTransport(),
+                base_dir_expr(args.remote_base),
+                older_than_s=older_than_s,
+                with_squeue=True,
+                dry_run=args.dry_run,
+            )
             _report(f"this login node:{args.remote_base}", plan, args)
         elif args.host or os.environ.get(f"{args.env_prefix}_HOST"):
             resource = resource_from_args(args)
             with resource.get_transport() as transport:
-                plan = gc_run_dirs(transport, base_dir_expr(args.remote_base),
-                                   older_than_s=older_than_s, with_squeue=True, dry_run=args.dry_run)
+                plan = gc_run_dirs(
+                    transport,
+                    base_dir_expr(args.remote_base),
+                    older_than_s=older_than_s,
+                    with_squeue=True,
+                    dry_run=args.dry_run,
+                )
             _report(f"{resource.host}:{args.remote_base}", plan, args)
     except DagsterHpcError as exc:
         print(f"dagster-hpc runs gc: {exc}", file=sys.stderr)

@@ -99,7 +99,9 @@ def plan(spec: EnvSpec, platform: TargetPlatform) -> BuildPlan:
     """Validate ``spec`` against ``platform`` and compute the content key (no building)."""
     lock = Path(spec.lock)
     if not lock.is_file():
-        raise ConfigError(f"env lock file {lock} does not exist: point it at a uv.lock or requirements.txt")
+        raise ConfigError(
+            f"env lock file {lock} does not exist: point it at a uv.lock or requirements.txt"
+        )
     lock_bytes = lock.read_bytes()
     extras = spec.extras()
     if spec.kind == SELF_CONTAINED:
@@ -119,18 +121,31 @@ def plan(spec: EnvSpec, platform: TargetPlatform) -> BuildPlan:
         relpath, install = "venv/bin/python", _wheelhouse_install_shell(platform.node_python)
     elif spec.kind == PACK:
         if not spec.pack_command:
-            raise ConfigError("kind='pack' needs pack_command, e.g. ['pixi-pack', '--create-executable', ...]")
-        if not re.fullmatch(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*", spec.pack_python) or ".." in spec.pack_python.split("/"):
+            raise ConfigError(
+                "kind='pack' needs pack_command, e.g. ['pixi-pack', '--create-executable', ...]"
+            )
+        if not re.fullmatch(
+            r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*", spec.pack_python
+        ) or ".." in spec.pack_python.split("/"):
             raise ConfigError(
                 f"pack_python {spec.pack_python!r} must be a plain relative path inside the unpacked "
                 "bundle (letters, digits, . _ - and /), e.g. env/bin/python"
             )
         python, target = platform.python, platform
-        relpath, install = spec.pack_python, f"sh ./{BUNDLE_DIR}/{PACK_FILE} && rm -f ./{BUNDLE_DIR}/{PACK_FILE}"
+        relpath, install = (
+            spec.pack_python,
+            f"sh ./{BUNDLE_DIR}/{PACK_FILE} && rm -f ./{BUNDLE_DIR}/{PACK_FILE}",
+        )
     else:
         raise ConfigError(f"unknown env kind {spec.kind!r}: use self-contained, wheelhouse or pack")
-    key = env_key(lock_bytes=lock_bytes, python=python, platform=target, kind=spec.kind,
-                  extra_packages=extras, pack_command=spec.pack_command)
+    key = env_key(
+        lock_bytes=lock_bytes,
+        python=python,
+        platform=target,
+        kind=spec.kind,
+        extra_packages=extras,
+        pack_command=spec.pack_command,
+    )
     return BuildPlan(key, spec.kind, python, target, relpath, install, spec)
 
 
@@ -180,7 +195,9 @@ def build(p: BuildPlan, *, cache_dir: Path | None = None, compression: str | Non
     """The archive for ``p``: from the local bundle cache, or built now."""
     compression = compression or default_compression(p.kind)
     if compression not in ARCHIVE_EXT:
-        raise ConfigError(f"unknown compression {compression!r}: use one of {', '.join(ARCHIVE_EXT)}")
+        raise ConfigError(
+            f"unknown compression {compression!r}: use one of {', '.join(ARCHIVE_EXT)}"
+        )
     out_dir = bundle_cache_dir(cache_dir)
     archive = out_dir / f"{p.key}.{ARCHIVE_EXT[compression]}"
     if archive.is_file():
@@ -190,7 +207,9 @@ def build(p: BuildPlan, *, cache_dir: Path | None = None, compression: str | Non
     with tempfile.TemporaryDirectory(prefix=f"dhpc-build-{p.key}-") as tmp:
         work = Path(tmp)
         stage = work / "stage"
-        requirements = wheelhouse.with_extras(wheelhouse.read_requirements(Path(p.spec.lock)), p.spec.extras())
+        requirements = wheelhouse.with_extras(
+            wheelhouse.read_requirements(Path(p.spec.lock)), p.spec.extras()
+        )
         req_file = work / "requirements.txt"
         req_file.write_text("\n".join(requirements) + "\n")
         if p.kind == SELF_CONTAINED:
@@ -200,7 +219,9 @@ def build(p: BuildPlan, *, cache_dir: Path | None = None, compression: str | Non
         else:
             _stage_pack(p, stage)
         (stage / ACTIVATE).write_text(activate_script(p.python_relpath))
-        (stage / MANIFEST_PENDING).write_text(json.dumps(manifest_for(p, requirements), indent=2) + "\n")
+        (stage / MANIFEST_PENDING).write_text(
+            json.dumps(manifest_for(p, requirements), indent=2) + "\n"
+        )
         partial = out_dir / f"{archive.name}.part-{work.name}"
         _tar(stage, partial, compression)
         partial.replace(archive)
@@ -222,15 +243,38 @@ def manifest_for(p: BuildPlan, requirements: list[str]) -> dict[str, object]:
     }
 
 
-def _stage_self_contained(p: BuildPlan, stage: Path, req_file: Path, cache_dir: Path | None) -> None:
+def _stage_self_contained(
+    p: BuildPlan, stage: Path, req_file: Path, cache_dir: Path | None
+) -> None:
     home = Path(p.spec.python_home) if p.spec.python_home else interpreter.default_python_home()
-    python = interpreter.stage_interpreter(home, stage, (cache_dir or default_cache_dir()) / "interpreters")
+    python = interpreter.stage_interpreter(
+        home, stage, (cache_dir or default_cache_dir()) / "interpreters"
+    )
     site = interpreter.site_packages_dir(python)
     _run_tool(
-        ["uv", "pip", "install", "--quiet", "--python", str(python), "--target", str(site),
-         "--python-platform", p.platform.uv_python_platform(), "--python-version", p.platform.python,
-         "--only-binary", ":all:", "--compile-bytecode", "--link-mode", "copy", "-r", str(req_file)],
-        INSTALL_TIMEOUT_S, "every locked package needs a binary wheel for the target platform",
+        [
+            "uv",
+            "pip",
+            "install",
+            "--quiet",
+            "--python",
+            str(python),
+            "--target",
+            str(site),
+            "--python-platform",
+            p.platform.uv_python_platform(),
+            "--python-version",
+            p.platform.python,
+            "--only-binary",
+            ":all:",
+            "--compile-bytecode",
+            "--link-mode",
+            "copy",
+            "-r",
+            str(req_file),
+        ],
+        INSTALL_TIMEOUT_S,
+        "every locked package needs a binary wheel for the target platform",
     )
 
 
@@ -250,17 +294,30 @@ def _stage_pack(p: BuildPlan, stage: Path) -> None:
     try:
         argv = [part.format(**values) for part in p.spec.pack_command]
     except (KeyError, IndexError) as exc:
-        raise ConfigError(f"pack_command has an unknown placeholder {exc}: use {{project}}, {{lock}}, {{output}}") from exc
-    _run_tool(argv, PACK_TIMEOUT_S, "run the pack command by hand in the project directory", cwd=lock.parent)
+        raise ConfigError(
+            f"pack_command has an unknown placeholder {exc}: use {{project}}, {{lock}}, {{output}}"
+        ) from exc
+    _run_tool(
+        argv,
+        PACK_TIMEOUT_S,
+        "run the pack command by hand in the project directory",
+        cwd=lock.parent,
+    )
     if not output.is_file():
-        raise DagsterHpcError(f"pack_command finished but wrote no file at {{output}} ({output}): {argv}")
+        raise DagsterHpcError(
+            f"pack_command finished but wrote no file at {{output}} ({output}): {argv}"
+        )
 
 
 def _run_tool(argv: list[str], timeout: float, hint: str, cwd: Path | None = None) -> None:
     try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=cwd, check=False)
+        out = subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout, cwd=cwd, check=False
+        )
     except subprocess.TimeoutExpired as exc:
-        raise DagsterHpcError(f"timed out after {timeout:.0f} s: {shlex.join(argv)}\nhint: {hint}") from exc
+        raise DagsterHpcError(
+            f"timed out after {timeout:.0f} s: {shlex.join(argv)}\nhint: {hint}"
+        ) from exc
     except FileNotFoundError as exc:
         raise ConfigError(f"{argv[0]} is not installed: {exc}") from exc
     if out.returncode != 0:

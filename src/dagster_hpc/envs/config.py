@@ -35,37 +35,48 @@ class EnvConfig(dg.Config):
     """The payload environment on the cluster: built from a lock, or pre-deployed."""
 
     lock: str | None = Field(
-        default=None, description="uv.lock (pyproject.toml beside it) or requirements.txt to build the env from."
+        default=None,
+        description="uv.lock (pyproject.toml beside it) or requirements.txt to build the env from.",
     )
     kind: str = Field(
         default=SELF_CONTAINED,
         description="Bundle kind: self-contained (ships its own Python), wheelhouse (installs offline "
         "with a shipped uv into the nodes' Python) or pack (pack_command, e.g. pixi-pack).",
     )
-    path: str | None = Field(default=None, description="Pre-deployed environment on the cluster (used as is, verified).")
+    path: str | None = Field(
+        default=None, description="Pre-deployed environment on the cluster (used as is, verified)."
+    )
     python: str | None = Field(
-        default=None, description="Interpreter inside the pre-deployed path, when not bin/python, env/bin/python or venv/bin/python."
+        default=None,
+        description="Interpreter inside the pre-deployed path, when not bin/python, env/bin/python or venv/bin/python.",
     )
     python_version: str | None = Field(
-        default=None, description="Python minor for wheelhouse/pack bundles (default: what the compute nodes have)."
+        default=None,
+        description="Python minor for wheelhouse/pack bundles (default: what the compute nodes have).",
     )
     python_home: str | None = Field(
-        default=None, description="CPython installation copied into self-contained bundles (default: this Python's)."
+        default=None,
+        description="CPython installation copied into self-contained bundles (default: this Python's).",
     )
     extra_packages: list[str] | None = Field(
-        default=None, description="Installed on top of the lock when it does not pin them (default: dagster-pipes)."
+        default=None,
+        description="Installed on top of the lock when it does not pin them (default: dagster-pipes).",
     )
     pack_command: list[str] = Field(
-        default_factory=list, description="kind=pack: argv with {project}, {lock}, {output} placeholders."
+        default_factory=list,
+        description="kind=pack: argv with {project}, {lock}, {output} placeholders.",
     )
-    pack_python: str = Field(default="env/bin/python", description="kind=pack: interpreter inside the unpacked bundle.")
+    pack_python: str = Field(
+        default="env/bin/python", description="kind=pack: interpreter inside the unpacked bundle."
+    )
     install_on: str = Field(
         default="auto",
         description="Where wheelhouse/pack installs run: login, compute (srun), or auto (compute only "
         "when the login node's CPU architecture differs from the compute nodes').",
     )
     remote_base: str | None = Field(
-        default=None, description="Cache root on the cluster (envs/ goes below it); default: beside the run directories."
+        default=None,
+        description="Cache root on the cluster (envs/ goes below it); default: beside the run directories.",
     )
 
     def check(self) -> None:
@@ -76,11 +87,15 @@ class EnvConfig(dg.Config):
                 f"path= (pre-deployed on the cluster); got lock={self.lock!r}, path={self.path!r}"
             )
         if self.kind not in BUNDLE_KINDS:
-            raise ConfigError(f"unknown env kind {self.kind!r}: use one of {', '.join(BUNDLE_KINDS)}")
+            raise ConfigError(
+                f"unknown env kind {self.kind!r}: use one of {', '.join(BUNDLE_KINDS)}"
+            )
         if self.install_on not in ("auto", "login", "compute"):
             raise ConfigError(f"env install_on={self.install_on!r}: use auto, login or compute")
         if self.lock and not Path(self.lock).is_file():
-            raise ConfigError(f"env lock file {self.lock} does not exist (EnvConfig.lock); run `uv lock` in the project")
+            raise ConfigError(
+                f"env lock file {self.lock} does not exist (EnvConfig.lock); run `uv lock` in the project"
+            )
 
     def spec(self) -> EnvSpec:
         self.check()
@@ -102,8 +117,11 @@ class EnvConfig(dg.Config):
     @classmethod
     def from_env(cls, prefix: str = DEFAULT_ENV_PREFIX) -> EnvConfig | None:
         """From ``{prefix}_LOCK`` or ``{prefix}_PATH`` (+ ``_KIND``, ``_PYTHON``, ...); None if neither is set."""
-        values = {field: os.environ[f"{prefix}_{suffix}"] for suffix, field in ENV_FIELDS.items()
-                  if os.environ.get(f"{prefix}_{suffix}")}
+        values = {
+            field: os.environ[f"{prefix}_{suffix}"]
+            for suffix, field in ENV_FIELDS.items()
+            if os.environ.get(f"{prefix}_{suffix}")
+        }
         if not values.get("lock") and not values.get("path"):
             return None
         cfg = cls(**values)

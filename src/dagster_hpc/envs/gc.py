@@ -46,23 +46,25 @@ class EnvEntry:
 
 def list_script(remote_base: str) -> str:
     """One round trip: every entry with its last use, size, manifest, and the keys in use."""
-    return "\n".join([
-        f"root={envs_root_expr(remote_base)}",
-        f'echo "{_MARK} root $root"',
-        f'[ -d "$root" ] || {{ echo "{_MARK} end"; exit 0; }}',
-        'for d in "$root"/*/; do d=${d%/}; k=$(basename "$d"); [ -d "$d" ] || continue',
-        f'  t=$(stat -c %Y "$d/{LAST_USED}" 2>/dev/null || stat -c %Y "$d/{MANIFEST}" 2>/dev/null || stat -c %Y "$d")',
-        '  s=$(du -sk "$d" 2>/dev/null | cut -f1)',
-        f'  echo "{_MARK} entry $k $t ${{s:-0}}"',
-        f'  [ -f "$d/{MANIFEST}" ] && cat "$d/{MANIFEST}" && echo',  # the file may lack a final newline
-        f'  echo "{_MARK} done"',
-        "done",
-        # pending/running jobs of this user: which env keys do their scripts name?
-        "squeue --me -h -o %o 2>/dev/null | while read -r cmd; do "
-        'dir=$(dirname "$cmd"); cat "$dir"/*.sh 2>/dev/null; done '
-        f"| grep -o 'envs/[0-9a-f]\\{{{KEY_HEX_CHARS}\\}}' | sort -u | sed 's|^envs/|{_MARK} inuse |'",
-        f'echo "{_MARK} end"',
-    ])
+    return "\n".join(
+        [
+            f"root={envs_root_expr(remote_base)}",
+            f'echo "{_MARK} root $root"',
+            f'[ -d "$root" ] || {{ echo "{_MARK} end"; exit 0; }}',
+            'for d in "$root"/*/; do d=${d%/}; k=$(basename "$d"); [ -d "$d" ] || continue',
+            f'  t=$(stat -c %Y "$d/{LAST_USED}" 2>/dev/null || stat -c %Y "$d/{MANIFEST}" 2>/dev/null || stat -c %Y "$d")',
+            '  s=$(du -sk "$d" 2>/dev/null | cut -f1)',
+            f'  echo "{_MARK} entry $k $t ${{s:-0}}"',
+            f'  [ -f "$d/{MANIFEST}" ] && cat "$d/{MANIFEST}" && echo',  # the file may lack a final newline
+            f'  echo "{_MARK} done"',
+            "done",
+            # pending/running jobs of this user: which env keys do their scripts name?
+            "squeue --me -h -o %o 2>/dev/null | while read -r cmd; do "
+            'dir=$(dirname "$cmd"); cat "$dir"/*.sh 2>/dev/null; done '
+            f"| grep -o 'envs/[0-9a-f]\\{{{KEY_HEX_CHARS}\\}}' | sort -u | sed 's|^envs/|{_MARK} inuse |'",
+            f'echo "{_MARK} end"',
+        ]
+    )
 
 
 def parse_listing(stdout: str) -> tuple[str, list[EnvEntry]]:
@@ -99,8 +101,11 @@ def parse_listing(stdout: str) -> tuple[str, list[EnvEntry]]:
 
 
 def list_entries(transport: Transport, remote_base: str) -> tuple[str, list[EnvEntry]]:
-    out = transport.check(list_script(remote_base), timeout=LIST_TIMEOUT_S,
-                          hint="check that the remote base directory is readable (dagster-hpc doctor)")
+    out = transport.check(
+        list_script(remote_base),
+        timeout=LIST_TIMEOUT_S,
+        hint="check that the remote base directory is readable (dagster-hpc doctor)",
+    )
     return parse_listing(out)
 
 
@@ -135,7 +140,9 @@ def leftovers_script(root: str) -> str:
     )
 
 
-def gc(transport: Transport, remote_base: str, *, keep: int = DEFAULT_KEEP, dry_run: bool = False) -> dict[str, list[str]]:
+def gc(
+    transport: Transport, remote_base: str, *, keep: int = DEFAULT_KEEP, dry_run: bool = False
+) -> dict[str, list[str]]:
     """Keep the ``keep`` newest entries and those in use; remove the rest (unless dry_run).
 
     Also removes leftovers of publishers that died (older than STALE_LEFTOVER_MIN minutes)."""
@@ -143,7 +150,13 @@ def gc(transport: Transport, remote_base: str, *, keep: int = DEFAULT_KEEP, dry_
     doomed = choose_removals(entries, keep)
     kept = [e.key for e in entries if e not in doomed]
     if dry_run or not root:
-        return {"kept": kept, "removed": [], "would_remove": [e.key for e in doomed], "busy": [], "stale": []}
+        return {
+            "kept": kept,
+            "removed": [],
+            "would_remove": [e.key for e in doomed],
+            "busy": [],
+            "stale": [],
+        }
     script = remove_script(root, [e.key for e in doomed]) + "\n" + leftovers_script(root)
     out = transport.check(script, timeout=GC_TIMEOUT_S)
     removed = [ln.split()[1] for ln in out.splitlines() if ln.startswith("removed ")]
@@ -156,9 +169,15 @@ def gc_local(bundle_dir: Path, *, keep: int = DEFAULT_KEEP) -> list[Path]:
     """Remove all but the ``keep`` most recently built bundles from the local bundle cache."""
     if keep < 0:
         raise ValueError("keep must be >= 0")
-    bundles = sorted((p for p in bundle_dir.glob("*.tar*")
-                      if ".part-" not in p.name and _KEY_RE.match(p.name.split(".", 1)[0])),
-                     key=lambda p: p.stat().st_mtime, reverse=True)
+    bundles = sorted(
+        (
+            p
+            for p in bundle_dir.glob("*.tar*")
+            if ".part-" not in p.name and _KEY_RE.match(p.name.split(".", 1)[0])
+        ),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
     removed = bundles[keep:]
     # partial archives of builds that died (a live build renames its part within minutes)
     cutoff = time.time() - STALE_LEFTOVER_MIN * 60

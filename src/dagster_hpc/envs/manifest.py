@@ -53,7 +53,7 @@ def check_shell(directory_var: str, python_relpath: str, arch: str | None = None
     guards the files).
     """
     d = f'"${directory_var}"'
-    py = f'{d}/{shlex.quote(python_relpath)}'
+    py = f"{d}/{shlex.quote(python_relpath)}"
     runnable = f'[ "$(uname -m)" = {shlex.quote(arch)} ] && ' if arch else ""
     return (
         f"if [ ! -e {d} ]; then echo {MISS}; "

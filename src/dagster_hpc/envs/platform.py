@@ -58,13 +58,17 @@ class TargetPlatform:
 
     def __post_init__(self) -> None:
         if self.os != "linux":
-            raise ConfigError(f"target OS {self.os!r} is not supported: Slurm compute nodes run Linux")
+            raise ConfigError(
+                f"target OS {self.os!r} is not supported: Slurm compute nodes run Linux"
+            )
         if not re.fullmatch(r"\d+\.\d+", self.glibc):
             raise ConfigError(f"glibc version {self.glibc!r} is not MAJOR.MINOR (e.g. '2.28')")
         if not re.fullmatch(r"3\.\d+", self.python):
             raise ConfigError(f"python version {self.python!r} is not '3.MINOR' (e.g. '3.11')")
         if not re.fullmatch(r"[A-Za-z0-9_]+", self.arch):
-            raise ConfigError(f"architecture {self.arch!r} is not a machine name such as x86_64 or aarch64")
+            raise ConfigError(
+                f"architecture {self.arch!r} is not a machine name such as x86_64 or aarch64"
+            )
 
     @property
     def glibc_minor(self) -> int:
@@ -73,7 +77,9 @@ class TargetPlatform:
     def wheel_platform_tags(self) -> list[str]:
         """Wheel platform tags that run here, most specific first (for ``pip download``)."""
         top = max(self.glibc_minor, MIN_MANYLINUX_GLIBC_MINOR)
-        tags = [f"manylinux_2_{m}_{self.arch}" for m in range(top, MIN_MANYLINUX_GLIBC_MINOR - 1, -1)]
+        tags = [
+            f"manylinux_2_{m}_{self.arch}" for m in range(top, MIN_MANYLINUX_GLIBC_MINOR - 1, -1)
+        ]
         tags.append(f"manylinux2014_{self.arch}")
         if self.arch in ("x86_64", "i686"):
             tags += [f"manylinux2010_{self.arch}", f"manylinux1_{self.arch}"]
@@ -111,8 +117,14 @@ def probe_command(partition: str | None = None, options: Sequence[str] = ()) -> 
 
     ``options``: further srun options the site requires (--account, --qos, --constraint ...).
     """
-    parts = ["srun", "--job-name=dagster-hpc-probe", "--nodes=1", "--ntasks=1",
-             f"--time={PROBE_TIME_LIMIT_MIN}", "--quiet"]
+    parts = [
+        "srun",
+        "--job-name=dagster-hpc-probe",
+        "--nodes=1",
+        "--ntasks=1",
+        f"--time={PROBE_TIME_LIMIT_MIN}",
+        "--quiet",
+    ]
     if partition:
         parts.append(f"--partition={partition}")
     parts += list(options)
@@ -140,8 +152,11 @@ def parse_probe_output(text: str, python: str | None = None) -> TargetPlatform:
     py = python or node_python or f"{sys.version_info.major}.{sys.version_info.minor}"
     glibc = found.get("glibc") or "2.17"
     return TargetPlatform(
-        os=found["os"].lower(), arch=found["arch"], glibc=".".join(glibc.split(".")[:2]),
-        python=py, node_python=found.get("python_path", "") if node_python == py else "",
+        os=found["os"].lower(),
+        arch=found["arch"],
+        glibc=".".join(glibc.split(".")[:2]),
+        python=py,
+        node_python=found.get("python_path", "") if node_python == py else "",
     )
 
 
@@ -149,7 +164,9 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "dagster-hpc"
 
 
-def _cache_file(cache_dir: Path, cluster: str, partition: str | None, options: Sequence[str] = ()) -> Path:
+def _cache_file(
+    cache_dir: Path, cluster: str, partition: str | None, options: Sequence[str] = ()
+) -> Path:
     # a constraint can select other nodes (another architecture): part of the cache entry
     constraint = "".join(o for o in options if o.startswith("--constraint="))
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{cluster}__{partition or 'default'}{constraint}")
@@ -180,7 +197,9 @@ def compute_node_platform(
         if cached is not None:
             return cached.with_python(python) if python and python != cached.python else cached
     command = probe_command(partition, options)
-    result = transport.run(f"timeout {int(PROBE_TIMEOUT_S)} {command}", timeout=PROBE_TIMEOUT_S + 10)
+    result = transport.run(
+        f"timeout {int(PROBE_TIMEOUT_S)} {command}", timeout=PROBE_TIMEOUT_S + 10
+    )
     if not result.ok:
         raise TransportError(
             f"probing the compute nodes failed (exit {result.exit_code}): {command}\n"

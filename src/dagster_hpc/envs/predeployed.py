@@ -50,30 +50,34 @@ def verify_command(env: PredeployedEnv) -> str:
     """The one remote command that checks ``env`` and prints KEY=value lines (pure)."""
     q = shlex.quote
     if env.python:
-        py_abs = env.python if env.python.startswith("/") else f"{env.path.rstrip('/')}/{env.python}"
+        py_abs = (
+            env.python if env.python.startswith("/") else f"{env.path.rstrip('/')}/{env.python}"
+        )
         candidates = [py_abs]
     else:
         candidates = [env.path] + [f"{env.path.rstrip('/')}/{c}" for c in INTERPRETER_CANDIDATES]
     loop = " ".join(q(c) for c in candidates)
-    return "\n".join([
-        f"p={q(env.path)}",
-        'if [ ! -e "$p" ]; then echo STATUS=no-path; exit 0; fi',
-        "py=",
-        f'for c in {loop}; do if [ -f "$c" ] && [ -x "$c" ]; then py="$c"; break; fi; done',
-        'if [ -z "$py" ]; then echo STATUS=no-python; exit 0; fi',
-        'echo "PYTHON=$py"',
-        f'out=$("$py" -c {q(_IMPORT_CHECK)} 2>&1); rc=$?',
-        # 126: the kernel cannot execute it here (another CPU architecture than this node's)
-        'if [ $rc -eq 126 ]; then echo STATUS=cannot-execute; echo "$out" | tail -n 2 | sed "s/^/ERR=/"; exit 0; fi',
-        'if [ $rc -eq 0 ]; then echo "VERSION=$out"; '
-        'else echo STATUS=no-pipes; echo "$out" | tail -n 3 | sed "s/^/ERR=/"; exit 0; fi',
-        f'if [ -f "$p/{ACTIVATE}" ]; then echo "ACTIVATE=$p/{ACTIVATE}"; fi',
-        f'if [ -f "$p/{MANIFEST}" ] && [ -f "$p/{TREE_DIGEST}" ]; then',
-        f'  if [ "$(cat "$p/{TREE_DIGEST}")" = "$({tree_digest_shell("p")})" ]; '
-        "then echo MANIFEST=ok; else echo STATUS=manifest-mismatch; exit 0; fi",
-        "fi",
-        "echo STATUS=ok",
-    ])
+    return "\n".join(
+        [
+            f"p={q(env.path)}",
+            'if [ ! -e "$p" ]; then echo STATUS=no-path; exit 0; fi',
+            "py=",
+            f'for c in {loop}; do if [ -f "$c" ] && [ -x "$c" ]; then py="$c"; break; fi; done',
+            'if [ -z "$py" ]; then echo STATUS=no-python; exit 0; fi',
+            'echo "PYTHON=$py"',
+            f'out=$("$py" -c {q(_IMPORT_CHECK)} 2>&1); rc=$?',
+            # 126: the kernel cannot execute it here (another CPU architecture than this node's)
+            'if [ $rc -eq 126 ]; then echo STATUS=cannot-execute; echo "$out" | tail -n 2 | sed "s/^/ERR=/"; exit 0; fi',
+            'if [ $rc -eq 0 ]; then echo "VERSION=$out"; '
+            'else echo STATUS=no-pipes; echo "$out" | tail -n 3 | sed "s/^/ERR=/"; exit 0; fi',
+            f'if [ -f "$p/{ACTIVATE}" ]; then echo "ACTIVATE=$p/{ACTIVATE}"; fi',
+            f'if [ -f "$p/{MANIFEST}" ] && [ -f "$p/{TREE_DIGEST}" ]; then',
+            f'  if [ "$(cat "$p/{TREE_DIGEST}")" = "$({tree_digest_shell("p")})" ]; '
+            "then echo MANIFEST=ok; else echo STATUS=manifest-mismatch; exit 0; fi",
+            "fi",
+            "echo STATUS=ok",
+        ]
+    )
 
 
 def _parse(stdout: str) -> dict[str, list[str]]:
@@ -89,7 +93,9 @@ _verified: dict[tuple[str, str, str | None], EnvRef] = {}
 _lock = threading.Lock()
 
 
-def _ask(transport: Transport, command: str, env: PredeployedEnv) -> tuple[str, dict[str, list[str]], str]:
+def _ask(
+    transport: Transport, command: str, env: PredeployedEnv
+) -> tuple[str, dict[str, list[str]], str]:
     result = transport.run(command, timeout=VERIFY_TIMEOUT_S)
     if not result.ok:
         raise TransportError(
@@ -130,10 +136,14 @@ def verify_predeployed(
                 "another CPU architecture or is damaged: rebuild it for the compute nodes"
             )
     if status == "no-path":
-        raise ConfigError(f"{where} does not exist on the cluster: fix the path, or build one with `dagster-hpc env push`")
+        raise ConfigError(
+            f"{where} does not exist on the cluster: fix the path, or build one with `dagster-hpc env push`"
+        )
     if status == "no-python":
         tried = env.python or ", ".join(INTERPRETER_CANDIDATES)
-        raise ConfigError(f"{where} has no executable Python (looked for {tried}): set python= to its interpreter")
+        raise ConfigError(
+            f"{where} has no executable Python (looked for {tried}): set python= to its interpreter"
+        )
     python = found["PYTHON"][0]
     if status == "no-pipes":
         err = "\n".join(found.get("ERR", []))

@@ -48,24 +48,45 @@ def resolve_env(
     config.check()
     say = log or (lambda _msg: None)
     if config.path:
-        ref = verify_predeployed(transport, config.predeployed(), cluster=cluster, partition=partition,
-                                 slurm_options=slurm_options)
+        ref = verify_predeployed(
+            transport,
+            config.predeployed(),
+            cluster=cluster,
+            partition=partition,
+            slurm_options=slurm_options,
+        )
         say(f"pre-deployed environment {config.path} verified: {ref.python}")
         return ref
-    platform = compute_node_platform(transport, cluster, partition=partition, python=config.python_version,
-                                     cache_dir=cache_dir, options=slurm_options)
+    platform = compute_node_platform(
+        transport,
+        cluster,
+        partition=partition,
+        python=config.python_version,
+        cache_dir=cache_dir,
+        options=slurm_options,
+    )
     p = plan(config.spec(), platform)
-    shipper = EnvShipper(transport, config.remote_base or default_env_base(runs_base), cluster=cluster,
-                         cache_dir=cache_dir, install_on=config.install_on, partition=partition,
-                         slurm_options=slurm_options)
+    shipper = EnvShipper(
+        transport,
+        config.remote_base or default_env_base(runs_base),
+        cluster=cluster,
+        cache_dir=cache_dir,
+        install_on=config.install_on,
+        partition=partition,
+        slurm_options=slurm_options,
+    )
     report = shipper.ensure(p)
     if report.status == "hit" and report.roundtrips == 0:
         say(f"environment {p.key} ({p.kind}): {report.ref.path} (verified earlier in this process)")
     elif report.status == "hit":
-        say(f"environment {p.key} ({p.kind}) already on {cluster}: {report.ref.path} "
-            f"({report.roundtrips} round trip(s), 0 bytes uploaded)")
+        say(
+            f"environment {p.key} ({p.kind}) already on {cluster}: {report.ref.path} "
+            f"({report.roundtrips} round trip(s), 0 bytes uploaded)"
+        )
     else:
-        say(f"environment {p.key} ({p.kind}) {report.status} to {report.ref.path}: "
+        say(
+            f"environment {p.key} ({p.kind}) {report.status} to {report.ref.path}: "
             f"{report.bytes_uploaded / MB:.1f} MB uploaded, build {report.build_s:.1f} s, "
-            f"total {report.seconds:.1f} s (was: {report.lookup_status})")
+            f"total {report.seconds:.1f} s (was: {report.lookup_status})"
+        )
     return report.ref

@@ -119,7 +119,7 @@ def lookup_command(remote_base: str, key: str, python_relpath: str, arch: str | 
     # "busy" is observed BEFORE the entry is checked: a publisher that finishes in between is
     # then seen as a HIT, never as "missing and nobody busy" (which would upload it again)
     return (
-        f"root={envs_root_expr(remote_base)}; d=\"$root\"/{key}; busy=0; "
+        f'root={envs_root_expr(remote_base)}; d="$root"/{key}; busy=0; '
         f'if [ -d "$root" ] && {{ [ -n "$(find "$root/.incoming" -maxdepth 1 -name {key}.\\* '
         f'-mmin -{FRESH_UPLOAD_MIN} 2>/dev/null)" ] || ! (exec 9>>"$root/.lock-{key}"; flock -n 9); }}; '
         "then busy=1; fi; "
@@ -127,7 +127,7 @@ def lookup_command(remote_base: str, key: str, python_relpath: str, arch: str | 
         f'if [ "$s" = {HIT} ]; then touch "$d/{LAST_USED}" 2>/dev/null; busy=0; '
         'else (umask 077 && mkdir -p "$root/.incoming" && chmod 700 "$root") || exit 1; fi; '
         'echo "$s"; cd "$root" && echo "ROOT=$(pwd -P)" && echo "ARCH=$(uname -m)" && '
-        'if command -v zstd >/dev/null 2>&1; then echo ZSTD=1; else echo ZSTD=0; fi && '
+        "if command -v zstd >/dev/null 2>&1; then echo ZSTD=1; else echo ZSTD=0; fi && "
         'echo "BUSY=$busy"'
     )
 
@@ -135,8 +135,14 @@ def lookup_command(remote_base: str, key: str, python_relpath: str, arch: str | 
 def compute_node_runner(partition: str | None = None, options: Sequence[str] = ()) -> str:
     """Prefix that runs a command on a compute node (install + check where the login node
     cannot run the target's binaries, e.g. an x86 login node in front of aarch64 nodes)."""
-    parts = ["srun", "--job-name=dagster-hpc-env-install", "--nodes=1", "--ntasks=1",
-             f"--time={INSTALL_TIME_LIMIT_MIN}", "--quiet"]
+    parts = [
+        "srun",
+        "--job-name=dagster-hpc-env-install",
+        "--nodes=1",
+        "--ntasks=1",
+        f"--time={INSTALL_TIME_LIMIT_MIN}",
+        "--quiet",
+    ]
     if partition:
         parts.append(f"--partition={partition}")
     parts += list(options)
@@ -157,31 +163,33 @@ def publish_script(root: str, p: BuildPlan, upload: str, token: str, *, runner: 
     check_body = q('d="$1"; ' + check_shell("d", p.python_relpath))
     install = f'{at}sh -c {install_body} sh "$tmp"' if p.install_shell else "true"
     final_check = f'{at}sh -c {check_body} sh "$tmp"'
-    return "\n".join([
-        "set -eu",
-        "umask 077",
-        f"root={q(root)}; d={q(root + '/' + p.key)}; up={q(upload)}; tmp={q(tmp)}",
-        'cleanup() { rm -rf "$tmp"; rm -f "$up"; }',
-        "trap cleanup EXIT",
-        f'exec 9>"$root/.lock-{p.key}"',
-        f"flock -w {PUBLISH_LOCK_WAIT_S} 9 || {{ echo 'timed out waiting for the env lock' >&2; exit 75; }}",
-        f"s=$({check_shell('d', p.python_relpath, p.platform.arch)})",
-        f'if [ "$s" = {HIT} ]; then echo ALREADY; exit 0; fi',
-        f'if [ -e "$d" ]; then mv "$d" {q(trash)}; rm -rf {q(trash)}; fi',
-        'mkdir -m 700 "$tmp"',
-        f'tar {untar_option}-xf "$up" -C "$tmp"',
-        'chmod 700 "$tmp"',  # tar restores the archive root's mode (0755) onto $tmp
-        'rm -f "$up"',
-        install,
-        f'digest=$({tree_digest_shell("tmp")})',
-        f'echo "$digest" > "$tmp/{TREE_DIGEST}"',
-        f'mv "$tmp/{MANIFEST_PENDING}" "$tmp/{MANIFEST}"',
-        f"s=$({final_check})",
-        f'if [ "$s" != {HIT} ]; then echo "the new environment fails its own check: $s" >&2; exit 3; fi',
-        'mv -T "$tmp" "$d"',
-        "trap - EXIT",
-        "echo PUBLISHED",
-    ])
+    return "\n".join(
+        [
+            "set -eu",
+            "umask 077",
+            f"root={q(root)}; d={q(root + '/' + p.key)}; up={q(upload)}; tmp={q(tmp)}",
+            'cleanup() { rm -rf "$tmp"; rm -f "$up"; }',
+            "trap cleanup EXIT",
+            f'exec 9>"$root/.lock-{p.key}"',
+            f"flock -w {PUBLISH_LOCK_WAIT_S} 9 || {{ echo 'timed out waiting for the env lock' >&2; exit 75; }}",
+            f"s=$({check_shell('d', p.python_relpath, p.platform.arch)})",
+            f'if [ "$s" = {HIT} ]; then echo ALREADY; exit 0; fi',
+            f'if [ -e "$d" ]; then mv "$d" {q(trash)}; rm -rf {q(trash)}; fi',
+            'mkdir -m 700 "$tmp"',
+            f'tar {untar_option}-xf "$up" -C "$tmp"',
+            'chmod 700 "$tmp"',  # tar restores the archive root's mode (0755) onto $tmp
+            'rm -f "$up"',
+            install,
+            f"digest=$({tree_digest_shell('tmp')})",
+            f'echo "$digest" > "$tmp/{TREE_DIGEST}"',
+            f'mv "$tmp/{MANIFEST_PENDING}" "$tmp/{MANIFEST}"',
+            f"s=$({final_check})",
+            f'if [ "$s" != {HIT} ]; then echo "the new environment fails its own check: $s" >&2; exit 3; fi',
+            'mv -T "$tmp" "$d"',
+            "trap - EXIT",
+            "echo PUBLISHED",
+        ]
+    )
 
 
 def _ref(root: str, p: BuildPlan) -> EnvRef:
@@ -244,16 +252,26 @@ class EnvShipper:
         cmd = lookup_command(self.remote_base, p.key, p.python_relpath, p.platform.arch)
         result = self.transport.run(cmd, timeout=LOOKUP_TIMEOUT_S)
         lines = result.stdout.strip().splitlines()
-        found = {k: v for k, _, v in (ln.partition("=") for ln in lines[-4:]) if k in ("ROOT", "ARCH", "ZSTD", "BUSY")}
+        found = {
+            k: v
+            for k, _, v in (ln.partition("=") for ln in lines[-4:])
+            if k in ("ROOT", "ARCH", "ZSTD", "BUSY")
+        }
         status = lines[-5] if len(lines) >= 5 else ""
         root = found.get("ROOT", "")
-        if not result.ok or not root.startswith("/") or not (status in (HIT, MISS) or status.startswith(CORRUPT)):
+        if (
+            not result.ok
+            or not root.startswith("/")
+            or not (status in (HIT, MISS) or status.startswith(CORRUPT))
+        ):
             raise TransportError(
                 f"looking up environment {p.key} under {envs_root(self.remote_base)} failed "
                 f"(exit {result.exit_code}): {result.stderr.strip()[-500:]}\n"
                 "hint: check that the remote base directory is writable (dagster-hpc doctor)"
             )
-        return Lookup(status, root, found.get("ARCH", ""), found.get("ZSTD") == "1", found.get("BUSY") == "1")
+        return Lookup(
+            status, root, found.get("ARCH", ""), found.get("ZSTD") == "1", found.get("BUSY") == "1"
+        )
 
     def lookup(self, p: BuildPlan) -> tuple[str, str]:
         """(HIT | MISS | 'CORRUPT <reason>', absolute envs dir): one round trip."""
@@ -261,7 +279,9 @@ class EnvShipper:
         return found.status, found.root
 
     def runner_for(self, p: BuildPlan, login_arch: str) -> str:
-        on_compute = self.install_on == "compute" or (self.install_on == "auto" and login_arch != p.platform.arch)
+        on_compute = self.install_on == "compute" or (
+            self.install_on == "auto" and login_arch != p.platform.arch
+        )
         return compute_node_runner(self.partition, self.slurm_options) if on_compute else ""
 
     def publish(self, bundle: Bundle, root: str, *, runner: str = "") -> tuple[str, int]:
@@ -270,7 +290,9 @@ class EnvShipper:
         token = uuid.uuid4().hex[:12]
         upload = f"{root}/.incoming/{p.key}.{token}.{bundle.archive.name.split('.', 1)[1]}"
         sent = self.transport.put_file(bundle.archive, upload, mode=0o600)
-        result = self.transport.run(publish_script(root, p, upload, token, runner=runner), timeout=PUBLISH_TIMEOUT_S)
+        result = self.transport.run(
+            publish_script(root, p, upload, token, runner=runner), timeout=PUBLISH_TIMEOUT_S
+        )
         if not result.ok:
             raise DagsterHpcError(
                 f"publishing environment {p.key} ({p.kind}) to {root}/{p.key} "
@@ -289,7 +311,9 @@ class EnvShipper:
         with _verified_lock:
             cached = _verified.get(memo_key)
         if cached is not None:
-            return ShipReport(cached, "hit", "HIT (verified earlier in this process)", 0, 0, 0.0, 0.0)
+            return ShipReport(
+                cached, "hit", "HIT (verified earlier in this process)", 0, 0, 0.0, 0.0
+            )
         rt0 = self.transport.roundtrips
         bytes0 = self.transport.bytes_sent
         found = self.look(p)
@@ -308,10 +332,19 @@ class EnvShipper:
             compression = build_mod.default_compression(p.kind, remote_zstd=found.zstd)
             bundle = build_mod.build(p, cache_dir=self.cache_dir, compression=compression)
             build_s = bundle.built_s
-            outcome, uploaded = self.publish(bundle, root, runner=self.runner_for(p, found.login_arch))
+            outcome, uploaded = self.publish(
+                bundle, root, runner=self.runner_for(p, found.login_arch)
+            )
         ref = _ref(root, p)
         with _verified_lock:
             _verified[memo_key] = ref
         counted = self.transport.bytes_sent - bytes0
-        return ShipReport(ref, outcome, first_status, counted if counted else uploaded,
-                          self.transport.roundtrips - rt0, build_s, time.monotonic() - started)
+        return ShipReport(
+            ref,
+            outcome,
+            first_status,
+            counted if counted else uploaded,
+            self.transport.roundtrips - rt0,
+            build_s,
+            time.monotonic() - started,
+        )

@@ -29,9 +29,13 @@ _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 def _run(argv: list[str], *, timeout: float, hint: str, cwd: Path | None = None) -> str:
     try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=cwd, check=False)
+        out = subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout, cwd=cwd, check=False
+        )
     except subprocess.TimeoutExpired as exc:
-        raise DagsterHpcError(f"timed out after {timeout:.0f} s: {' '.join(argv)}\nhint: {hint}") from exc
+        raise DagsterHpcError(
+            f"timed out after {timeout:.0f} s: {' '.join(argv)}\nhint: {hint}"
+        ) from exc
     except FileNotFoundError as exc:
         raise ConfigError(f"{argv[0]} is not installed ({exc}); hint: {hint}") from exc
     if out.returncode != 0:
@@ -58,14 +62,30 @@ def requirement_name(line: str) -> str | None:
 def read_requirements(lock: Path) -> list[str]:
     """Pinned requirement lines from ``uv.lock`` (via ``uv export``) or a requirements file."""
     if not lock.is_file():
-        raise ConfigError(f"lock file {lock} does not exist: point env.lock at a uv.lock or requirements.txt")
+        raise ConfigError(
+            f"lock file {lock} does not exist: point env.lock at a uv.lock or requirements.txt"
+        )
     if lock.name == "uv.lock":
         if not (lock.parent / "pyproject.toml").is_file():
-            raise ConfigError(f"{lock} has no pyproject.toml beside it: uv export needs the project")
+            raise ConfigError(
+                f"{lock} has no pyproject.toml beside it: uv export needs the project"
+            )
         text = _run(
-            ["uv", "export", "--frozen", "--no-dev", "--no-emit-project", "--no-hashes",
-             "--no-header", "--format", "requirements-txt", "--project", str(lock.parent)],
-            timeout=EXPORT_TIMEOUT_S, hint="run `uv lock` in the project so uv.lock matches pyproject.toml",
+            [
+                "uv",
+                "export",
+                "--frozen",
+                "--no-dev",
+                "--no-emit-project",
+                "--no-hashes",
+                "--no-header",
+                "--format",
+                "requirements-txt",
+                "--project",
+                str(lock.parent),
+            ],
+            timeout=EXPORT_TIMEOUT_S,
+            hint="run `uv lock` in the project so uv.lock matches pyproject.toml",
         )
     else:
         text = lock.read_text()
@@ -73,7 +93,9 @@ def read_requirements(lock: Path) -> list[str]:
     for raw in text.splitlines():
         line = raw.split(" #", 1)[0].strip()
         if line.startswith("-e ") or line.startswith("./") or line.startswith("file:"):
-            raise ConfigError(f"{lock}: local/editable requirement {line!r} cannot be shipped; build it as a wheel")
+            raise ConfigError(
+                f"{lock}: local/editable requirement {line!r} cannot be shipped; build it as a wheel"
+            )
         if requirement_name(line):
             lines.append(line)
     return lines
@@ -90,19 +112,46 @@ def default_extras() -> tuple[str, ...]:
     return (f"dagster-pipes=={metadata.version('dagster-pipes')}",)
 
 
-def pip_download(requirements_file: Path, dest: Path, platform: TargetPlatform, *, no_deps: bool) -> None:
+def pip_download(
+    requirements_file: Path, dest: Path, platform: TargetPlatform, *, no_deps: bool
+) -> None:
     """Binary wheels for ``platform`` into ``dest`` (pip download through uv's tool runner)."""
     py = platform.python.replace(".", "")
-    argv = ["uv", "tool", "run", "--from", PIP_REQUIREMENT, "pip", "download", "--quiet",
-            "--disable-pip-version-check", "--only-binary=:all:", "--implementation", "cp",
-            "--python-version", platform.python, "--abi", f"cp{py}", "--abi", "abi3", "--abi", "none",
-            "-d", str(dest), "-r", str(requirements_file)]
+    argv = [
+        "uv",
+        "tool",
+        "run",
+        "--from",
+        PIP_REQUIREMENT,
+        "pip",
+        "download",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--only-binary=:all:",
+        "--implementation",
+        "cp",
+        "--python-version",
+        platform.python,
+        "--abi",
+        f"cp{py}",
+        "--abi",
+        "abi3",
+        "--abi",
+        "none",
+        "-d",
+        str(dest),
+        "-r",
+        str(requirements_file),
+    ]
     for tag in platform.wheel_platform_tags():
         argv += ["--platform", tag]
     if no_deps:
         argv.append("--no-deps")
-    _run(argv, timeout=DOWNLOAD_TIMEOUT_S,
-         hint="every package needs a binary wheel for the target platform; check the index is reachable")
+    _run(
+        argv,
+        timeout=DOWNLOAD_TIMEOUT_S,
+        hint="every package needs a binary wheel for the target platform; check the index is reachable",
+    )
 
 
 def fetch_uv_binary(dest: Path, platform: TargetPlatform, work: Path) -> Path:
@@ -114,7 +163,9 @@ def fetch_uv_binary(dest: Path, platform: TargetPlatform, work: Path) -> Path:
     pip_download(req, wheels_dir, platform, no_deps=True)
     wheels = sorted(wheels_dir.glob("uv-*.whl"))
     if not wheels:
-        raise DagsterHpcError(f"pip download fetched no uv wheel for {platform.uv_python_platform()}")
+        raise DagsterHpcError(
+            f"pip download fetched no uv wheel for {platform.uv_python_platform()}"
+        )
     with zipfile.ZipFile(wheels[0]) as zf:
         member = next((n for n in zf.namelist() if n.endswith(".data/scripts/uv")), None)
         if member is None:

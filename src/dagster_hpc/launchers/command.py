@@ -12,12 +12,29 @@ from dagster_hpc.launchers.base import LaunchRequest, quote_all
 
 # srun options a launcher sets itself, or that would break log streaming / the run directory.
 RESERVED_SRUN_OPTIONS = frozenset(
-    ["--output", "-o", "--error", "-e", "--input", "-i", "--chdir", "-D", "--jobid",
-     "--pty", "--unbuffered", "-u", "--kill-on-bad-exit", "-K", "--mpi"]
+    [
+        "--output",
+        "-o",
+        "--error",
+        "-e",
+        "--input",
+        "-i",
+        "--chdir",
+        "-D",
+        "--jobid",
+        "--pty",
+        "--unbuffered",
+        "-u",
+        "--kill-on-bad-exit",
+        "-K",
+        "--mpi",
+    ]
 )
 # --option or --option=value; values limited to characters that need no quoting, so a
 # rendered script shows exactly what srun receives.
-_OPTION_RE = re.compile(r"^(?P<opt>--[A-Za-z][A-Za-z0-9-]*)(?:=(?P<val>[A-Za-z0-9_.,:+@%/=\[\]-]*))?$")
+_OPTION_RE = re.compile(
+    r"^(?P<opt>--[A-Za-z][A-Za-z0-9-]*)(?:=(?P<val>[A-Za-z0-9_.,:+@%/=\[\]-]*))?$"
+)
 # Prints a free TCP port on the node that runs it (rendezvous / Ray GCS port on the first node).
 FREE_PORT_SNIPPET = (
     'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1]); s.close()'
@@ -41,12 +58,14 @@ def payload_command(request: LaunchRequest) -> str:
     return words + (" " + quote_all(request.args) if request.args else "")
 
 
-def check_srun_options(owner: str, options: Iterable[str], reserved: Iterable[str] = ()) -> tuple[str, ...]:
+def check_srun_options(
+    owner: str, options: Iterable[str], reserved: Iterable[str] = ()
+) -> tuple[str, ...]:
     """``options`` as a tuple, or ConfigError naming the first one that cannot be passed safely."""
     if isinstance(options, str):
         raise ConfigError(
             f"{owner}: srun_options must be a list of options, got the single string {options!r}: "
-            "wrap it in a list, e.g. srun_options=[\"--exclusive\"]"
+            'wrap it in a list, e.g. srun_options=["--exclusive"]'
         )
     taken = RESERVED_SRUN_OPTIONS | frozenset(reserved)
     out = []
@@ -56,7 +75,7 @@ def check_srun_options(owner: str, options: Iterable[str], reserved: Iterable[st
             raise ConfigError(
                 f"{owner}: srun option {option!r} cannot be passed safely: write it as --option or "
                 "--option=value (long form) without spaces, quotes or shell characters, "
-                "e.g. \"--cpu-bind=cores\""
+                'e.g. "--cpu-bind=cores"'
             )
         if m["opt"] in taken:
             raise ConfigError(
@@ -72,14 +91,16 @@ def check_count(owner: str, field: str, value: int | None) -> None:
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{owner}: {field}={value!r} must be a positive whole number (or None to inherit)")
+        raise ConfigError(
+            f"{owner}: {field}={value!r} must be a positive whole number (or None to inherit)"
+        )
 
 
 def check_mpi(owner: str, mpi: str | None) -> None:
     if mpi is not None and not (isinstance(mpi, str) and _MPI_RE.match(mpi)):
         raise ConfigError(
-            f"{owner}: mpi={mpi!r} is not an srun MPI plugin type: use a name such as \"pmix\", "
-            "\"pmi2\" or \"none\" (`srun --mpi=list` shows the ones your site has)"
+            f'{owner}: mpi={mpi!r} is not an srun MPI plugin type: use a name such as "pmix", '
+            '"pmi2" or "none" (`srun --mpi=list` shows the ones your site has)'
         )
 
 
@@ -90,5 +111,5 @@ def check_shell_command(owner: str, field: str, command: str | None) -> None:
     ):
         raise ConfigError(
             f"{owner}: {field}={command!r} must be a one-line shell command that prints an address, "
-            "e.g. \"hostname -i\""
+            'e.g. "hostname -i"'
         )

@@ -32,8 +32,16 @@ from dagster_hpc.launchers.ray_script import (
     WORKER_STOP_MARGIN_S,
 )
 
-RESERVED_START_ARGS = ("--head", "--block", "--address", "--port", "--temp-dir", "--node-ip-address",
-                       "--num-cpus", "--num-gpus")
+RESERVED_START_ARGS = (
+    "--head",
+    "--block",
+    "--address",
+    "--port",
+    "--temp-dir",
+    "--node-ip-address",
+    "--num-cpus",
+    "--num-gpus",
+)
 _START_ARG_RE = re.compile(r"^--[a-z][a-z0-9-]*(=.*)?$")
 
 FORWARDED_SIGNALS = ("TERM", "INT", "USR1", "USR2")
@@ -76,15 +84,23 @@ class RayLauncher(Launcher):
             raise ConfigError(f"{owner}: ray={self.ray!r} must be the ray executable or its path")
         for field in ("join_timeout_s", "stop_grace_s"):
             value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 3600:
-                raise ConfigError(f"{owner}: {field}={value!r} must be a number of seconds in (0, 3600]")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not 0 < value <= 3600
+            ):
+                raise ConfigError(
+                    f"{owner}: {field}={value!r} must be a number of seconds in (0, 3600]"
+                )
         if isinstance(self.ray_start_args, str):
-            raise ConfigError(f"{owner}: ray_start_args must be a list of options, got a single string")
+            raise ConfigError(
+                f"{owner}: ray_start_args must be a list of options, got a single string"
+            )
         for arg in self.ray_start_args:
             if not isinstance(arg, str) or not _START_ARG_RE.match(arg) or "\n" in arg:
                 raise ConfigError(
                     f"{owner}: ray start argument {arg!r} must be one --option or --option=value, "
-                    "e.g. \"--object-store-memory=2000000000\""
+                    'e.g. "--object-store-memory=2000000000"'
                 )
             if arg.split("=", 1)[0] in RESERVED_START_ARGS:
                 raise ConfigError(
@@ -92,25 +108,43 @@ class RayLauncher(Launcher):
                     f"({', '.join(RESERVED_START_ARGS)})"
                 )
         check_srun_options(
-            owner, self.srun_options,
+            owner,
+            self.srun_options,
             reserved=("--nodes", "-N", "--ntasks", "-n", "--ntasks-per-node", "--exclude", "-x"),
         )
 
     def render(self, request: LaunchRequest) -> str:
         stop = STOP_FUNCTION.format(poll=f"{STOP_POLL_S:g}")
         ticks = max(1, round(self.stop_grace_s / STOP_POLL_S))
-        worker_ticks = round((self.stop_grace_s + STOP_FILE_POLL_S + WORKER_STOP_MARGIN_S) / STOP_POLL_S)
+        worker_ticks = round(
+            (self.stop_grace_s + STOP_FILE_POLL_S + WORKER_STOP_MARGIN_S) / STOP_POLL_S
+        )
         extra = "".join(f"{quote_all([a])} " for a in self.ray_start_args)
         worker = WORKER.format(
-            stop=stop, keep_logs=KEEP_LOGS_FUNCTION, extra=extra, stop_file=STOP_FILE, ticks=ticks, poll=f"{STOP_FILE_POLL_S:g}",
+            stop=stop,
+            keep_logs=KEEP_LOGS_FUNCTION,
+            extra=extra,
+            stop_file=STOP_FILE,
+            ticks=ticks,
+            poll=f"{STOP_FILE_POLL_S:g}",
             node_ip=self._node_ip("dhpc_ip", "dhpc_args") if self.node_ip_command else "",
         )
         if self.node_ip_command:
             head_ip = self._node_ip("dhpc_head_ip", "dhpc_head_args")
         else:
-            head_ip = "dhpc_head_ip=$dhpc_head  # Ray picks the node IP; workers resolve the head's name"
+            head_ip = (
+                "dhpc_head_ip=$dhpc_head  # Ray picks the node IP; workers resolve the head's name"
+            )
         traps = "\n".join(f"trap 'dhpc_on_signal {sig}' {sig}" for sig in FORWARDED_SIGNALS)
-        srun = quote_all(["srun", "--unbuffered", "--kill-on-bad-exit=1", "--ntasks-per-node=1", *self.srun_options])
+        srun = quote_all(
+            [
+                "srun",
+                "--unbuffered",
+                "--kill-on-bad-exit=1",
+                "--ntasks-per-node=1",
+                *self.srun_options,
+            ]
+        )
         return self._header() + BODY.format(
             python=quote_all([request.python]),
             ray=quote_all([self.ray]),

@@ -86,12 +86,18 @@ class SrunLauncher(Launcher):
         check_mpi(owner, self.mpi)
         if self.local not in LOCAL_MODES:
             raise ConfigError(
-                f"{owner}: local={self.local!r} is not a local mode: use \"tasks\" (run the tasks "
-                "directly) or \"mpirun\" (mpirun -np N)"
+                f'{owner}: local={self.local!r} is not a local mode: use "tasks" (run the tasks '
+                'directly) or "mpirun" (mpirun -np N)'
             )
         if not isinstance(self.mpirun, str) or not self.mpirun:
-            raise ConfigError(f"{owner}: mpirun={self.mpirun!r} must be the mpirun command or its path")
-        check_srun_options(owner, self.srun_options, reserved=("--ntasks", "-n", "--ntasks-per-node", "--cpus-per-task", "-c"))
+            raise ConfigError(
+                f"{owner}: mpirun={self.mpirun!r} must be the mpirun command or its path"
+            )
+        check_srun_options(
+            owner,
+            self.srun_options,
+            reserved=("--ntasks", "-n", "--ntasks-per-node", "--cpus-per-task", "-c"),
+        )
 
     def render(self, request: LaunchRequest) -> str:
         command = payload_command(request)
@@ -108,8 +114,11 @@ class SrunLauncher(Launcher):
         words = ["srun", "--unbuffered", "--kill-on-bad-exit=1"]
         if self.mpi is not None:
             words.append(f"--mpi={self.mpi}")
-        for field, option in (("ntasks", "--ntasks"), ("ntasks_per_node", "--ntasks-per-node"),
-                              ("cpus_per_task", "--cpus-per-task")):
+        for field, option in (
+            ("ntasks", "--ntasks"),
+            ("ntasks_per_node", "--ntasks-per-node"),
+            ("cpus_per_task", "--cpus-per-task"),
+        ):
             value = getattr(self, field)
             if value is not None:
                 words.append(f"{option}={value}")
@@ -141,7 +150,9 @@ class SrunLauncher(Launcher):
                 "# no Slurm allocation (local mode): the single task runs here, as srun would start it\n"
                 f"SLURM_PROCID=0 SLURM_LOCALID=0 SLURM_NODEID=0 SLURM_NTASKS=1 exec {command}\n"
             )
-        env = ('SLURM_PROCID="$dhpc_i" SLURM_LOCALID="$dhpc_i" SLURM_NODEID=0 '
-               'SLURM_NTASKS="$dhpc_ntasks"')
+        env = (
+            'SLURM_PROCID="$dhpc_i" SLURM_LOCALID="$dhpc_i" SLURM_NODEID=0 '
+            'SLURM_NTASKS="$dhpc_ntasks"'
+        )
         traps = "\n".join(f"trap 'dhpc_forward {sig}' {sig}" for sig in FORWARDED_SIGNALS)
         return _LOCAL_TASKS.format(ntasks=n, env=env, command=command, traps=traps)

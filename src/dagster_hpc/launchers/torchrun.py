@@ -86,15 +86,40 @@ class TorchrunLauncher(Launcher):
         check_count("TorchrunLauncher", "nproc_per_node", self.nproc_per_node)
         check_shell_command("TorchrunLauncher", "node_ip_command", self.node_ip_command)
         check_srun_options(
-            "TorchrunLauncher", self.srun_options,
-            reserved=("--nodes", "-N", "--ntasks", "-n", "--ntasks-per-node", "--cpus-per-task", "-c"),
+            "TorchrunLauncher",
+            self.srun_options,
+            reserved=(
+                "--nodes",
+                "-N",
+                "--ntasks",
+                "-n",
+                "--ntasks-per-node",
+                "--cpus-per-task",
+                "-c",
+            ),
         )
         if isinstance(self.torchrun_args, str):
-            raise ConfigError("TorchrunLauncher: torchrun_args must be a list of options, got a single string")
-        reserved = ("--nnodes", "--nproc-per-node", "--nproc_per_node", "--rdzv-backend", "--rdzv_backend",
-                    "--rdzv-endpoint", "--rdzv_endpoint", "--rdzv-id", "--rdzv_id", "--standalone")
+            raise ConfigError(
+                "TorchrunLauncher: torchrun_args must be a list of options, got a single string"
+            )
+        reserved = (
+            "--nnodes",
+            "--nproc-per-node",
+            "--nproc_per_node",
+            "--rdzv-backend",
+            "--rdzv_backend",
+            "--rdzv-endpoint",
+            "--rdzv_endpoint",
+            "--rdzv-id",
+            "--rdzv_id",
+            "--standalone",
+        )
         for arg in self.torchrun_args:
-            if not isinstance(arg, str) or not arg.startswith("--") or arg.split("=", 1)[0] in reserved:
+            if (
+                not isinstance(arg, str)
+                or not arg.startswith("--")
+                or arg.split("=", 1)[0] in reserved
+            ):
                 raise ConfigError(
                     f"TorchrunLauncher: torchrun argument {arg!r} is not allowed: pass extra torchrun "
                     "options as --name=value (the launcher sets --nnodes, --nproc-per-node, --rdzv-* and "
@@ -112,10 +137,22 @@ class TorchrunLauncher(Launcher):
         if request.payload is None or PurePath(request.payload).suffix.lower() != ".py":
             raise ConfigError(
                 "TorchrunLauncher runs a .py training script (payload=...), got "
-                + (f"payload {request.payload!r}" if request.payload else f"the command {list(request.argv)!r}")
+                + (
+                    f"payload {request.payload!r}"
+                    if request.payload
+                    else f"the command {list(request.argv)!r}"
+                )
             )
         nproc = str(self.nproc_per_node) if self.nproc_per_node else '"${SLURM_GPUS_ON_NODE:-1}"'
-        srun = quote_all(["srun", "--unbuffered", "--kill-on-bad-exit=1", "--ntasks-per-node=1", *self.srun_options])
+        srun = quote_all(
+            [
+                "srun",
+                "--unbuffered",
+                "--kill-on-bad-exit=1",
+                "--ntasks-per-node=1",
+                *self.srun_options,
+            ]
+        )
         extra = "".join(f"{quote_all([a])} " for a in self.torchrun_args)
         payload = request.payload_ref() + (" " + quote_all(request.args) if request.args else "")
         if self.node_ip_command:

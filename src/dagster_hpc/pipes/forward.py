@@ -22,7 +22,9 @@ STDERR_PREFIX = "[stderr] "
 class LogForwarder:
     """The reader's line sink: ``forwarder(stream, lines)``; thread-confined to the tail thread."""
 
-    def __init__(self, log_info: Callable[[str], None], *, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, log_info: Callable[[str], None], *, clock: Callable[[], float] = time.monotonic
+    ):
         self._log_info = log_info
         self._clock = clock
         self._recent: deque[float] = deque()  # when recent events were emitted
@@ -38,7 +40,9 @@ class LogForwarder:
                 self._emit(prefix + line, now)
             return
         for start in range(0, len(lines), LOG_LINES_PER_EVENT):
-            self._emit("\n".join(prefix + line for line in lines[start : start + LOG_LINES_PER_EVENT]), now)
+            self._emit(
+                "\n".join(prefix + line for line in lines[start : start + LOG_LINES_PER_EVENT]), now
+            )
 
     def _emit(self, text: str, now: float) -> None:
         self._log_info(text)

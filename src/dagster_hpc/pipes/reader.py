@@ -45,7 +45,9 @@ FAILURE_WARN_EVERY_S = 30.0
 # (the files stay in the run directory; the error says where).
 FINAL_DRAIN_RETRY_S = 30.0
 
-LineSink = Callable[[str, list[str]], None]  # (stream name "stdout"|"stderr", complete lines in order)
+LineSink = Callable[
+    [str, list[str]], None
+]  # (stream name "stdout"|"stderr", complete lines in order)
 
 
 class RunDirMessageReader(dg.PipesMessageReader):
@@ -86,7 +88,9 @@ class RunDirMessageReader(dg.PipesMessageReader):
     # -- Dagster's reader interface -------------------------------------------------------
     @contextmanager
     def read_messages(self, handler: dg.PipesMessageHandler) -> Iterator[PipesParams]:
-        thread = threading.Thread(target=self._run, args=(handler,), name="dagster-hpc-tail", daemon=True)
+        thread = threading.Thread(
+            target=self._run, args=(handler,), name="dagster-hpc-tail", daemon=True
+        )
         thread.start()
         try:
             yield {"path": self._messages.path}
@@ -131,7 +135,9 @@ class RunDirMessageReader(dg.PipesMessageReader):
             try:
                 full, got_any = self._tick(handler)
                 if failing_since is not None:
-                    self._warn(f"reading the job's files works again after {time.monotonic() - failing_since:.1f} s")
+                    self._warn(
+                        f"reading the job's files works again after {time.monotonic() - failing_since:.1f} s"
+                    )
                 failing_since = None
             except (AuthenticationError, HostKeyError):
                 raise  # refused credentials never heal by retrying (and must not lock the account)
@@ -144,7 +150,9 @@ class RunDirMessageReader(dg.PipesMessageReader):
                     return
                 if warned_at is None or now - warned_at > FAILURE_WARN_EVERY_S:
                     warned_at = now
-                    self._warn(f"reading the job's files failed, retrying from the same offsets: {exc}")
+                    self._warn(
+                        f"reading the job's files failed, retrying from the same offsets: {exc}"
+                    )
                 if stopping:
                     time.sleep(self._interval_s)  # the stop event is set: wait() would not pause
                 else:
@@ -163,7 +171,10 @@ class RunDirMessageReader(dg.PipesMessageReader):
             cap = self._interval_s
             if got_any:
                 last_data = time.monotonic()
-            elif self._idle_interval_s is not None and time.monotonic() - last_data > self._idle_after_s:
+            elif (
+                self._idle_interval_s is not None
+                and time.monotonic() - last_data > self._idle_after_s
+            ):
                 cap = max(cap, self._idle_interval_s)
             delay = self._min_interval_s if got_any else min(delay * TICK_BACKOFF, cap)
             self._stop.wait(delay)
@@ -172,7 +183,8 @@ class RunDirMessageReader(dg.PipesMessageReader):
         """One batched read; returns (a chunk was full: more is waiting, any bytes arrived)."""
         tails = (self._messages, self._stdout, self._stderr)
         chunks = self._transport.read_many_from(
-            [(t.path, t.offset) for t in tails] + [(self._exit_code_path, 0)], max_bytes=READ_CHUNK_BYTES
+            [(t.path, t.offset) for t in tails] + [(self._exit_code_path, 0)],
+            max_bytes=READ_CHUNK_BYTES,
         )
         msg_chunk, out_chunk, err_chunk, exit_chunk = chunks
         self._emit("stdout", self._stdout.feed(out_chunk))
@@ -208,7 +220,9 @@ class RunDirMessageReader(dg.PipesMessageReader):
         try:
             message = json.loads(line)
         except json.JSONDecodeError:
-            self._warn(f"ignored a malformed Pipes message line in {self._messages.path}: {line[:200]!r}")
+            self._warn(
+                f"ignored a malformed Pipes message line in {self._messages.path}: {line[:200]!r}"
+            )
             return
         self.message_count += 1
         handler.handle_message(message)

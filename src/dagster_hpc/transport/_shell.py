@@ -32,13 +32,17 @@ def tar_directory(local_dir: Path) -> bytes:
 def untar_command(remote_dir: str, mode: int) -> str:
     """Create ``remote_dir`` with ``mode`` (private from the first instant) and unpack stdin into it."""
     q = shlex.quote(remote_dir)
-    return f"umask 077 && mkdir -p {q} && chmod {mode:o} {q} && tar -x -m --no-same-owner -f - -C {q}"
+    return (
+        f"umask 077 && mkdir -p {q} && chmod {mode:o} {q} && tar -x -m --no-same-owner -f - -C {q}"
+    )
 
 
 def read_command(remote_path: str, offset: int, max_bytes: int) -> str:
     """Print up to ``max_bytes`` of ``remote_path`` from byte ``offset``; nothing if it is missing."""
     if offset < 0 or max_bytes <= 0:
-        raise ConfigError(f"bad read of {remote_path}: offset {offset} must be >= 0 and max_bytes {max_bytes} > 0")
+        raise ConfigError(
+            f"bad read of {remote_path}: offset {offset} must be >= 0 and max_bytes {max_bytes} > 0"
+        )
     q = shlex.quote(remote_path)
     return f"if [ -r {q} ]; then tail -c +{offset + 1} {q} | head -c {max_bytes}; fi"
 

@@ -38,7 +38,7 @@ def write_helper(directory: Path) -> Path:
     """An executable that runs this module with the current interpreter (SSH_ASKPASS needs a path)."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = directory / "askpass"
-    text = f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -m dagster_hpc.transport.askpass \"$@\"\n"
+    text = f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m dagster_hpc.transport.askpass "$@"\n'
     if not path.exists() or path.read_text() != text:
         tmp = directory / f".askpass.{os.getpid()}"
         tmp.write_text(text)

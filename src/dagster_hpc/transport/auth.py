@@ -49,7 +49,11 @@ class JumpHost:
         return cls(m["host"], int(m["port"]) if m["port"] else None, m["user"])
 
     def __str__(self) -> str:
-        return (f"{self.user}@" if self.user else "") + self.host + (f":{self.port}" if self.port else "")
+        return (
+            (f"{self.user}@" if self.user else "")
+            + self.host
+            + (f":{self.port}" if self.port else "")
+        )
 
 
 @dataclass(frozen=True)
@@ -78,10 +82,14 @@ class SSHTarget:
 
     def __post_init__(self) -> None:
         if not self.host or any(c.isspace() for c in self.host) or self.host.startswith("-"):
-            raise ConfigError(f"bad SSH host {self.host!r}: give a host name, an address or a ~/.ssh/config alias")
+            raise ConfigError(
+                f"bad SSH host {self.host!r}: give a host name, an address or a ~/.ssh/config alias"
+            )
         if self.port is not None and not 0 < self.port < 65536:
             raise ConfigError(f"bad SSH port {self.port}: must be 1-65535")
-        if self.user is not None and (not self.user or self.user.startswith("-") or any(c.isspace() for c in self.user)):
+        if self.user is not None and (
+            not self.user or self.user.startswith("-") or any(c.isspace() for c in self.user)
+        ):
             raise ConfigError(f"bad SSH user {self.user!r}")
         if self.host_key_policy not in HOST_KEY_POLICIES:
             raise ConfigError(
@@ -90,12 +98,18 @@ class SSHTarget:
             )
         for p in self.key_paths:
             if not Path(os.path.expanduser(p)).is_file():
-                raise ConfigError(f"SSH key {p} does not exist: fix key_path or create it with ssh-keygen")
+                raise ConfigError(
+                    f"SSH key {p} does not exist: fix key_path or create it with ssh-keygen"
+                )
         if self.certificate_path and not Path(os.path.expanduser(self.certificate_path)).is_file():
             raise ConfigError(f"SSH certificate {self.certificate_path} does not exist")
         if self.ssh_config and not Path(os.path.expanduser(self.ssh_config)).is_file():
             raise ConfigError(f"ssh config file {self.ssh_config} does not exist")
-        if self.known_hosts and self.host_key_policy == "strict" and not Path(os.path.expanduser(self.known_hosts)).is_file():
+        if (
+            self.known_hosts
+            and self.host_key_policy == "strict"
+            and not Path(os.path.expanduser(self.known_hosts)).is_file()
+        ):
             raise ConfigError(
                 f"known_hosts file {self.known_hosts} does not exist, so no host could be trusted: "
                 "create it (ssh-keyscan -p PORT HOST >> FILE, after checking the fingerprint) "
@@ -110,7 +124,12 @@ class SSHTarget:
     def label(self) -> str:
         """user@host:port for messages (no secrets)."""
         via = f" via {','.join(map(str, self.jump_hosts))}" if self.jump_hosts else ""
-        return (f"{self.user}@" if self.user else "") + self.host + (f":{self.port}" if self.port else "") + via
+        return (
+            (f"{self.user}@" if self.user else "")
+            + self.host
+            + (f":{self.port}" if self.port else "")
+            + via
+        )
 
     def answer_prompts(self, prompts: list[tuple[str, bool]]) -> list[str] | None:
         """Answers to one keyboard-interactive challenge, or None when we cannot answer it."""

@@ -36,7 +36,9 @@ class Transport(abc.ABC):
     """
 
     @abc.abstractmethod
-    def run(self, command: str, *, timeout: float | None = None, stdin: bytes | None = None) -> CommandResult:
+    def run(
+        self, command: str, *, timeout: float | None = None, stdin: bytes | None = None
+    ) -> CommandResult:
         """Run ``command`` in a shell; never raises for a non-zero exit (see ``check``)."""
 
     def check(self, command: str, *, timeout: float | None = None, hint: str = "") -> str:
@@ -80,12 +82,13 @@ class Transport(abc.ABC):
             )
         return len(data)
 
-
     @abc.abstractmethod
     def read_from(self, remote_path: str, offset: int, *, max_bytes: int = 4 << 20) -> bytes:
         """Bytes of ``remote_path`` from ``offset`` (b"" if the file is missing or has no more)."""
 
-    def read_many_from(self, requests: list[tuple[str, int]], *, max_bytes: int = 4 << 20) -> list[bytes]:
+    def read_many_from(
+        self, requests: list[tuple[str, int]], *, max_bytes: int = 4 << 20
+    ) -> list[bytes]:
         """Several ``read_from`` calls; implementations batch them into one round trip."""
         return [self.read_from(p, o, max_bytes=max_bytes) for p, o in requests]
 

@@ -19,7 +19,9 @@ from dagster_hpc.transport.base import CommandResult, Transport
 class LocalTransport(Transport):
     """Run commands in a local shell and read local files; thread-safe."""
 
-    def run(self, command: str, *, timeout: float | None = None, stdin: bytes | None = None) -> CommandResult:
+    def run(
+        self, command: str, *, timeout: float | None = None, stdin: bytes | None = None
+    ) -> CommandResult:
         self._count(sent=len(stdin or b""))
         try:
             proc = subprocess.run(
@@ -73,7 +75,9 @@ class LocalTransport(Transport):
         self._count()
         return _read_local(remote_path, offset, max_bytes)
 
-    def read_many_from(self, requests: list[tuple[str, int]], *, max_bytes: int = 4 << 20) -> list[bytes]:
+    def read_many_from(
+        self, requests: list[tuple[str, int]], *, max_bytes: int = 4 << 20
+    ) -> list[bytes]:
         self._count()  # one "round trip" for the batch, as a remote transport would do it
         return [_read_local(p, o, max_bytes) for p, o in requests]
 

@@ -64,7 +64,13 @@ class SSHMasterExpired(TransportError):
 def control_key(target: SSHTarget) -> str:
     """Stable id of a connection: every process of a deployment derives the same socket name."""
     ident = "|".join(
-        [target.user or "", target.host, str(target.port or ""), ",".join(map(str, target.jump_hosts)), ",".join(target.key_paths)]
+        [
+            target.user or "",
+            target.host,
+            str(target.port or ""),
+            ",".join(map(str, target.jump_hosts)),
+            ",".join(target.key_paths),
+        ]
     )
     return hashlib.sha256(ident.encode()).hexdigest()[:16]
 
@@ -84,7 +90,9 @@ def hop_config(target: SSHTarget, key: str, include: str | None) -> str:
             lines.append("  IdentitiesOnly yes")
         if target.known_hosts:
             lines.append(f"  UserKnownHostsFile {os.path.expanduser(target.known_hosts)}")
-        lines.append(f"  StrictHostKeyChecking {'yes' if target.host_key_policy == 'strict' else 'accept-new'}")
+        lines.append(
+            f"  StrictHostKeyChecking {'yes' if target.host_key_policy == 'strict' else 'accept-new'}"
+        )
         if i:
             lines.append(f"  ProxyJump dhpc-{key}-hop{i - 1}")
     if include:
@@ -93,7 +101,9 @@ def hop_config(target: SSHTarget, key: str, include: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def ssh_base_argv(target: SSHTarget, control_path: str, config_path: str | None, ssh_binary: str = "ssh") -> list[str]:
+def ssh_base_argv(
+    target: SSHTarget, control_path: str, config_path: str | None, ssh_binary: str = "ssh"
+) -> list[str]:
     """Options shared by every ssh call for ``target`` (the host comes last, added by callers)."""
     argv = [ssh_binary]
     if config_path:
@@ -161,7 +171,9 @@ class OpenSSHTransport(Transport):
                 "totp_secret, or open the master interactively with `dagster-hpc login`"
             )
         if not control_persist or any(c.isspace() for c in control_persist):
-            raise ConfigError(f"bad control_persist {control_persist!r}: e.g. '8h', '30m' or seconds")
+            raise ConfigError(
+                f"bad control_persist {control_persist!r}: e.g. '8h', '30m' or seconds"
+            )
         self.target = target
         self.control_persist = control_persist
         self.require_login = require_login
@@ -169,7 +181,9 @@ class OpenSSHTransport(Transport):
         self._key = control_key(target)
         self.control_path = str(self.control_dir / f"cm-{self._key}")
         if len(self.control_path) > 100:  # unix socket paths are limited to ~104 bytes
-            raise ConfigError(f"control_dir {self.control_dir} is too long for a socket path: use a shorter directory")
+            raise ConfigError(
+                f"control_dir {self.control_dir} is too long for a socket path: use a shorter directory"
+            )
         self._ssh_binary = ssh_binary
         self._config_path: str | None = None
         self._lock = threading.Lock()
@@ -218,7 +232,13 @@ class OpenSSHTransport(Transport):
         if not os.path.exists(self.control_path):
             return False
         argv = self._prepare() + ["-O", "check", self.target.host]
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=MUX_CONTROL_TIMEOUT_S, stdin=subprocess.DEVNULL)
+        r = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=MUX_CONTROL_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
+        )
         return r.returncode == 0
 
     def open_master(self, *, interactive: bool = False) -> bool:
@@ -234,7 +254,11 @@ class OpenSSHTransport(Transport):
             if os.path.exists(self.control_path):
                 os.unlink(self.control_path)  # a stale socket of a dead master
             refused = Path(self.control_path + ".refused")
-            if not interactive and refused.exists() and time.time() - refused.stat().st_mtime < AUTH_REFUSED_HOLD_S:
+            if (
+                not interactive
+                and refused.exists()
+                and time.time() - refused.stat().st_mtime < AUTH_REFUSED_HOLD_S
+            ):
                 # another process of this deployment was refused moments ago with the same
                 # credentials: do not add a failure to the account's count (lock-outs)
                 raise AuthenticationError(
@@ -285,7 +309,9 @@ class OpenSSHTransport(Transport):
         """Ask the master to exit (ssh -O exit)."""
         if os.path.exists(self.control_path):
             argv = self._prepare() + ["-O", "exit", self.target.host]
-            subprocess.run(argv, capture_output=True, timeout=MUX_CONTROL_TIMEOUT_S, stdin=subprocess.DEVNULL)
+            subprocess.run(
+                argv, capture_output=True, timeout=MUX_CONTROL_TIMEOUT_S, stdin=subprocess.DEVNULL
+            )
 
     def login_command(self) -> str:
         """The exact command a user runs to open the master again."""
@@ -315,15 +341,22 @@ class OpenSSHTransport(Transport):
 
     def _ssh_failure(self, code: int, stderr: str, doing: str) -> TransportError:
         tail = stderr.strip()[-800:]
-        if "Host key verification failed" in stderr or "REMOTE HOST IDENTIFICATION HAS CHANGED" in stderr:
-            return HostKeyError(describe_host_key_failure(self.target.host, self.target.port, self.target, tail))
+        if (
+            "Host key verification failed" in stderr
+            or "REMOTE HOST IDENTIFICATION HAS CHANGED" in stderr
+        ):
+            return HostKeyError(
+                describe_host_key_failure(self.target.host, self.target.port, self.target, tail)
+            )
         if "Permission denied" in stderr or "Too many authentication failures" in stderr:
             return AuthenticationError(
                 f"{self.target.label}: the server refused our credentials while {doing} (not retried).\n"
                 f"hint: log in interactively once with `{self.login_command()}`; check the key, "
                 f"password or TOTP secret.\n--- ssh said ---\n{tail}"
             )
-        return TransportError(f"ssh to {self.target.label} failed (exit {code}) while {doing}:\n{tail}")
+        return TransportError(
+            f"ssh to {self.target.label} failed (exit {code}) while {doing}:\n{tail}"
+        )
 
     # --- the interface ---------------------------------------------------------------------
     def _ensure_master(self) -> None:
@@ -333,7 +366,9 @@ class OpenSSHTransport(Transport):
             raise self._expired()
         self.open_master()
 
-    def _run_bytes(self, command: str, *, timeout: float | None, stdin: bytes | None) -> tuple[int, bytes, bytes]:
+    def _run_bytes(
+        self, command: str, *, timeout: float | None, stdin: bytes | None
+    ) -> tuple[int, bytes, bytes]:
         if timeout is not None and timeout <= 0:
             raise ConfigError(f"timeout must be > 0 seconds, got {timeout} (command: {command})")
         argv = self._command_argv(command)
@@ -354,15 +389,33 @@ class OpenSSHTransport(Transport):
         base = self._prepare()
         if self.require_login:
             base = mux_only(base)
-        return base + ["-o", "ControlMaster=no", "-o", "BatchMode=yes", "-T", "--", self.target.host, command]
+        return base + [
+            "-o",
+            "ControlMaster=no",
+            "-o",
+            "BatchMode=yes",
+            "-T",
+            "--",
+            self.target.host,
+            command,
+        ]
 
     def _raise_if_ssh_failed(self, err: str, command: str) -> None:
         """Exit 255 is ssh's own failure or the command's: raise only for ssh's."""
-        if self.require_login and (not os.path.exists(self.control_path) or "Control socket connect" in err):
-            if os.path.exists(self.control_path):  # a dead master's socket: the next login replaces it
+        if self.require_login and (
+            not os.path.exists(self.control_path) or "Control socket connect" in err
+        ):
+            if os.path.exists(
+                self.control_path
+            ):  # a dead master's socket: the next login replaces it
                 os.unlink(self.control_path)
             raise self._expired()
-        if err.startswith("ssh:") or "Permission denied" in err or "Host key verification failed" in err or "Control socket" in err:
+        if (
+            err.startswith("ssh:")
+            or "Permission denied" in err
+            or "Host key verification failed" in err
+            or "Control socket" in err
+        ):
             raise self._ssh_failure(SSH_ERROR_EXIT, err, f"running: {command}")
 
     def stream(self, command: str, *, timeout: float | None = None) -> Iterator[bytes]:
@@ -372,7 +425,9 @@ class OpenSSHTransport(Transport):
         # stdin stays open while we read: when we stop early and end ssh, the remote side sees it
         # close and terminates the command (see _shell.end_with_stdin_command)
         argv = self._command_argv(_shell.end_with_stdin_command(command))
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         self._count()
         deadline = None if timeout is None else time.monotonic() + timeout
         stderr = bytearray()
@@ -400,7 +455,9 @@ class OpenSSHTransport(Transport):
             code = proc.wait()
         finally:
             sel.close()
-            if proc.poll() is None:  # stopped early or failed: end the ssh process (and the remote command)
+            if (
+                proc.poll() is None
+            ):  # stopped early or failed: end the ssh process (and the remote command)
                 proc.terminate()
                 proc.wait()
             for pipe in (proc.stdin, proc.stdout, proc.stderr):
@@ -412,13 +469,17 @@ class OpenSSHTransport(Transport):
         if code != 0:
             raise RemoteCommandError(command, code, "", err)
 
-    def run(self, command: str, *, timeout: float | None = None, stdin: bytes | None = None) -> CommandResult:
+    def run(
+        self, command: str, *, timeout: float | None = None, stdin: bytes | None = None
+    ) -> CommandResult:
         code, out, err = self._run_bytes(command, timeout=timeout, stdin=stdin)
         return CommandResult(code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
 
     def put_tree(self, local_dir: Path, remote_dir: str, *, mode: int = 0o700) -> int:
         data = _shell.tar_directory(Path(local_dir))
-        code, _out, err = self._run_bytes(_shell.untar_command(remote_dir, mode), timeout=None, stdin=data)
+        code, _out, err = self._run_bytes(
+            _shell.untar_command(remote_dir, mode), timeout=None, stdin=data
+        )
         if code != 0:
             raise TransportError(
                 f"unpacking {local_dir} into {remote_dir} on {self.target.label} failed (exit {code}): "
@@ -427,17 +488,27 @@ class OpenSSHTransport(Transport):
         return len(data)
 
     def read_from(self, remote_path: str, offset: int, *, max_bytes: int = 4 << 20) -> bytes:
-        code, out, err = self._run_bytes(_shell.read_command(remote_path, offset, max_bytes), timeout=None, stdin=None)
+        code, out, err = self._run_bytes(
+            _shell.read_command(remote_path, offset, max_bytes), timeout=None, stdin=None
+        )
         if code != 0:
-            raise TransportError(f"reading {remote_path} from byte {offset} failed (exit {code}): {err.decode(errors='replace')[-300:]}")
+            raise TransportError(
+                f"reading {remote_path} from byte {offset} failed (exit {code}): {err.decode(errors='replace')[-300:]}"
+            )
         return out
 
-    def read_many_from(self, requests: list[tuple[str, int]], *, max_bytes: int = 4 << 20) -> list[bytes]:
+    def read_many_from(
+        self, requests: list[tuple[str, int]], *, max_bytes: int = 4 << 20
+    ) -> list[bytes]:
         if not requests:
             return []
-        code, out, err = self._run_bytes(_shell.read_many_command(requests, max_bytes), timeout=None, stdin=None)
+        code, out, err = self._run_bytes(
+            _shell.read_many_command(requests, max_bytes), timeout=None, stdin=None
+        )
         if code != 0:
-            raise TransportError(f"batched read of {len(requests)} files failed (exit {code}): {err.decode(errors='replace')[-300:]}")
+            raise TransportError(
+                f"batched read of {len(requests)} files failed (exit {code}): {err.decode(errors='replace')[-300:]}"
+            )
         return _shell.parse_read_many(out, len(requests))
 
     @property

@@ -99,7 +99,9 @@ class _Client(asyncssh.SSHClient):
         if self._rounds > MAX_KBDINT_ROUNDS:
             return None
         # a user callback may block (e.g. ask a human): keep the event loop free meanwhile
-        return await asyncio.get_running_loop().run_in_executor(None, self._target.answer_prompts, list(prompts))
+        return await asyncio.get_running_loop().run_in_executor(
+            None, self._target.answer_prompts, list(prompts)
+        )
 
 
 class _SharedConnection:
@@ -109,7 +111,9 @@ class _SharedConnection:
         self.target = target
         self.lost = False
         self.authentications = 0
-        self.local_ports: list[int] = []  # source port of each authenticated connection to the target
+        self.local_ports: list[
+            int
+        ] = []  # source port of each authenticated connection to the target
         self.attempt_ports: list[int] = []  # source port of every attempt (also refused ones)
         self.auth_failure: AuthenticationError | None = None
         self._conns: list[asyncssh.SSHClientConnection] = []  # jump hops first, target last
@@ -158,7 +162,10 @@ class _SharedConnection:
             try:
                 await self._connect_once()
                 return
-            except (AuthenticationError, HostKeyError):  # never retried; drop jump hops already open
+            except (
+                AuthenticationError,
+                HostKeyError,
+            ):  # never retried; drop jump hops already open
                 await self._close_all()
                 raise
             except _CONNECTION_ERRORS as exc:
@@ -175,7 +182,9 @@ class _SharedConnection:
         tunnel: asyncssh.SSHClientConnection | None = None
         t = self.target
         for hop in t.jump_hosts:
-            tunnel = await self._open(hop.host, hop.port, hop.user or t.user, tunnel, f"jump host {hop}", False)
+            tunnel = await self._open(
+                hop.host, hop.port, hop.user or t.user, tunnel, f"jump host {hop}", False
+            )
             self._conns.append(tunnel)
         conn = await self._open(t.host, t.port, t.user, tunnel, t.label, True)
         self._conns.append(conn)
@@ -235,7 +244,9 @@ class _SharedConnection:
                 if attempt == 1 and t.host_key_policy == "accept-new":
                     if await trust_on_first_use(host, port, t, tunnel):
                         continue
-                raise HostKeyError(describe_host_key_failure(host, port, t, str(exc.reason))) from exc
+                raise HostKeyError(
+                    describe_host_key_failure(host, port, t, str(exc.reason))
+                ) from exc
         raise AssertionError("unreachable")
 
     def _offered(self) -> str:
@@ -325,11 +336,15 @@ class SSHTransport(Transport):
         """Open (or reuse) the connection now: surfaces auth and host-key errors early."""
         _loop.call(self._shared.connection(), timeout=self.target.connect_timeout * 3)
 
-    def run(self, command: str, *, timeout: float | None = None, stdin: bytes | None = None) -> CommandResult:
+    def run(
+        self, command: str, *, timeout: float | None = None, stdin: bytes | None = None
+    ) -> CommandResult:
         code, out, err = self._run_bytes(command, timeout=timeout, stdin=stdin)
         return CommandResult(code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
 
-    def _run_bytes(self, command: str, *, timeout: float | None, stdin: bytes | None) -> tuple[int, bytes, bytes]:
+    def _run_bytes(
+        self, command: str, *, timeout: float | None, stdin: bytes | None
+    ) -> tuple[int, bytes, bytes]:
         if timeout is not None and timeout <= 0:
             raise ConfigError(f"timeout must be > 0 seconds, got {timeout} (command: {command})")
         wait = None if timeout is None else timeout + self.target.connect_timeout
@@ -343,7 +358,12 @@ class SSHTransport(Transport):
             conn = await shared.connection()
             try:
                 return await conn.create_process(command, encoding=None)
-            except (asyncssh.ChannelOpenError, asyncssh.ConnectionLost, BrokenPipeError, ConnectionError) as exc:
+            except (
+                asyncssh.ChannelOpenError,
+                asyncssh.ConnectionLost,
+                BrokenPipeError,
+                ConnectionError,
+            ) as exc:
                 # the session never opened, so the command never started: safe to reconnect and re-send
                 shared.lost = True
                 if attempt == 2:
@@ -353,7 +373,9 @@ class SSHTransport(Transport):
                     ) from exc
         raise AssertionError("unreachable")
 
-    async def _arun(self, command: str, timeout: float | None, stdin: bytes | None) -> tuple[int, bytes, bytes]:
+    async def _arun(
+        self, command: str, timeout: float | None, stdin: bytes | None
+    ) -> tuple[int, bytes, bytes]:
         shared = self._shared
         proc = await self._open_process(command)
         try:
@@ -364,7 +386,12 @@ class SSHTransport(Transport):
                 f"command timed out after {timeout} s on {self.target.label}: {command}\n"
                 "hint: raise the timeout, or check whether the login node is overloaded"
             ) from exc
-        except (asyncssh.DisconnectError, asyncssh.ConnectionLost, BrokenPipeError, ConnectionError) as exc:
+        except (
+            asyncssh.DisconnectError,
+            asyncssh.ConnectionLost,
+            BrokenPipeError,
+            ConnectionError,
+        ) as exc:
             shared.lost = True
             raise self._dropped(command) from exc
         status = proc.exit_status
@@ -372,7 +399,11 @@ class SSHTransport(Transport):
             # the channel closed without an exit status: the connection went away under it
             shared.lost = True
             raise self._dropped(command)
-        return (SIGNALLED_EXIT_CODE if status is None or status < 0 else status), stdout or b"", stderr or b""
+        return (
+            (SIGNALLED_EXIT_CODE if status is None or status < 0 else status),
+            stdout or b"",
+            stderr or b"",
+        )
 
     def stream(self, command: str, *, timeout: float | None = None) -> Iterator[bytes]:
         """stdout chunks as the remote command writes them (one channel on the shared connection)."""
@@ -399,7 +430,9 @@ class SSHTransport(Transport):
                 else:
                     code, stderr = value  # type: ignore[misc]
                     if code != 0:
-                        raise RemoteCommandError(command, code, "", stderr.decode("utf-8", "replace"))
+                        raise RemoteCommandError(
+                            command, code, "", stderr.decode("utf-8", "replace")
+                        )
                     return
         finally:
             if not future.done():  # stopped early: end the remote command's channel
@@ -432,7 +465,12 @@ class SSHTransport(Transport):
                 proc.send_signal("TERM")
             proc.close()
             raise
-        except (asyncssh.DisconnectError, asyncssh.ConnectionLost, BrokenPipeError, ConnectionError):
+        except (
+            asyncssh.DisconnectError,
+            asyncssh.ConnectionLost,
+            BrokenPipeError,
+            ConnectionError,
+        ):
             self._shared.lost = True
             chunks.put(("error", self._dropped(command)))
             return
@@ -453,7 +491,9 @@ class SSHTransport(Transport):
 
     def put_tree(self, local_dir: Path, remote_dir: str, *, mode: int = 0o700) -> int:
         data = _shell.tar_directory(Path(local_dir))
-        code, _out, err = self._run_bytes(_shell.untar_command(remote_dir, mode), timeout=None, stdin=data)
+        code, _out, err = self._run_bytes(
+            _shell.untar_command(remote_dir, mode), timeout=None, stdin=data
+        )
         if code != 0:
             raise TransportError(
                 f"unpacking {local_dir} into {remote_dir} on {self.target.label} failed (exit {code}): "
@@ -470,7 +510,10 @@ class SSHTransport(Transport):
         size = local_path.stat().st_size
         _loop.call(self._aput(local_path, tmp), timeout=None)
         self._count(1, size)
-        self.check(_shell.publish_command(tmp, remote_path, mode), hint=f"uploading {local_path} to {remote_path}")
+        self.check(
+            _shell.publish_command(tmp, remote_path, mode),
+            hint=f"uploading {local_path} to {remote_path}",
+        )
         return size
 
     async def _aput(self, local_path: Path, tmp: str) -> None:
@@ -488,18 +531,26 @@ class SSHTransport(Transport):
             ) from exc
 
     def read_from(self, remote_path: str, offset: int, *, max_bytes: int = 4 << 20) -> bytes:
-        code, out, err = self._run_bytes(_shell.read_command(remote_path, offset, max_bytes), timeout=None, stdin=None)
+        code, out, err = self._run_bytes(
+            _shell.read_command(remote_path, offset, max_bytes), timeout=None, stdin=None
+        )
         if code != 0:
-            raise TransportError(f"reading {remote_path} from byte {offset} failed (exit {code}): {err.decode(errors='replace')[-300:]}")
+            raise TransportError(
+                f"reading {remote_path} from byte {offset} failed (exit {code}): {err.decode(errors='replace')[-300:]}"
+            )
         return out
 
-    def read_many_from(self, requests: list[tuple[str, int]], *, max_bytes: int = 4 << 20) -> list[bytes]:
+    def read_many_from(
+        self, requests: list[tuple[str, int]], *, max_bytes: int = 4 << 20
+    ) -> list[bytes]:
         if not requests:
             return []
         command = _shell.read_many_command(requests, max_bytes)
         code, out, err = self._run_bytes(command, timeout=None, stdin=None)
         if code != 0:
-            raise TransportError(f"batched read of {len(requests)} files failed (exit {code}): {err.decode(errors='replace')[-300:]}")
+            raise TransportError(
+                f"batched read of {len(requests)} files failed (exit {code}): {err.decode(errors='replace')[-300:]}"
+            )
         return _shell.parse_read_many(out, len(requests))
 
     def close(self) -> None:

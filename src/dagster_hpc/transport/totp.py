@@ -40,7 +40,9 @@ def validate_secret(secret: str) -> None:
     _decode_secret(secret)
 
 
-def totp_code(secret: str, *, at: float | None = None, period: int = TOTP_PERIOD_S, digits: int = TOTP_DIGITS) -> str:
+def totp_code(
+    secret: str, *, at: float | None = None, period: int = TOTP_PERIOD_S, digits: int = TOTP_DIGITS
+) -> str:
     """The code for ``secret`` at time ``at`` (default: now), zero-padded to ``digits``."""
     key = _decode_secret(secret)
     counter = int((time.time() if at is None else at) // period)

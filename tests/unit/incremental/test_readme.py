@@ -26,5 +26,10 @@ def test_readme_incremental_asset_snippet_runs(tmp_path):
     first, second = re.findall(r"```python\n(.*?)```", section, re.S)[:2]
     namespace: dict = {}
     exec(compile(first, "README.md#incremental", "exec"), namespace)
-    exec(compile(second.replace("/shared/metadata", str(tmp_path)), "README.md#incremental_asset", "exec"), namespace)
+    exec(
+        compile(
+            second.replace("/shared/metadata", str(tmp_path)), "README.md#incremental_asset", "exec"
+        ),
+        namespace,
+    )
     assert namespace["derived_asset"].key.to_user_string() == "demo/derived"

@@ -44,7 +44,9 @@ if rank != 0:
 deadline = time.monotonic() + RECORDS_TIMEOUT_S
 while len(list(Path().glob("rank-*.json"))) < ntasks:
     if time.monotonic() > deadline:
-        sys.exit(f"only {len(list(Path().glob('rank-*.json')))} of {ntasks} task records after {RECORDS_TIMEOUT_S} s")
+        sys.exit(
+            f"only {len(list(Path().glob('rank-*.json')))} of {ntasks} task records after {RECORDS_TIMEOUT_S} s"
+        )
     time.sleep(0.1)
 seen = [json.loads(p.read_text()) for p in sorted(Path().glob("rank-*.json"))]
 

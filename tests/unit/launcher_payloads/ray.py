@@ -10,7 +10,9 @@ _LOG = Path(os.environ.get("FAKE_RAY_LOG") or "fake-ray-log").absolute()
 
 def init(address: str | None = None, **kwargs) -> None:
     if address != os.environ.get("RAY_ADDRESS"):
-        raise ConnectionError(f"fake ray: asked for {address}, RAY_ADDRESS is {os.environ.get('RAY_ADDRESS')}")
+        raise ConnectionError(
+            f"fake ray: asked for {address}, RAY_ADDRESS is {os.environ.get('RAY_ADDRESS')}"
+        )
 
 
 def nodes() -> list[dict]:

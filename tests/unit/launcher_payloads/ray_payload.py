@@ -9,8 +9,11 @@ from pathlib import Path
 import ray  # the fake in tests (on PYTHONPATH or shipped beside the payload)
 
 ray.init(address=os.environ["RAY_ADDRESS"])
-seen = {"ray_address": os.environ["RAY_ADDRESS"], "hosts": sorted({n["host"] for n in ray.nodes()}),
-        "nodes": len(ray.nodes())}
+seen = {
+    "ray_address": os.environ["RAY_ADDRESS"],
+    "hosts": sorted({n["host"] for n in ray.nodes()}),
+    "nodes": len(ray.nodes()),
+}
 Path("payload-seen.json").write_text(json.dumps(seen))
 if "--pipes" in sys.argv:
     from dagster_pipes import open_dagster_pipes

@@ -24,7 +24,11 @@ if rank == 0:
 
     with open_dagster_pipes() as pipes:
         pipes.report_asset_materialization(
-            metadata={"world_size": world, "rank_sum": int(total.item()), "hosts": sorted(hosts),
-                      "torch": torch.__version__}
+            metadata={
+                "world_size": world,
+                "rank_sum": int(total.item()),
+                "hosts": sorted(hosts),
+                "torch": torch.__version__,
+            }
         )
 dist.destroy_process_group()

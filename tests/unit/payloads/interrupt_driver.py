@@ -15,4 +15,6 @@ def long_running(context: dg.AssetExecutionContext, compute: ComputeResource):
     return dg.MaterializeResult()
 
 
-dg.materialize([long_running], resources={"compute": ComputeResource(base_dir=base_dir)}, raise_on_error=False)
+dg.materialize(
+    [long_running], resources={"compute": ComputeResource(base_dir=base_dir)}, raise_on_error=False
+)
