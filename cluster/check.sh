@@ -72,7 +72,7 @@ fi
 # 10 ssh variants
 out=$(sshpass -p "$(. "$D/env.sh"; echo "$SLURM_TEST_PASS")" ssh -F "$C/ssh_config" -o PubkeyAuthentication=no -o PreferredAuthentications=password slurm-main 'squeue -h | wc -l' 2>&1)
 [[ $out =~ ^[0-9]+$ ]] && ok "ssh password auth" || ko "ssh password" "$out"
-out=$("${SSH[@]}" slurm-via-jump 'sinfo -h -o %D' 2>&1); [[ $out =~ ^[0-9]+$ ]] && ok "ssh ProxyJump ($out nodes)" || ko "ProxyJump" "$out"
+out=$("${SSH[@]}" slurm-via-jump 'sinfo -h -N -o %N | sort -u | wc -l' 2>&1); [[ $out =~ ^[0-9]+$ ]] && ok "ssh ProxyJump ($out nodes)" || ko "ProxyJump" "$out"
 out=$(SSH_ASKPASS="$C/otp-askpass.sh" SSH_ASKPASS_REQUIRE=force setsid -w ssh -F "$C/ssh_config" slurm-otp 'echo otp-ok' </dev/null 2>&1)
 [ "$out" = otp-ok ] && ok "ssh key + TOTP keyboard-interactive" || ko "OTP" "$out"
 out=$(sshpass -P 'Verification code' -p 000000 ssh -F "$C/ssh_config" slurm-otp true 2>&1); rc=$?
@@ -98,6 +98,29 @@ if grep -q SLURM_TEST_PAYLOAD_PYTHON "$D/env.sh"; then
   py=$(. "$D/env.sh"; echo "$SLURM_TEST_PAYLOAD_PYTHON")
   out=$(r "timeout 60 srun -N1 $py -c 'import dagster_pipes, polars; print(dagster_pipes.__name__, polars.__version__)'" 2>&1)
   [[ $out == dagster_pipes* ]] && ok "payload env on a node ($out)" || ko "payload env" "$out"
+fi
+# 13 GPU partition (placeholder gres devices), MaxArraySize, a CPU + GPU hetjob
+if grep -q '^GresTypes=gpu' "$D/etc/slurm.conf"; then
+  gp=$(sed -n 's/^PartitionName=\([^ ]*\) Nodes=gpu.*/\1/p' "$D/etc/slurm.conf")
+  j=$(r "cd $W && sbatch --parsable -p $gp --gpus=1 -o gpu_%j.out --wrap 'echo cuda=\$CUDA_VISIBLE_DEVICES'"); s=$(wait_state "$j" COMPLETED FAILED)
+  out=$(r "cat $W/gpu_$j.out"); sleep 1; tres=$(r "sacct -n -X -j $j --format=AllocTRES%80 -P")
+  [ "$s" = COMPLETED ] && [ "$out" = cuda=0 ] && [[ $tres == *gres/gpu=1* ]] && ok "gpu job ($j: $out, $tres)" || ko "gpu job" "$s $out $tres"
+  out=$(r "sbatch --parsable -p debug --gpus=1 --wrap true" 2>&1); [[ $out == *"not available"* ]] && ok "--gpus refused on a CPU partition" || ko "--gpus on debug" "$out"
+  mx=$(sed -n 's/^MaxArraySize=//p' "$D/etc/slurm.conf")
+  out=$(r "sbatch --parsable --array=0-$mx --wrap true" 2>&1); [[ $out == *"Invalid job array"* ]] && ok "MaxArraySize=$mx enforced" || ko "MaxArraySize" "$out"
+  r "cat > $W/hetgpu.sh" <<EOF
+#!/bin/bash
+#SBATCH -J hetgpu -o hetgpu_%j.out
+#SBATCH -p debug -n1 --mem=100
+#SBATCH hetjob
+#SBATCH -p $gp -n1 --mem=100 --gpus=1
+srun --het-group=0 bash -c 'echo c0 \$SLURMD_NODENAME' &
+srun --het-group=1 bash -c 'echo c1 \$SLURMD_NODENAME gpu=\$CUDA_VISIBLE_DEVICES' &
+wait
+EOF
+  hj=$(r "cd $W && sbatch --parsable hetgpu.sh"); s=$(wait_state "$hj" COMPLETED FAILED)
+  out=$(r "sort $W/hetgpu_$hj.out | tr '\n' ' '")
+  [ "$s" = COMPLETED ] && [[ $out == "c0 node"*"c1 gpu"*gpu=0* ]] && ok "CPU + GPU hetjob ($hj: $out)" || ko "CPU + GPU hetjob" "$s $out"
 fi
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]
