@@ -54,8 +54,9 @@ class ComputeResource(dg.ConfigurableResource):
         description="Run directories after a step: 'failed' (default: remove successful ones once their "
         "output was read, keep failed ones for debugging), 'always', or 'never'.",
     )
-    slurm: SlurmResource | None = (
-        None  # mode="slurm": cluster, default queue, paths (SlurmResource.from_env())
+    slurm: SlurmResource | None = Field(
+        default=None,
+        description="mode='slurm': cluster, default queue and paths (None: SlurmResource.from_env()).",
     )
 
     def run(

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
+from pydantic import Field
 
 from dagster_hpc.errors import ConfigError
 
@@ -150,22 +151,40 @@ def parse_directive(value: str) -> tuple[str, str | None]:
 class QueueConfig(dg.Config):
     """A Slurm resource request. Immutable; bad values raise ConfigError at construction."""
 
-    partition: str | None = None
-    nodes: int | None = None
-    ntasks: int | None = None
-    cpus_per_task: int | None = None
-    mem: str | None = None  # per node, e.g. "4G"; exclusive with mem_per_cpu
-    mem_per_cpu: str | None = None
-    gpus_per_node: int | None = None
-    gres_type: str | None = None  # e.g. "a100" -> --gres=gpu:a100:N
-    time_limit: str | None = None  # any Slurm time format or UNLIMITED
-    qos: str | None = None
-    account: str | None = None
-    reservation: str | None = None
-    constraint: str | None = None
-    exclusive: bool | None = None
-    signal_before_timeout: str | None = None  # "USR2@120" -> --signal=B:USR2@120
-    extra_directives: list[str] = []
+    partition: str | None = Field(default=None, description="Slurm partition (--partition).")
+    nodes: int | None = Field(default=None, description="Number of nodes (--nodes).")
+    ntasks: int | None = Field(default=None, description="Number of tasks (--ntasks).")
+    cpus_per_task: int | None = Field(default=None, description="CPUs per task (--cpus-per-task).")
+    mem: str | None = Field(
+        default=None,
+        description='Memory per node, e.g. "4G", "512M" (plain numbers are MB); exclusive with mem_per_cpu.',
+    )
+    mem_per_cpu: str | None = Field(default=None, description="Memory per allocated CPU.")
+    gpus_per_node: int | None = Field(default=None, description="GPUs per node (--gres=gpu:N).")
+    gres_type: str | None = Field(
+        default=None,
+        description='GPU type, e.g. "a100" -> --gres=gpu:a100:N (needs gpus_per_node).',
+    )
+    time_limit: str | None = Field(
+        default=None,
+        description="Wall-time limit in any Slurm format (30, 30:00, 01:30:00, 2-12, 2-12:30:00) or UNLIMITED.",
+    )
+    qos: str | None = Field(default=None, description="Quality of service (--qos).")
+    account: str | None = Field(default=None, description="Account charged (--account).")
+    reservation: str | None = Field(default=None, description="Reservation (--reservation).")
+    constraint: str | None = Field(
+        default=None, description='Node features, e.g. "intel&ib" (--constraint).'
+    )
+    exclusive: bool | None = Field(default=None, description="Whole nodes (--exclusive).")
+    signal_before_timeout: str | None = Field(
+        default=None,
+        description='"USR2@120" -> --signal=B:USR2@120: the wrapper forwards it to the payload so it can '
+        "checkpoint (USR1 is taken by NCCL).",
+    )
+    extra_directives: list[str] = Field(
+        default=[],
+        description='Further sbatch options, e.g. ["--mail-type=END"] (validated, quoted).',
+    )
 
     def __init__(self, **data: Any):
         super().__init__(**data)

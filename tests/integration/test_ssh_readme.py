@@ -1,4 +1,4 @@
-"""The README's SSH section, run verbatim against the test cluster; and `dagster-hpc doctor`."""
+"""The SSH page of the docs (docs/ssh.md), run verbatim against the test cluster; and `dagster-hpc doctor`."""
 
 from __future__ import annotations
 
@@ -10,14 +10,12 @@ from pathlib import Path
 
 from dagster_hpc.ssh_resource import DEFAULT_ENV_PREFIX, ENV_FIELDS
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[2] / "docs" / "ssh.md"
 MARKER = "<!-- tested verbatim by tests/integration/test_ssh_readme.py -->"
 
 
 def _ssh_section() -> str:
-    text = README.read_text()
-    start = text.index("## Connecting to your cluster (SSH)")
-    return text[start : text.index("\n## ", start + 10)]
+    return README.read_text()
 
 
 def _env(cluster, prefix: str = DEFAULT_ENV_PREFIX, **extra: str) -> dict[str, str]:
