@@ -87,9 +87,10 @@ def main() -> None:
             "true",
         ]
         fresh = [*base, "-o", "ControlPath=none", "127.0.0.1", "true"]
-        run = lambda argv: subprocess.run(
-            argv, check=True, stdin=subprocess.DEVNULL, capture_output=True
-        )  # noqa: E731
+
+        def run(argv: list[str]) -> subprocess.CompletedProcess:
+            return subprocess.run(argv, check=True, stdin=subprocess.DEVNULL, capture_output=True)
+
         # warm up every way once (connection, master, sockets) outside the measurement
         ours.run("true"), openssh.run("true"), run(plain)
         times: dict[str, list[float]] = {

@@ -11,12 +11,16 @@ from typing import TYPE_CHECKING, Any
 
 from dagster_hpc.errors import (
     AuthenticationError,
+    CancelNotConfirmedError,
     ConfigError,
     DagsterHpcError,
+    EnvBuildError,
     HostKeyError,
     PayloadError,
     RemoteCommandError,
     SlurmJobError,
+    SSHMasterExpiredError,
+    SubmissionError,
     TransportError,
 )
 
@@ -71,9 +75,11 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AuthenticationError",
     "BashLauncher",
+    "CancelNotConfirmedError",
     "ComputeResource",
     "ConfigError",
     "DagsterHpcError",
+    "EnvBuildError",
     "EnvConfig",
     "ExecLauncher",
     "HostKeyError",
@@ -86,11 +92,13 @@ __all__ = [
     "RayLauncher",
     "RemoteCommandError",
     "SSHConnectionResource",
+    "SSHMasterExpiredError",
     "SSHTarget",
     "SSHTransport",
     "SlurmJobError",
     "SlurmResource",
     "SrunLauncher",
+    "SubmissionError",
     "TorchrunLauncher",
     "TransportError",
 ]

@@ -110,12 +110,15 @@ def test_expired_master_says_how_to_log_in_again(cluster, dedicated_key, control
         [sys.executable, "-c", WORKER], env=env, capture_output=True, text=True, timeout=120
     )
     assert worker.returncode == 0, worker.stderr
+
     # let the master expire for real (ControlPersist idle timeout): its socket disappears
-    sockets = lambda: [
-        p
-        for p in Path(control_dir).iterdir()
-        if p.name.startswith("cm-") and not p.name.endswith(".lock")
-    ]  # noqa: E731
+    def sockets() -> list[Path]:
+        return [
+            p
+            for p in Path(control_dir).iterdir()
+            if p.name.startswith("cm-") and not p.name.endswith(".lock")
+        ]
+
     deadline = time.monotonic() + EXPIRY_WAIT_S
     while sockets() and time.monotonic() < deadline:
         time.sleep(0.2)

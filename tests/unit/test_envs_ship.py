@@ -17,7 +17,7 @@ from dagster_hpc.envs import build as build_mod
 from dagster_hpc.envs.build import EnvSpec, plan
 from dagster_hpc.envs.platform import TargetPlatform
 from dagster_hpc.envs.ship import EnvShipper, entry_dir, forget_verified, publish_script
-from dagster_hpc.errors import ConfigError, DagsterHpcError
+from dagster_hpc.errors import ConfigError, DagsterHpcError, EnvBuildError
 from tests.unit.envs_fakes import LocalShellTransport
 
 PLAT = TargetPlatform(arch="x86_64", glibc="2.36", python="3.11", node_python="/usr/bin/python3")
@@ -147,7 +147,7 @@ def test_pack_hook_errors_are_clear(tmp_path, project):
     with pytest.raises(ConfigError, match="unknown placeholder"):
         build_mod.build(bad, cache_dir=tmp_path / "c")
     silent = plan(EnvSpec(project, kind="pack", pack_command=("true",)), PLAT)
-    with pytest.raises(DagsterHpcError, match="wrote no file"):
+    with pytest.raises(EnvBuildError, match="wrote no file"):
         build_mod.build(silent, cache_dir=tmp_path / "c")
 
 
@@ -158,7 +158,7 @@ def test_a_broken_bundle_is_never_published(tmp_path, project):
         PLAT,
     )
     with pytest.raises(
-        DagsterHpcError, match="(?s)fails its own check.*interpreter env/bin/python missing"
+        EnvBuildError, match="(?s)fails its own check.*interpreter env/bin/python missing"
     ):
         _shipper(tmp_path).ensure(p)
     envs = Path(entry_dir(str(tmp_path / "remote base"), p.key)).parent

@@ -17,7 +17,7 @@ from dagster_hpc.backends.base import JobHandle, JobState
 from dagster_hpc.backends.slurm_reattach import JobProbe, decide, parse_probe, probe, probe_command
 from dagster_hpc.backends.slurm_resource import SlurmResource
 from dagster_hpc.compute import ComputeResource
-from dagster_hpc.errors import PayloadError
+from dagster_hpc.errors import SubmissionError
 from dagster_hpc.queue import QueueConfig
 from dagster_hpc.transport.local import LocalTransport
 
@@ -79,7 +79,7 @@ def test_decide(probe_result: JobProbe, reattach: bool, text: str) -> None:
 
 def test_decide_never_submits_when_squeue_cannot_answer() -> None:
     with pytest.raises(
-        PayloadError, match=r"(?s)cannot tell whether Slurm job 42 .*Nothing was submitted"
+        SubmissionError, match=r"(?s)cannot tell whether Slurm job 42 .*Nothing was submitted"
     ):
         decide(
             HANDLE,

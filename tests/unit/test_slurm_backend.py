@@ -18,9 +18,9 @@ from dagster_hpc.backends.slurm_resource import SlurmResource
 from dagster_hpc.compute import DRY_RUN_DIR, ComputeResource
 from dagster_hpc.errors import (
     AuthenticationError,
+    CancelNotConfirmedError,
     ConfigError,
     HostKeyError,
-    PayloadError,
     TransportError,
 )
 from dagster_hpc.jobscript import render_job_script
@@ -190,9 +190,11 @@ def test_cancel_that_slurm_never_confirms_raises(
     (staging / "job.sh").write_text("#!/bin/bash\nsleep 5\n")
     handle = backend.submit(str(staging), backend.run_dir_for("r", "s"))
     with pytest.raises(
-        PayloadError, match=f"scancel {handle.job_id} was sent but the job is still RUNNING"
-    ):
+        CancelNotConfirmedError,
+        match=f"scancel {handle.job_id} was sent but the job is still RUNNING",
+    ) as info:
         backend.cancel(handle)
+    assert (info.value.job_id, info.value.state) == (handle.job_id, "RUNNING")
 
 
 def test_outcome_of_a_job_killed_without_exit_file(fake_slurm: Path, tmp_path: Path) -> None:

@@ -160,7 +160,10 @@ class Backend(abc.ABC):
         return PayloadError(
             f"payload failed: state {outcome.state.value}, exit code {code}, {self.name} job {handle.job_id}\n"
             f"--- stderr (last {len(stderr_tail)} lines) ---\n{tail}\n"
-            f"hint: the payload's full output is in {handle.run_dir}/{STDOUT} and {handle.run_dir}/{STDERR}"
+            f"hint: the payload's full output is in {handle.run_dir}/{STDOUT} and {handle.run_dir}/{STDERR}",
+            exit_code=outcome.exit_code,
+            job_id=handle.job_id,
+            run_dir=handle.run_dir,
         )
 
     @property

@@ -25,7 +25,7 @@ from dagster_hpc.backends.base import (
     JobStatus,
     check_removable,
 )
-from dagster_hpc.errors import PayloadError
+from dagster_hpc.errors import CancelNotConfirmedError
 from dagster_hpc.transport.local import LocalTransport
 
 # After SIGTERM, how long the payload gets to clean up before SIGKILL (Slurm's KillWait is 30 s;
@@ -128,9 +128,12 @@ class LocalBackend(Backend):
         if not _group_gone(proc.pid, CANCEL_GRACE_S):
             _signal_group(proc.pid, signal.SIGKILL)
         if proc.poll() is None or not _group_gone(proc.pid, CANCEL_GRACE_S):
-            raise PayloadError(
+            raise CancelNotConfirmedError(
                 f"local job {handle.job_id} did not stop after SIGTERM and SIGKILL; "
-                f"kill process group {proc.pid} by hand (run dir {handle.run_dir})"
+                f"kill process group {proc.pid} by hand (run dir {handle.run_dir})",
+                job_id=handle.job_id,
+                state=JobState.RUNNING.value,
+                run_dir=handle.run_dir,
             )
 
     def remove_run_dir(self, run_dir: str) -> None:

@@ -41,10 +41,12 @@ from dagster_hpc.backends.slurm_script import (
 )
 from dagster_hpc.errors import (
     AuthenticationError,
+    CancelNotConfirmedError,
     ConfigError,
     HostKeyError,
-    PayloadError,
     RemoteCommandError,
+    SlurmJobError,
+    SubmissionError,
     TransportError,
 )
 from dagster_hpc.metrics import (
@@ -275,8 +277,12 @@ class SlurmBackend(Backend):
             )
         job_id = result.stdout.strip().splitlines()[-1].split(";")[0].strip()
         if not job_id.isdigit():
-            raise PayloadError(
-                f"sbatch answered {result.stdout!r}, not a job id (run dir {remote_run_dir})"
+            raise SubmissionError(
+                f"sbatch answered {result.stdout!r}, not a job id (run dir {remote_run_dir}): it is "
+                f"unknown whether a job was queued; check `squeue --me` on {self.cluster} for the "
+                "working directory before retrying",
+                run_dir=remote_run_dir,
+                answer=result.stdout,
             )
         handle = JobHandle(
             backend=self.name, job_id=job_id, run_dir=remote_run_dir, cluster=self.cluster
@@ -352,9 +358,12 @@ class SlurmBackend(Backend):
             if state.finished:
                 return
             time.sleep(CANCEL_CHECK_INTERVAL_S)
-        raise PayloadError(
+        raise CancelNotConfirmedError(
             f"scancel {handle.job_id} was sent but the job is still {state.value} after "
-            f"{CANCEL_CONFIRM_TIMEOUT_S:.0f} s on {self.cluster}: check `squeue -j {handle.job_id}` and ask the admins"
+            f"{CANCEL_CONFIRM_TIMEOUT_S:.0f} s on {self.cluster}: check `squeue -j {handle.job_id}` and ask the admins",
+            job_id=handle.job_id,
+            state=state.value,
+            run_dir=handle.run_dir,
         )
 
     # --- outcome ---------------------------------------------------------------------------
@@ -431,7 +440,7 @@ class SlurmBackend(Backend):
 
     def failure_error(
         self, handle: JobHandle, outcome: JobOutcome, stderr_tail: list[str]
-    ) -> PayloadError:
+    ) -> SlurmJobError:
         return slurm_job_error(
             state=outcome.state if outcome.state is not JobState.COMPLETED else JobState.FAILED,
             job_id=handle.job_id,

@@ -92,4 +92,5 @@ def slurm_job_error(
         job_id=job_id,
         exit_code=exit_code,
         metadata=metadata,
+        run_dir=run_dir,
     )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from dagster_hpc.backends.base import EXIT_CODE, JobHandle, JobState
 from dagster_hpc.backends.slurm_poller import slurm_state
-from dagster_hpc.errors import PayloadError
+from dagster_hpc.errors import SubmissionError
 from dagster_hpc.transport.base import Transport
 
 # The probe is one squeue plus two file tests on the login node: seconds at most, even when
@@ -110,7 +110,7 @@ def decide(handle: JobHandle, probe: JobProbe) -> ReattachDecision:
         # UNKNOWN: a state word we do not map, but Slurm still knows the job: never submit twice
         return ReattachDecision(True, handle, f"reattaching to {where}: it is {probe.state.value}")
     if probe.squeue_error:
-        raise PayloadError(
+        raise SubmissionError(
             f"cannot tell whether {where}, submitted by an earlier attempt of this step, still runs: "
             f"squeue failed: {probe.squeue_error}\nNothing was submitted (a second job would run the "
             f"payload twice). Retry when squeue works, or check `squeue -j {handle.job_id}` and set "

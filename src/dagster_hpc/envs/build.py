@@ -24,7 +24,6 @@ import platform as _host
 import re
 import shlex
 import shutil
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -35,7 +34,8 @@ from dagster_hpc.envs import interpreter, wheelhouse
 from dagster_hpc.envs.key import PACK, SELF_CONTAINED, WHEELHOUSE, env_key
 from dagster_hpc.envs.manifest import ACTIVATE, MANIFEST_PENDING, activate_script
 from dagster_hpc.envs.platform import TargetPlatform, default_cache_dir
-from dagster_hpc.errors import ConfigError, DagsterHpcError
+from dagster_hpc.errors import ConfigError, EnvBuildError
+from dagster_hpc.localtool import run_tool
 
 # uv installing a few hundred MB of wheels into a bundle; a site pack tool may take longer
 # (the peer's pixi-pack: 5-18 min), so its limit is generous.
@@ -304,27 +304,13 @@ def _stage_pack(p: BuildPlan, stage: Path) -> None:
         cwd=lock.parent,
     )
     if not output.is_file():
-        raise DagsterHpcError(
+        raise EnvBuildError(
             f"pack_command finished but wrote no file at {{output}} ({output}): {argv}"
         )
 
 
 def _run_tool(argv: list[str], timeout: float, hint: str, cwd: Path | None = None) -> None:
-    try:
-        out = subprocess.run(
-            argv, capture_output=True, text=True, timeout=timeout, cwd=cwd, check=False
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise DagsterHpcError(
-            f"timed out after {timeout:.0f} s: {shlex.join(argv)}\nhint: {hint}"
-        ) from exc
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{argv[0]} is not installed: {exc}") from exc
-    if out.returncode != 0:
-        raise DagsterHpcError(
-            f"command failed with exit code {out.returncode}: {shlex.join(argv)}\n"
-            f"--- stderr (tail) ---\n{out.stderr.strip()[-1500:]}\nhint: {hint}"
-        )
+    run_tool(argv, timeout=timeout, hint=hint, cwd=cwd)
 
 
 def _tar(stage: Path, archive: Path, compression: str) -> None:

@@ -27,7 +27,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dagster_hpc.errors import ConfigError, DagsterHpcError
+from dagster_hpc.errors import ConfigError, EnvBuildError
+from dagster_hpc.localtool import run_tool
 
 # glibc and the kernel's loader: always provided by the target system, never bundled
 # (copying them breaks the process, they must match the running kernel/loader). libcrypt is
@@ -112,12 +113,9 @@ def _patchelf() -> str:
 
 
 def _run(argv: list[str]) -> str:
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=TOOL_TIMEOUT_S, check=False)
-    if out.returncode != 0:
-        raise DagsterHpcError(
-            f"command failed with exit code {out.returncode}: {' '.join(argv)}\n{out.stderr.strip()[-800:]}"
-        )
-    return out.stdout
+    return run_tool(
+        argv, timeout=TOOL_TIMEOUT_S, hint="the bundle's interpreter could not be relocated"
+    )
 
 
 def is_elf(path: Path) -> bool:
@@ -191,7 +189,7 @@ def relocate(dest: Path, minor: str, original_home: Path) -> None:
             if soname in GLIBC_LIBS or soname in bundled:
                 continue
             if not resolved:
-                raise DagsterHpcError(
+                raise EnvBuildError(
                     f"{elf.name} needs {soname}, which is not found on this build host"
                 )
             shutil.copy2(resolved, lib / soname, follow_symlinks=True)
@@ -221,9 +219,9 @@ def check_relocated(dest: Path, original_home: Path) -> None:
                 continue
             for soname, resolved in ldd_deps(elf).items():
                 if not resolved and soname not in GLIBC_LIBS:
-                    raise DagsterHpcError(f"relocated {elf} cannot find {soname}")
+                    raise EnvBuildError(f"relocated {elf} cannot find {soname}")
                 if resolved.startswith(home + "/"):
-                    raise DagsterHpcError(
+                    raise EnvBuildError(
                         f"relocated {elf} still loads {resolved} from the build host's Python"
                     )
 
@@ -274,12 +272,12 @@ def site_packages_dir(python: Path) -> Path:
         check=False,
     )
     if out.returncode != 0:
-        raise DagsterHpcError(
+        raise EnvBuildError(
             f"the relocated interpreter {python} does not start: {out.stderr.strip()[-500:]}"
         )
     site = Path(out.stdout.strip())
     if not site.is_relative_to(python.parent.parent):
-        raise DagsterHpcError(
+        raise EnvBuildError(
             f"the relocated interpreter {python} looks for packages outside the bundle: {site}"
         )
     site.mkdir(parents=True, exist_ok=True)

@@ -40,7 +40,7 @@ from dagster_hpc.envs.manifest import (
     check_shell,
     tree_digest_shell,
 )
-from dagster_hpc.errors import ConfigError, DagsterHpcError, TransportError
+from dagster_hpc.errors import ConfigError, EnvBuildError, TransportError
 from dagster_hpc.transport.base import Transport
 
 # A lookup runs find + sha256sum over a few thousand names and starts Python once.
@@ -294,7 +294,7 @@ class EnvShipper:
             publish_script(root, p, upload, token, runner=runner), timeout=PUBLISH_TIMEOUT_S
         )
         if not result.ok:
-            raise DagsterHpcError(
+            raise EnvBuildError(
                 f"publishing environment {p.key} ({p.kind}) to {root}/{p.key} "
                 f"failed with exit code {result.exit_code}\n--- stderr (tail) ---\n"
                 f"{result.stderr.strip()[-1500:]}\n"

@@ -10,14 +10,14 @@ which is what the cluster uses to install the wheelhouse offline.
 from __future__ import annotations
 
 import re
-import subprocess
 import zipfile
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 
 from dagster_hpc.envs.platform import TargetPlatform
-from dagster_hpc.errors import ConfigError, DagsterHpcError
+from dagster_hpc.errors import ConfigError, EnvBuildError
+from dagster_hpc.localtool import run_tool
 
 # Exporting a lock or downloading a few dozen wheels; beyond this something hangs (index down).
 EXPORT_TIMEOUT_S = 120.0
@@ -28,22 +28,7 @@ _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 
 def _run(argv: list[str], *, timeout: float, hint: str, cwd: Path | None = None) -> str:
-    try:
-        out = subprocess.run(
-            argv, capture_output=True, text=True, timeout=timeout, cwd=cwd, check=False
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise DagsterHpcError(
-            f"timed out after {timeout:.0f} s: {' '.join(argv)}\nhint: {hint}"
-        ) from exc
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{argv[0]} is not installed ({exc}); hint: {hint}") from exc
-    if out.returncode != 0:
-        raise DagsterHpcError(
-            f"command failed with exit code {out.returncode}: {' '.join(argv)}\n"
-            f"--- stderr (tail) ---\n{out.stderr.strip()[-1500:]}\nhint: {hint}"
-        )
-    return out.stdout
+    return run_tool(argv, timeout=timeout, hint=hint, cwd=cwd)
 
 
 def normalize(name: str) -> str:
@@ -163,13 +148,11 @@ def fetch_uv_binary(dest: Path, platform: TargetPlatform, work: Path) -> Path:
     pip_download(req, wheels_dir, platform, no_deps=True)
     wheels = sorted(wheels_dir.glob("uv-*.whl"))
     if not wheels:
-        raise DagsterHpcError(
-            f"pip download fetched no uv wheel for {platform.uv_python_platform()}"
-        )
+        raise EnvBuildError(f"pip download fetched no uv wheel for {platform.uv_python_platform()}")
     with zipfile.ZipFile(wheels[0]) as zf:
         member = next((n for n in zf.namelist() if n.endswith(".data/scripts/uv")), None)
         if member is None:
-            raise DagsterHpcError(f"{wheels[0].name} has no uv binary inside")
+            raise EnvBuildError(f"{wheels[0].name} has no uv binary inside")
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(zf.read(member))
     dest.chmod(0o755)

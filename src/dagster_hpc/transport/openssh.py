@@ -5,7 +5,7 @@ with interactive one-time codes, Kerberos/GSSAPI or short-lived certificates nee
 for the whole deployment: ``dagster-hpc login HOST`` opens a master connection (type the code
 once), its socket lives in ``control_dir``, and every later process's ``ssh`` multiplexes over
 it until it expires (``control_persist`` of idle time). With ``require_login=True`` a process
-never logs in by itself: a missing master raises ``SSHMasterExpired`` saying how to log in.
+never logs in by itself: a missing master raises ``SSHMasterExpiredError`` saying how to log in.
 Without it, the first process that finds no master opens one (under a file lock, so concurrent
 processes still cost one login) from the key, agent, password or TOTP secret.
 """
@@ -29,6 +29,7 @@ from dagster_hpc.errors import (
     ConfigError,
     HostKeyError,
     RemoteCommandError,
+    SSHMasterExpiredError,
     TransportError,
 )
 from dagster_hpc.transport import _shell
@@ -57,8 +58,8 @@ STREAM_CHUNK_BYTES = 64 << 10
 SSH_ERROR_EXIT = 255
 
 
-class SSHMasterExpired(TransportError):
-    """No ControlMaster connection is open (expired, or `dagster-hpc login` was never run)."""
+# The error lives in errors.py (one hierarchy); the old name stays importable from here.
+SSHMasterExpired = SSHMasterExpiredError
 
 
 def control_key(target: SSHTarget) -> str:
@@ -331,8 +332,8 @@ class OpenSSHTransport(Transport):
             parts += ["--control-dir", str(self.control_dir)]
         return " ".join(shlex.quote(p) for p in parts)
 
-    def _expired(self) -> SSHMasterExpired:
-        return SSHMasterExpired(
+    def _expired(self) -> SSHMasterExpiredError:
+        return SSHMasterExpiredError(
             f"no SSH master connection to {self.target.label} is open: it expired (a master closes "
             "after being idle for its ControlPersist time) or was never opened on this machine, and this "
             "deployment is set to never log in by itself (require_login=True).\nLog in again, "
