@@ -9,13 +9,17 @@ from pathlib import Path
 import dagster as dg
 
 from dagster_hpc import ComputeResource
+from dagster_hpc.kinds import hpc_asset_args
 from dagster_hpc_example.resources import compute_from_env
 
 PAYLOADS = Path(__file__).parent / "payloads"
+# One resource for the whole project: it picks the mode (DAGSTER_HPC_MODE), and the same object
+# gives the assets their kinds ("slurm" in slurm mode) and partition/QOS tags.
+COMPUTE = compute_from_env()
 REGIONS = dg.StaticPartitionsDefinition(["eu", "us", "apac"])
 
 
-@dg.asset(group_name="hpc_example", kinds={"bash"})
+@dg.asset(group_name="hpc_example", **hpc_asset_args(COMPUTE, kinds={"bash"}))
 def measurements(
     context: dg.AssetExecutionContext, compute: ComputeResource
 ) -> dg.MaterializeResult:
@@ -25,13 +29,19 @@ def measurements(
     return dg.MaterializeResult(metadata={**completed.metadata, "rows": rows})
 
 
-@dg.asset(group_name="hpc_example", deps=[measurements], kinds={"python", "polars"})
+@dg.asset(
+    group_name="hpc_example",
+    deps=[measurements],
+    **hpc_asset_args(COMPUTE, kinds={"python", "polars"}),
+)
 def sensor_summary(context: dg.AssetExecutionContext, compute: ComputeResource):
     """Polars statistics per sensor, computed by a Python payload that reports metadata."""
     yield from compute.run(context, PAYLOADS / "summarize.py").get_results()
 
 
-@dg.asset(group_name="hpc_example", deps=[sensor_summary], kinds={"python"})
+@dg.asset(
+    group_name="hpc_example", deps=[sensor_summary], **hpc_asset_args(COMPUTE, kinds={"python"})
+)
 def sensor_report(context: dg.AssetExecutionContext, compute: ComputeResource):
     """Downstream of the summary: a markdown table of the top sensors."""
     yield from compute.run(context, PAYLOADS / "report.py", extras={"top_n": 3}).get_results()
@@ -40,8 +50,14 @@ def sensor_report(context: dg.AssetExecutionContext, compute: ComputeResource):
 @dg.multi_asset(
     group_name="hpc_example",
     specs=[
-        dg.AssetSpec("clean_measurements", deps=[measurements], kinds={"python"}),
-        dg.AssetSpec("rejected_measurements", deps=[measurements], kinds={"python"}),
+        dg.AssetSpec(
+            "clean_measurements", deps=[measurements], **hpc_asset_args(COMPUTE, kinds={"python"})
+        ),
+        dg.AssetSpec(
+            "rejected_measurements",
+            deps=[measurements],
+            **hpc_asset_args(COMPUTE, kinds={"python"}),
+        ),
     ],
     check_specs=[
         dg.AssetCheckSpec("values_within_threshold", asset="clean_measurements", blocking=True)
@@ -54,7 +70,12 @@ def split_measurements(context: dg.AssetExecutionContext, compute: ComputeResour
     ).get_results()
 
 
-@dg.asset(group_name="hpc_example", deps=[measurements], partitions_def=REGIONS, kinds={"python"})
+@dg.asset(
+    group_name="hpc_example",
+    deps=[measurements],
+    partitions_def=REGIONS,
+    **hpc_asset_args(COMPUTE, kinds={"python"}),
+)
 def regional_measurements(context: dg.AssetExecutionContext, compute: ComputeResource):
     """Statically partitioned: the partition key reaches the payload (Pipes + env var)."""
     yield from compute.run(context, PAYLOADS / "regional.py").get_results()
@@ -75,7 +96,7 @@ regional_job = dg.define_asset_job(
 defs = dg.Definitions(
     assets=ASSETS,
     jobs=[hpc_example_job, regional_job],
-    resources={"compute": compute_from_env()},
+    resources={"compute": COMPUTE},
 )
 
 
