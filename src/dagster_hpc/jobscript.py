@@ -19,8 +19,8 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 
-from dagster_hpc.backends.base import ENV_FILE, EXIT_CODE, LAUNCH_SCRIPT, STDERR, STDOUT
 from dagster_hpc.errors import ConfigError
+from dagster_hpc.rundir import ENV_FILE, EXIT_CODE, LAUNCH_SCRIPT, STDERR, STDOUT
 
 FORWARDED_SIGNALS = ("TERM", "USR1", "USR2")
 # Exit codes the wrapper uses for its own failures (chosen outside the usual payload range).

@@ -8,37 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dagster_hpc.backends.base import (
-    ENV_FILE,
-    EXIT_CODE,
-    JOB_SCRIPT,
-    LAUNCH_SCRIPT,
-    PIPES_CONTEXT,
-    PIPES_MESSAGES,
-    STDERR,
-    STDOUT,
-    WRAPPER_LOG,
-)
-from dagster_hpc.backends.slurm_script import SLURM_LOG
 from dagster_hpc.errors import ConfigError
 from dagster_hpc.jobscript import validate_env_name
 from dagster_hpc.launchers import Launcher, LaunchRequest, default_launcher_for
-
-# Names the run directory already uses: a payload or extra file must not overwrite them.
-RESERVED_NAMES = frozenset(
-    {
-        JOB_SCRIPT,
-        LAUNCH_SCRIPT,
-        ENV_FILE,
-        PIPES_CONTEXT,
-        PIPES_MESSAGES,
-        STDOUT,
-        STDERR,
-        EXIT_CODE,
-        WRAPPER_LOG,
-        SLURM_LOG,
-    }
-)
+from dagster_hpc.rundir import RESERVED_NAMES
 
 Payload = str | Path | Sequence[str]
 

@@ -14,8 +14,8 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
-from dagster_hpc.backends.base import check_removable
 from dagster_hpc.errors import ConfigError, RemoteCommandError
+from dagster_hpc.rundir import check_removable
 from dagster_hpc.transport.base import Transport
 
 # Listing walks every file of every run dir (find + sort on the far side): minutes on a slow

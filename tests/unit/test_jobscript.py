@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from dagster_hpc.backends.base import ENV_FILE, EXIT_CODE, JOB_SCRIPT, LAUNCH_SCRIPT, STDERR, STDOUT
 from dagster_hpc.errors import ConfigError
 from dagster_hpc.jobscript import render_env_file, render_job_script
+from dagster_hpc.rundir import ENV_FILE, EXIT_CODE, JOB_SCRIPT, LAUNCH_SCRIPT, STDERR, STDOUT
 from tests.unit.golden import assert_golden
 
 # Long enough for a loaded 2-core machine to start bash; short enough to keep the suite fast.

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from dagster_hpc.backends.base import EXIT_CODE, PIPES_MESSAGES, STDERR, STDOUT
 from dagster_hpc.errors import AuthenticationError, TransportError
 from dagster_hpc.pipes import FileTail, RunDirMessageReader
+from dagster_hpc.rundir import EXIT_CODE, PIPES_MESSAGES, STDERR, STDOUT
 from dagster_hpc.transport.local import LocalTransport
 
 # Generous bound for the writer thread on a loaded 2-core machine.

@@ -9,11 +9,11 @@ import dagster as dg
 import pytest
 
 from dagster_hpc.backends import slurm as slurm_mod
-from dagster_hpc.backends.base import check_removable
 from dagster_hpc.backends.slurm_resource import SlurmResource
 from dagster_hpc.compute import ComputeResource
 from dagster_hpc.errors import ConfigError
 from dagster_hpc.queue import QueueConfig
+from dagster_hpc.rundir import check_removable
 
 PAYLOADS = Path(__file__).parent / "payloads"
 FAKE_BIN = Path(__file__).parent / "fake_slurm"

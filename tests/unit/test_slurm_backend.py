@@ -286,7 +286,10 @@ def test_from_env_reads_site_settings(monkeypatch: pytest.MonkeyPatch, tmp_path:
 
 
 def test_relative_remote_base_is_rejected() -> None:
-    with pytest.raises(ConfigError, match="remote_base_dir must be absolute or start with ~/"):
+    with pytest.raises(
+        ConfigError,
+        match="remote_base_dir must be an absolute path on the cluster or start with ~/",
+    ):
         SlurmResource(remote_base_dir="runs").make_backend()
 
 

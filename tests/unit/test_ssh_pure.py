@@ -198,8 +198,8 @@ def test_doctor_explains_problems_in_plain_words():
 
 def test_doctor_script_quotes_the_base_dir():
     assert "b='/x; rm -rf ~'" in doctor_script("/x; rm -rf ~")
-    assert "b=$HOME/.dagster-hpc" in doctor_script(None)
-    assert """b="$HOME"'/my dir'""" in doctor_script("~/my dir")
+    assert 'b="$HOME"/.dagster-hpc/runs' in doctor_script(None)  # SlurmResource's default
+    assert """b="$HOME"/'my dir'""" in doctor_script("~/my dir")
 
 
 def test_doctor_flags_a_configured_partition_that_does_not_exist():
@@ -219,9 +219,14 @@ def test_mux_only_argv_cannot_log_in_by_itself():
 
 def test_end_with_stdin_keeps_the_exit_code_and_stops_the_command_when_stdin_closes(tmp_path):
     marker = tmp_path / "finished"
-    ok = subprocess.run(["sh", "-c", _shell.end_with_stdin_command("echo out; exit 3")], stdin=subprocess.PIPE,
-                        capture_output=True, timeout=30)  # fmt: skip
-    assert ok.returncode == 3 and ok.stdout == b"out\n"
+    # stdin stays open until the command ended by itself (closing it first would stop the
+    # command: a race on a loaded machine, exit 143 instead of 3)
+    ok = subprocess.Popen(["sh", "-c", _shell.end_with_stdin_command("echo out; exit 3")],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
+    out = ok.stdout.read()
+    assert ok.wait(timeout=30) == 3 and out == b"out\n"
+    ok.stdin.close()
+    ok.stdout.close()
     # the command would run 60 s; stopping it must take far less (20 s: margin for a loaded machine)
     proc = subprocess.Popen(["sh", "-c", _shell.end_with_stdin_command(f"sleep 60; touch {marker}")],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip

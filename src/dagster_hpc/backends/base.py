@@ -22,34 +22,23 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from dagster_hpc.errors import ConfigError, PayloadError
+from dagster_hpc.errors import PayloadError
+
+# Run-directory names live in the leaf module ``rundir``; re-exported here for older imports.
+from dagster_hpc.rundir import (  # noqa: E402,F401
+    ENV_FILE,
+    EXIT_CODE,
+    JOB_SCRIPT,
+    LAUNCH_SCRIPT,
+    MIN_RUN_DIR_DEPTH,
+    PIPES_CONTEXT,
+    PIPES_MESSAGES,
+    STDERR,
+    STDOUT,
+    WRAPPER_LOG,
+    check_removable,
+)
 from dagster_hpc.transport.base import Transport
-
-# File names inside a run directory: one contract for job scripts, readers and backends.
-JOB_SCRIPT = "job.sh"
-LAUNCH_SCRIPT = "launch.sh"
-ENV_FILE = "env.sh"  # mode 0600; holds extra_env (may contain secrets), sourced by job.sh
-PIPES_CONTEXT = "pipes_context.json"
-PIPES_MESSAGES = "pipes_messages.jsonl"
-STDOUT = "stdout.log"
-STDERR = "stderr.log"
-EXIT_CODE = "exit_code"
-WRAPPER_LOG = "wrapper.log"  # local mode: the wrapper's own output (Slurm uses its --output file)
-
-
-# A run directory is <base>/<run id>/<step>-<suffix>: anything shallower is never deleted.
-MIN_RUN_DIR_DEPTH = 3
-
-
-def check_removable(run_dir: str) -> None:
-    """Refuse to delete anything that cannot be a run directory (a bug must not rm -rf a home)."""
-    parts = [p for p in run_dir.split("/") if p]
-    if (
-        not run_dir.startswith("/")
-        or len(parts) < MIN_RUN_DIR_DEPTH
-        or any(p in (".", "..") for p in parts)
-    ):
-        raise ConfigError(f"refusing to delete {run_dir!r}: not an absolute run-directory path")
 
 
 class JobState(str, Enum):  # noqa: UP042 - str() must stay the plain value on 3.11

@@ -57,6 +57,7 @@ from dagster_hpc.metrics import (
 )
 from dagster_hpc.queue import QUEUE_METADATA_KEY, QueueConfig
 from dagster_hpc.request import JobRequest
+from dagster_hpc.rundir import DEFAULT_REMOTE_BASE, remote_path_expr
 from dagster_hpc.transport import _shell
 from dagster_hpc.transport.base import CommandResult, Transport
 
@@ -93,8 +94,6 @@ SACCT_TIMEOUT_S = 60.0
 PREFLIGHT_SHARE_TTL_S = 600.0
 PREFLIGHT_FORMAT = "2"  # bump when preflight_command answers more (2: partition limits)
 
-DEFAULT_REMOTE_BASE = "~/.dagster-hpc/runs"
-
 # Preflight answers per process: (cluster, base, python, activate) -> parsed answer. A second
 # asset in the same process costs no round trip.
 _PREFLIGHT_CACHE: dict[tuple[str, str, str, str], dict[str, str]] = {}
@@ -106,14 +105,8 @@ def _safe(text: str) -> str:
 
 
 def base_dir_expr(base: str) -> str:
-    """Shell expression for ``base`` ("~/x" -> "$HOME"/x), quoted."""
-    if base == "~":
-        return '"$HOME"'
-    if base.startswith("~/"):
-        return '"$HOME"/' + shlex.quote(base[2:])
-    if not base.startswith("/"):
-        raise ConfigError(f"remote_base_dir must be absolute or start with ~/, got {base!r}")
-    return shlex.quote(base)
+    """Shell expression for the run-directory base (``rundir.remote_path_expr``)."""
+    return remote_path_expr(base)
 
 
 class SlurmBackend(Backend):

@@ -15,11 +15,10 @@ from dagster_hpc.errors import ConfigError
 from dagster_hpc.launchers import Launcher
 from dagster_hpc.launchers.base import LaunchRequest
 from dagster_hpc.queue import QueueConfig, parse_mem_mb, parse_time_limit
+from dagster_hpc.rundir import SLURM_LOG
 
 # Exit code of launch.sh when the activation script cannot be sourced (outside 0-3 and 126-255).
 EXIT_ACTIVATE_FAILED = 95
-# Slurm's own log for the batch step (the wrapper's output, not the payload's).
-SLURM_LOG = "slurm.log"
 _JOB_NAME_RE = re.compile(r"[^A-Za-z0-9_.-]+")
 JOB_NAME_MAX = 64
 

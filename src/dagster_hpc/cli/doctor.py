@@ -17,11 +17,11 @@ from dataclasses import asdict, dataclass, field
 
 from dagster_hpc.cli._connection import add_connection_arguments, resource_from_args
 from dagster_hpc.errors import AuthenticationError, DagsterHpcError, HostKeyError
+from dagster_hpc.rundir import DEFAULT_REMOTE_BASE, remote_path_expr
 from dagster_hpc.transport.base import Transport
 
 # The doctor's one remote command; generous because a busy slurmctld can take a while to answer.
 DOCTOR_TIMEOUT_S = 60.0
-DEFAULT_REMOTE_BASE = "$HOME/.dagster-hpc"  # expanded by the remote shell
 # The Slurm backend's settings (SlurmResource.from_env), checked when set.
 SLURM_ENV_PREFIX = "DAGSTER_HPC_SLURM"
 _MARK = "@@dagster-hpc-doctor"
@@ -31,14 +31,7 @@ _SINFO_FORMAT = "%P|%a|%l|%L|%D|%s|%c|%m|%G"
 
 def doctor_script(remote_base: str | None) -> str:
     """The remote command (pure; each section ends with its exit code)."""
-    if remote_base is None:
-        base = DEFAULT_REMOTE_BASE
-    elif remote_base == "~" or remote_base.startswith(
-        "~/"
-    ):  # the remote home, like the Slurm backend
-        base = '"$HOME"' + shlex.quote(remote_base[1:]) if remote_base != "~" else '"$HOME"'
-    else:
-        base = shlex.quote(remote_base)
+    base = remote_path_expr(remote_base or DEFAULT_REMOTE_BASE)  # what SlurmResource writes to
     return "\n".join(
         [
             f"echo {_MARK} version; sinfo --version 2>&1; echo {_MARK} rc $?",

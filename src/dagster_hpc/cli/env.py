@@ -26,8 +26,8 @@ from dagster_hpc.envs.key import BUNDLE_KINDS, SELF_CONTAINED
 from dagster_hpc.envs.platform import TargetPlatform, compute_node_platform
 from dagster_hpc.envs.ship import EnvShipper
 from dagster_hpc.errors import DagsterHpcError
+from dagster_hpc.rundir import DEFAULT_REMOTE_ROOT
 
-DEFAULT_REMOTE_BASE = "~/.dagster-hpc"  # where SlurmResource's default run dirs live too
 MB = 1 << 20
 
 
@@ -49,14 +49,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_connection_arguments(u, host_required=False)
     u.add_argument(
         "--remote-base",
-        default=DEFAULT_REMOTE_BASE,
+        default=DEFAULT_REMOTE_ROOT,
         help="cache root on the cluster (envs/ below it)",
     )
     u.set_defaults(func=run_push)
 
     ls = sub.add_parser("list", help="entries on the cluster, most recently used first")
     add_connection_arguments(ls, host_required=False)
-    ls.add_argument("--remote-base", default=DEFAULT_REMOTE_BASE)
+    ls.add_argument("--remote-base", default=DEFAULT_REMOTE_ROOT)
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     ls.set_defaults(func=run_list)
 
@@ -64,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "gc", help="remove all but the N most recently used entries (and those in use)"
     )
     add_connection_arguments(g, host_required=False)
-    g.add_argument("--remote-base", default=DEFAULT_REMOTE_BASE)
+    g.add_argument("--remote-base", default=DEFAULT_REMOTE_ROOT)
     g.add_argument(
         "--keep", type=int, default=DEFAULT_KEEP, help=f"entries to keep (default {DEFAULT_KEEP})"
     )

@@ -19,9 +19,9 @@ import sys
 from pathlib import Path
 
 from dagster_hpc.backends.local import default_local_base_dir
-from dagster_hpc.backends.slurm import DEFAULT_REMOTE_BASE, base_dir_expr
 from dagster_hpc.cli._connection import add_connection_arguments, resource_from_args
 from dagster_hpc.errors import DagsterHpcError
+from dagster_hpc.rundir import DEFAULT_REMOTE_BASE, remote_path_expr
 from dagster_hpc.runs_gc import GcPlan, gc_run_dirs, parse_age
 from dagster_hpc.transport.local import LocalTransport
 
@@ -65,7 +65,7 @@ def run_gc(args: argparse.Namespace) -> int:
             base = Path(args.local_base) if args.local_base else default_local_base_dir()
             plan = gc_run_dirs(
                 LocalTransport(),
-                base_dir_expr(str(base.absolute())),
+                remote_path_expr(str(base.absolute())),
                 older_than_s=older_than_s,
                 with_squeue=False,
                 dry_run=args.dry_run,
@@ -74,7 +74,7 @@ def run_gc(args: argparse.Namespace) -> int:
         if args.cluster_here:
             plan = gc_run_dirs(
                 LocalTransport(),
-                base_dir_expr(args.remote_base),
+                remote_path_expr(args.remote_base),
                 older_than_s=older_than_s,
                 with_squeue=True,
                 dry_run=args.dry_run,
@@ -85,7 +85,7 @@ def run_gc(args: argparse.Namespace) -> int:
             with resource.get_transport() as transport:
                 plan = gc_run_dirs(
                     transport,
-                    base_dir_expr(args.remote_base),
+                    remote_path_expr(args.remote_base),
                     older_than_s=older_than_s,
                     with_squeue=True,
                     dry_run=args.dry_run,

@@ -41,6 +41,7 @@ from dagster_hpc.envs.manifest import (
     tree_digest_shell,
 )
 from dagster_hpc.errors import ConfigError, EnvBuildError, TransportError
+from dagster_hpc.rundir import remote_path_expr
 from dagster_hpc.transport.base import Transport
 
 # A lookup runs find + sha256sum over a few thousand names and starts Python once.
@@ -89,15 +90,8 @@ class ShipReport:
 
 def envs_root_expr(remote_base: str) -> str:
     """Shell expression for ``<remote_base>/envs`` (``~/x`` -> ``"$HOME"/x/envs``), quoted."""
-    if not (remote_base.startswith("/") or remote_base == "~" or remote_base.startswith("~/")):
-        raise ConfigError(
-            f"remote_base {remote_base!r} must be an absolute path on the cluster or start with ~/ "
-            "(e.g. ~/.dagster-hpc or /scratch/USER/dagster-hpc)"
-        )
-    rest = f"{remote_base.rstrip('/')}/{ENVS_DIR}"
-    if rest.startswith("~/"):
-        return '"$HOME"/' + shlex.quote(rest[2:])
-    return shlex.quote(rest)
+    remote_path_expr(remote_base, setting="remote_base")  # validates before anything is appended
+    return remote_path_expr(envs_root(remote_base), setting="remote_base")
 
 
 def envs_root(remote_base: str) -> str:

@@ -20,9 +20,9 @@ from contextlib import contextmanager
 import dagster as dg
 from dagster_pipes import PipesParams
 
-from dagster_hpc.backends.base import EXIT_CODE, PIPES_MESSAGES, STDERR, STDOUT
 from dagster_hpc.errors import AuthenticationError, HostKeyError, TransportError
 from dagster_hpc.pipes.tail import FileTail
+from dagster_hpc.rundir import EXIT_CODE, PIPES_MESSAGES, STDERR, STDOUT
 from dagster_hpc.transport.base import Transport
 
 # Local files are cheap to read: a short tick keeps the per-asset overhead near zero.
