@@ -8,7 +8,10 @@ checked on construction, so a typo fails where it was written, not in the middle
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+import polars as pl
 
 from dagster_hpc.incremental.errors import FeatureGraphError
 
@@ -68,6 +71,112 @@ class FieldDep:
                 )
 
 
+def _check_on(kind: str, on: Sequence[str] | None) -> tuple[str, ...] | None:
+    if on is None:
+        return None
+    if isinstance(on, str) or not isinstance(on, tuple | list) or not on:
+        raise FeatureGraphError(
+            f"{kind}(on=...): give a non-empty tuple of id columns, got {on!r}; "
+            f"write on=({on!r},) for one column."
+        )
+    for col in on:
+        _check_identifier("id column", col, f"{kind}(on=...)")
+    return tuple(on)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """One upstream sample per downstream sample, on the same id columns (the default)."""
+
+
+@dataclass(frozen=True)
+class Aggregation:
+    """Many upstream samples -> one: the downstream id columns ``on`` group the upstream's.
+
+    ``on=None`` means the downstream feature's id columns; they must be a strict subset of the
+    upstream's id columns.
+    """
+
+    on: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "on", _check_on("Aggregation", self.on))
+
+
+@dataclass(frozen=True)
+class Expansion:
+    """One upstream sample -> many: the downstream ids extend the parent key ``on``.
+
+    ``on=None`` means the upstream feature's id columns; they must be a strict subset of the
+    downstream's id columns.
+    """
+
+    on: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "on", _check_on("Expansion", self.on))
+
+
+Lineage = Identity | Aggregation | Expansion
+
+
+@dataclass(frozen=True, eq=False)
+class FeatureDep:
+    """A dependency on one upstream feature: its lineage, whether optional, its filters.
+
+    ``filters`` are polars expressions on the upstream's id and user columns, applied before the
+    join. ``optional=True`` left-joins the upstream: a missing sample contributes a fixed null.
+    """
+
+    feature: str
+    lineage: Lineage = Identity()
+    optional: bool = False
+    filters: tuple[pl.Expr, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.feature, str) or not _FEATURE_KEY.match(self.feature):
+            raise FeatureGraphError(
+                f"FeatureDep: feature key {self.feature!r} is not valid "
+                "(identifiers separated by '/', e.g. 'video/crops')."
+            )
+        if not isinstance(self.lineage, Identity | Aggregation | Expansion):
+            raise FeatureGraphError(
+                f"FeatureDep({self.feature!r}): lineage must be Identity(), Aggregation(on=...) "
+                f"or Expansion(on=...), got {self.lineage!r}."
+            )
+        if not isinstance(self.optional, bool):
+            raise FeatureGraphError(
+                f"FeatureDep({self.feature!r}): optional must be True or False, "
+                f"got {self.optional!r}."
+            )
+        filters = self.filters
+        if isinstance(filters, pl.Expr):
+            filters = (filters,)
+        if not isinstance(filters, tuple | list) or not all(
+            isinstance(f, pl.Expr) for f in filters
+        ):
+            raise FeatureGraphError(
+                f"FeatureDep({self.feature!r}): filters must be polars expressions, "
+                f"e.g. (pl.col('lang') == 'en',), got {self.filters!r}."
+            )
+        object.__setattr__(self, "filters", tuple(filters))
+
+    def _identity(self) -> tuple:
+        # polars expressions do not compare with ==; their serialised plan does.
+        return (
+            self.feature,
+            self.lineage,
+            self.optional,
+            tuple(f.meta.serialize(format="json") for f in self.filters),
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, FeatureDep) and self._identity() == other._identity()
+
+    def __hash__(self) -> int:
+        return hash(self._identity())
+
+
 @dataclass(frozen=True)
 class FieldSpec:
     """One field of a feature.
@@ -104,7 +213,7 @@ class FeatureSpec:
     key: str
     id_columns: tuple[str, ...]
     fields: tuple[FieldSpec, ...]
-    deps: tuple[str, ...] = ()
+    deps: tuple[str | FeatureDep, ...] = ()
 
     def __post_init__(self) -> None:
         where = f"FeatureSpec({self.key!r})"
@@ -143,12 +252,27 @@ class FeatureSpec:
                 f"{where}: field key(s) {clash} are also id columns. Rename one."
             )
         for dep in self.deps:
+            if isinstance(dep, FeatureDep):
+                continue
             if not isinstance(dep, str) or not _FEATURE_KEY.match(dep):
-                raise FeatureGraphError(f"{where}: upstream feature key {dep!r} is not valid.")
-        if len(set(self.deps)) != len(self.deps):
-            raise FeatureGraphError(f"{where}: duplicate upstream feature in deps {self.deps!r}.")
-        if self.key in self.deps:
+                raise FeatureGraphError(
+                    f"{where}: upstream {dep!r} is not valid: give a feature key or a FeatureDep."
+                )
+        keys = self.upstream_keys
+        if len(set(keys)) != len(keys):
+            raise FeatureGraphError(f"{where}: duplicate upstream feature in deps {list(keys)}.")
+        if self.key in keys:
             raise FeatureGraphError(f"{where}: a feature cannot depend on itself.")
+
+    @property
+    def feature_deps(self) -> tuple[FeatureDep, ...]:
+        """Every dependency as a FeatureDep (a plain key is an identity, required, unfiltered)."""
+        return tuple(d if isinstance(d, FeatureDep) else FeatureDep(d) for d in self.deps)
+
+    @property
+    def upstream_keys(self) -> tuple[str, ...]:
+        """The keys of the upstream features, in declaration order."""
+        return tuple(d.feature if isinstance(d, FeatureDep) else d for d in self.deps)
 
     @property
     def is_root(self) -> bool:

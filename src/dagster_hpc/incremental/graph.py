@@ -9,7 +9,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 
 from dagster_hpc.incremental.errors import FeatureGraphError
-from dagster_hpc.incremental.feature import FeatureSpec, FieldSpec
+from dagster_hpc.incremental.feature import (
+    Aggregation,
+    Expansion,
+    FeatureDep,
+    FeatureSpec,
+    FieldSpec,
+    Identity,
+)
 
 # One upstream field a downstream field reads: (upstream feature key, upstream field key).
 FieldRef = tuple[str, str]
@@ -34,6 +41,7 @@ class FeatureGraph(Mapping[str, FeatureSpec]):
             self._check_deps(feature)
         self._order = self._topological_order()
         self._inputs = {key: self._resolve_inputs(f) for key, f in by_key.items()}
+        self._keys = {key: self._resolve_key(f) for key, f in by_key.items()}
 
     # Mapping protocol -------------------------------------------------------------------------
     def __getitem__(self, key: str) -> FeatureSpec:
@@ -63,11 +71,29 @@ class FeatureGraph(Mapping[str, FeatureSpec]):
         return spec
 
     def upstream(self, feature: str | FeatureSpec) -> tuple[FeatureSpec, ...]:
-        return tuple(self[d] for d in self.feature(feature).deps)
+        return tuple(self[d] for d in self.feature(feature).upstream_keys)
 
     def downstream(self, feature: str | FeatureSpec) -> tuple[FeatureSpec, ...]:
         key = self.feature(feature).key
-        return tuple(self[k] for k in self._order if key in self._features[k].deps)
+        return tuple(self[k] for k in self._order if key in self._features[k].upstream_keys)
+
+    def resolve_key(self, feature: str | FeatureSpec) -> tuple[str, ...]:
+        """The columns ``resolve_update`` works on: the id columns, or the parent key ``on`` of
+        an expansion (one row per parent in new / stale / failed)."""
+        return self._keys[self.feature(feature).key]
+
+    def is_expansion(self, feature: str | FeatureSpec) -> bool:
+        spec = self.feature(feature)
+        return self.resolve_key(spec) != spec.id_columns
+
+    def lineage_on(self, feature: FeatureSpec, dep: FeatureDep) -> tuple[str, ...]:
+        """The columns linking ``feature`` to the upstream of ``dep`` (its lineage's ``on``)."""
+        lineage = dep.lineage
+        if isinstance(lineage, Identity):
+            return feature.id_columns
+        if isinstance(lineage, Aggregation):
+            return lineage.on or feature.id_columns
+        return lineage.on or self[dep.feature].id_columns
 
     def field_inputs(self, feature: str | FeatureSpec) -> dict[str, tuple[FieldRef, ...]]:
         """For each field, the sorted upstream fields whose data versions go into its provenance."""
@@ -80,25 +106,19 @@ class FeatureGraph(Mapping[str, FeatureSpec]):
 
     # Validation -------------------------------------------------------------------------------
     def _check_deps(self, feature: FeatureSpec) -> None:
-        for dep in feature.deps:
-            if dep not in self._features:
+        for dep in feature.feature_deps:
+            if dep.feature not in self._features:
                 raise FeatureGraphError(
-                    f"feature {feature.key!r} depends on unknown feature {dep!r}; "
+                    f"feature {feature.key!r} depends on unknown feature {dep.feature!r}; "
                     f"known features: {sorted(self._features)}. Add it to the graph or fix the key."
                 )
-            up = self._features[dep]
-            if set(up.id_columns) != set(feature.id_columns):
-                raise FeatureGraphError(
-                    f"feature {feature.key!r} (id columns {list(feature.id_columns)}) depends on "
-                    f"{dep!r} (id columns {list(up.id_columns)}): only one-to-one lineage on the "
-                    "same id columns is supported. Use the same id columns."
-                )
+            self._check_lineage(feature, dep)
         for fld in feature.fields:
             for fdep in fld.deps or ():
-                if fdep.feature not in feature.deps:
+                if fdep.feature not in feature.upstream_keys:
                     raise FeatureGraphError(
                         f"field {feature.key}.{fld.key} depends on feature {fdep.feature!r}, "
-                        f"which is not among the feature's deps {list(feature.deps)}. "
+                        f"which is not among the feature's deps {list(feature.upstream_keys)}. "
                         "Add it to FeatureSpec.deps."
                     )
                 up = self._features[fdep.feature]
@@ -109,6 +129,46 @@ class FeatureGraph(Mapping[str, FeatureSpec]):
                             f"{fdep.feature}.{name}; {fdep.feature!r} has fields "
                             f"{list(up.field_keys)}."
                         )
+
+    def _check_lineage(self, feature: FeatureSpec, dep: FeatureDep) -> None:
+        up = self._features[dep.feature]
+        where = f"feature {feature.key!r} (id columns {list(feature.id_columns)}) depends on {dep.feature!r} (id columns {list(up.id_columns)})"
+        down_ids, up_ids = set(feature.id_columns), set(up.id_columns)
+        if isinstance(dep.lineage, Identity):
+            if down_ids != up_ids:
+                raise FeatureGraphError(
+                    f"{where} with identity lineage, which needs the same id columns. Use the "
+                    "same id columns, or FeatureDep(..., lineage=Aggregation(on=...)) for many -> "
+                    "one, or lineage=Expansion(on=...) for one -> many."
+                )
+            return
+        on = set(self.lineage_on(feature, dep))
+        if isinstance(dep.lineage, Aggregation):
+            if on != down_ids or not on < up_ids:
+                raise FeatureGraphError(
+                    f"{where} with Aggregation(on={sorted(on)}): `on` must be the downstream's "
+                    "id columns and a strict subset of the upstream's."
+                )
+            return
+        if on != up_ids or not on < down_ids:
+            raise FeatureGraphError(
+                f"{where} with Expansion(on={sorted(on)}): `on` must be the upstream's id columns "
+                "(the parent key) and a strict subset of the downstream's."
+            )
+
+    def _resolve_key(self, feature: FeatureSpec) -> tuple[str, ...]:
+        keys = {}
+        for dep in feature.feature_deps:
+            on = self.lineage_on(feature, dep)
+            key = on if isinstance(dep.lineage, Expansion) else feature.id_columns
+            keys[dep.feature] = tuple(c for c in feature.id_columns if c in key)
+        if len(set(keys.values())) > 1:
+            raise FeatureGraphError(
+                f"feature {feature.key!r}: its deps resolve on different keys "
+                f"({ {k: list(v) for k, v in keys.items()} }); an expansion's deps must all "
+                "link on the same parent key, and cannot be mixed with identity or aggregation."
+            )
+        return next(iter(keys.values()), feature.id_columns)
 
     def _topological_order(self) -> tuple[str, ...]:
         order: list[str] = []
@@ -124,7 +184,7 @@ class FeatureGraph(Mapping[str, FeatureSpec]):
                     "Remove one of these dependencies."
                 )
             state[key] = "visiting"
-            for dep in self._features[key].deps:
+            for dep in self._features[key].upstream_keys:
                 visit(dep, path + [key])
             state[key] = "done"
             order.append(key)
@@ -138,7 +198,7 @@ class FeatureGraph(Mapping[str, FeatureSpec]):
 
     def _field_refs(self, feature: FeatureSpec, fld: FieldSpec) -> tuple[FieldRef, ...]:
         if fld.deps is None:
-            deps = [(up, self._features[up].field_keys) for up in feature.deps]
+            deps = [(up, self._features[up].field_keys) for up in feature.upstream_keys]
         else:
             deps = [(d.feature, d.fields or self._features[d.feature].field_keys) for d in fld.deps]
         return tuple(sorted({(up, name) for up, names in deps for name in names}))

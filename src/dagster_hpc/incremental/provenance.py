@@ -25,7 +25,8 @@ What goes into a hash, per sample:
 - sample provenance: fold(xxh3(``"<feature>#provenance"``), field provenances in declaration order);
 - data version: the provenance, unless the writer overrides a field's data version (e.g. with a
   content hash: xxh3 of ``"data_version"`` US value) to stop propagation when the content did not
-  really change; the sample data version folds them like the provenance.
+  really change; the sample data version folds them exactly like the provenance (same token), so
+  without overrides ``data_version == provenance`` per field and per sample.
 """
 
 from __future__ import annotations
@@ -196,7 +197,8 @@ def with_versions(df: pl.DataFrame, feature: FeatureSpec) -> pl.DataFrame:
         else:
             dv[key] = provenance
     tmp = {key: f"__dv_{key}" for key in keys}
-    sample = fold_hashes(f"{feature.key}#data_version", [pl.col(tmp[key]) for key in keys])
+    # Same token as the sample provenance: without overrides the two are equal (as documented).
+    sample = fold_hashes(f"{feature.key}#provenance", [pl.col(tmp[key]) for key in keys])
     return (
         df.with_columns(dv[key].alias(tmp[key]) for key in keys)
         .with_columns(

@@ -7,6 +7,7 @@ stale and whether because their code version changed or because their input data
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -27,10 +28,18 @@ STALE_REASON = "stale_reason"
 REASON_CODE = "code_changed"
 REASON_DATA = "data_changed"
 REASON_BOTH = "code_and_data_changed"
+REASON_PREDICATE = "predicate"
+REASON_FAILED = "failed_last_time"
+# Columns of increment.failed (and of the store's failure records).
+LAST_ERROR = "last_error"
+FAILURES = "failures"
+# A boolean column a store may add to the stored frame: the staleness predicate's verdict.
+FORCED_STALE = "__forced_stale"
 
 _STORED = "__stored_"
 _STORED_MARK = "__in_stored"
 _EXPECTED_MARK = "__in_expected"
+_FORCED = "__forced"
 _STALE_COLUMNS = [STALE_FIELDS, CODE_CHANGED_FIELDS, DATA_CHANGED_FIELDS, STALE_REASON]
 
 Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
@@ -43,34 +52,44 @@ class Increment(Generic[Frame]):
     new: expected samples not stored yet. stale: stored, but the expected provenance differs
     (with ``stale_fields``, ``code_changed_fields``, ``data_changed_fields``, ``stale_reason``).
     orphaned: stored, but no longer expected (kept until deleted; see the store's delete).
+    failed: expected samples whose last attempt failed (``last_error``, ``failures``); they are
+    not repeated in new or stale. For an expansion feature new / stale / failed hold one row per
+    parent and orphaned holds the stored children.
     """
 
     new: Frame
     stale: Frame
     orphaned: Frame
+    failed: Frame
 
     def collect(self) -> Increment[pl.DataFrame]:
         """Materialise a lazy increment in one pass (shared scans are computed once)."""
-        frames = [self.new, self.stale, self.orphaned]
+        frames = [self.new, self.stale, self.orphaned, self.failed]
         if all(isinstance(f, pl.DataFrame) for f in frames):
             return self  # type: ignore[return-value]
-        new, stale, orphaned = pl.collect_all([f.lazy() for f in frames])
-        return Increment(new=new, stale=stale, orphaned=orphaned)
+        new, stale, orphaned, failed = pl.collect_all([f.lazy() for f in frames])
+        return Increment(new=new, stale=stale, orphaned=orphaned, failed=failed)
 
     def counts(self) -> dict[str, int]:
         inc = self.collect()
-        return {"new": inc.new.height, "stale": inc.stale.height, "orphaned": inc.orphaned.height}
+        return {
+            "new": inc.new.height,
+            "stale": inc.stale.height,
+            "orphaned": inc.orphaned.height,
+            "failed": inc.failed.height,
+        }
 
     def to_process(self) -> pl.DataFrame:
-        """New and stale samples in one frame, the columns they share (what a payload computes)."""
+        """New, stale and failed samples in one frame, the columns they share (what to compute)."""
         inc = self.collect()
-        common = [c for c in inc.new.columns if c in inc.stale.columns]
-        return pl.concat([inc.new.select(common), inc.stale.select(common)], how="vertical_relaxed")
+        frames = [inc.new, inc.stale, inc.failed]
+        common = [c for c in inc.new.columns if all(c in f.columns for f in frames)]
+        return pl.concat([f.select(common) for f in frames], how="vertical_relaxed")
 
     @property
     def is_empty(self) -> bool:
         counts = self.counts()
-        return counts["new"] == 0 and counts["stale"] == 0
+        return counts["new"] == 0 and counts["stale"] == 0 and counts["failed"] == 0
 
 
 def _field_or_null(struct_col: str, key: str, present: set[str]) -> pl.Expr:
@@ -97,13 +116,18 @@ def compute_increment(
     expected: pl.LazyFrame,
     stored: pl.LazyFrame | None,
     lazy: bool = False,
+    *,
+    key: Sequence[str] | None = None,
+    failures: pl.LazyFrame | None = None,
 ) -> Increment:
-    """Join expected (ids, provenance, provenance_by_field, any extra columns) with stored state.
+    """Join expected (key, provenance, provenance_by_field, any extra columns) with stored state.
 
-    One full outer join on the id columns classifies every sample (new / stale / orphaned / up to
-    date); in eager mode it is computed once and the three frames are filtered from it.
+    One full outer join on the key classifies every sample (new / stale / orphaned / up to
+    date); in eager mode it is computed once and the frames are filtered from it. ``stored``
+    may carry a boolean ``FORCED_STALE`` column (a staleness predicate's result). ``failures``
+    (key, ``last_error``, ``failures``) moves samples still to do into ``failed``.
     """
-    ids = list(feature.id_columns)
+    ids = list(key or feature.id_columns)
     if stored is None:
         stale = _annotate_stale(feature, expected.clear(), pl.Schema())
         orphaned = (
@@ -111,13 +135,20 @@ def compute_increment(
             .clear()
             .with_columns(pl.lit(None, dtype=pl.Int64).alias(PROVENANCE))
         )
-        increment = Increment(new=expected, stale=stale, orphaned=orphaned)
-        return increment if lazy else increment.collect()
+        return _with_failed(
+            Increment(expected, stale, orphaned, expected.clear()), ids, failures, lazy
+        )
     stored_schema = stored.collect_schema()
     columns = expected.collect_schema().names()
+    forced = pl.col(FORCED_STALE) if FORCED_STALE in stored_schema else pl.lit(False)
     # Classify on (ids, provenance) only; the per-field structs are fetched for stale rows alone.
     stored_keys = stored.select(
-        ids + [pl.col(PROVENANCE).alias(_STORED + PROVENANCE), pl.lit(True).alias(_STORED_MARK)]
+        ids
+        + [
+            pl.col(PROVENANCE).alias(_STORED + PROVENANCE),
+            pl.lit(True).alias(_STORED_MARK),
+            forced.fill_null(False).alias(_FORCED),
+        ]
     )
     joined = expected.with_columns(pl.lit(True).alias(_EXPECTED_MARK)).join(
         stored_keys, on=ids, how="full", coalesce=True
@@ -131,8 +162,10 @@ def compute_increment(
         ids + [pl.col(_STORED + PROVENANCE).alias(PROVENANCE)]
     )
     both = joined.filter(
-        in_expected & in_stored & (pl.col(PROVENANCE) != pl.col(_STORED + PROVENANCE))
-    ).select(columns)
+        in_expected
+        & in_stored
+        & ((pl.col(PROVENANCE) != pl.col(_STORED + PROVENANCE)) | pl.col(_FORCED))
+    ).select(columns + [_FORCED])
     if not lazy:
         both = both.collect().lazy()
     stored_fields = stored.select(
@@ -147,8 +180,39 @@ def compute_increment(
     else:  # nothing stale: do not read the stored structs at all
         with_stored = both.join(stored_fields.clear(), on=ids, how="left")
     stale = _annotate_stale(feature, with_stored, stored_schema).select(columns + _STALE_COLUMNS)
-    increment = Increment(new=new, stale=stale, orphaned=orphaned)
-    return increment if lazy else increment.collect()
+    return _with_failed(Increment(new, stale, orphaned, new.clear()), ids, failures, lazy)
+
+
+def _with_failed(
+    increment: Increment, ids: list[str], failures: pl.LazyFrame | None, lazy: bool
+) -> Increment:
+    """Move samples with a failure record from new / stale to failed (reason failed_last_time)."""
+    if failures is None:
+        failed = (
+            increment.new.lazy()
+            .clear()
+            .with_columns(
+                pl.lit(None, dtype=pl.String).alias(LAST_ERROR),
+                pl.lit(None, dtype=pl.Int64).alias(FAILURES),
+                pl.lit(None, dtype=pl.String).alias(STALE_REASON),
+            )
+        )
+        inc = Increment(increment.new, increment.stale, increment.orphaned, failed)
+        return inc if lazy else inc.collect()
+    records = failures.select(ids + [LAST_ERROR, FAILURES])
+    new, stale = increment.new.lazy(), increment.stale.lazy()
+    columns = new.collect_schema().names()
+    todo = pl.concat([new.select(columns), stale.select(columns)], how="vertical_relaxed")
+    failed = todo.join(records, on=ids, how="inner").with_columns(
+        pl.lit(REASON_FAILED).alias(STALE_REASON)
+    )
+    inc = Increment(
+        new=new.join(records, on=ids, how="anti"),
+        stale=stale.join(records, on=ids, how="anti"),
+        orphaned=increment.orphaned.lazy(),
+        failed=failed,
+    )
+    return inc if lazy else inc.collect()
 
 
 def _annotate_stale(
@@ -159,6 +223,7 @@ def _annotate_stale(
     changed: dict[str, pl.Expr] = {}
     code: dict[str, pl.Expr] = {}
     data: dict[str, pl.Expr] = {}
+    forced = pl.col(_FORCED) if _FORCED in both.collect_schema() else pl.lit(False)
     for key in feature.field_keys:
         if not stored_schema:
             changed[key] = code[key] = data[key] = pl.lit(False)
@@ -168,7 +233,8 @@ def _annotate_stale(
         stored_code = _field_or_null(_STORED + CODE_VERSION_BY_FIELD, key, code_fields)
         is_changed = expected_prov.ne_missing(stored_prov)
         code_moved = stored_code.ne_missing(pl.lit(feature.field(key).code_version))
-        changed[key] = is_changed
+        # A staleness predicate makes every field stale, without a code or data reason.
+        changed[key] = is_changed | forced
         code[key] = is_changed & code_moved
         data[key] = is_changed & ~code_moved
     any_code = pl.any_horizontal(list(code.values()))
@@ -177,7 +243,9 @@ def _annotate_stale(
         _name_list(changed).alias(STALE_FIELDS),
         _name_list(code).alias(CODE_CHANGED_FIELDS),
         _name_list(data).alias(DATA_CHANGED_FIELDS),
-        pl.when(any_code & any_data)
+        pl.when(~any_code & ~any_data & forced)
+        .then(pl.lit(REASON_PREDICATE))
+        .when(any_code & any_data)
         .then(pl.lit(REASON_BOTH))
         .when(any_code)
         .then(pl.lit(REASON_CODE))

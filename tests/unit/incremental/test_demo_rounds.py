@@ -13,16 +13,16 @@ def test_three_demo_rounds(demo_store):
     store = demo_store
 
     first = run_round(store, ROUND_1)
-    assert first[RAW.key] == {"new": 3, "stale": 0, "orphaned": 0}
-    assert first[DERIVED.key] == {"new": 3, "stale": 0, "orphaned": 0}
+    assert first[RAW.key] == {"new": 3, "stale": 0, "orphaned": 0, "failed": 0}
+    assert first[DERIVED.key] == {"new": 3, "stale": 0, "orphaned": 0, "failed": 0}
 
     second = run_round(store, ROUND_2)
-    assert second[RAW.key] == {"new": 1, "stale": 1, "orphaned": 1}
-    assert second[DERIVED.key] == {"new": 1, "stale": 1, "orphaned": 1}
+    assert second[RAW.key] == {"new": 1, "stale": 1, "orphaned": 1, "failed": 0}
+    assert second[DERIVED.key] == {"new": 1, "stale": 1, "orphaned": 1, "failed": 0}
 
     third = run_round(store, ROUND_2)
-    assert third[RAW.key] == {"new": 0, "stale": 0, "orphaned": 0}
-    assert third[DERIVED.key] == {"new": 0, "stale": 0, "orphaned": 0}
+    assert third[RAW.key] == {"new": 0, "stale": 0, "orphaned": 0, "failed": 0}
+    assert third[DERIVED.key] == {"new": 0, "stale": 0, "orphaned": 0, "failed": 0}
 
     derived = store.read(DERIVED).sort("sample_uid")
     assert derived["sample_uid"].to_list() == ["s1", "s2", "s4"]
@@ -47,11 +47,16 @@ def test_field_not_depended_on_leaves_downstream_up_to_date(demo_store):
     moved = [dict(r, file_uri=r["file_uri"].replace("s3://demo", "s3://moved")) for r in ROUND_1]
 
     raw_inc = store.resolve_update(RAW, samples=raw_samples(moved))
-    assert raw_inc.counts() == {"new": 0, "stale": 3, "orphaned": 0}
+    assert raw_inc.counts() == {"new": 0, "stale": 3, "orphaned": 0, "failed": 0}
     assert raw_inc.stale[STALE_FIELDS].to_list() == [["file_uri"]] * 3
     store.write(RAW, raw_inc.to_process())
 
-    assert store.resolve_update(DERIVED).counts() == {"new": 0, "stale": 0, "orphaned": 0}
+    assert store.resolve_update(DERIVED).counts() == {
+        "new": 0,
+        "stale": 0,
+        "orphaned": 0,
+        "failed": 0,
+    }
 
 
 def test_category_change_makes_only_value_bucket_stale(demo_store):
@@ -85,4 +90,4 @@ def test_lazy_and_eager_increments_agree(demo_store):
         left = getattr(eager, name).sort("sample_uid")
         right = getattr(collected, name).sort("sample_uid")
         assert left.equals(right), name
-    assert collected.counts() == {"new": 1, "stale": 1, "orphaned": 1}
+    assert collected.counts() == {"new": 1, "stale": 1, "orphaned": 1, "failed": 0}

@@ -62,7 +62,9 @@ def test_duplicate_field_key():
 
 def test_mismatched_id_columns():
     other = FeatureSpec(key="b", id_columns=("video_id",), deps=("a",), fields=(FieldSpec("y"),))
-    with pytest.raises(FeatureGraphError, match="one-to-one lineage"):
+    with pytest.raises(
+        FeatureGraphError, match="with identity lineage, which needs the same id columns"
+    ):
         FeatureGraph([root(), other])
 
 

@@ -45,7 +45,7 @@ def test_code_version_bump_marks_only_that_field_stale_for_code(make_store):
     )
     store.graph = FeatureGraph([RAW, bumped])
     inc = store.resolve_update(bumped)
-    assert inc.counts() == {"new": 0, "stale": 3, "orphaned": 0}
+    assert inc.counts() == {"new": 0, "stale": 3, "orphaned": 0, "failed": 0}
     assert inc.stale[STALE_FIELDS].to_list() == [["result"]] * 3
     assert inc.stale[CODE_CHANGED_FIELDS].to_list() == [["result"]] * 3
     assert set(inc.stale[STALE_REASON]) == {"code_changed"}
@@ -88,7 +88,12 @@ def test_data_version_override_stops_propagation(make_store):
     assert inc.stale["sample_uid"].to_list() == ["s1"]
     same_content = _with_content(ROUND_1, content).select("sample_uid", DATA_VERSION_BY_FIELD)
     store.write(RAW, inc.to_process().join(same_content, on="sample_uid"))
-    assert store.resolve_update(DERIVED).counts() == {"new": 0, "stale": 0, "orphaned": 0}
+    assert store.resolve_update(DERIVED).counts() == {
+        "new": 0,
+        "stale": 0,
+        "orphaned": 0,
+        "failed": 0,
+    }
 
     # Now the content really changes: propagation resumes.
     inc = store.resolve_update(
@@ -163,7 +168,7 @@ def test_diamond_graph_recomputes_only_the_changed_branch(make_store):
     transcript = _materialise(store, "transcript")
     summary = _materialise(store, "summary")
     assert crops.stale["sample_uid"].to_list() == ["v0"]
-    assert transcript.counts() == {"new": 0, "stale": 0, "orphaned": 0}
+    assert transcript.counts() == {"new": 0, "stale": 0, "orphaned": 0, "failed": 0}
     assert summary.stale["sample_uid"].to_list() == ["v0"]
     assert summary.stale[STALE_FIELDS].to_list() == [["visual", "both"]]
 
@@ -233,4 +238,4 @@ def test_lazy_option_returns_lazy_frames(lazy):
 
     inc = InMemoryStore(GRAPH).resolve_update(RAW, samples=raw_samples(ROUND_1), lazy=lazy)
     assert isinstance(inc.new, pl.LazyFrame if lazy else pl.DataFrame)
-    assert inc.counts() == {"new": 3, "stale": 0, "orphaned": 0}
+    assert inc.counts() == {"new": 3, "stale": 0, "orphaned": 0, "failed": 0}

@@ -41,7 +41,7 @@ def test_partial_samples_report_the_rest_orphaned_unless_scoped(demo_store):
     scoped = demo_store.resolve_update(
         RAW, samples=partial, scope=pl.col("sample_uid").is_in(["s1"])
     )
-    assert scoped.counts() == {"new": 0, "stale": 0, "orphaned": 0}
+    assert scoped.counts() == {"new": 0, "stale": 0, "orphaned": 0, "failed": 0}
 
 
 def test_orphans_stay_until_deleted(demo_store):
@@ -58,8 +58,18 @@ def test_orphans_stay_until_deleted(demo_store):
     )
 
 
-def test_downstream_of_nothing_is_empty(demo_store):
-    assert demo_store.resolve_update(DERIVED).counts() == {"new": 0, "stale": 0, "orphaned": 0}
+def test_downstream_of_nothing_is_a_clear_error(demo_store):
+    with pytest.raises(SamplesError, match="upstream feature 'demo/raw' was never written"):
+        demo_store.resolve_update(DERIVED)
+
+
+def test_written_but_empty_upstream_is_not_never_written(demo_store):
+    demo_store.write(RAW, raw_samples(ROUND_1).clear().pipe(_with_prov, demo_store))
+    assert demo_store.resolve_update(DERIVED).is_empty
+
+
+def _with_prov(df, store):
+    return store.resolve_update(RAW, samples=df).to_process()
 
 
 @pytest.mark.parametrize(

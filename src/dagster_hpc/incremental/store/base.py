@@ -9,37 +9,63 @@ the current state never replays history.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import polars as pl
 
 from dagster_hpc.incremental.errors import SamplesError
+from dagster_hpc.incremental.expected import check_filter_columns, downstream_expected
 from dagster_hpc.incremental.feature import (
     CODE_VERSION_BY_FIELD,
     DATA_VERSION,
-    DATA_VERSION_BY_FIELD,
     PROVENANCE,
     PROVENANCE_BY_FIELD,
     RESERVED_COLUMNS,
     FeatureSpec,
 )
-from dagster_hpc.incremental.graph import FeatureGraph, FieldRef
+from dagster_hpc.incremental.graph import FeatureGraph
 from dagster_hpc.incremental.provenance import (
-    field_provenance_exprs,
     root_provenance_exprs,
     with_provenance,
     with_versions,
 )
-from dagster_hpc.incremental.resolve import Increment, compute_increment
+from dagster_hpc.incremental.resolve import (
+    FAILURES,
+    FORCED_STALE,
+    LAST_ERROR,
+    Increment,
+    compute_increment,
+)
 
 AnyFrame = pl.DataFrame | pl.LazyFrame
+# The failure / empty-parent records of a feature live in a table of this name beside it.
+ATTEMPTS_SUFFIX = ".attempts"
+ERROR = "error"
+STATUS = "status"
+STATUS_FAILED = "failed"
+STATUS_EMPTY = "empty"  # an expansion parent that produced no children: done
+_TOMBSTONE = "_dhpc_tombstone"
+# How many failed ids a summary / error message names.
+FAILED_IDS_SHOWN = 20
 
 
-def _input_column(ref: FieldRef) -> str:
-    return f"__in__{ref[0]}__{ref[1]}"
+@dataclass(frozen=True)
+class WriteSummary:
+    """What a ``write_results`` call stored: done rows, failed samples and (some of) their ids."""
+
+    written: int
+    failed: int
+    failed_ids: tuple[dict, ...] = ()
+
+    def __add__(self, other: WriteSummary) -> WriteSummary:
+        ids = (self.failed_ids + other.failed_ids)[:FAILED_IDS_SHOWN]
+        return WriteSummary(self.written + other.written, self.failed + other.failed, ids)
 
 
 class MetadataStore(ABC):
-    """Per-feature current state + ``resolve_update``. Subclasses implement three primitives."""
+    """Per-feature current state + ``resolve_update``. Subclasses implement four primitives on
+    named tables (a feature's table is named by its key; its attempts table by key + suffix)."""
 
     def __init__(self, graph: FeatureGraph):
         if not isinstance(graph, FeatureGraph):
@@ -48,16 +74,26 @@ class MetadataStore(ABC):
 
     # Primitives -------------------------------------------------------------------------------
     @abstractmethod
+    def _scan_table(self, name: str) -> pl.LazyFrame | None:
+        """The current rows of a table, or None when it was never written."""
+
+    @abstractmethod
+    def _merge_table(
+        self, name: str, key: Sequence[str], rows: pl.DataFrame, tombstones: pl.DataFrame | None
+    ) -> None:
+        """Atomically: insert or replace ``rows`` by ``key`` and delete the ``tombstones`` keys.
+
+        An empty ``rows`` frame creates the (empty) table if it does not exist."""
+
+    @abstractmethod
+    def _delete_table(self, name: str, key: Sequence[str], ids: pl.DataFrame) -> int:
+        """Delete the rows with these keys; return how many were deleted."""
+
     def _scan(self, feature: FeatureSpec) -> pl.LazyFrame | None:
-        """The current state of a feature, or None when nothing was ever written."""
+        return self._scan_table(feature.key)
 
-    @abstractmethod
-    def _upsert(self, feature: FeatureSpec, rows: pl.DataFrame) -> None:
-        """Insert or replace rows by id columns, atomically."""
-
-    @abstractmethod
-    def _delete(self, feature: FeatureSpec, ids: pl.DataFrame) -> int:
-        """Delete the rows with these ids; return how many were deleted."""
+    def _attempts(self, feature: FeatureSpec) -> pl.LazyFrame | None:
+        return self._scan_table(feature.key + ATTEMPTS_SUFFIX)
 
     # Public API -------------------------------------------------------------------------------
     def read(self, feature: str | FeatureSpec, *, lazy: bool = False) -> AnyFrame:
@@ -68,22 +104,128 @@ class MetadataStore(ABC):
             lf = pl.LazyFrame(schema={c: pl.String for c in spec.id_columns})
         return lf if lazy else lf.collect()
 
-    def write(self, feature: str | FeatureSpec, rows: AnyFrame) -> int:
+    def read_failed(self, feature: str | FeatureSpec) -> pl.DataFrame:
+        """The failure records (resolve key, provenance, last_error, failures) of a feature."""
+        spec = self.graph.feature(feature)
+        key = list(self.graph.resolve_key(spec))
+        lf = self._attempts(spec)
+        if lf is None:
+            return pl.DataFrame(
+                schema={**{c: pl.String for c in key}, LAST_ERROR: pl.String, FAILURES: pl.Int64}
+            )
+        return lf.filter(pl.col(STATUS) == STATUS_FAILED).drop(STATUS).collect()
+
+    def write(
+        self, feature: str | FeatureSpec, rows: AnyFrame, *, parents: AnyFrame | None = None
+    ) -> int:
         """Upsert computed samples: the frames of ``resolve_update`` with your columns added.
 
         Set a ``data_version_by_field`` struct (e.g. a content hash per field) to override the
         data version; downstream fields then stay up to date when that value did not change.
+        For an expansion feature the write replaces each written parent's children (older
+        versions are deleted in the same commit); ``parents=`` (the increment rows you computed)
+        also records parents that produced no child as done. An empty frame still creates the
+        table, so "written, empty" differs from "never written".
         """
         spec = self.graph.feature(feature)
         df = rows.collect() if isinstance(rows, pl.LazyFrame) else rows
         self._check_rows(spec, df)
-        if df.height == 0:
-            return 0
         drop = [c for c in (DATA_VERSION, CODE_VERSION_BY_FIELD) if c in df.columns]
         drop += [c for c in df.columns if c.startswith("__")]
         prepared = with_versions(df.drop(drop), spec)
-        self._upsert(spec, prepared)
+        key = list(self.graph.resolve_key(spec))
+        tombstones = None
+        empty = None
+        if self.graph.is_expansion(spec):
+            parent_rows = prepared.select(key + [PROVENANCE]).unique(key)
+            if parents is not None:
+                given = parents.collect() if isinstance(parents, pl.LazyFrame) else parents
+                self._check_key(spec, given, key + [PROVENANCE, PROVENANCE_BY_FIELD], "parents")
+                empty = given.select(key + [PROVENANCE, PROVENANCE_BY_FIELD]).join(
+                    parent_rows, on=key, how="anti"
+                )
+                parent_rows = pl.concat(
+                    [parent_rows, empty.select(key + [PROVENANCE])], how="vertical_relaxed"
+                )
+            tombstones = self._tombstones(spec, parent_rows, key)
+        self._merge_table(spec.key, spec.id_columns, prepared, tombstones)
+        self._settle_attempts(spec, key, prepared.select(key).unique(), empty)
         return prepared.height
+
+    def write_failed(
+        self, feature: str | FeatureSpec, rows: AnyFrame, *, error: str | None = None
+    ) -> int:
+        """Record samples as failed (resolve key + ``provenance`` + an ``error`` column, or one
+        ``error=`` text for all). They are not done: the next ``resolve_update`` returns them in
+        ``failed`` until a success is written. A stored earlier result is kept as it is."""
+        spec = self.graph.feature(feature)
+        df = rows.collect() if isinstance(rows, pl.LazyFrame) else rows
+        key = list(self.graph.resolve_key(spec))
+        self._check_key(spec, df, key + [PROVENANCE], "failed rows")
+        if error is not None:
+            df = df.with_columns(pl.lit(str(error)).alias(ERROR))
+        elif ERROR not in df.columns:
+            raise SamplesError(
+                f"write_failed({spec.key!r}): the rows need an {ERROR!r} column (text), or pass "
+                "error='why it failed'."
+            )
+        df = df.select(key + [PROVENANCE, pl.col(ERROR).cast(pl.String)]).unique(key, keep="first")
+        if df.height == 0:
+            return 0
+        name = spec.key + ATTEMPTS_SUFFIX
+        previous = self._scan_table(name)
+        counts = (
+            df.lazy()
+            .join(
+                previous.filter(pl.col(STATUS) == STATUS_FAILED).select(key + [FAILURES])
+                if previous is not None
+                else pl.LazyFrame(schema={**df.select(key).schema, FAILURES: pl.Int64}),
+                on=key,
+                how="left",
+            )
+            .select(
+                key
+                + [
+                    PROVENANCE,
+                    pl.lit(STATUS_FAILED).alias(STATUS),
+                    pl.col(ERROR).alias(LAST_ERROR),
+                    (pl.col(FAILURES).fill_null(0) + 1).cast(pl.Int64).alias(FAILURES),
+                ]
+            )
+            .collect()
+        )
+        self._merge_table(name, key, counts, None)
+        return counts.height
+
+    def write_results(
+        self,
+        feature: str | FeatureSpec,
+        rows: AnyFrame,
+        *,
+        error_column: str = ERROR,
+        parents: AnyFrame | None = None,
+    ) -> WriteSummary:
+        """Write done rows and record failed ones: a non-null ``error_column`` means failed.
+
+        For an expansion feature a failed row needs only the parent key (child ids may be null),
+        and every row of a parent with an error is treated as failed."""
+        spec = self.graph.feature(feature)
+        df = rows.collect() if isinstance(rows, pl.LazyFrame) else rows
+        key = list(self.graph.resolve_key(spec))
+        if error_column not in df.columns:
+            return WriteSummary(self.write(spec, df, parents=parents), 0)
+        bad = df.filter(pl.col(error_column).is_not_null())
+        failed_keys = bad.select(key).unique()
+        good = df.join(failed_keys, on=key, how="anti").drop(error_column)
+        failed_rows = bad.select(key + [PROVENANCE, pl.col(error_column).alias(ERROR)])
+        if parents is not None:
+            parents = parents.lazy().join(failed_keys.lazy(), on=key, how="anti")
+        written = (
+            self.write(spec, good, parents=parents) if good.height or parents is not None else 0
+        )
+        failed = self.write_failed(spec, failed_rows) if failed_rows.height else 0
+        ids = tuple(failed_keys.head(FAILED_IDS_SHOWN).to_dicts())
+        return WriteSummary(written, failed, ids)
 
     def delete(self, feature: str | FeatureSpec, ids: AnyFrame) -> int:
         """Delete samples by id (e.g. ``increment.orphaned``): nothing is deleted unless asked."""
@@ -97,7 +239,7 @@ class MetadataStore(ABC):
             )
         if df.height == 0:
             return 0
-        return self._delete(spec, df.select(spec.id_columns).unique())
+        return self._delete_table(spec.key, spec.id_columns, df.select(spec.id_columns).unique())
 
     def resolve_update(
         self,
@@ -105,51 +247,110 @@ class MetadataStore(ABC):
         samples: AnyFrame | None = None,
         scope: pl.Expr | None = None,
         lazy: bool = False,
+        *,
+        filters: Sequence[pl.Expr] = (),
+        target_filters: Sequence[pl.Expr] = (),
+        stale_if: pl.Expr | None = None,
+        skip_comparison: bool = False,
     ) -> Increment:
-        """What to compute for ``feature``: ``Increment(new, stale, orphaned)``.
+        """What to compute for ``feature``: ``Increment(new, stale, orphaned, failed)``.
 
         Root features take their provenance from ``samples`` (id columns + a
         ``provenance_by_field`` struct with a value per field, e.g. path and size). Downstream
         features are resolved from the stored data versions of their upstream features.
-        ``scope`` (a filter on id columns) limits both sides, so a partial sample set does not
-        report everything else as orphaned.
+        ``filters`` apply to every upstream, ``target_filters`` (and ``scope``) to the target's
+        resolve key on both sides, so a partial sample set does not report the rest orphaned.
+        ``stale_if`` forces stored samples matching it to stale; ``skip_comparison`` returns
+        every expected sample as new without reading the stored side (full backfills).
+        See docs/incremental-v2.md.
         """
         spec = self.graph.feature(feature)
-        expected = self._expected(spec, samples)
-        stored = self._scan(spec)
-        if scope is not None:
-            if not isinstance(scope, pl.Expr):
-                raise SamplesError(
-                    f"resolve_update({spec.key!r}): scope must be a polars expression "
-                    f"(e.g. pl.col('sample_uid').is_in([...])), got {type(scope).__name__}."
-                )
-            expected = expected.filter(scope)
-            stored = stored.filter(scope) if stored is not None else None
-        return compute_increment(spec, expected, stored, lazy=lazy)
+        key = list(self.graph.resolve_key(spec))
+        targets = list(_as_filters(spec, filters=target_filters, scope=scope))
+        expected = self._expected(spec, samples, _as_filters(spec, filters=filters))
+        if targets:
+            check_filter_columns(
+                targets,
+                expected.collect_schema(),
+                spec.key,
+                f"resolve_update({spec.key!r}) target filter",
+            )
+            expected = expected.filter(*targets)
+        if skip_comparison:
+            return compute_increment(spec, expected, None, lazy=lazy, key=key)
+        stored = self._stored_for_compare(spec, key, stale_if)
+        if stored is not None and targets:
+            stored = stored.filter(*targets)
+        failures = self._attempts(spec)
+        if failures is not None:
+            failures = failures.filter(pl.col(STATUS) == STATUS_FAILED)
+        increment = compute_increment(spec, expected, stored, lazy=lazy, key=key, failures=failures)
+        if self.graph.is_expansion(spec) and stored is not None:
+            children = self._scan(spec)
+            assert children is not None  # stored is not None
+            orphaned = children.select([*spec.id_columns, PROVENANCE]).join(
+                increment.orphaned.lazy().select(key), on=key, how="semi"
+            )
+            increment = Increment(
+                increment.new,
+                increment.stale,
+                orphaned if lazy else orphaned.collect(),
+                increment.failed,
+            )
+        return increment
 
-    def load_upstream(self, feature: str | FeatureSpec, samples: AnyFrame) -> pl.DataFrame:
-        """The user columns of the upstream features for these samples (what a payload reads)."""
+    def load_upstream(
+        self, feature: str | FeatureSpec, samples: AnyFrame, *, qualify: bool = False
+    ) -> pl.DataFrame:
+        """The user columns of the upstream features for these samples (what a payload reads).
+
+        Joined on each dependency's lineage key: an aggregation gives every member row of each
+        group, an expansion its parent's columns. Two upstreams with a column of the same name
+        are refused unless ``qualify=True``, which names every upstream column
+        ``<feature key with / as __>__<column>``.
+        """
         spec = self.graph.feature(feature)
-        ids = list(spec.id_columns)
-        lf = (samples.lazy() if isinstance(samples, pl.DataFrame) else samples).select(ids)
-        seen = set(ids)
-        for up in self.graph.upstream(spec):
+        key = list(self.graph.resolve_key(spec))
+        lf = (
+            (samples.lazy() if isinstance(samples, pl.DataFrame) else samples)
+            .select(key)
+            .unique(maintain_order=True)
+        )
+        owner: dict[str, str] = {c: spec.key for c in key}
+        for dep in spec.feature_deps:
+            up = self.graph[dep.feature]
             up_lf = self._scan(up)
             if up_lf is None:
+                if dep.optional:
+                    continue
                 raise SamplesError(
                     f"load_upstream({spec.key!r}): upstream {up.key!r} was never written."
                 )
             cols = [
                 c
                 for c in up_lf.collect_schema().names()
-                if c not in seen and c not in RESERVED_COLUMNS and not c.startswith("__")
+                if c not in key and c not in RESERVED_COLUMNS and not c.startswith("__")
             ]
-            seen.update(cols)
-            lf = lf.join(up_lf.select(ids + cols), on=ids, how="left")
+            if qualify:
+                prefix = up.key.replace("/", "__") + "__"
+                up_lf = up_lf.rename({c: prefix + c for c in cols})
+                cols = [prefix + c for c in cols]
+            clash = sorted(c for c in cols if c in owner)
+            if clash:
+                raise SamplesError(
+                    f"load_upstream({spec.key!r}): column(s) {clash} are in both "
+                    f"{owner[clash[0]]!r} and {up.key!r}; rename one, or pass qualify=True "
+                    "to get them as '<feature>__<column>'."
+                )
+            owner.update({c: up.key for c in cols})
+            how = "left"
+            lf = lf.join(up_lf.select(key + cols), on=key, how=how)
         return lf.collect()
 
     # Internals --------------------------------------------------------------------------------
-    def _expected(self, spec: FeatureSpec, samples: AnyFrame | None) -> pl.LazyFrame:
+    def _expected(
+        self, spec: FeatureSpec, samples: AnyFrame | None, filters: Sequence[pl.Expr]
+    ) -> pl.LazyFrame:
         if spec.is_root:
             if samples is None:
                 raise SamplesError(
@@ -158,38 +359,118 @@ class MetadataStore(ABC):
                     f"struct holding a value for each field {list(spec.field_keys)}."
                 )
             lf = self._check_samples(spec, samples)
+            if filters:
+                check_filter_columns(
+                    filters, lf.collect_schema(), spec.key, f"resolve_update({spec.key!r}) filters"
+                )
+                lf = lf.filter(*filters)
             return with_provenance(lf, spec, root_provenance_exprs(spec))
         if samples is not None:
             raise SamplesError(
                 f"resolve_update({spec.key!r}): samples= is for root features; a downstream "
                 "feature is resolved from its upstream features. Use scope= to limit it."
             )
-        ids = list(spec.id_columns)
-        inputs = self.graph.field_inputs(spec)
-        refs = self.graph.upstream_fields(spec)
-        joined: pl.LazyFrame | None = None
-        for up in self.graph.upstream(spec):
-            up_lf = self._scan(up)
-            if up_lf is None:
-                # Nothing upstream yet: nothing can be computed downstream.
-                return pl.LazyFrame(schema={c: pl.String for c in ids}).pipe(
-                    with_provenance,
-                    spec,
-                    {k: pl.lit(None, dtype=pl.Int64) for k in spec.field_keys},
+        return downstream_expected(self.graph, spec, self._scan, filters)
+
+    def _stored_for_compare(
+        self, spec: FeatureSpec, key: list[str], stale_if: pl.Expr | None
+    ) -> pl.LazyFrame | None:
+        """key + provenance + per-field structs (+ the predicate's verdict); per parent for an
+        expansion (its children share the parent's provenance), with its empty parents."""
+        stored = self._scan(spec)
+        if stored is None:
+            return None
+        extra = []
+        if stale_if is not None:
+            if not isinstance(stale_if, pl.Expr):
+                raise SamplesError(
+                    f"resolve_update({spec.key!r}): stale_if must be a polars expression, "
+                    f"got {type(stale_if).__name__}."
                 )
-            wanted = [r for r in refs if r[0] == up.key]
-            part = up_lf.select(
-                ids
-                + [
-                    pl.col(DATA_VERSION_BY_FIELD).struct.field(name).alias(_input_column(r))
-                    for r in wanted
-                    for name in [r[1]]
-                ]
+            check_filter_columns(
+                [stale_if],
+                stored.collect_schema(),
+                spec.key,
+                f"resolve_update({spec.key!r}) stale_if",
             )
-            joined = part if joined is None else joined.join(part, on=ids, how="inner")
-        assert joined is not None  # a downstream feature has at least one upstream
-        lf = with_provenance(joined, spec, field_provenance_exprs(spec, inputs, _input_column))
-        return lf.select(ids + [PROVENANCE_BY_FIELD, PROVENANCE])
+            extra = [stale_if.alias(FORCED_STALE)]
+        columns = key + [PROVENANCE, PROVENANCE_BY_FIELD, CODE_VERSION_BY_FIELD]
+        stored = stored.select(columns + extra)
+        if not self.graph.is_expansion(spec):
+            return stored
+        aggs = [pl.col(c).first() for c in columns if c not in key]
+        if extra:
+            aggs.append(pl.col(FORCED_STALE).any())
+        stored = stored.group_by(key).agg(aggs)
+        attempts = self._attempts(spec)
+        if attempts is None:
+            return stored
+        if PROVENANCE_BY_FIELD not in attempts.collect_schema():
+            return stored  # no empty parent was ever recorded
+        empties = (
+            attempts.filter(pl.col(STATUS) == STATUS_EMPTY)
+            .select(columns)
+            .join(stored.select(key), on=key, how="anti")
+        )
+        if extra:
+            empties = empties.with_columns(pl.lit(False).alias(FORCED_STALE))
+        return pl.concat([stored, empties], how="vertical_relaxed")
+
+    def _tombstones(
+        self, spec: FeatureSpec, parent_rows: pl.DataFrame, key: list[str]
+    ) -> pl.DataFrame | None:
+        """Stored children of these parents with another provenance (the previous version)."""
+        stored = self._scan(spec)
+        if stored is None or parent_rows.height == 0:
+            return None
+        return (
+            stored.select([*spec.id_columns, PROVENANCE])
+            .join(parent_rows.lazy().rename({PROVENANCE: "__new"}), on=key, how="inner")
+            .filter(pl.col(PROVENANCE) != pl.col("__new"))
+            .select(spec.id_columns)
+            .collect()
+        )
+
+    def _settle_attempts(
+        self, spec: FeatureSpec, key: list[str], done: pl.DataFrame, empty: pl.DataFrame | None
+    ) -> None:
+        """After a successful write: clear the failure records of the written samples; record
+        empty parents (an expansion parent that produced no child is done)."""
+        name = spec.key + ATTEMPTS_SUFFIX
+        if empty is not None and empty.height:
+            self._merge_table(
+                name,
+                key,
+                empty.select(
+                    key
+                    + [
+                        PROVENANCE,
+                        PROVENANCE_BY_FIELD,
+                        pl.struct(pl.lit(f.code_version).alias(f.key) for f in spec.fields).alias(
+                            CODE_VERSION_BY_FIELD
+                        ),
+                        pl.lit(STATUS_EMPTY).alias(STATUS),
+                        pl.lit(None, dtype=pl.String).alias(LAST_ERROR),
+                        pl.lit(0, dtype=pl.Int64).alias(FAILURES),
+                    ]
+                ),
+                None,
+            )
+        if done.height and self._scan_table(name) is not None:
+            self._delete_table(name, key, done)
+
+    @staticmethod
+    def _check_key(spec: FeatureSpec, df: pl.DataFrame, columns: list[str], what: str) -> None:
+        if not isinstance(df, pl.DataFrame):
+            raise SamplesError(
+                f"{spec.key!r}: {what} must be a polars frame, got {type(df).__name__}."
+            )
+        missing = [c for c in columns if c not in df.columns]
+        if missing:
+            raise SamplesError(
+                f"{spec.key!r}: {what} lack column(s) {missing}; pass the increment's rows "
+                f"({columns}) for the samples concerned."
+            )
 
     @staticmethod
     def _check_samples(spec: FeatureSpec, samples: AnyFrame) -> pl.LazyFrame:
@@ -252,3 +533,23 @@ def _check_ids(spec: FeatureSpec, df: pl.DataFrame, what: str) -> None:
             f"{spec.key!r}: {what} have duplicate ids in {ids}, e.g. {dupes.to_dicts()}. "
             "Each sample must appear once."
         )
+
+
+def _as_filters(
+    spec: FeatureSpec, *, filters: Sequence[pl.Expr] | pl.Expr, scope: pl.Expr | None = None
+) -> tuple[pl.Expr, ...]:
+    items = [filters] if isinstance(filters, pl.Expr) else list(filters or ())
+    if scope is not None:
+        if not isinstance(scope, pl.Expr):
+            raise SamplesError(
+                f"resolve_update({spec.key!r}): scope must be a polars expression "
+                f"(e.g. pl.col('sample_uid').is_in([...])), got {type(scope).__name__}."
+            )
+        items.append(scope)
+    for item in items:
+        if not isinstance(item, pl.Expr):
+            raise SamplesError(
+                f"resolve_update({spec.key!r}): filters must be polars expressions, "
+                f"got {type(item).__name__}."
+            )
+    return tuple(items)

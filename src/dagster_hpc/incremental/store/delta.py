@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
@@ -34,12 +36,49 @@ COMMIT_BACKOFF_S = 0.02
 COMMIT_BACKOFF_CAP_S = 1.0
 # Stored in each table's description; checked on every read.
 TABLE_FORMAT = 1
+# The format marker beside the Delta log: Delta ignores files starting with "_", and unlike the
+# table description no commit (a schema-evolving merge drops the description) can remove it.
+MARKER_FILE = "_dagster_hpc_incremental.json"
 _SOURCE, _TARGET = "s", "t"
+_TOMBSTONE = "_dhpc_tombstone"
 log = logging.getLogger(__name__)
 
 
 def _table_description() -> str:
     return json.dumps({"dagster_hpc_incremental": TABLE_FORMAT, "hash_algorithm": HASH_ALGORITHM})
+
+
+def _parse(text: str | None) -> dict | None:
+    try:
+        info = json.loads(text or "")
+    except json.JSONDecodeError:
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def _read_marker(path: Path) -> dict | None:
+    try:
+        return _parse((path / MARKER_FILE).read_text())
+    except FileNotFoundError:
+        return None
+
+
+def _write_marker(path: Path) -> None:
+    """Atomically (rename), so a concurrent reader sees the whole marker or none."""
+    target = path / MARKER_FILE
+    if target.exists():
+        return
+    tmp = path / f"{MARKER_FILE}.{os.getpid()}.{random.getrandbits(32):08x}"
+    tmp.write_text(_table_description())
+    os.replace(tmp, target)
+
+
+def _with_tombstones(rows: pl.DataFrame, tombstones: pl.DataFrame | None) -> pl.DataFrame:
+    live = rows.with_columns(pl.lit(False).alias(_TOMBSTONE))
+    if tombstones is None or tombstones.height == 0:
+        return live
+    dead = tombstones.with_columns(pl.lit(True).alias(_TOMBSTONE))
+    return pl.concat([live, dead], how="diagonal_relaxed")
 
 
 class DeltaStore(MetadataStore):
@@ -49,44 +88,58 @@ class DeltaStore(MetadataStore):
         super().__init__(graph)
         self.root = Path(root)
 
-    def table_path(self, feature: FeatureSpec) -> Path:
-        return self.root / feature.key.replace("/", "__")
+    def table_path(self, feature: FeatureSpec | str) -> Path:
+        name = feature.key if isinstance(feature, FeatureSpec) else feature
+        return self.root / name.replace("/", "__")
 
     # Primitives -------------------------------------------------------------------------------
-    def _open(self, feature: FeatureSpec) -> DeltaTable | None:
-        path = self.table_path(feature)
+    def _open(self, name: str) -> DeltaTable | None:
+        path = self.table_path(name)
         if not (path / "_delta_log").is_dir():
             return None
         try:
             table = DeltaTable(str(path))
         except TableNotFoundError:
             return None  # the creating writer has not committed version 0 yet
-        self._check_format(feature, table)
+        self._check_format(name, path, table)
         return table
 
-    def _check_format(self, feature: FeatureSpec, table: DeltaTable) -> None:
-        description = table.metadata().description or ""
-        try:
-            info = json.loads(description)
-        except json.JSONDecodeError:
-            info = {}
-        algorithm = info.get("hash_algorithm") if isinstance(info, dict) else None
+    def _check_format(self, name: str, path: Path, table: DeltaTable) -> None:
+        """The table's format marker: a file written before the table was created (it survives
+        every commit), else the description (tables of earlier versions), else the description
+        of version 0 (a schema-evolving merge drops the description of later versions)."""
+        info = _read_marker(path)
+        if info is None:
+            info = _parse(table.metadata().description)
+        if info is None:
+            try:
+                info = _parse(DeltaTable(str(path), version=0).metadata().description)
+            except DeltaError:  # version 0 cleaned up by log retention
+                info = None
+        algorithm = info.get("hash_algorithm") if info else None
         if algorithm != HASH_ALGORITHM:
             raise HashAlgorithmMismatchError(
-                f"table {self.table_path(feature)} for feature {feature.key!r} holds provenance "
-                f"hashed with {algorithm!r}, this version uses {HASH_ALGORITHM!r}: the two cannot "
-                "be compared. Write to a new store root, or delete the table to recompute."
+                f"table {path} for {name!r} holds provenance hashed with {algorithm!r}, this "
+                f"version uses {HASH_ALGORITHM!r}: the two cannot be compared. Write to a new "
+                "store root, or delete the table to recompute."
             )
 
-    def _scan(self, feature: FeatureSpec) -> pl.LazyFrame | None:
-        table = self._open(feature)
+    def _scan_table(self, name: str) -> pl.LazyFrame | None:
+        table = self._open(name)
         return None if table is None else pl.scan_delta(table)
 
-    def _upsert(self, feature: FeatureSpec, rows: pl.DataFrame) -> None:
-        data = rows.to_arrow()
-        self._with_retries(feature, "write", lambda table: self._upsert_once(feature, table, data))
+    def _merge_table(
+        self, name: str, key: Sequence[str], rows: pl.DataFrame, tombstones: pl.DataFrame | None
+    ) -> None:
+        data = _with_tombstones(rows, tombstones).to_arrow()
+        has_tombstones = tombstones is not None and tombstones.height > 0
+        self._with_retries(
+            name,
+            "write",
+            lambda table: self._upsert_once(name, key, table, data, has_tombstones),
+        )
 
-    def _delete(self, feature: FeatureSpec, ids: pl.DataFrame) -> int:
+    def _delete_table(self, name: str, key: Sequence[str], ids: pl.DataFrame) -> int:
         data = ids.to_arrow()
 
         def attempt(table: DeltaTable | None) -> int:
@@ -95,7 +148,7 @@ class DeltaStore(MetadataStore):
             result = (
                 table.merge(
                     source=data,
-                    predicate=self._predicate(feature),
+                    predicate=self._predicate(key),
                     source_alias=_SOURCE,
                     target_alias=_TARGET,
                 )
@@ -104,61 +157,70 @@ class DeltaStore(MetadataStore):
             )
             return int(result.get("num_target_rows_deleted", 0))
 
-        return self._with_retries(feature, "delete", attempt)
+        return self._with_retries(name, "delete", attempt)
 
     # Maintenance ------------------------------------------------------------------------------
     def compact(self, feature: str | FeatureSpec) -> dict:
         """Merge small files and write a checkpoint (run now and then, e.g. nightly)."""
         spec = self.graph.feature(feature)
-        table = self._open(spec)
+        table = self._open(spec.key)
         if table is None:
             return {}
-        metrics = self._with_retries(spec, "compact", lambda t: t.optimize.compact())
+        metrics = self._with_retries(spec.key, "compact", lambda t: t.optimize.compact())
         DeltaTable(str(self.table_path(spec))).create_checkpoint()
         return metrics
 
     # Internals --------------------------------------------------------------------------------
     @staticmethod
-    def _predicate(feature: FeatureSpec) -> str:
+    def _predicate(key: Sequence[str]) -> str:
         # Id columns are checked identifiers (see feature.py), so they need no quoting here.
-        return " AND ".join(f"{_TARGET}.{c} = {_SOURCE}.{c}" for c in feature.id_columns)
+        return " AND ".join(f"{_TARGET}.{c} = {_SOURCE}.{c}" for c in key)
 
-    def _upsert_once(self, feature: FeatureSpec, table: DeltaTable | None, data) -> None:
+    def _upsert_once(
+        self, name: str, key: Sequence[str], table: DeltaTable | None, data, has_tombstones: bool
+    ) -> None:
         if table is None:
-            table = self._create(feature, data.schema)
+            table = self._create(name, data.schema.remove(data.schema.get_field_index(_TOMBSTONE)))
+        if data.num_rows == 0:
+            return
+        live = f"NOT {_SOURCE}.{_TOMBSTONE}"
+        merger = table.merge(
+            source=data,
+            predicate=self._predicate(key),
+            source_alias=_SOURCE,
+            target_alias=_TARGET,
+            merge_schema=True,
+        )
+        if has_tombstones:
+            merger = merger.when_matched_delete(predicate=f"{_SOURCE}.{_TOMBSTONE}")
         (
-            table.merge(
-                source=data,
-                predicate=self._predicate(feature),
-                source_alias=_SOURCE,
-                target_alias=_TARGET,
-                merge_schema=True,
-            )
-            .when_matched_update_all()
-            .when_not_matched_insert_all()
+            merger.when_matched_update_all(predicate=live, except_cols=[_TOMBSTONE])
+            .when_not_matched_insert_all(predicate=live, except_cols=[_TOMBSTONE])
             .execute()
         )
 
-    def _create(self, feature: FeatureSpec, schema) -> DeltaTable:
+    def _create(self, name: str, schema) -> DeltaTable:
         """Create the table EMPTY, then merge into it like every later write.
 
         Creating it with the first rows would be unsafe: delta-rs retries a losing blind append
         as the next version, so two writers creating the table at once would both insert their
         rows (duplicates). An empty create that races is harmless; the merges that follow are
-        conflict-checked against each other.
+        conflict-checked against each other. The format marker is written first, so a table
+        never exists without it.
         """
-        path = self.table_path(feature)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = self.table_path(name)
+        path.mkdir(parents=True, exist_ok=True)
+        _write_marker(path)
         write_deltalake(
             str(path), schema.empty_table(), mode="ignore", description=_table_description()
         )
         return DeltaTable(str(path))
 
-    def _with_retries(self, feature: FeatureSpec, action: str, attempt):
+    def _with_retries(self, name: str, action: str, attempt):
         backoff = COMMIT_BACKOFF_S
         last: Exception | None = None
         for _ in range(MAX_COMMIT_ATTEMPTS):
-            table = self._open(feature)
+            table = self._open(name)
             try:
                 return attempt(table)
             except CommitFailedError as exc:  # another writer committed first
@@ -168,11 +230,11 @@ class DeltaStore(MetadataStore):
                 if table is not None or "already exists" not in str(exc).lower():
                     raise
                 last = exc
-            log.debug("%s on %s lost a commit race (%s); retrying", action, feature.key, last)
+            log.debug("%s on %s lost a commit race (%s); retrying", action, name, last)
             time.sleep(backoff * (0.5 + random.random()))
             backoff = min(backoff * 2, COMMIT_BACKOFF_CAP_S)
         raise StoreError(
-            f"{action} on feature {feature.key!r} ({self.table_path(feature)}) lost "
+            f"{action} on {name!r} ({self.table_path(name)}) lost "
             f"{MAX_COMMIT_ATTEMPTS} commit races in a row to other writers; last error: {last}. "
             "Retry later or write in larger batches."
         )

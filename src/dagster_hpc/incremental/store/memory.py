@@ -3,43 +3,47 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 
 import polars as pl
 
-from dagster_hpc.incremental.feature import FeatureSpec
 from dagster_hpc.incremental.graph import FeatureGraph
 from dagster_hpc.incremental.store.base import MetadataStore
 
 
 class InMemoryStore(MetadataStore):
-    """Current state per feature in a dict of DataFrames (thread-safe, one process)."""
+    """Current state per table in a dict of DataFrames (thread-safe, one process)."""
 
     def __init__(self, graph: FeatureGraph):
         super().__init__(graph)
         self._tables: dict[str, pl.DataFrame] = {}
         self._lock = threading.Lock()
 
-    def _scan(self, feature: FeatureSpec) -> pl.LazyFrame | None:
+    def _scan_table(self, name: str) -> pl.LazyFrame | None:
         with self._lock:
-            table = self._tables.get(feature.key)
+            table = self._tables.get(name)
         return None if table is None else table.lazy()
 
-    def _upsert(self, feature: FeatureSpec, rows: pl.DataFrame) -> None:
-        ids = list(feature.id_columns)
+    def _merge_table(
+        self, name: str, key: Sequence[str], rows: pl.DataFrame, tombstones: pl.DataFrame | None
+    ) -> None:
+        ids = list(key)
         with self._lock:
-            current = self._tables.get(feature.key)
+            current = self._tables.get(name)
             if current is None:
-                self._tables[feature.key] = rows
+                self._tables[name] = rows
                 return
             kept = current.join(rows.select(ids), on=ids, how="anti")
-            self._tables[feature.key] = pl.concat([kept, rows], how="diagonal_relaxed")
+            if tombstones is not None and tombstones.height:
+                kept = kept.join(tombstones.select(ids), on=ids, how="anti")
+            self._tables[name] = pl.concat([kept, rows], how="diagonal_relaxed")
 
-    def _delete(self, feature: FeatureSpec, ids: pl.DataFrame) -> int:
-        cols = list(feature.id_columns)
+    def _delete_table(self, name: str, key: Sequence[str], ids: pl.DataFrame) -> int:
+        cols = list(key)
         with self._lock:
-            current = self._tables.get(feature.key)
+            current = self._tables.get(name)
             if current is None:
                 return 0
-            kept = current.join(ids, on=cols, how="anti")
-            self._tables[feature.key] = kept
+            kept = current.join(ids.select(cols), on=cols, how="anti")
+            self._tables[name] = kept
             return current.height - kept.height
