@@ -75,3 +75,11 @@ def _latest_record(context: Any) -> PipesLaunchHandle | None:
     return find_latest_launch_handle_for_run(
         instance=instance, run=parent, step_key=step_key, client_name=CLIENT_NAME
     )
+
+
+def report_run_event(instance: Any, run_id: str, message: str) -> None:
+    """An engine event in the event log of ``run_id`` from outside the run (the reconcile
+    sensor: what it cancelled and why shows up in the run's own timeline)."""
+    run = instance.get_run_by_id(run_id)
+    if run is not None:
+        instance.report_engine_event(message, run)

@@ -22,6 +22,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+from dagster_hpc import launch_records
 from dagster_hpc.backends.base import (
     JOB_SCRIPT,
     Backend,
@@ -286,6 +287,8 @@ class SlurmBackend(Backend):
             from dagster_hpc._dagster_adapter import record_launch
 
             record_launch(self._context, handle)
+        if self._context is not None:
+            launch_records.remember(self._context, handle)  # for the reconcile sensor
         return handle
 
     def find_reattach(self, context: Any) -> Any:
@@ -294,9 +297,12 @@ class SlurmBackend(Backend):
             return None
         from dagster_hpc.backends.slurm_reattach import find_reattach
 
-        return find_reattach(
+        decision = find_reattach(
             context, self._transport, cluster=self.cluster, record=self._record_launch
         )
+        if decision is not None and decision.reattach:
+            launch_records.remember(context, decision.handle)  # this run owns the job now
+        return decision
 
     def _find_job_by_workdir(self, run_dir: str, *, cause: Exception) -> str | None:
         """Job id of our job whose working directory is ``run_dir`` (run dirs are unique).
@@ -345,10 +351,9 @@ class SlurmBackend(Backend):
                 time.sleep(CANCEL_CHECK_INTERVAL_S)
                 continue
             text = res.stdout.strip()
-            if res.ok and not text:
-                return  # gone from the queue entirely
             state = slurm_state(text.splitlines()[0]) if text else JobState.UNKNOWN
-            if state.finished:
+            if (res.ok and not text) or state.finished:  # gone from the queue, or ended
+                launch_records.forget(self._context, handle)
                 return
             time.sleep(CANCEL_CHECK_INTERVAL_S)
         raise CancelNotConfirmedError(
@@ -379,6 +384,7 @@ class SlurmBackend(Backend):
         # The exit_code file decides success; the numbers wait for Slurm's final record (bounded):
         # a record taken while the job is still RUNNING/COMPLETING lacks MaxRSS and the final
         # elapsed/CPU time, and may lack the allocated TRES. Usually the first query is final.
+        launch_records.forget(self._context, handle)  # the job ended: the sensor can ignore it
         prefetched = self._sacct_prefetch.pop(handle.job_id, None)
         if prefetched is not None and prefetched[0] == exit_code:
             text, metrics = prefetched[1].result(
