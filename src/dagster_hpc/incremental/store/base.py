@@ -148,6 +148,9 @@ class MetadataStore(ABC):
                     [parent_rows, empty.select(key + [PROVENANCE])], how="vertical_relaxed"
                 )
             tombstones = self._tombstones(spec, parent_rows, key)
+            if tombstones is not None:  # rows written now replace their old version anyway
+                ids = list(spec.id_columns)
+                tombstones = tombstones.join(prepared.select(ids), on=ids, how="anti")
         self._merge_table(spec.key, spec.id_columns, prepared, tombstones)
         self._settle_attempts(spec, key, prepared.select(key).unique(), empty)
         return prepared.height
