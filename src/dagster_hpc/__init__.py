@@ -42,12 +42,14 @@ _LAZY = {
     "OpenSSHTransport": "dagster_hpc.transport.openssh",
     "QueueConfig": "dagster_hpc.queue",
     "SlurmResource": "dagster_hpc.backends.slurm_resource",
+    "hpc_executor": "dagster_hpc.executor",
 }
 
 if TYPE_CHECKING:
     from dagster_hpc.backends.slurm_resource import SlurmResource
     from dagster_hpc.compute import ComputeResource
     from dagster_hpc.envs.config import EnvConfig
+    from dagster_hpc.executor import hpc_executor
     from dagster_hpc.launchers import (
         BashLauncher,
         ExecLauncher,
@@ -101,4 +103,5 @@ __all__ = [
     "SubmissionError",
     "TorchrunLauncher",
     "TransportError",
+    "hpc_executor",
 ]

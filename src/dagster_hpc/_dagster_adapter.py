@@ -8,7 +8,9 @@ Dagster 1.13 keeps the launch handle used for reattach internal
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
@@ -83,3 +85,112 @@ def report_run_event(instance: Any, run_id: str, message: str) -> None:
     run = instance.get_run_by_id(run_id)
     if run is not None:
         instance.report_engine_event(message, run)
+
+
+# --- the concurrent executor (dagster_hpc.executor) --------------------------------------------
+# Dagster 1.13 exposes ``Executor`` and ``@executor`` publicly, but driving an execution plan
+# (the shared run context with resources built once, the plan's state machine, one step's event
+# sequence, hooks, the process-wide compute-log capture) is internal. The executor uses only the
+# functions below; the canary in tests/unit/test_executor_adapter.py checks each name.
+
+
+def retry_mode(enabled: bool) -> Any:
+    """Dagster's RetryMode for the executor's ``retries`` config (enabled / disabled)."""
+    from dagster._core.execution.retries import RetryMode
+
+    return RetryMode.ENABLED if enabled else RetryMode.DISABLED
+
+
+def engine_event(context: Any, message: str) -> Any:
+    """An engine event of the run (or of a step, given a step context), logged when created."""
+    from dagster._core.events import DagsterEvent, EngineEventData
+
+    return DagsterEvent.engine_event(context, message, EngineEventData())
+
+
+def execute_with_one_context(plan_context: Any, iterator: Any) -> Iterator[Any]:
+    """Build the run's execution context ONCE (resources initialized once for all steps, as
+    Dagster's in-process executor does) and yield the events of ``iterator(job_context,
+    execution_plan)``, then those of the context's shutdown (resource teardown)."""
+    from dagster._core.execution.api import ExecuteRunWithPlanIterable
+    from dagster._core.execution.context_creation_job import PlanExecutionContextManager
+
+    yield from ExecuteRunWithPlanIterable(
+        execution_plan=plan_context.execution_plan,
+        iterator=iterator,
+        execution_context_manager=PlanExecutionContextManager(
+            job=plan_context.job,
+            retry_mode=plan_context.retry_mode,
+            execution_plan=plan_context.execution_plan,
+            run_config=plan_context.run_config,
+            dagster_run=plan_context.dagster_run,
+            instance=plan_context.instance,
+            raise_on_error=plan_context.raise_on_error,
+            output_capture=plan_context.output_capture,
+        ),
+    )
+
+
+@contextlib.contextmanager
+def active_execution(
+    job_context: Any,
+    execution_plan: Any,
+    *,
+    max_concurrent: int,
+    tag_concurrency_limits: list[dict[str, Any]] | None,
+) -> Iterator[Any]:
+    """The plan's state machine (which steps are ready, skipped, up for retry, abandoned), with
+    Dagster's per-run tag limits and instance-wide concurrency pools."""
+    from dagster._core.execution.plan.instance_concurrency_context import (
+        InstanceConcurrencyContext,
+    )
+
+    with (
+        InstanceConcurrencyContext(job_context.instance, job_context.dagster_run) as pools,
+        execution_plan.start(
+            retry_mode=job_context.retry_mode,
+            max_concurrent=max_concurrent,
+            tag_concurrency_limits=tag_concurrency_limits,
+            instance_concurrency_context=pools,
+            step_dependency_config=job_context.step_dependency_config,
+        ) as active,
+    ):
+        yield active
+
+
+def with_process_log_capture(
+    job_context: Any, step_keys: list[str], body: Iterator[Any]
+) -> Iterator[Any]:
+    """Capture stdout/stderr of the whole process for these steps (one compute-log file, as the
+    in-process executor does: threads share the process's file descriptors) around ``body``."""
+    from dagster._core.events import DagsterEvent
+    from dagster._core.execution.compute_logs import create_compute_log_file_key
+
+    manager = job_context.instance.compute_log_manager
+    log_key = manager.build_log_key_for_run(job_context.run_id, create_compute_log_file_key())
+    with contextlib.ExitStack() as stack:
+        log_context = stack.enter_context(manager.capture_logs(log_key))
+        yield DagsterEvent.capture_logs(job_context, step_keys, log_key, log_context)
+        yield from body
+
+
+def step_context(job_context: Any, step: Any, known_state: Any) -> Any:
+    """The execution context of one step (built on the orchestrating thread)."""
+    return job_context.for_step(step, known_state)
+
+
+def step_events(context: Any) -> Iterator[Any]:
+    """All events of one step: its own (success, failure with Dagster's error handling, retry
+    requests from retry policies) and then its hooks'. Safe to run on a worker thread: events
+    are logged to the instance when created. Re-raises interrupts (after the failure event) and,
+    with ``raise_on_error``, the step's error."""
+    from dagster._core.execution.plan.execute_plan import (
+        _trigger_hook,  # internal: success/failure hooks with the step's events
+        dagster_event_sequence_for_step,
+    )
+
+    events: list[Any] = []
+    for event in dagster_event_sequence_for_step(context):
+        events.append(event)
+        yield event
+    yield from _trigger_hook(context, events)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from dagster_hpc import cancellation
 from dagster_hpc.backends.base import (
     ENV_FILE,
     JOB_SCRIPT,
@@ -33,6 +34,7 @@ from dagster_hpc.retention import KEEP_ALWAYS, apply_retention
 AnyContext = dg.AssetExecutionContext | dg.OpExecutionContext
 
 
+@cancellation.cooperative_step  # run termination under the concurrent executor
 def execute(
     context: AnyContext,
     backend: Backend,
@@ -123,6 +125,7 @@ def _wait(
     finished_at: float | None = None
     try:
         while not reader.exited.wait(backend.poll_interval_s):
+            cancellation.check_current()  # a stop request for a step on a worker thread
             status = backend.poll(handle)
             if status != last:
                 _log_status(context, handle, status, first=last is None)

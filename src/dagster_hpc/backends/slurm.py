@@ -32,7 +32,12 @@ from dagster_hpc.backends.base import (
     JobStatus,
 )
 from dagster_hpc.backends.slurm_errors import final_state, slurm_job_error
-from dagster_hpc.backends.slurm_poller import SlurmPoller, default_cache_dir, slurm_state
+from dagster_hpc.backends.slurm_poller import (
+    SlurmPoller,
+    default_cache_dir,
+    shared_poller,
+    slurm_state,
+)
 from dagster_hpc.backends.slurm_script import (
     ActivatedLauncher,
     check_preflight,
@@ -143,7 +148,7 @@ class SlurmBackend(Backend):
         self.activate = activate
         self.default_python = python or "python3"
         self.env = env
-        self._poller = poller or SlurmPoller(transport, cluster)
+        self._poller = poller or shared_poller(transport, cluster)
         self._record_launch = record_launch
         self.reattach = reattach
         self._context: Any = None

@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shlex
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -269,3 +270,20 @@ class SlurmPoller:
                     self._sacct_final[job_id] = status
                 return status
         return JobStatus(JobState.UNKNOWN, reason="job is in neither squeue nor sacct")
+
+
+_shared_lock = threading.Lock()
+_shared: dict[tuple[object, ...], SlurmPoller] = {}
+
+
+def shared_poller(transport: Transport, cluster: str) -> SlurmPoller:
+    """The process's one poller for ``cluster``: steps running on threads of one process (the
+    concurrent executor) share its cache handle and its memo of jobs found finished in sacct.
+    Keyed by the way to the cluster too (transport kind and target), never shared across forks."""
+    target = getattr(transport, "target", None)
+    key = (os.getpid(), cluster, type(transport), target, str(default_cache_dir()))
+    with _shared_lock:
+        poller = _shared.get(key)
+        if poller is None:
+            poller = _shared[key] = SlurmPoller(transport, cluster)
+        return poller

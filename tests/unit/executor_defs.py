@@ -1,0 +1,105 @@
+"""Jobs for the concurrent-executor tests (reconstructable: ``dg.execute_job`` rebuilds them).
+
+Dagster caches a reconstructed job per process, so what may change between runs of one test is
+read by the asset bodies when they run: DH_EXEC_SLEEP_S (each payload's sleep; DH_EXEC_SLOW_S
+for the assets listed in DH_EXEC_SLOW), DH_EXEC_FAIL (comma-separated assets whose payload
+fails). Read when the job is built: DAGSTER_HPC_MODE
+("local" or "slurm": SlurmResource.from_env()), DH_EXEC_BASE (local run dirs), DH_EXEC_WIDTH.
+Every asset has a retry policy; only the asset named in DH_EXEC_FLAKY (read at run time) fails
+its first attempt, so without it no step is retried.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+from dagster_hpc.backends.slurm_resource import SlurmResource
+from dagster_hpc.compute import ComputeResource
+from dagster_hpc.errors import PayloadError
+from dagster_hpc.executor import hpc_executor
+
+PAYLOAD = Path(__file__).parent / "payloads" / "timed.py"
+# root -> (left, right) -> join
+DIAMOND = {"root": [], "left": ["root"], "right": ["root"], "join": ["left", "right"]}
+RETRY = dg.RetryPolicy(max_retries=2)
+
+
+def _names(var: str) -> set[str]:
+    return {n for n in os.environ.get(var, "").split(",") if n}
+
+
+def _compute() -> ComputeResource:
+    mode = os.environ.get("DAGSTER_HPC_MODE", "local")
+    if mode == "slurm":
+        return ComputeResource(mode="slurm", slurm=SlurmResource.from_env())
+    return ComputeResource(mode="local", base_dir=os.environ.get("DH_EXEC_BASE"))
+
+
+def _make(name: str, deps: list[str], tags: dict[str, str] | None = None):
+    @dg.asset(name=name, deps=deps, retry_policy=RETRY, op_tags=tags)
+    def _asset(context: dg.AssetExecutionContext, compute: ComputeResource):
+        flaky = name in _names("DH_EXEC_FLAKY") and context.retry_number == 0
+        failing = name in _names("DH_EXEC_FAIL")
+        slow = name in _names("DH_EXEC_SLOW")
+        extras = {
+            "sleep_s": float(os.environ.get("DH_EXEC_SLOW_S" if slow else "DH_EXEC_SLEEP_S", "1")),
+            "fail": flaky or failing,
+        }
+        try:
+            yield from compute.run(context, PAYLOAD, extras=extras).get_results()
+        except PayloadError as exc:
+            if flaky:
+                raise  # the retry policy retries it
+            raise dg.Failure(str(exc), allow_retries=False) from exc  # fails the step at once
+
+    return _asset
+
+
+def _job(
+    name: str,
+    graph: dict[str, list[str]],
+    executor_def: dg.ExecutorDefinition = hpc_executor,
+    tags: dict[str, str] | None = None,
+) -> dg.JobDefinition:
+    assets = [_make(n, d, tags) for n, d in graph.items()]
+    defs = dg.Definitions(
+        assets=assets,
+        jobs=[dg.define_asset_job(name, selection=dg.AssetSelection.assets(*assets))],
+        resources={"compute": _compute()},
+        executor=executor_def,
+    )
+    return defs.resolve_job_def(name)
+
+
+def diamond_job() -> dg.JobDefinition:
+    return _job("diamond", DIAMOND)
+
+
+def diamond_job_in_process() -> dg.JobDefinition:
+    """The same diamond under Dagster's in-process executor (the behaviour to match)."""
+    return _job("diamond_in_process", DIAMOND, dg.in_process_executor)
+
+
+WIDE_TAG = "dagster-hpc/test-group"
+
+
+def wide_job() -> dg.JobDefinition:
+    """DH_EXEC_WIDTH independent assets, all tagged WIDE_TAG=wide (concurrency, tag limits)."""
+    width = int(os.environ.get("DH_EXEC_WIDTH", "4"))
+    return _job("wide", {f"w{i}": [] for i in range(width)}, tags={WIDE_TAG: "wide"})
+
+
+def main(job: str, home: str) -> int:
+    """``python -m tests.unit.executor_defs JOB DAGSTER_HOME``: run JOB in this process (the
+    termination tests interrupt or kill it)."""
+    from tests.unit import executor_defs  # importable by name (not __main__): reconstructable
+
+    instance = dg.DagsterInstance.local_temp(tempdir=home)
+    result = dg.execute_job(dg.reconstructable(getattr(executor_defs, job)), instance=instance)
+    return 0 if result.success else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:3]))

@@ -1,0 +1,164 @@
+"""Canary: the Dagster internals the concurrent executor drives (see _dagster_adapter) are where
+and how the adapter expects them. A Dagster upgrade that moves or reshapes one fails HERE, with
+its name, instead of as a confusing error in the middle of a run."""
+
+import inspect
+import threading
+import time
+
+import dagster as dg
+import pytest
+
+from dagster_hpc import cancellation
+
+MOVED = f"dagster {dg.__version__} moved or changed {{}}: update dagster_hpc/_dagster_adapter.py"
+
+
+@pytest.mark.parametrize(
+    ("module", "name", "params"),
+    [
+        ("dagster._core.execution.retries", "RetryMode", ()),
+        ("dagster._core.events", "DagsterEvent", ()),
+        ("dagster._core.events", "EngineEventData", ()),
+        (
+            "dagster._core.execution.api",
+            "ExecuteRunWithPlanIterable",
+            ("execution_plan", "iterator", "execution_context_manager"),
+        ),
+        (
+            "dagster._core.execution.context_creation_job",
+            "PlanExecutionContextManager",
+            (
+                "job",
+                "execution_plan",
+                "run_config",
+                "dagster_run",
+                "instance",
+                "retry_mode",
+                "raise_on_error",
+                "output_capture",
+            ),
+        ),
+        (
+            "dagster._core.execution.plan.instance_concurrency_context",
+            "InstanceConcurrencyContext",
+            ("instance", "dagster_run"),
+        ),
+        (
+            "dagster._core.execution.plan.plan",
+            "ExecutionPlan.start",
+            (
+                "retry_mode",
+                "max_concurrent",
+                "tag_concurrency_limits",
+                "instance_concurrency_context",
+                "step_dependency_config",
+            ),
+        ),
+        ("dagster._core.execution.plan.execute_plan", "dagster_event_sequence_for_step", ()),
+        ("dagster._core.execution.plan.execute_plan", "_trigger_hook", ()),
+        ("dagster._core.execution.compute_logs", "create_compute_log_file_key", ()),
+        ("dagster._core.events", "DagsterEvent.capture_logs", ()),
+        ("dagster._core.events", "DagsterEvent.engine_event", ()),
+    ],
+)
+def test_internal_names_and_parameters(module: str, name: str, params: tuple[str, ...]) -> None:
+    import importlib
+
+    obj = importlib.import_module(module)
+    for part in name.split("."):
+        assert hasattr(obj, part), MOVED.format(f"{module}.{name}")
+        obj = getattr(obj, part)
+    if params:
+        have = set(inspect.signature(obj).parameters)
+        assert set(params) <= have, MOVED.format(f"{module}.{name}{sorted(set(params) - have)}")
+
+
+def test_active_execution_methods_the_orchestrator_calls() -> None:
+    from dagster._core.execution.plan.active import ActiveExecution
+
+    for method in (
+        "check_for_interrupts",
+        "mark_interrupted",
+        "get_steps_to_execute",
+        "get_known_state",
+        "handle_event",
+        "verify_complete",
+        "plan_events_iterator",
+        "concurrency_event_iterator",
+        "is_complete",
+    ):
+        assert hasattr(ActiveExecution, method), MOVED.format(f"ActiveExecution.{method}")
+    assert "limit" in inspect.signature(ActiveExecution.get_steps_to_execute).parameters
+
+
+def test_step_context_exposes_what_execute_uses_for_the_stop_request() -> None:
+    seen = {}
+
+    @dg.asset
+    def probe(context: dg.AssetExecutionContext):
+        seen["key"] = context.op_execution_context.get_step_execution_context().step.key
+        seen["run"] = context.run.run_id
+
+    dg.materialize([probe])
+    assert seen["key"] == "probe" and seen["run"]
+
+
+# --- cancellation: the stop request of a step on a worker thread ------------------------------
+
+
+def test_a_step_in_plain_python_is_interrupted_asynchronously() -> None:
+    token = cancellation.StepCancellation()
+    outcome = {}
+
+    def body() -> None:
+        token.attach()
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # light Python, no compute.run
+                sum(range(100))
+            outcome["result"] = "ran to the end"
+        except dg.DagsterExecutionInterruptedError:
+            outcome["result"] = "interrupted"
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    time.sleep(0.2)
+    token.request()
+    thread.join(timeout=10)
+    assert outcome == {"result": "interrupted"} and token.raised_async
+
+
+def test_a_step_waiting_in_compute_run_is_asked_not_interrupted() -> None:
+    token = cancellation.StepCancellation()
+    outcome = {}
+    inside = threading.Event()
+
+    def body() -> None:
+        token.attach()
+        with token.cooperative():
+            inside.set()
+            while not token.requested:  # execute()'s wait loop
+                time.sleep(0.01)
+            outcome["saw"] = "request"  # here it would scancel and confirm
+        try:
+            with token.cooperative():
+                outcome["second"] = "entered"
+        except dg.DagsterExecutionInterruptedError:
+            outcome["second"] = "refused: nothing submitted"
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    assert inside.wait(10)
+    token.request()
+    thread.join(timeout=10)
+    assert not token.raised_async
+    assert outcome == {"saw": "request", "second": "refused: nothing submitted"}
+
+
+def test_a_finished_step_is_never_interrupted() -> None:
+    token = cancellation.StepCancellation()
+    token.attach()
+    token.close()
+    token.request()
+    assert token.requested and not token.raised_async
