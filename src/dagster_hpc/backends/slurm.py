@@ -156,6 +156,7 @@ class SlurmBackend(Backend):
         self._submitted_at: dict[str, float] = {}
         self._sacct_prefetch: dict[str, tuple[int | None, Future]] = {}
         self.effective_queue: QueueConfig | None = None
+        self._live: dict[str, Any] = {}  # job id -> live_metrics.LiveMetrics (sstat samples)
 
     @property
     def transport(self) -> Transport:
@@ -334,9 +335,22 @@ class SlurmBackend(Backend):
         return None
 
     def poll(self, handle: JobHandle) -> JobStatus:
-        return self._poller.status(
+        status = self._poller.status(
             handle.job_id, submitted_at=self._submitted_at.get(handle.job_id)
         )
+        if status.state is JobState.RUNNING:
+            self._live_metrics(handle).tick()  # shared sstat, at most once per interval
+        return status
+
+    def _live_metrics(self, handle: JobHandle):  # -> live_metrics.LiveMetrics
+        from dagster_hpc.live_metrics import LiveMetrics, SstatSampler
+
+        live = self._live.get(handle.job_id)
+        if live is None:
+            log = getattr(getattr(self._context, "log", None), "info", None) or (lambda _m: None)
+            live = LiveMetrics(SstatSampler(self._transport, self.cluster), handle.job_id, log)
+            self._live[handle.job_id] = live
+        return live
 
     def cancel(self, handle: JobHandle) -> None:
         """scancel, then wait until Slurm confirms the job is no longer pending or running."""
@@ -417,6 +431,8 @@ class SlurmBackend(Backend):
                 **unavailable_metadata(handle.job_id, "the job has no sacct record (yet)"),
                 "slurm/state": state.value,
             }
+        if handle.job_id in self._live:
+            md.update(self._live.pop(handle.job_id).metadata())  # peak, series, plot
         if exit_code is not None:
             md["slurm/payload_exit_code"] = exit_code
         # execute() treats exit_code == 0 as success: only a COMPLETED job may report 0
