@@ -194,3 +194,34 @@ def step_events(context: Any) -> Iterator[Any]:
         events.append(event)
         yield event
     yield from _trigger_hook(context, events)
+
+
+def pipes_context_data(
+    context: Any, extras: dict[str, Any], *, partition_key: str | None = None
+) -> dict[str, Any]:
+    """The Pipes context Dagster would inject for this step, as a plain dict, narrowed to ONE
+    partition when ``partition_key`` is given (one array task = one partition of a range)."""
+    from dagster._core.pipes.context import build_external_execution_context_data
+
+    data = dict(build_external_execution_context_data(context, extras))
+    if partition_key is not None:
+        data["partition_key"] = partition_key
+        data["partition_key_range"] = {"start": partition_key, "end": partition_key}
+        data["partition_time_window"] = None
+        assets_def = context.assets_def if context.has_assets_def else None
+        partitions_def = getattr(assets_def, "partitions_def", None)
+        window_for = getattr(partitions_def, "time_window_for_partition_key", None)
+        if window_for is not None:
+            window = window_for(partition_key)
+            data["partition_time_window"] = {
+                "start": window.start.isoformat(),
+                "end": window.end.isoformat(),
+            }
+    return data
+
+
+def metadata_from_pipes(raw: Any) -> dict[str, Any]:
+    """Pipes' wire form of metadata ({name: {raw_value, type}}) -> Dagster MetadataValues."""
+    from dagster._core.definitions.metadata.external_metadata import metadata_map_from_external
+
+    return dict(metadata_map_from_external(raw or {}))

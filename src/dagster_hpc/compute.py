@@ -54,6 +54,11 @@ class ComputeResource(dg.ConfigurableResource):
         description="Run directories after a step: 'failed' (default: remove successful ones once their "
         "output was read, keep failed ones for debugging), 'always', or 'never'.",
     )
+    array_throttle: int | None = Field(
+        default=None,
+        description="Job arrays (run_array, multi-partition steps): at most this many items run at "
+        "once (sbatch --array=...%N; locally: processes). Default: no limit on Slurm, the CPU count locally.",
+    )
     slurm: SlurmResource | None = Field(
         default=None,
         description="mode='slurm': cluster, default queue and paths (None: SlurmResource.from_env()).",
@@ -77,6 +82,14 @@ class ComputeResource(dg.ConfigurableResource):
         raises PayloadError with its exit code and the last lines of its stderr.
         """
         check_keep_run_dirs(self.keep_run_dirs)
+        from dagster_hpc.allocation.api import multi_partition_keys, run_partitions
+
+        keys = multi_partition_keys(context)
+        if keys is not None:  # a single-run backfill: one array task per partition
+            return run_partitions(  # type: ignore[return-value]
+                self, context, payload, keys, launcher=launcher, args=args, extra_env=extra_env,
+                extras=extras, extra_files=extra_files, queue=queue, throttle=self.array_throttle,
+            )  # fmt: skip
         backend = make_backend(self)
         request = build_request(
             payload,
@@ -97,6 +110,32 @@ class ComputeResource(dg.ConfigurableResource):
             header_lines=header_lines,
             keep_run_dirs=self.keep_run_dirs,
         )
+
+    def run_array(
+        self,
+        context: AnyContext,
+        payload: Payload,
+        *,
+        items: Sequence[Any],
+        launcher: Launcher | None = None,
+        args: Sequence[str] = (),
+        extra_env: Mapping[str, str] | None = None,
+        extras: Mapping[str, Any] | None = None,
+        extra_files: Sequence[str | Path] = (),
+        queue: Any = None,
+        throttle: int | None = None,
+    ) -> Any:
+        """Fan-out: run ``payload`` once per item (a dict of extras, a key string or a
+        ``TaskItem``) as ONE job array (split by the site's MaxArraySize); returns the outcome
+        with one ``TaskResult`` per item (``.results``: key, extras, metadata, metrics).
+        Raises PayloadError naming every failed item (key, state, stderr tail)."""
+        from dagster_hpc.allocation.api import run_array
+
+        return run_array(
+            self, context, payload, items, launcher=launcher, args=args, extra_env=extra_env,
+            extras=extras, extra_files=extra_files, queue=queue,
+            throttle=throttle if throttle is not None else self.array_throttle,
+        )  # fmt: skip
 
     def render_job_script(
         self,

@@ -98,7 +98,9 @@ SACCT_TIMEOUT_S = 60.0
 # environments and partitions change rarely, and a payload whose interpreter vanished meanwhile
 # still fails with its own clear error (exit 127 and the shell's message in stderr).
 PREFLIGHT_SHARE_TTL_S = 600.0
-PREFLIGHT_FORMAT = "2"  # bump when preflight_command answers more (2: partition limits)
+PREFLIGHT_FORMAT = (
+    "3"  # bump when preflight_command answers more (2: partition limits, 3: MaxArraySize)
+)
 
 # Preflight answers per process: (cluster, base, python, activate) -> parsed answer. A second
 # asset in the same process costs no round trip.
@@ -240,6 +242,10 @@ class SlurmBackend(Backend):
         home = cached.get("home", "")
         self._base_abs = home + base[1:] if base.startswith("~") else base
         return cached
+
+    def preflight_answer(self) -> dict[str, str]:
+        """The (cached) preflight answer: partitions, limits, MaxArraySize, ..."""
+        return self._preflight()
 
     def run_dir_for(self, run_id: str, step: str) -> str:
         if self._base_abs is None:

@@ -84,7 +84,9 @@ def preflight_command(*, base_dir: str, python: str, activate: str | None) -> st
         "echo partitions=$(sinfo --noheader --format=%R 2>/dev/null | sort -u | tr '\\n' ','); "
         "echo default_partition=$(sinfo --noheader --format=%P 2>/dev/null | grep '\\*$' | tr -d '*' | head -n1); "
         # per partition: max time, memory (MB) and CPUs of its nodes (one line per node group)
-        "echo limits=$(sinfo --noheader --format='%R;%l;%m;%c' 2>/dev/null | sort -u | tr '\\n' ',')"
+        "echo limits=$(sinfo --noheader --format='%R;%l;%m;%c' 2>/dev/null | sort -u | tr '\\n' ','); "
+        # the site's MaxArraySize: arrays are split into chunks of at most this many tasks
+        "echo max_array_size=$(scontrol show config 2>/dev/null | sed -n 's/^MaxArraySize *= *//p')"
     )
 
 
