@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import dagster as dg
 from pydantic import Field
 
+from dagster_hpc._strict import StrictResource
 from dagster_hpc.backends.base import Backend
 from dagster_hpc.backends.local import LocalBackend
 from dagster_hpc.backends.slurm_resource import SlurmResource
@@ -19,13 +20,13 @@ from dagster_hpc.jobscript import render_job_script
 from dagster_hpc.launchers import Launcher
 from dagster_hpc.queue import QueueConfig
 from dagster_hpc.request import Payload, build_request
-from dagster_hpc.retention import DEFAULT_KEEP_RUN_DIRS, check_keep_run_dirs
+from dagster_hpc.retention import DEFAULT_KEEP_RUN_DIRS, KeepRunDirs, check_keep_run_dirs
 
 # The run directory shown by a dry run (the real one is chosen at submit time).
 DRY_RUN_DIR = "/path/to/run-dir"
 
 
-class ComputeResource(dg.ConfigurableResource):
+class ComputeResource(StrictResource):
     """Run a payload (Python file, shell script or argv list) through Dagster Pipes.
 
     ``mode="local"`` runs it as a local subprocess; ``mode="slurm"`` submits the very same job
@@ -34,7 +35,7 @@ class ComputeResource(dg.ConfigurableResource):
     """
 
     # descriptions show up in the Dagster UI's resource configuration
-    mode: str = Field(
+    mode: Literal["local", "slurm"] = Field(
         default="local", description="Where payloads run: 'local' (a subprocess here) or 'slurm'."
     )
     base_dir: str | None = Field(
@@ -49,7 +50,7 @@ class ComputeResource(dg.ConfigurableResource):
         default={},
         description="Environment variables for every payload; a run()'s own extra_env wins.",
     )
-    keep_run_dirs: str = Field(
+    keep_run_dirs: KeepRunDirs = Field(
         default=DEFAULT_KEEP_RUN_DIRS,
         description="Run directories after a step: 'failed' (default: remove successful ones once their "
         "output was read, keep failed ones for debugging), 'always', or 'never'.",

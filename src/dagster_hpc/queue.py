@@ -13,9 +13,9 @@ import shlex
 from collections.abc import Mapping
 from typing import Any
 
-import dagster as dg
 from pydantic import Field
 
+from dagster_hpc._strict import StrictConfig, refuse_unknown_keywords
 from dagster_hpc.errors import ConfigError
 
 # Asset metadata key whose value (a mapping of QueueConfig fields) overrides the resource's queue.
@@ -148,7 +148,7 @@ def parse_directive(value: str) -> tuple[str, str | None]:
     return opt, m["val"]
 
 
-class QueueConfig(dg.Config):
+class QueueConfig(StrictConfig):
     """A Slurm resource request. Immutable; bad values raise ConfigError at construction."""
 
     partition: str | None = Field(default=None, description="Slurm partition (--partition).")
@@ -246,11 +246,7 @@ class QueueConfig(dg.Config):
             raise ConfigError(
                 f"queue override must be a QueueConfig or a mapping, got {type(data).__name__}"
             )
-        unknown = sorted(set(data) - set(cls.model_fields))
-        if unknown:
-            raise ConfigError(
-                f"unknown queue field(s) {unknown}: valid fields are {sorted(cls.model_fields)}"
-            )
+        refuse_unknown_keywords("queue override", data, cls.model_fields)
         return cls(**dict(data))
 
     def merged(self, override: QueueConfig | Mapping[str, Any] | None) -> QueueConfig:

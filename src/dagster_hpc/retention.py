@@ -9,7 +9,7 @@ never fails the step: a directory that cannot be removed is reported and left fo
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from dagster_hpc.backends.base import Backend, JobHandle
 from dagster_hpc.errors import ConfigError, TransportError
@@ -18,6 +18,7 @@ KEEP_ALWAYS = "always"
 KEEP_FAILED = "failed"
 KEEP_NEVER = "never"
 KEEP_POLICIES = (KEEP_ALWAYS, KEEP_FAILED, KEEP_NEVER)
+KeepRunDirs = Literal["always", "failed", "never"]
 DEFAULT_KEEP_RUN_DIRS = KEEP_FAILED
 
 

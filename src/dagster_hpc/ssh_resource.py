@@ -12,14 +12,17 @@ variable's name, never its value; ``from_env`` does exactly that.
 from __future__ import annotations
 
 import os
+from typing import Literal
 
 import dagster as dg
 from pydantic import Field
 
+from dagster_hpc._strict import StrictResource, refuse_unknown_env
 from dagster_hpc.errors import ConfigError
-from dagster_hpc.transport.auth import SSHTarget, parse_jump_hosts
+from dagster_hpc.transport.auth import HostKeyPolicy, SSHTarget, parse_jump_hosts
 from dagster_hpc.transport.base import Transport
 
+TransportKind = Literal["asyncssh", "openssh"]
 TRANSPORTS: tuple[str, ...] = ("asyncssh", "openssh")
 DEFAULT_ENV_PREFIX = "DAGSTER_HPC_SSH"
 # Variables read by from_env(prefix): {prefix}_{suffix} -> field name.
@@ -52,7 +55,7 @@ def _resolve(value: str | None) -> str | None:
     return value
 
 
-class SSHConnectionResource(dg.ConfigurableResource):
+class SSHConnectionResource(StrictResource):
     """The way to a login node: host, credentials, jump hosts, host-key policy, transport kind."""
 
     host: str = Field(description="Login node: host name, address or ~/.ssh/config alias.")
@@ -84,13 +87,13 @@ class SSHConnectionResource(dg.ConfigurableResource):
     known_hosts_file: str | None = Field(
         default=None, description="known_hosts file (default ~/.ssh/known_hosts)."
     )
-    host_key_policy: str = Field(
+    host_key_policy: HostKeyPolicy = Field(
         default="strict", description="'strict' (default) or 'accept-new' (trust on first use)."
     )
     ssh_config_file: str | None = Field(
         default=None, description="ssh config file (default ~/.ssh/config)."
     )
-    transport: str = Field(
+    transport: TransportKind = Field(
         default="asyncssh",
         description="'asyncssh' (default) or 'openssh' (system ssh + ControlMaster).",
     )
@@ -118,6 +121,7 @@ class SSHConnectionResource(dg.ConfigurableResource):
             raise ConfigError(
                 f"bad environment prefix {prefix!r}: use letters, digits and _ (e.g. DAGSTER_HPC_SSH)"
             )
+        refuse_unknown_env(prefix, ENV_FIELDS)
         kwargs: dict[str, object] = {}
         for suffix, field in ENV_FIELDS.items():
             name = f"{prefix}_{suffix}"
@@ -161,7 +165,7 @@ class SSHConnectionResource(dg.ConfigurableResource):
             totp_secret=_resolve(self.totp_secret),
             jump_hosts=parse_jump_hosts(self.jump_hosts),
             known_hosts=self.known_hosts_file,
-            host_key_policy=self.host_key_policy,  # type: ignore[arg-type]  # validated by SSHTarget
+            host_key_policy=self.host_key_policy,
             ssh_config=self.ssh_config_file,
             connect_timeout=self.connect_timeout,
         )

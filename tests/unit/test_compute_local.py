@@ -167,7 +167,7 @@ def test_bash_script_and_argv_payloads(tmp_path: Path) -> None:
         (
             {"payload": PAYLOADS / "report.py", "queue": {"partitoin": "cpu"}},
             {},
-            "unknown queue field",
+            "unknown keyword .partitoin. \\(did you mean .partition.\\?\\)",
         ),
     ],
 )

@@ -157,7 +157,7 @@ def test_payload_command_by_kind(payload, argv, expected) -> None:
         ({"ntasks_per_node": True}, "ntasks_per_node=True"),
         ({"cpus_per_task": "2"}, "cpus_per_task='2'"),
         ({"mpi": "pmix; rm -rf /"}, "not an srun MPI plugin"),
-        ({"local": "ssh"}, "not a local mode"),
+        ({"local": "ssh"}, "unknown local .ssh.: use one of .tasks., .mpirun."),
         ({"srun_options": "--exclusive"}, "single string"),
         ({"srun_options": ("--cpu-bind=cores; id",)}, "cannot be passed safely"),
         ({"srun_options": ("-N2",)}, "cannot be passed safely"),

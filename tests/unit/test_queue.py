@@ -176,7 +176,9 @@ def test_merged_memory_kind_switches_cleanly() -> None:
 
 
 def test_merged_rejects_unknown_and_bad_override_fields() -> None:
-    with pytest.raises(ConfigError, match="unknown queue field"):
+    with pytest.raises(
+        ConfigError, match="unknown keyword .partiton. \\(did you mean .partition.\\?\\)"
+    ):
         QueueConfig().merged({"partiton": "debug"})
     with pytest.raises(ConfigError, match="lots"):
         QueueConfig().merged({"mem": "lots"})

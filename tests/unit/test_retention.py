@@ -70,7 +70,7 @@ def test_local_always_keeps_and_never_removes_failed(tmp_path: Path) -> None:
 
 
 def test_unknown_policy_fails_before_anything_runs(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="keep_run_dirs='sometimes' is not a retention policy"):
+    with pytest.raises(ConfigError, match="unknown keep_run_dirs 'sometimes'.*'failed'"):
         dg.materialize(
             [_asset_for(PAYLOADS / "report.py")],
             resources={

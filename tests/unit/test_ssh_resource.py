@@ -69,7 +69,7 @@ def test_from_env_without_host_says_which_variable(env):
 
 
 def test_bad_config_fails_before_connecting():
-    with pytest.raises(ConfigError, match="unknown SSH transport"):
+    with pytest.raises(ConfigError, match="unknown transport .telnet."):
         SSHConnectionResource(host="h", transport="telnet").get_transport()
     with pytest.raises(ConfigError, match="host_key_policy"):
         SSHConnectionResource(host="h", host_key_policy="yolo").get_transport()

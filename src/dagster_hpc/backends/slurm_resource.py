@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 
-import dagster as dg
 from pydantic import Field
 
+from dagster_hpc._strict import StrictResource, refuse_unknown_env
 from dagster_hpc.backends.slurm import DEFAULT_REMOTE_BASE, SlurmBackend, base_dir_expr
 from dagster_hpc.envs.config import EnvConfig
 from dagster_hpc.errors import ConfigError
@@ -45,9 +45,10 @@ RESOURCE_ENV_FIELDS: dict[str, str] = {
     "ACTIVATE": "activate",
     "CLUSTER_NAME": "cluster_name",
 }
+SLURM_ENV_SUFFIXES = (*QUEUE_ENV_FIELDS, *RESOURCE_ENV_FIELDS)
 
 
-class SlurmResource(dg.ConfigurableResource):
+class SlurmResource(StrictResource):
     """A Slurm cluster reached through ``ssh`` (or this machine, when ``ssh`` is None)."""
 
     ssh: SSHConnectionResource | None = Field(
@@ -92,6 +93,7 @@ class SlurmResource(dg.ConfigurableResource):
     ) -> SlurmResource:
         """Build from ``{prefix}_PARTITION``, ``_ACCOUNT``, ``_TIME_LIMIT``, ... and the SSH
         settings of ``SSHConnectionResource.from_env(ssh_prefix)`` when ``{ssh_prefix}_HOST`` is set."""
+        refuse_unknown_env(prefix, SLURM_ENV_SUFFIXES)
         queue: dict[str, object] = {}
         for suffix, field in QUEUE_ENV_FIELDS.items():
             raw = os.environ.get(f"{prefix}_{suffix}", "")

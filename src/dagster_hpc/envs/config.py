@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
-import dagster as dg
 from pydantic import Field
 
+from dagster_hpc._strict import StrictConfig, refuse_unknown_env
 from dagster_hpc.envs.build import EnvSpec
 from dagster_hpc.envs.key import BUNDLE_KINDS, SELF_CONTAINED
 from dagster_hpc.envs.predeployed import PredeployedEnv
@@ -31,14 +32,18 @@ ENV_FIELDS: dict[str, str] = {
 }
 
 
-class EnvConfig(dg.Config):
+BundleKind = Literal["self-contained", "wheelhouse", "pack"]
+InstallOn = Literal["auto", "login", "compute"]
+
+
+class EnvConfig(StrictConfig):
     """The payload environment on the cluster: built from a lock, or pre-deployed."""
 
     lock: str | None = Field(
         default=None,
         description="uv.lock (pyproject.toml beside it) or requirements.txt to build the env from.",
     )
-    kind: str = Field(
+    kind: BundleKind = Field(
         default=SELF_CONTAINED,
         description="Bundle kind: self-contained (ships its own Python), wheelhouse (installs offline "
         "with a shipped uv into the nodes' Python) or pack (pack_command, e.g. pixi-pack).",
@@ -69,7 +74,7 @@ class EnvConfig(dg.Config):
     pack_python: str = Field(
         default="env/bin/python", description="kind=pack: interpreter inside the unpacked bundle."
     )
-    install_on: str = Field(
+    install_on: InstallOn = Field(
         default="auto",
         description="Where wheelhouse/pack installs run: login, compute (srun), or auto (compute only "
         "when the login node's CPU architecture differs from the compute nodes').",
@@ -117,6 +122,7 @@ class EnvConfig(dg.Config):
     @classmethod
     def from_env(cls, prefix: str = DEFAULT_ENV_PREFIX) -> EnvConfig | None:
         """From ``{prefix}_LOCK`` or ``{prefix}_PATH`` (+ ``_KIND``, ``_PYTHON``, ...); None if neither is set."""
+        refuse_unknown_env(prefix, ENV_FIELDS)
         values = {
             field: os.environ[f"{prefix}_{suffix}"]
             for suffix, field in ENV_FIELDS.items()

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import abc
+import dataclasses
+import functools
 import shlex
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 
+from dagster_hpc._strict import check_choice, literal_choices, refuse_unknown_keywords
 from dagster_hpc.errors import ConfigError
 
 
@@ -36,6 +40,14 @@ class LaunchRequest:
         return shlex.quote(self.payload if self.payload.startswith("/") else f"./{self.payload}")
 
 
+@functools.cache
+def _choices(cls: type) -> dict[str, tuple[object, ...]]:
+    """A launcher class's Literal fields and their values (type hints are costly to resolve)."""
+    hints = typing.get_type_hints(cls)
+    found = {name: literal_choices(hint) for name, hint in hints.items()}
+    return {name: choices for name, choices in found.items() if choices is not None}
+
+
 def quote_all(words: tuple[str, ...] | list[str]) -> str:
     return " ".join(shlex.quote(w) for w in words)
 
@@ -47,6 +59,20 @@ class Launcher(abc.ABC):
     """How processes start inside an allocation. Subclasses are frozen dataclasses."""
 
     name: str = "launcher"
+
+    def __new__(cls, *args: object, **kwargs: object) -> Launcher:
+        # Runs before the dataclass's generated __init__: a misspelled keyword gets a ConfigError
+        # naming the closest field (the dataclass alone raises a bare TypeError), and a Literal
+        # field's value is checked against its choices.
+        fields = (
+            {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+        )
+        refuse_unknown_keywords(cls.__name__, kwargs, fields)
+        for key, value in kwargs.items():
+            choices = _choices(cls).get(key)
+            if choices is not None:
+                check_choice(cls.__name__, key, value, choices)
+        return super().__new__(cls)
 
     @abc.abstractmethod
     def render(self, request: LaunchRequest) -> str:

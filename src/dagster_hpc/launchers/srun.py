@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from dagster_hpc.errors import ConfigError
 from dagster_hpc.launchers.base import Launcher, LaunchRequest, quote_all
@@ -75,7 +75,7 @@ class SrunLauncher(Launcher):
     cpus_per_task: int | None = None
     mpi: str | None = None  # srun --mpi= plugin type, e.g. "pmix"
     srun_options: tuple[str, ...] = ()
-    local: str = "tasks"
+    local: Literal["tasks", "mpirun"] = "tasks"
     mpirun: str = "mpirun"
     name: ClassVar[str] = "srun"
 
