@@ -43,5 +43,7 @@ def test_mode_from_the_environment_when_no_resource_is_given(monkeypatch):
 
 
 def test_a_bad_queue_fails_when_definitions_load():
-    with pytest.raises(ConfigError, match="unknown queue field"):
+    with pytest.raises(
+        ConfigError, match="unknown keyword .partiton. \\(did you mean .partition.\\?\\)"
+    ):
         hpc_asset_args(_slurm(), queue={"partiton": "gpu"})
