@@ -7,6 +7,7 @@ follow metaxy (features, fields, ``provenance_by_field``, ``Increment(new, stale
 from dagster_hpc.incremental.errors import (
     FeatureGraphError,
     HashAlgorithmMismatchError,
+    IncrementalWriteError,
     SamplesError,
     StoreError,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "FieldSpec",
     "HashAlgorithmMismatchError",
     "InMemoryStore",
+    "IncrementalWriteError",
     "Increment",
     "MetadataStore",
     "SamplesError",

@@ -23,3 +23,12 @@ class StoreError(DagsterHpcError):
 
 class HashAlgorithmMismatchError(StoreError):
     """Stored provenance was computed with another hash algorithm than this version uses."""
+
+
+class IncrementalWriteError(StoreError):
+    """A write finished with failed samples (recorded as failed, not done): how many, which ids."""
+
+    def __init__(self, message: str, *, failed: int, failed_ids: tuple[dict, ...]):
+        super().__init__(message)
+        self.failed = failed
+        self.failed_ids = failed_ids
