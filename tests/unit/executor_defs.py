@@ -1,12 +1,15 @@
 """Jobs for the concurrent-executor tests (reconstructable: ``dg.execute_job`` rebuilds them).
 
-Dagster caches a reconstructed job per process, so what may change between runs of one test is
-read by the asset bodies when they run: DH_EXEC_SLEEP_S (each payload's sleep; DH_EXEC_SLOW_S
-for the assets listed in DH_EXEC_SLOW), DH_EXEC_FAIL (comma-separated assets whose payload
-fails). Read when the job is built: DAGSTER_HPC_MODE
-("local" or "slurm": SlurmResource.from_env()), DH_EXEC_BASE (local run dirs), DH_EXEC_WIDTH.
-Every asset has a retry policy; only the asset named in DH_EXEC_FLAKY (read at run time) fails
-its first attempt, so without it no step is retried.
+Dagster caches a reconstructed job per process, so whatever may change between runs is read
+when a run starts or when an asset body runs, from the environment:
+
+- the compute resource (at run start): DAGSTER_HPC_MODE ("local", or "slurm" with
+  SlurmResource.from_env()) and DH_EXEC_BASE (local run dirs);
+- each asset body: DH_EXEC_SLEEP_S (the payload's sleep; DH_EXEC_SLOW_S for the assets listed
+  in DH_EXEC_SLOW), DH_EXEC_FAIL (assets whose payload fails, no retry), DH_EXEC_FLAKY (assets
+  whose first attempt fails: their retry policy retries them).
+
+Only DH_EXEC_WIDTH (wide_job) is read when the job is built.
 """
 
 import os
@@ -30,16 +33,20 @@ def _names(var: str) -> set[str]:
     return {n for n in os.environ.get(var, "").split(",") if n}
 
 
-def _compute() -> ComputeResource:
-    mode = os.environ.get("DAGSTER_HPC_MODE", "local")
-    if mode == "slurm":
+@dg.resource
+def compute_from_env(_) -> ComputeResource:
+    """Built when each run starts (not when the cached job was built): the current test's env."""
+    if os.environ.get("DAGSTER_HPC_MODE", "local") == "slurm":
         return ComputeResource(mode="slurm", slurm=SlurmResource.from_env())
     return ComputeResource(mode="local", base_dir=os.environ.get("DH_EXEC_BASE"))
 
 
 def _make(name: str, deps: list[str], tags: dict[str, str] | None = None):
-    @dg.asset(name=name, deps=deps, retry_policy=RETRY, op_tags=tags)
-    def _asset(context: dg.AssetExecutionContext, compute: ComputeResource):
+    @dg.asset(
+        name=name, deps=deps, retry_policy=RETRY, op_tags=tags, required_resource_keys={"compute"}
+    )
+    def _asset(context: dg.AssetExecutionContext):
+        compute: ComputeResource = context.resources.compute
         flaky = name in _names("DH_EXEC_FLAKY") and context.retry_number == 0
         failing = name in _names("DH_EXEC_FAIL")
         slow = name in _names("DH_EXEC_SLOW")
@@ -67,7 +74,7 @@ def _job(
     defs = dg.Definitions(
         assets=assets,
         jobs=[dg.define_asset_job(name, selection=dg.AssetSelection.assets(*assets))],
-        resources={"compute": _compute()},
+        resources={"compute": compute_from_env},
         executor=executor_def,
     )
     return defs.resolve_job_def(name)
