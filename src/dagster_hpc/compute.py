@@ -138,6 +138,29 @@ class ComputeResource(StrictResource):
             throttle=throttle if throttle is not None else self.array_throttle,
         )  # fmt: skip
 
+    def run_hetjob(
+        self,
+        context: AnyContext,
+        payload: Payload,
+        *,
+        queues: Sequence[Any],
+        items: Sequence[Mapping[str, Any]] | None = None,
+        launcher: Launcher | None = None,
+        args: Sequence[str] = (),
+        extra_env: Mapping[str, str] | None = None,
+        extras: Mapping[str, Any] | None = None,
+        extra_files: Sequence[str | Path] = (),
+    ) -> Any:
+        """One heterogeneous job, one component per queue configuration (e.g. a CPU and a GPU
+        partition); EVERY component runs ``payload`` (``srun --het-group=i``) with its own Pipes
+        channel; ``DAGSTER_HPC_HET_GROUP`` / extras ``het_group`` tell it which one it is."""
+        from dagster_hpc.allocation.hetjob import run_hetjob
+
+        return run_hetjob(
+            self, context, payload, queues, items=items, launcher=launcher, args=args,
+            extra_env=extra_env, extras=extras, extra_files=extra_files,
+        )  # fmt: skip
+
     def render_job_script(
         self,
         payload: Payload,

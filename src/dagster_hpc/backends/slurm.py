@@ -98,9 +98,8 @@ SACCT_TIMEOUT_S = 60.0
 # environments and partitions change rarely, and a payload whose interpreter vanished meanwhile
 # still fails with its own clear error (exit 127 and the shell's message in stderr).
 PREFLIGHT_SHARE_TTL_S = 600.0
-PREFLIGHT_FORMAT = (
-    "3"  # bump when preflight_command answers more (2: partition limits, 3: MaxArraySize)
-)
+# bump when preflight_command answers more (2: partition limits, 3: MaxArraySize, 4: gres)
+PREFLIGHT_FORMAT = "4"
 
 # Preflight answers per process: (cluster, base, python, activate) -> parsed answer. A second
 # asset in the same process costs no round trip.

@@ -86,7 +86,9 @@ def preflight_command(*, base_dir: str, python: str, activate: str | None) -> st
         # per partition: max time, memory (MB) and CPUs of its nodes (one line per node group)
         "echo limits=$(sinfo --noheader --format='%R;%l;%m;%c' 2>/dev/null | sort -u | tr '\\n' ','); "
         # the site's MaxArraySize: arrays are split into chunks of at most this many tasks
-        "echo max_array_size=$(scontrol show config 2>/dev/null | sed -n 's/^MaxArraySize *= *//p')"
+        "echo max_array_size=$(scontrol show config 2>/dev/null | sed -n 's/^MaxArraySize *= *//p'); "
+        # generic resources (GPUs) per partition: --gpus is checked against the partition
+        "echo gres=$(sinfo --noheader --format='%R;%G' 2>/dev/null | sort -u | tr '\\n' ',')"
     )
 
 
@@ -141,6 +143,15 @@ def check_preflight(
             f"unknown partition {partition!r} on {cluster}: this cluster has {', '.join(known)}"
         )
     if queue is not None:
+        from dagster_hpc.backends.slurm_gres import check_partition_gpus
+
+        check_partition_gpus(
+            answer.get("gres", ""),
+            gpus_per_node=queue.gpus_per_node,
+            gres_type=queue.gres_type,
+            partition=partition or answer.get("default_partition") or None,
+            cluster=cluster,
+        )
         check_partition_limits(
             answer.get("limits", ""),
             queue,
