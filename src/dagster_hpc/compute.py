@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -16,8 +15,8 @@ from dagster_hpc.backends.local import LocalBackend
 from dagster_hpc.backends.slurm_resource import SlurmResource
 from dagster_hpc.errors import ConfigError
 from dagster_hpc.execution import AnyContext, execute
-from dagster_hpc.jobscript import render_job_script
 from dagster_hpc.launchers import Launcher
+from dagster_hpc.prepared import StepInfo, render_run_scripts, step_for_asset, step_for_context
 from dagster_hpc.queue import QueueConfig
 from dagster_hpc.request import Payload, build_request
 from dagster_hpc.retention import DEFAULT_KEEP_RUN_DIRS, KeepRunDirs, check_keep_run_dirs
@@ -101,15 +100,9 @@ class ComputeResource(StrictResource):
             extra_files=extra_files,
             queue=queue,
         )
-        request, header_lines = backend.prepare(context, request)
+        job = backend.prepare(step_for_context(context), request)
         return execute(
-            context,
-            backend,
-            request,
-            python=self.python,
-            base_env=dict(self.extra_env),
-            header_lines=header_lines,
-            keep_run_dirs=self.keep_run_dirs,
+            context, backend, job, base_env=dict(self.extra_env), keep_run_dirs=self.keep_run_dirs
         )
 
     def run_array(
@@ -169,28 +162,27 @@ class ComputeResource(StrictResource):
         args: Sequence[str] = (),
         queue: QueueConfig | Mapping[str, Any] | None = None,
         run_dir: str = DRY_RUN_DIR,
+        asset: dg.AssetsDefinition | None = None,
+        check: bool = False,
     ) -> str:
-        """Dry run: the job script and launch script exactly as ``run`` would submit them
-        (no connection, nothing runs). Print it when a job misbehaves."""
-        _factory_for(self.mode)
-        request = build_request(payload, launcher=launcher, args=args, queue=queue)
-        header: tuple[str, ...] = ()
-        python = self.python or (LocalBackend.default_python if self.mode == "local" else "python3")
-        if self.mode == "slurm":
-            from dagster_hpc.backends.slurm_script import ActivatedLauncher, sbatch_header
+        """Dry run: job.sh and launch.sh exactly as ``run`` would submit them, from the same
+        ``backend.prepare`` and the same rendering (nothing is submitted).
 
-            slurm = _slurm_settings(self)
-            header = sbatch_header(
-                slurm.queue.merged(queue), step=request.describe().rsplit("/", 1)[-1]
-            )
-            python = slurm.python or python
-            if slurm.activate:
-                request = dataclasses.replace(
-                    request, launcher=ActivatedLauncher(request.launcher, slurm.activate)
-                )
-        launch = request.launcher.render(request.launch_request(python))
-        job = render_job_script(run_dir, header_lines=header)
-        return f"# ===== job.sh =====\n{job}\n# ===== launch.sh =====\n{launch}"
+        ``asset``: the asset the call belongs to, for its job name and its
+        ``metadata={"dagster-hpc/queue": ...}`` override. In slurm mode nothing connects unless
+        the job depends on the cluster's answer: with ``env=`` the environment is looked up (and
+        built and shipped on its first use, as a run would) because its interpreter is in the
+        script; ``check=True`` also runs the run's preflight checks (partition, limits, python).
+        Only the run directory differs from a run's (a run chooses it when it submits).
+        """
+        backend = make_backend(self)
+        request = build_request(payload, launcher=launcher, args=args, queue=queue)
+        if asset is not None:
+            step = step_for_asset(asset)
+        else:
+            step = StepInfo(name=request.describe().rsplit("/", 1)[-1])
+        job = backend.prepare(step, request, check=check)
+        return render_run_scripts(job, run_dir).dry_run_text()
 
 
 def _slurm_settings(resource: ComputeResource) -> SlurmResource:
@@ -211,7 +203,7 @@ def _slurm_backend(resource: ComputeResource) -> Backend:
 
 
 def _local_backend(resource: ComputeResource) -> Backend:
-    return LocalBackend(resource.base_dir)
+    return LocalBackend(resource.base_dir, python=resource.python)
 
 
 # mode -> backend factory. Each mode registers exactly one entry.

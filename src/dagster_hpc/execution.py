@@ -15,21 +15,14 @@ from pathlib import Path
 import dagster as dg
 
 from dagster_hpc import cancellation
-from dagster_hpc.backends.base import (
-    ENV_FILE,
-    JOB_SCRIPT,
-    LAUNCH_SCRIPT,
-    PIPES_CONTEXT,
-    Backend,
-    JobHandle,
-    JobState,
-    JobStatus,
-)
-from dagster_hpc.jobscript import render_env_file, render_job_script
+from dagster_hpc.backends.base import Backend, JobHandle, JobState, JobStatus
+from dagster_hpc.jobscript import render_env_file
 from dagster_hpc.pipes import RunDirContextInjector, RunDirMessageReader
 from dagster_hpc.pipes.forward import LogForwarder
+from dagster_hpc.prepared import PreparedJob, render_run_scripts
 from dagster_hpc.request import JobRequest
 from dagster_hpc.retention import KEEP_ALWAYS, apply_retention
+from dagster_hpc.rundir import ENV_FILE, JOB_SCRIPT, LAUNCH_SCRIPT, PIPES_CONTEXT
 
 AnyContext = dg.AssetExecutionContext | dg.OpExecutionContext
 
@@ -38,19 +31,25 @@ AnyContext = dg.AssetExecutionContext | dg.OpExecutionContext
 def execute(
     context: AnyContext,
     backend: Backend,
-    request: JobRequest,
+    job: PreparedJob | JobRequest,
     *,
-    python: str | None = None,
     base_env: dict[str, str] | None = None,
-    header_lines: tuple[str, ...] = (),
     keep_run_dirs: str = KEEP_ALWAYS,
+    python: str | None = None,
+    header_lines: tuple[str, ...] = (),
 ) -> dg.PipesClientCompletedInvocation:
-    """Run ``request`` on ``backend`` through Dagster Pipes; raise PayloadError on failure.
+    """Run the job ``backend.prepare`` returned through Dagster Pipes; raise PayloadError on failure.
 
     When an earlier attempt of this step already launched a job that can be reattached (Slurm
     after a Dagster restart), nothing is staged or submitted: the reader starts at offset 0 of
     that job's run directory, so this attempt sees every message and log line.
+
+    (A bare ``JobRequest`` with ``python``/``header_lines`` is the pre-``PreparedJob`` call and
+    still works.)
     """
+    if isinstance(job, JobRequest):
+        job = PreparedJob(job, python=python or backend.default_python, header_lines=header_lines)
+    request = job.request
     op_context = (
         context.op_execution_context if isinstance(context, dg.AssetExecutionContext) else context
     )
@@ -83,10 +82,9 @@ def execute(
                 **_run_env(context, run_dir),
             }
             if handle is None:
-                _write_run_dir(
-                    staging, run_dir, request, env, python or backend.default_python, header_lines
-                )
+                _write_run_dir(staging, run_dir, job, env)
                 handle = backend.submit(str(staging), run_dir)
+                backend.launched(context, handle)  # before any waiting (reattach, sensor)
                 context.log.info(
                     f"dagster-hpc: {backend.name} job {handle.job_id} started for {request.describe()} (run dir {run_dir})"
                 )
@@ -160,19 +158,15 @@ def _log_status(context: AnyContext, handle: JobHandle, status: JobStatus, *, fi
         context.log.debug(f"dagster-hpc: job {handle.job_id} is {status.state.value}")
 
 
-def _write_run_dir(
-    staging: Path,
-    run_dir: str,
-    request: JobRequest,
-    env: dict[str, str],
-    python: str,
-    header_lines: tuple[str, ...],
-) -> None:
+def _write_run_dir(staging: Path, run_dir: str, job: PreparedJob, env: dict[str, str]) -> None:
+    """The run directory, staged locally: the scripts are exactly what a dry run prints."""
+    request = job.request
     for src in ((request.payload_file,) if request.payload_file else ()) + request.extra_files:
         shutil.copy2(src, staging / src.name)
+    scripts = render_run_scripts(job, run_dir)
     _write(staging / ENV_FILE, render_env_file(env), 0o600)
-    _write(staging / LAUNCH_SCRIPT, request.launcher.render(request.launch_request(python)), 0o700)
-    _write(staging / JOB_SCRIPT, render_job_script(run_dir, header_lines=header_lines), 0o700)
+    _write(staging / LAUNCH_SCRIPT, scripts.launch, 0o700)
+    _write(staging / JOB_SCRIPT, scripts.job, 0o700)
 
 
 def _write(path: Path, text: str, mode: int) -> None:

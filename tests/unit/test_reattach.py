@@ -12,7 +12,6 @@ import dagster as dg
 import pytest
 
 from dagster_hpc import execution
-from dagster_hpc.backends import slurm as slurm_mod
 from dagster_hpc.backends.base import JobHandle, JobState
 from dagster_hpc.backends.slurm_reattach import JobProbe, decide, parse_probe, probe, probe_command
 from dagster_hpc.backends.slurm_resource import SlurmResource
@@ -125,17 +124,6 @@ def test_probe_command_quotes_and_runs(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 # --- the facade: a step that dies after sbatch, retried in the same run ----------------------------
-
-
-@pytest.fixture
-def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    state = tmp_path / "slurm"
-    state.mkdir()
-    monkeypatch.setenv("FAKE_SLURM_DIR", str(state))
-    monkeypatch.setenv("PATH", f"{FAKE_BIN}:{os.environ['PATH']}")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    slurm_mod._PREFLIGHT_CACHE.clear()
-    return state
 
 
 def _die_once(monkeypatch: pytest.MonkeyPatch, before_dying=None) -> list[str]:

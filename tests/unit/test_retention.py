@@ -1,14 +1,12 @@
 """keep_run_dirs: successful run dirs go once their output was read, failed ones stay (named in
 the error), for local mode and for Slurm mode (fake Slurm: tests/unit/fake_slurm)."""
 
-import os
 import sys
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from dagster_hpc.backends import slurm as slurm_mod
 from dagster_hpc.backends.slurm_resource import SlurmResource
 from dagster_hpc.compute import ComputeResource
 from dagster_hpc.errors import ConfigError
@@ -95,14 +93,8 @@ def test_check_removable_refuses_what_cannot_be_a_run_dir(path: str) -> None:
 
 
 def test_slurm_removes_remote_run_dir_after_success_keeps_failed(
-    tmp_path: Path, monkeypatch
+    tmp_path: Path, fake_slurm: Path
 ) -> None:
-    state = tmp_path / "slurm"
-    state.mkdir()
-    monkeypatch.setenv("FAKE_SLURM_DIR", str(state))
-    monkeypatch.setenv("PATH", f"{FAKE_BIN}:{os.environ['PATH']}")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    slurm_mod._PREFLIGHT_CACHE.clear()
     remote = tmp_path / "remote"
     resource = ComputeResource(
         mode="slurm",

@@ -87,13 +87,8 @@ def test_local_gc_through_the_shell(tmp_path: Path) -> None:
     )
 
 
-def test_run_dir_of_a_job_in_squeue_is_never_touched(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    state = tmp_path / "slurm"
-    state.mkdir()
-    monkeypatch.setenv("FAKE_SLURM_DIR", str(state))
-    monkeypatch.setenv("PATH", f"{FAKE_BIN}:{os.environ['PATH']}")
+def test_run_dir_of_a_job_in_squeue_is_never_touched(tmp_path: Path, fake_slurm: Path) -> None:
+    state = fake_slurm
     base = tmp_path / "runs"
     busy = _run_dir(base, "run1", "busy", age_s=30 * DAY)  # a quiet month-long job
     idle = _run_dir(base, "run1", "idle", age_s=30 * DAY)
@@ -123,12 +118,9 @@ def test_cli_local(
 
 
 def test_cli_cluster_here_checks_squeue(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+    tmp_path: Path, fake_slurm: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    state = tmp_path / "slurm"
-    state.mkdir()
-    monkeypatch.setenv("FAKE_SLURM_DIR", str(state))
-    monkeypatch.setenv("PATH", f"{FAKE_BIN}:{os.environ['PATH']}")
+    state = fake_slurm
     base = tmp_path / "cluster-runs"
     busy = _run_dir(base, "r", "busy", age_s=9 * DAY)
     idle = _run_dir(base, "r", "idle", age_s=9 * DAY)

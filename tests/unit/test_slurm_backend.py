@@ -2,7 +2,6 @@
 as the login node) with fake sbatch/squeue/sacct/scancel/sinfo on PATH (tests/unit/fake_slurm),
 which run the job script in the background like a one-node scheduler."""
 
-import os
 import stat
 import sys
 from pathlib import Path
@@ -30,17 +29,6 @@ from tests.unit.golden import assert_golden
 
 FAKE_BIN = Path(__file__).parent / "fake_slurm"
 PAYLOADS = Path(__file__).parent / "payloads"
-
-
-@pytest.fixture
-def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    state = tmp_path / "slurm"
-    state.mkdir()
-    monkeypatch.setenv("FAKE_SLURM_DIR", str(state))
-    monkeypatch.setenv("PATH", f"{FAKE_BIN}:{os.environ['PATH']}")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # a private poll cache
-    slurm_mod._PREFLIGHT_CACHE.clear()
-    return state
 
 
 def calls(state: Path, command: str) -> list[str]:

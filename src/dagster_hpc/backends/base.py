@@ -2,15 +2,17 @@
 
 The flow is identical for all backends (so local runs catch the bugs Slurm runs would):
 
-1. ``prepare``: the facade renders the job script (a pure function of the request) and writes
-   the run directory locally (job script, payload, Pipes context, extra files, env file).
-2. ``submit``: the backend ships the run directory (one round trip) and starts it; returns a
-   ``JobHandle`` that is recorded in the Dagster run before any waiting.
-3. ``poll``: cheap status (the machine-wide shared poller for Slurm). The job's own exit-code
+1. ``prepare(step, request)``: backend checks (raise ConfigError before anything is written)
+   and every decision the scripts depend on, returned as a ``PreparedJob`` (nothing is kept on
+   the backend for later: the dry run calls the same hook and prints the same scripts).
+2. The flow writes the run directory locally from ``render_run_scripts(job, run_dir)``.
+3. ``submit``: the backend ships the run directory (one round trip) and starts it; returns a
+   ``JobHandle`` that the flow records in the Dagster run before any waiting.
+4. ``poll``: cheap status (the machine-wide shared poller for Slurm). The job's own exit-code
    file in the run directory is the truth about the outcome.
-4. Pipes messages, stdout and stderr are files in the run directory, tailed by byte offset
+5. Pipes messages, stdout and stderr are files in the run directory, tailed by byte offset
    through ``backend.transport`` (LocalTransport for local mode).
-5. ``cancel`` on Dagster termination; ``outcome`` for metrics (also on failure).
+6. ``cancel`` on Dagster termination; ``outcome`` for metrics (also on failure).
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ import shlex
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dagster_hpc.errors import PayloadError
+from dagster_hpc.prepared import PreparedJob, StepInfo, choose_python
+from dagster_hpc.request import JobRequest
 
 # Run-directory names live in the leaf module ``rundir``; re-exported here for older imports.
-from dagster_hpc.rundir import (  # noqa: E402,F401
+from dagster_hpc.rundir import (  # noqa: F401
     ENV_FILE,
     EXIT_CODE,
     JOB_SCRIPT,
@@ -39,6 +43,11 @@ from dagster_hpc.rundir import (  # noqa: E402,F401
     check_removable,
 )
 from dagster_hpc.transport.base import Transport
+
+if TYPE_CHECKING:
+    import dagster as dg
+
+    AnyContext = dg.AssetExecutionContext | dg.OpExecutionContext
 
 
 class JobState(str, Enum):  # noqa: UP042 - str() must stay the plain value on 3.11
@@ -88,6 +97,13 @@ class JobStatus:
     exit_code: int | None = None
 
 
+@dataclass(frozen=True)
+class ReattachDecision:
+    reattach: bool
+    handle: JobHandle
+    message: str  # logged as is: reattaching (info) or why a new job is submitted (warning)
+
+
 @dataclass
 class JobOutcome:
     state: JobState
@@ -108,6 +124,8 @@ class Backend(abc.ABC):
     exit_file_grace_s: float = 10.0
     # Interpreter for Python payloads when neither the launcher nor the resource names one.
     default_python: str = "python3"
+    # Whether the flow records each launch in the Dagster run (so a retry can reattach).
+    records_launches: bool = False
 
     def local_staging_dir(self, run_dir: str) -> Path | None:
         """Where the facade writes the run directory before ``submit``.
@@ -117,20 +135,24 @@ class Backend(abc.ABC):
         """
         return None
 
-    def prepare(self, context: Any, request: Any) -> tuple[Any, tuple[str, ...]]:
-        """Backend checks before anything is written or submitted (raise ConfigError), and the
-        job-script header lines (Slurm: ``#SBATCH``). Returns the request to run (a backend may
-        wrap its launcher) and the header; the default changes nothing."""
-        return request, ()
+    def prepare(self, step: StepInfo, request: JobRequest, *, check: bool = True) -> PreparedJob:
+        """Backend checks before anything is written or submitted (raise ConfigError) and the
+        decisions the scripts depend on. ``check=False`` (a dry run) skips checks that need the
+        cluster but changes nothing in the result. The default: the request as is."""
+        return PreparedJob(request, python=choose_python(default=self.default_python))
 
     def job_ended(self, handle: JobHandle, exit_code: int | None) -> None:  # noqa: B027 - optional hook
         """Called as soon as the job is seen to end, before the final log drain and ``outcome``:
         a backend may start slow work (Slurm: the sacct query) so it overlaps the drain."""
 
-    def find_reattach(self, context: Any) -> Any:
-        """A ``ReattachDecision`` (backends/slurm_reattach) when an earlier attempt of this step
-        launched a job, else None. The default never reattaches: a local job dies with the
-        Dagster process that started it (its own process group is a child of that process)."""
+    def launched(self, context: AnyContext, handle: JobHandle) -> None:  # noqa: B027 - optional hook
+        """Called by the flow right after ``submit``, before any waiting: a backend records
+        the launch where a restarted Dagster finds it (Slurm: the run's event log)."""
+
+    def find_reattach(self, context: AnyContext) -> ReattachDecision | None:
+        """The job an earlier attempt of this step launched, when it should be waited for instead
+        of submitting again (Slurm, after a Dagster restart). The default never reattaches: a
+        local job dies with the Dagster process that started it."""
         return None
 
     def remove_run_dir(self, run_dir: str) -> None:

@@ -13,7 +13,6 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 from dagster_hpc.backends.base import (
     JOB_SCRIPT,
@@ -26,6 +25,9 @@ from dagster_hpc.backends.base import (
     check_removable,
 )
 from dagster_hpc.errors import CancelNotConfirmedError
+from dagster_hpc.prepared import PreparedJob, StepInfo, choose_python
+from dagster_hpc.queue import QueueConfig
+from dagster_hpc.request import JobRequest
 from dagster_hpc.transport.local import LocalTransport
 
 # After SIGTERM, how long the payload gets to clean up before SIGKILL (Slurm's KillWait is 30 s;
@@ -59,8 +61,9 @@ class LocalBackend(Backend):
     # The interpreter running Dagster has dagster-pipes installed (it is a dependency).
     default_python = sys.executable
 
-    def __init__(self, base_dir: str | Path | None = None):
+    def __init__(self, base_dir: str | Path | None = None, *, python: str | None = None):
         self._base_dir = Path(base_dir) if base_dir else default_local_base_dir()
+        self.python = python  # ComputeResource.python
         self._transport = LocalTransport()
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._started: dict[str, float] = {}
@@ -74,14 +77,13 @@ class LocalBackend(Backend):
         leaf = f"{_STEP_SAFE.sub('_', step)[:80]}-{uuid.uuid4().hex[:8]}"
         return str((self._base_dir / _STEP_SAFE.sub("_", run_id) / leaf).absolute())
 
-    def prepare(self, context: Any, request: Any) -> tuple[Any, tuple[str, ...]]:
+    def prepare(self, step: StepInfo, request: JobRequest, *, check: bool = True) -> PreparedJob:
         """A queue request means nothing locally, but a bad one fails here too: the same asset
         must not pass in development and then fail on the cluster."""
-        if request.queue is not None:
-            from dagster_hpc.queue import QueueConfig
-
-            QueueConfig.from_mapping(request.queue)
-        return request, ()
+        QueueConfig.from_mapping(request.queue)
+        return PreparedJob(
+            request, python=choose_python(resource=self.python, default=self.default_python)
+        )
 
     def local_staging_dir(self, run_dir: str) -> Path:
         path = Path(run_dir)

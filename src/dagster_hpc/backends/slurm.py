@@ -20,7 +20,7 @@ import time
 import uuid
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from dagster_hpc import launch_records
 from dagster_hpc.backends.base import (
@@ -30,6 +30,7 @@ from dagster_hpc.backends.base import (
     JobOutcome,
     JobState,
     JobStatus,
+    ReattachDecision,
 )
 from dagster_hpc.backends.slurm_errors import final_state, slurm_job_error
 from dagster_hpc.backends.slurm_poller import (
@@ -61,11 +62,18 @@ from dagster_hpc.metrics import (
     sacct_command,
     unavailable_metadata,
 )
-from dagster_hpc.queue import QUEUE_METADATA_KEY, QueueConfig
+from dagster_hpc.prepared import PreparedJob, StepInfo, choose_python
+from dagster_hpc.queue import QueueConfig
 from dagster_hpc.request import JobRequest
 from dagster_hpc.rundir import DEFAULT_REMOTE_BASE, remote_path_expr
 from dagster_hpc.transport import _shell
 from dagster_hpc.transport.base import CommandResult, Transport
+
+if TYPE_CHECKING:
+    from dagster_hpc.backends.base import AnyContext
+    from dagster_hpc.envs.config import EnvConfig
+    from dagster_hpc.live_metrics import LiveMetrics
+    from dagster_hpc.metrics import JobMetrics
 
 # One batched read of messages/stdout/stderr/exit_code per tick costs ~3 ms over a warm asyncssh
 # connection: 10 reads a second keep live logs live and notice a short job's end within 0.1 s.
@@ -137,7 +145,7 @@ class SlurmBackend(Backend):
         activate: str | None = None,
         poller: SlurmPoller | None = None,
         record_launch: bool = True,
-        env: Any = None,  # envs.config.EnvConfig: built/shipped or pre-deployed env (resolved in prepare)
+        env: EnvConfig | None = None,  # built/shipped or pre-deployed env (resolved in prepare)
         reattach: bool = True,  # a retry of a step finds the job an earlier attempt submitted
     ):
         base_dir_expr(remote_base_dir)  # validates
@@ -147,17 +155,17 @@ class SlurmBackend(Backend):
         self.remote_base_dir = remote_base_dir
         self.python = python
         self.activate = activate
-        self.default_python = python or "python3"
         self.env = env
         self._poller = poller or shared_poller(transport, cluster)
-        self._record_launch = record_launch
+        self.records_launches = record_launch
         self.reattach = reattach
-        self._context: Any = None
+        # caches of this backend's own cluster answers (never state handed from prepare to submit)
         self._base_abs: str | None = None
         self._submitted_at: dict[str, float] = {}
         self._sacct_prefetch: dict[str, tuple[int | None, Future]] = {}
-        self.effective_queue: QueueConfig | None = None
-        self._live: dict[str, Any] = {}  # job id -> live_metrics.LiveMetrics (sstat samples)
+        self._live: dict[str, LiveMetrics] = {}  # job id -> sstat samples while it runs
+        # job id -> the context its launch was recorded with (launch_records.forget needs it)
+        self._launch_contexts: dict[str, AnyContext] = {}
 
     @property
     def transport(self) -> Transport:
@@ -168,35 +176,43 @@ class SlurmBackend(Backend):
         return self._poller
 
     # --- before anything is written ------------------------------------------------------
-    def prepare(self, context: Any, request: JobRequest) -> tuple[JobRequest, tuple[str, ...]]:
-        """Merge the queue (resource < asset metadata < run(queue=)), verify the cluster side
-        (one cached round trip) and return the request to run plus the #SBATCH lines."""
-        queue = self.queue.merged(_asset_queue_override(context)).merged(request.queue)
-        self.effective_queue = queue
-        self._context = context
-        launcher_is_python = getattr(request.launcher, "name", "") == "python"
+    def prepare(self, step: StepInfo, request: JobRequest, *, check: bool = True) -> PreparedJob:
+        """Merge the queue (resource < asset metadata < run(queue=)), resolve the environment
+        (env=), verify the cluster side (one cached round trip; skipped when ``check`` is False)
+        and return everything the scripts depend on."""
+        queue = self.queue.merged(step.queue_override).merged(request.queue)
+        python, activate = self.python, self.activate
         if self.env is not None:
-            self._use_env(context, queue)
-        answer = self._preflight()
-        check_preflight(
-            answer,
-            cluster=self.cluster,
-            base_dir=self.remote_base_dir,
-            python=self.default_python,
-            activate=self.activate,
-            partition=queue.partition,
-            need_python=launcher_is_python or self.python is not None,
-            queue=queue,
-        )
-        if self.activate:
-            request = dataclasses.replace(
-                request, launcher=ActivatedLauncher(request.launcher, self.activate)
+            python, activate = self._use_env(step, queue)
+        python = choose_python(slurm=python, default=self.default_python)
+        if check:
+            answer = self._preflight(python, activate)
+            check_preflight(
+                answer,
+                cluster=self.cluster,
+                base_dir=self.remote_base_dir,
+                python=python,
+                activate=activate,
+                partition=queue.partition,
+                need_python=(
+                    request.launcher.name == "python"
+                    or self.python is not None
+                    or self.env is not None
+                ),
+                queue=queue,
             )
-        return request, sbatch_header(queue, step=_step_name(context))
+        if activate:
+            request = dataclasses.replace(
+                request, launcher=ActivatedLauncher(request.launcher, activate)
+            )
+        return PreparedJob(
+            request, python=python, header_lines=sbatch_header(queue, step=step.name), queue=queue
+        )
 
-    def _use_env(self, context: Any, queue: QueueConfig) -> None:
+    def _use_env(self, step: StepInfo, queue: QueueConfig) -> tuple[str, str | None]:
         """EnvConfig -> a verified interpreter on the cluster (envs/), before the preflight:
-        a missing or broken environment fails here, before any job exists."""
+        a missing or broken environment fails here, before any job exists. Returns the
+        interpreter and the activation script to use."""
         from dagster_hpc.envs.resolve import queue_srun_options, resolve_env
 
         if self.python is not None:
@@ -204,7 +220,7 @@ class SlurmBackend(Backend):
                 f"SlurmResource sets both python={self.python!r} and env=: the environment provides "
                 "the interpreter; remove one of them"
             )
-        log = getattr(getattr(context, "log", None), "info", None)
+        assert self.env is not None
         ref = resolve_env(
             self._transport,
             self.env,
@@ -212,23 +228,21 @@ class SlurmBackend(Backend):
             runs_base=self.remote_base_dir,
             partition=queue.partition,
             slurm_options=queue_srun_options(queue),
-            log=log,
+            log=step.log,
         )
-        self.python = self.default_python = ref.python
-        if self.activate is None and ref.activate:
-            self.activate = ref.activate
+        return ref.python, self.activate if self.activate is not None else (ref.activate or None)
 
-    def _preflight(self) -> dict[str, str]:
-        key = (self.cluster, self.remote_base_dir, self.default_python, self.activate or "")
+    def _preflight(self, python: str | None = None, activate: str | None = None) -> dict[str, str]:
+        python = python or choose_python(slurm=self.python, default=self.default_python)
+        activate = activate if activate is not None else self.activate
+        key = (self.cluster, self.remote_base_dir, python, activate or "")
         with _PREFLIGHT_LOCK:
             cached = _PREFLIGHT_CACHE.get(key)
         if cached is None:
             cached = _read_shared_preflight(key)
         if cached is None:
             cmd = "echo home=$HOME; " + preflight_command(
-                base_dir=base_dir_expr(self.remote_base_dir),
-                python=self.default_python,
-                activate=self.activate,
+                base_dir=base_dir_expr(self.remote_base_dir), python=python, activate=activate
             )
             result = self._transport.run(cmd, timeout=PREFLIGHT_TIMEOUT_S)
             cached = parse_preflight(result.stdout)
@@ -294,24 +308,29 @@ class SlurmBackend(Backend):
         )
         self._submitted_at[job_id] = time.time()
         self._poller.reset_interval()
-        if self._record_launch and self._context is not None:
-            from dagster_hpc._dagster_adapter import record_launch
-
-            record_launch(self._context, handle)
-        if self._context is not None:
-            launch_records.remember(self._context, handle)  # for the reconcile sensor
         return handle
 
-    def find_reattach(self, context: Any) -> Any:
+    def launched(self, context: AnyContext, handle: JobHandle) -> None:
+        """Record the launch in the Dagster run (reattach after a restart) and on this machine
+        (the reconcile sensor), before any waiting."""
+        if self.records_launches:
+            from dagster_hpc._dagster_adapter import record_launch
+
+            record_launch(context, handle)
+        self._launch_contexts[handle.job_id] = context
+        launch_records.remember(context, handle)
+
+    def find_reattach(self, context: AnyContext) -> ReattachDecision | None:
         """Reattach to the job an earlier attempt of this step submitted (slurm_reattach)."""
         if not self.reattach:
             return None
         from dagster_hpc.backends.slurm_reattach import find_reattach
 
         decision = find_reattach(
-            context, self._transport, cluster=self.cluster, record=self._record_launch
+            context, self._transport, cluster=self.cluster, record=self.records_launches
         )
         if decision is not None and decision.reattach:
+            self._launch_contexts[decision.handle.job_id] = context
             launch_records.remember(context, decision.handle)  # this run owns the job now
         return decision
 
@@ -347,12 +366,13 @@ class SlurmBackend(Backend):
             self._live_metrics(handle).tick()  # shared sstat, at most once per interval
         return status
 
-    def _live_metrics(self, handle: JobHandle):  # -> live_metrics.LiveMetrics
+    def _live_metrics(self, handle: JobHandle) -> LiveMetrics:
         from dagster_hpc.live_metrics import LiveMetrics, SstatSampler
 
         live = self._live.get(handle.job_id)
         if live is None:
-            log = getattr(getattr(self._context, "log", None), "info", None) or (lambda _m: None)
+            context = self._launch_contexts.get(handle.job_id)
+            log = getattr(getattr(context, "log", None), "info", None) or (lambda _m: None)
             live = LiveMetrics(SstatSampler(self._transport, self.cluster), handle.job_id, log)
             self._live[handle.job_id] = live
         return live
@@ -377,7 +397,7 @@ class SlurmBackend(Backend):
             text = res.stdout.strip()
             state = slurm_state(text.splitlines()[0]) if text else JobState.UNKNOWN
             if (res.ok and not text) or state.finished:  # gone from the queue, or ended
-                launch_records.forget(self._context, handle)
+                launch_records.forget(self._launch_contexts.get(handle.job_id), handle)
                 return
             time.sleep(CANCEL_CHECK_INTERVAL_S)
         raise CancelNotConfirmedError(
@@ -408,7 +428,8 @@ class SlurmBackend(Backend):
         # The exit_code file decides success; the numbers wait for Slurm's final record (bounded):
         # a record taken while the job is still RUNNING/COMPLETING lacks MaxRSS and the final
         # elapsed/CPU time, and may lack the allocated TRES. Usually the first query is final.
-        launch_records.forget(self._context, handle)  # the job ended: the sensor can ignore it
+        # the job ended: the sensor can ignore it
+        launch_records.forget(self._launch_contexts.pop(handle.job_id, None), handle)
         prefetched = self._sacct_prefetch.pop(handle.job_id, None)
         if prefetched is not None and prefetched[0] == exit_code:
             text, metrics = prefetched[1].result(
@@ -444,7 +465,7 @@ class SlurmBackend(Backend):
         code = exit_code if (state is JobState.COMPLETED or exit_code) else None
         return JobOutcome(state=state, exit_code=code, metadata=md)
 
-    def _settled_sacct(self, job_id: str):  # -> tuple[str, JobMetrics | None]
+    def _settled_sacct(self, job_id: str) -> tuple[str, JobMetrics | None]:
         """sacct until it shows a final state (bounded); a failing sacct is not an error (the
         metadata then says the numbers are unavailable)."""
         deadline = time.monotonic() + SACCT_SETTLE_TIMEOUT_S
@@ -504,31 +525,3 @@ def _write_shared_preflight(key: tuple[str, str, str, str], answer: dict[str, st
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps({"at": time.time(), "key": list(key), "answer": answer}))
     os.replace(tmp, path)
-
-
-def _step_name(context: Any) -> str:
-    op_context = getattr(context, "op_execution_context", context)
-    try:
-        return op_context.op.name
-    except AttributeError:
-        return "dagster-hpc"
-
-
-def _asset_queue_override(context: Any) -> dict[str, Any] | None:
-    """``metadata={"dagster-hpc/queue": {...}}`` on the asset being materialized, if any."""
-    if context is None or not getattr(context, "has_assets_def", False):
-        return None
-    assets_def = context.assets_def
-    found: dict[str, Any] = {}
-    for key in context.selected_asset_keys:
-        spec_md = assets_def.metadata_by_key.get(key, {})
-        value = spec_md.get(QUEUE_METADATA_KEY)
-        if value is None:
-            continue
-        raw = getattr(value, "value", value)  # JsonMetadataValue or plain dict
-        if not isinstance(raw, dict):
-            raise ConfigError(
-                f"asset metadata {QUEUE_METADATA_KEY!r} of {key.to_user_string()} must be a mapping of QueueConfig fields, got {raw!r}"
-            )
-        found.update(raw)
-    return found or None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-from dagster_hpc.backends.base import EXIT_CODE, JobHandle, JobState
+from dagster_hpc.backends.base import EXIT_CODE, JobHandle, JobState, ReattachDecision
 from dagster_hpc.backends.slurm_poller import slurm_state
 from dagster_hpc.errors import SubmissionError
 from dagster_hpc.transport.base import Transport
@@ -36,13 +36,6 @@ class JobProbe:
     exit_code: int | None  # from the job's own exit_code file (None: no such file)
     run_dir_exists: bool
     squeue_error: str = ""  # non-empty: squeue failed for another reason (we cannot tell)
-
-
-@dataclass(frozen=True)
-class ReattachDecision:
-    reattach: bool
-    handle: JobHandle
-    message: str  # logged as is: reattaching (info) or why a new job is submitted (warning)
 
 
 def probe_command(handle: JobHandle) -> str:

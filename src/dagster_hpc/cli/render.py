@@ -1,8 +1,12 @@
 """``dagster-hpc render [OPTIONS] PAYLOAD [-- ARG ...]``: print job.sh and launch.sh as a run would.
 
-Nothing connects and nothing runs. The script is public API: when a job misbehaves, read it
-first. ``--mode slurm`` adds the ``#SBATCH`` lines from the site settings in the environment
-(``SlurmResource.from_env()``) merged with ``--queue KEY=VALUE`` overrides.
+Nothing is submitted. The script is public API: when a job misbehaves, read it first. It is
+produced by the same code that writes a run's scripts, so it is what sbatch would receive, apart
+from the run directory. ``--mode slurm`` uses the site settings in the environment
+(``SlurmResource.from_env()``, with ``DAGSTER_HPC_ENV_*`` for ``env=``) merged with
+``--asset``'s queue metadata and ``--queue KEY=VALUE`` overrides. Nothing connects unless an
+environment is configured (its interpreter is in the script) or ``--check`` asks for the run's
+preflight checks.
 """
 
 from __future__ import annotations
@@ -53,6 +57,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Slurm request, e.g. mem=4G (repeatable)",
     )
     p.add_argument("--run-dir", default=None, help="run directory to show (default: a placeholder)")
+    p.add_argument(
+        "--asset",
+        metavar="MODULE:NAME",
+        help="the asset the payload belongs to (its job name and dagster-hpc/queue metadata)",
+    )
+    p.add_argument(
+        "--check", action="store_true", help="slurm: also run the preflight checks a run does"
+    )
     p.set_defaults(func=run)
 
 
@@ -69,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
             args=args.args,
             queue=queue or None,
             run_dir=args.run_dir or DRY_RUN_DIR,
+            asset=_asset(args.asset) if args.asset else None,
+            check=args.check,
         )
     except DagsterHpcError as exc:
         print(f"dagster-hpc render: {exc}", file=sys.stderr)
@@ -87,3 +101,25 @@ def _queue(items: list[str]) -> dict[str, str]:
             raise ConfigError(f"--queue takes KEY=VALUE (e.g. mem=4G), got {item!r}")
         queue[key.strip()] = value
     return queue
+
+
+def _asset(spec: str):  # -> dg.AssetsDefinition
+    """``package.module:name`` -> that AssetsDefinition (imported like Dagster's -m/-a)."""
+    import importlib
+
+    import dagster as dg
+
+    from dagster_hpc.errors import ConfigError
+
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(
+            f"--asset takes MODULE:NAME (e.g. my_project.assets:features), got {spec!r}"
+        )
+    try:
+        value = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"--asset {spec}: cannot import it ({exc})") from exc
+    if not isinstance(value, dg.AssetsDefinition):
+        raise ConfigError(f"--asset {spec} is a {type(value).__name__}, not a Dagster asset")
+    return value
