@@ -136,6 +136,19 @@ class JobMetrics:
         return self.elapsed_s * self.nnodes / 3600
 
     @property
+    def cpu_hours(self) -> float | None:
+        """Allocated CPU-hours (what the site charges for), not the CPU time used."""
+        if self.elapsed_s is None or self.alloc_cpus is None:
+            return None
+        return self.elapsed_s * self.alloc_cpus / 3600
+
+    @property
+    def gpu_hours(self) -> float | None:
+        if self.elapsed_s is None:
+            return None
+        return self.elapsed_s * self.gpus / 3600
+
+    @property
     def cpu_efficiency_pct(self) -> float | None:
         if self.total_cpu_s is None or not self.cpu_time_s:
             return None
@@ -191,6 +204,8 @@ class JobMetrics:
             "nodes": self.nnodes,
             "alloc_cpus": self.alloc_cpus,
             "node_hours": _round(self.node_hours, 6),
+            "cpu_hours": _round(self.cpu_hours, 6),
+            "gpu_hours": _round(self.gpu_hours, 6),
             "cpu_efficiency_pct": _round(self.cpu_efficiency_pct, 1),
             "max_rss_mb": _round(self.max_rss_mb, 1),
             "alloc_mem_mb": _round(self.alloc_mem_mb, 1),

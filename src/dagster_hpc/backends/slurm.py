@@ -459,6 +459,10 @@ class SlurmBackend(Backend):
             }
         if handle.job_id in self._live:
             md.update(self._live.pop(handle.job_id).metadata())  # peak, series, plot
+        if self._context is not None:
+            from dagster_hpc.cost import add_to_run_tags
+
+            add_to_run_tags(self._context, md)  # the run's node/CPU/GPU-hour tags
         if exit_code is not None:
             md["slurm/payload_exit_code"] = exit_code
         # execute() treats exit_code == 0 as success: only a COMPLETED job may report 0

@@ -7,7 +7,7 @@ import importlib
 import sys
 
 # module name -> it defines ``register(subparsers)``; each registered parser sets ``func``.
-SUBCOMMAND_MODULES: tuple[str, ...] = ("doctor", "login", "env", "render", "runs")
+SUBCOMMAND_MODULES: tuple[str, ...] = ("doctor", "login", "env", "render", "runs", "jobs", "cost")
 
 
 def build_parser() -> argparse.ArgumentParser:
