@@ -107,9 +107,8 @@ def test_preflight_and_submit_round_trips(fake_slurm: Path, tmp_path: Path) -> N
     )
     second._preflight()
     assert transport.roundtrips == 2  # cached for this process
-    assert (
-        len(calls(fake_slurm, "sinfo")) == 3
-    )  # partitions, default partition and limits: one round trip
+    # partitions, default partition, limits and GPUs (gres): one round trip
+    assert len(calls(fake_slurm, "sinfo")) == 4
 
 
 def test_failing_payload_raises_slurm_job_error_with_state(
