@@ -27,6 +27,8 @@ import polars as pl
 
 from dagster_hpc.errors import ConfigError, PayloadError
 from dagster_hpc.incremental import (
+    DATA_VERSION,
+    ERROR,
     PROVENANCE,
     PROVENANCE_BY_FIELD,
     STALE_REASON,
@@ -35,6 +37,7 @@ from dagster_hpc.incremental import (
     FeatureSpec,
     Increment,
 )
+from dagster_hpc.incremental.provenance import HASH_ALGORITHM, text_hash
 from dagster_hpc.incremental.resolve import REASON_BOTH, REASON_CODE, REASON_DATA
 from dagster_hpc.incremental.ship import engine_archive
 
@@ -44,6 +47,42 @@ EXTRAS_KEY = "incremental"
 OrphanPolicy = Literal["keep", "delete"]
 SamplesFn = Callable[[dg.AssetExecutionContext], pl.DataFrame]
 ComputeFn = Callable[[pl.DataFrame], pl.DataFrame]
+# How many failed ids the materialization's metadata names.
+FAILED_IDS_IN_METADATA = 20
+# resolve_update options an asset may pass on (the rest is the asset's own business).
+RESOLVE_OPTIONS = frozenset({"filters", "target_filters", "stale_if", "skip_comparison"})
+_CHECK_OPTIONS = frozenset({"filters", "target_filters"})
+
+
+def feature_code_version(graph: FeatureGraph, feature: FeatureSpec | str) -> str:
+    """The asset's code version: its fields' code versions, field deps and lineage, hashed.
+
+    Dagster then calls the asset unsynced exactly when one of those changed (or an input's
+    data version did), as the engine would reprocess it.
+    """
+    spec = graph.feature(feature)
+    parts = [spec.key, HASH_ALGORITHM, ",".join(graph.resolve_key(spec))]
+    inputs = graph.field_inputs(spec)
+    for fld in spec.fields:
+        refs = ";".join(f"{up}.{name}" for up, name in inputs[fld.key])
+        parts.append(f"{fld.key}@{fld.code_version}<-{refs}")
+    for dep in spec.feature_deps:
+        parts.append(f"{dep.feature}:{dep.lineage!r}:optional={dep.optional}:{len(dep.filters)}")
+    return f"{text_hash(chr(31).join(parts)):016x}"
+
+
+def feature_data_version(store: DeltaStore, feature: FeatureSpec | str) -> dg.DataVersion:
+    """An order-independent digest of every stored sample's data version (and their count)."""
+    spec = store.graph.feature(feature)
+    stored = store.read(spec, lazy=True)
+    if DATA_VERSION not in stored.collect_schema().names():
+        return dg.DataVersion("empty")
+    count, total = (
+        stored.select(pl.len(), pl.col(DATA_VERSION).reinterpret(signed=False).sum().fill_null(0))
+        .collect()
+        .row(0)
+    )
+    return dg.DataVersion(f"{count}-{total:016x}")
 
 
 def feature_asset_key(feature: FeatureSpec | str) -> dg.AssetKey:
@@ -65,6 +104,7 @@ def incremental_asset(
     extra_files: Sequence[str | Path] = (),
     ship_engine: bool = True,
     run_kwargs: Mapping[str, Any] | None = None,
+    resolve_options: Mapping[str, Any] | None = None,
     **asset_kwargs: Any,
 ) -> dg.AssetsDefinition:
     """Declare an asset for ``feature`` (its upstream features' assets become its deps).
@@ -75,8 +115,25 @@ def incremental_asset(
     ``dagster.asset`` (group_name, config_schema, description ...). ``ship_engine`` stages
     ``dagster_hpc_engine.zip`` (this engine, pure Python) next to the payload, so the cluster
     environment needs only polars, polars-hash, pyarrow and deltalake (see incremental/ship.py).
+    ``resolve_options`` go to ``resolve_update`` (filters, target_filters, stale_if,
+    skip_comparison). The asset's code version comes from the feature (see
+    ``feature_code_version``); each materialization reports ``feature_data_version``.
+    A ``compute_fn`` may return an ``error`` column: those samples are recorded as failed and
+    come back next run; a payload records them with ``store.write_failed``.
     """
     spec = _validate(feature, graph, samples_fn, payload, compute_fn, orphans)
+    options = dict(resolve_options or {})
+    unknown = sorted(set(options) - RESOLVE_OPTIONS)
+    if unknown:
+        raise ConfigError(
+            f"incremental_asset({spec.key!r}): unknown resolve_options {unknown}; "
+            f"valid: {sorted(RESOLVE_OPTIONS)}"
+        )
+    if "code_version" in asset_kwargs:
+        raise ConfigError(
+            f"incremental_asset({spec.key!r}): the code version comes from the feature's field "
+            "code versions; bump FieldSpec.code_version instead of passing code_version="
+        )
     resource_keys = {compute_resource_key} if payload is not None else set()
     run_options = dict(run_kwargs or {})
     files = [Path(f) for f in extra_files]
@@ -86,20 +143,27 @@ def incremental_asset(
 
     @dg.asset(
         key=feature_asset_key(spec),
-        deps=[feature_asset_key(up) for up in spec.deps],
+        deps=[feature_asset_key(up) for up in spec.upstream_keys],
         required_resource_keys=resource_keys,
         kinds={"polars", "deltalake"},
+        code_version=feature_code_version(graph, spec),
         **asset_kwargs,
     )
     # `context` stays unannotated: Dagster inspects the annotation, and here it would be a string.
     def _incremental(context):
         store = DeltaStore(store_root, graph)
         samples = samples_fn(context) if samples_fn is not None else None
-        increment = store.resolve_update(spec, samples=samples)
+        increment = store.resolve_update(spec, samples=samples, **options).collect()
         todo = increment.to_process()
         results: list[Any] = []
+        if increment.failed.height:
+            context.log.info(
+                f"{spec.key}: retrying {increment.failed.height} sample(s) that failed last time"
+            )
         if todo.height:
-            context.log.info(f"{spec.key}: computing {todo.height} sample(s) (new + stale)")
+            context.log.info(
+                f"{spec.key}: computing {todo.height} sample(s) (new + stale + failed)"
+            )
             if payload is not None:
                 compute = getattr(context.resources, compute_resource_key)
                 results = _run_payload(
@@ -111,9 +175,13 @@ def incremental_asset(
                 store.write(spec, todo)
         else:
             context.log.info(f"{spec.key}: every sample is up to date; nothing to compute")
+        failed = _failed_now(store, spec, todo) if todo.height else None
+        if failed is not None and failed.height:
+            shown = failed.head(FAILED_IDS_IN_METADATA).to_dicts()
+            context.log.warning(f"{spec.key}: {failed.height} sample(s) failed: {shown}")
         deleted = store.delete(spec, increment.orphaned) if orphans == "delete" else 0
-        metadata = _metadata(store, spec, increment, todo.height, deleted)
-        yield from _merge_results(results, metadata)
+        metadata = _metadata(store, spec, increment, todo.height, deleted, failed)
+        yield from _merge_results(results, metadata, feature_data_version(store, spec))
 
     return _incremental
 
@@ -144,7 +212,7 @@ def _validate(
     if not spec.is_root and samples_fn is not None:
         raise ConfigError(
             f"incremental_asset({spec.key!r}): samples_fn is for root features; this one is "
-            f"resolved from its upstream features {list(spec.deps)}"
+            f"resolved from its upstream features {list(spec.upstream_keys)}"
         )
     if not spec.is_root and payload is None and compute_fn is None:
         raise ConfigError(
@@ -163,7 +231,7 @@ def _inputs(store: DeltaStore, spec: FeatureSpec, todo: pl.DataFrame) -> pl.Data
     if spec.is_root:
         return todo
     upstream = store.load_upstream(spec, todo)
-    return todo.join(upstream, on=list(spec.id_columns), how="left")
+    return todo.join(upstream, on=list(store.graph.resolve_key(spec)), how="left")
 
 
 def _run_in_process(
@@ -175,12 +243,11 @@ def _run_in_process(
             f"compute_fn for {spec.key!r} returned {type(computed).__name__}, expected a polars "
             "DataFrame with the id columns and the computed columns"
         )
-    ids = list(spec.id_columns)
+    key = list(store.graph.resolve_key(spec))
     keep = [c for c in computed.columns if c not in (PROVENANCE, PROVENANCE_BY_FIELD)]
-    store.write(
-        spec,
-        todo.select(ids + [PROVENANCE_BY_FIELD, PROVENANCE]).join(computed.select(keep), on=ids),
-    )
+    rows = todo.select(key + [PROVENANCE_BY_FIELD, PROVENANCE]).join(computed.select(keep), on=key)
+    parents = todo if store.graph.is_expansion(spec) else None
+    store.write_results(spec, rows, error_column=ERROR, parents=parents)
     _check_written(store, spec, todo, "compute_fn")
 
 
@@ -216,27 +283,39 @@ def _run_payload(
 
 
 def _check_written(store: DeltaStore, spec: FeatureSpec, todo: pl.DataFrame, who: str) -> None:
-    ids = list(spec.id_columns)
-    stored = store.read(spec, lazy=True)
-    if PROVENANCE not in stored.collect_schema().names():  # nothing was ever written
-        stored = todo.lazy().select(ids + [PROVENANCE]).clear()
-    done = stored.select(ids + [PROVENANCE]).join(
-        todo.lazy().select(ids + [PROVENANCE]), on=ids + [PROVENANCE], how="semi"
-    )
-    written = done.select(pl.len()).collect().item()
-    if written != todo.height:
-        missing = todo.join(done.collect(), on=ids, how="anti").select(ids).head(5).to_dicts()
+    """Every handed-out sample is stored with its expected provenance or recorded as failed."""
+    key = list(store.graph.resolve_key(spec))
+    done = store.settled(spec, todo)
+    if done.height != todo.height:
+        missing = todo.join(done, on=key, how="anti").select(key).head(5).to_dicts()
         raise PayloadError(
-            f"{who} for feature {spec.key!r} finished, but only {written} of the {todo.height} "
-            f"samples it was given are stored with their expected provenance (missing e.g. "
-            f"{missing}). The payload must write its results with "
-            f"DeltaStore(extras['{EXTRAS_KEY}']['store_root'], graph).write(feature, rows), "
-            "keeping the provenance columns of the samples it received."
+            f"{who} for feature {spec.key!r} finished, but only {done.height} of the "
+            f"{todo.height} samples it was given are stored with their expected provenance or "
+            f"recorded as failed (missing e.g. {missing}). The payload must write its results "
+            f"with DeltaStore(extras['{EXTRAS_KEY}']['store_root'], graph).write(feature, rows) "
+            "(or write_results / write_failed), keeping the provenance columns of the samples "
+            "it received."
         )
 
 
+def _failed_now(store: DeltaStore, spec: FeatureSpec, todo: pl.DataFrame) -> pl.DataFrame:
+    """The handed-out samples this run recorded as failed (key + last_error + failures)."""
+    key = list(store.graph.resolve_key(spec))
+    failed = store.read_failed(spec)
+    if not failed.height:
+        return failed.select(key)
+    return failed.join(todo.select(key + [PROVENANCE]), on=key + [PROVENANCE], how="semi").drop(
+        PROVENANCE
+    )
+
+
 def _metadata(
-    store: DeltaStore, spec: FeatureSpec, increment: Increment, computed: int, deleted: int
+    store: DeltaStore,
+    spec: FeatureSpec,
+    increment: Increment,
+    computed: int,
+    deleted: int,
+    failed: pl.DataFrame | None,
 ) -> dict[str, Any]:
     inc = increment.collect()
     counts = inc.counts()
@@ -258,11 +337,24 @@ def _metadata(
         "stale_code_changed": by_reason[REASON_CODE],
         "stale_data_changed": by_reason[REASON_DATA],
         "stale_code_and_data_changed": by_reason[REASON_BOTH],
+        "retried_failed": counts["failed"],
+        "failed": 0 if failed is None else failed.height,
+        "failed_ids": dg.MetadataValue.json(
+            [] if failed is None else failed.head(FAILED_IDS_IN_METADATA).to_dicts()
+        ),
         "store_table": dg.MetadataValue.path(str(store.table_path(spec))),
+        "dagster/column_schema": _column_schema(store, spec),
     }
 
 
-def _merge_results(results: list[Any], metadata: dict[str, Any]):
+def _column_schema(store: DeltaStore, spec: FeatureSpec) -> dg.TableSchema:
+    schema = store.read(spec, lazy=True).collect_schema()
+    return dg.TableSchema(
+        columns=[dg.TableColumn(name, str(dtype)) for name, dtype in schema.items()]
+    )
+
+
+def _merge_results(results: list[Any], metadata: dict[str, Any], data_version: dg.DataVersion):
     """One materialization: the payload's reported metadata plus ours; checks pass through."""
     merged: dict[str, Any] = {}
     for result in results:
@@ -271,4 +363,53 @@ def _merge_results(results: list[Any], metadata: dict[str, Any]):
         else:
             yield result
     merged.update(metadata)
-    yield dg.MaterializeResult(metadata=merged)
+    yield dg.MaterializeResult(metadata=merged, data_version=data_version)
+
+
+def incremental_source(
+    feature: FeatureSpec,
+    *,
+    graph: FeatureGraph,
+    store_root: str | Path,
+    samples_fn: SamplesFn,
+    orphans: OrphanPolicy = "keep",
+    **source_kwargs: Any,
+) -> dg.SourceAsset:
+    """A root feature as an observable source asset.
+
+    Each observation registers the samples ``samples_fn(context)`` gives (new and stale ones
+    are written; orphans deleted with ``orphans="delete"``) and reports the feature's
+    DataVersion, so the assets downstream show as unsynced exactly when the samples changed.
+    ``source_kwargs`` go to ``dagster.observable_source_asset`` (group_name, description ...).
+    """
+    spec = graph.feature(feature)
+    if not spec.is_root:
+        raise ConfigError(
+            f"incremental_source({spec.key!r}): only a root feature can be a source; this one "
+            f"depends on {list(spec.upstream_keys)} (use incremental_asset)"
+        )
+    if orphans not in ("keep", "delete"):
+        raise ConfigError(
+            f"incremental_source({spec.key!r}): orphans must be 'keep' or 'delete', got {orphans!r}"
+        )
+
+    @dg.observable_source_asset(key=feature_asset_key(spec), **source_kwargs)
+    def _source(context):
+        store = DeltaStore(store_root, graph)
+        increment = store.resolve_update(spec, samples=samples_fn(context))
+        todo = increment.to_process()
+        store.write(spec, todo)
+        deleted = store.delete(spec, increment.orphaned) if orphans == "delete" else 0
+        counts = increment.counts()
+        metadata = {
+            "new": counts["new"],
+            "stale": counts["stale"],
+            "orphaned": counts["orphaned"],
+            "registered": todo.height,
+            "orphans_deleted": deleted,
+            "store_table": dg.MetadataValue.path(str(store.table_path(spec))),
+            "dagster/column_schema": _column_schema(store, spec),
+        }
+        return dg.ObserveResult(data_version=feature_data_version(store, spec), metadata=metadata)
+
+    return _source

@@ -230,6 +230,24 @@ class MetadataStore(ABC):
         ids = tuple(failed_keys.head(FAILED_IDS_SHOWN).to_dicts())
         return WriteSummary(written, failed, ids)
 
+    def settled(self, feature: str | FeatureSpec, rows: AnyFrame) -> pl.DataFrame:
+        """Of these increment rows (key + provenance), the ones now stored with that provenance,
+        recorded as an empty parent, or recorded as failed: what a payload accounted for."""
+        spec = self.graph.feature(feature)
+        key = list(self.graph.resolve_key(spec))
+        expected = rows.lazy().select(key + [PROVENANCE])
+        parts = []
+        stored = self._scan(spec)
+        if stored is not None:
+            parts.append(stored.select(key + [PROVENANCE]))
+        attempts = self._attempts(spec)
+        if attempts is not None:
+            parts.append(attempts.select(key + [PROVENANCE]))
+        if not parts:
+            return expected.clear().collect()
+        accounted = pl.concat(parts, how="vertical_relaxed").unique()
+        return expected.join(accounted, on=key + [PROVENANCE], how="semi").collect()
+
     def delete(self, feature: str | FeatureSpec, ids: AnyFrame) -> int:
         """Delete samples by id (e.g. ``increment.orphaned``): nothing is deleted unless asked."""
         spec = self.graph.feature(feature)
