@@ -49,6 +49,11 @@ class PreparedJob:
     header_lines: tuple[str, ...] = ()  # Slurm: the #SBATCH lines
     queue: QueueConfig | None = None  # the effective resource request (Slurm), for messages
 
+    def __iter__(self):  # noqa: ANN204 - the pre-PreparedJob ``request, header = prepare(...)``
+        """Unpacks as ``(request, header_lines)``, what ``prepare`` returned before (kept for
+        callers written against it; new code reads the fields)."""
+        return iter((self.request, self.header_lines))
+
 
 @dataclass(frozen=True)
 class RunScripts:

@@ -25,7 +25,7 @@ from dagster_hpc.backends.base import (
     check_removable,
 )
 from dagster_hpc.errors import CancelNotConfirmedError
-from dagster_hpc.prepared import PreparedJob, StepInfo, choose_python
+from dagster_hpc.prepared import PreparedJob, StepInfo, choose_python, step_for_context
 from dagster_hpc.queue import QueueConfig
 from dagster_hpc.request import JobRequest
 from dagster_hpc.transport.local import LocalTransport
@@ -80,6 +80,8 @@ class LocalBackend(Backend):
     def prepare(self, step: StepInfo, request: JobRequest, *, check: bool = True) -> PreparedJob:
         """A queue request means nothing locally, but a bad one fails here too: the same asset
         must not pass in development and then fail on the cluster."""
+        if not isinstance(step, StepInfo):  # the pre-PreparedJob call prepare(context, request)
+            step = step_for_context(step)
         QueueConfig.from_mapping(request.queue)
         return PreparedJob(
             request, python=choose_python(resource=self.python, default=self.default_python)

@@ -62,7 +62,7 @@ from dagster_hpc.metrics import (
     sacct_command,
     unavailable_metadata,
 )
-from dagster_hpc.prepared import PreparedJob, StepInfo, choose_python
+from dagster_hpc.prepared import PreparedJob, StepInfo, choose_python, step_for_context
 from dagster_hpc.queue import QueueConfig
 from dagster_hpc.request import JobRequest
 from dagster_hpc.rundir import DEFAULT_REMOTE_BASE, remote_path_expr
@@ -166,6 +166,7 @@ class SlurmBackend(Backend):
         self._live: dict[str, LiveMetrics] = {}  # job id -> sstat samples while it runs
         # job id -> the context its launch was recorded with (launch_records.forget needs it)
         self._launch_contexts: dict[str, AnyContext] = {}
+        self.effective_queue: QueueConfig | None = None  # set only by the legacy prepare call
 
     @property
     def transport(self) -> Transport:
@@ -180,6 +181,12 @@ class SlurmBackend(Backend):
         """Merge the queue (resource < asset metadata < run(queue=)), resolve the environment
         (env=), verify the cluster side (one cached round trip; skipped when ``check`` is False)
         and return everything the scripts depend on."""
+        if not isinstance(step, StepInfo):
+            # the pre-PreparedJob call ``prepare(context, request)``: callers written against it
+            # read the decisions back from the backend (new code uses the returned PreparedJob)
+            job = self.prepare(step_for_context(step), request, check=check)
+            self.effective_queue, self.default_python = job.queue, job.python
+            return job
         queue = self.queue.merged(step.queue_override).merged(request.queue)
         python, activate = self.python, self.activate
         if self.env is not None:
