@@ -436,7 +436,8 @@ class SlurmBackend(Backend):
         # a record taken while the job is still RUNNING/COMPLETING lacks MaxRSS and the final
         # elapsed/CPU time, and may lack the allocated TRES. Usually the first query is final.
         # the job ended: the sensor can ignore it
-        launch_records.forget(self._launch_contexts.pop(handle.job_id, None), handle)
+        context = self._launch_contexts.pop(handle.job_id, None)
+        launch_records.forget(context, handle)
         prefetched = self._sacct_prefetch.pop(handle.job_id, None)
         if prefetched is not None and prefetched[0] == exit_code:
             text, metrics = prefetched[1].result(
@@ -466,10 +467,10 @@ class SlurmBackend(Backend):
             }
         if handle.job_id in self._live:
             md.update(self._live.pop(handle.job_id).metadata())  # peak, series, plot
-        if self._context is not None:
+        if context is not None:
             from dagster_hpc.cost import add_to_run_tags
 
-            add_to_run_tags(self._context, md)  # the run's node/CPU/GPU-hour tags
+            add_to_run_tags(context, md)  # the run's node/CPU/GPU-hour tags
         if exit_code is not None:
             md["slurm/payload_exit_code"] = exit_code
         # execute() treats exit_code == 0 as success: only a COMPLETED job may report 0
