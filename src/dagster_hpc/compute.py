@@ -18,7 +18,7 @@ from dagster_hpc.execution import AnyContext, execute
 from dagster_hpc.launchers import Launcher
 from dagster_hpc.prepared import StepInfo, render_run_scripts, step_for_asset, step_for_context
 from dagster_hpc.queue import QueueConfig
-from dagster_hpc.request import Payload, build_request
+from dagster_hpc.request import Payload, build_request, check_env
 from dagster_hpc.retention import DEFAULT_KEEP_RUN_DIRS, KeepRunDirs, check_keep_run_dirs
 
 # The run directory shown by a dry run (the real one is chosen at submit time).
@@ -82,6 +82,7 @@ class ComputeResource(StrictResource):
         raises PayloadError with its exit code and the last lines of its stderr.
         """
         check_keep_run_dirs(self.keep_run_dirs)
+        base_env = check_env(self.extra_env, "ComputeResource.extra_env")
         from dagster_hpc.allocation.api import multi_partition_keys, run_partitions
 
         keys = multi_partition_keys(context)
@@ -101,9 +102,7 @@ class ComputeResource(StrictResource):
             queue=queue,
         )
         job = backend.prepare(step_for_context(context), request)
-        return execute(
-            context, backend, job, base_env=dict(self.extra_env), keep_run_dirs=self.keep_run_dirs
-        )
+        return execute(context, backend, job, base_env=base_env, keep_run_dirs=self.keep_run_dirs)
 
     def run_array(
         self,

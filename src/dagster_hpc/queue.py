@@ -17,6 +17,7 @@ from pydantic import Field
 
 from dagster_hpc._strict import StrictConfig, refuse_unknown_keywords
 from dagster_hpc.errors import ConfigError
+from dagster_hpc.slurm_options import reserved_spelled
 
 # Asset metadata key whose value (a mapping of QueueConfig fields) overrides the resource's queue.
 QUEUE_METADATA_KEY = "dagster-hpc/queue"
@@ -77,12 +78,40 @@ def parse_time_limit(value: str) -> int | None:
         )
     g = {k: int(v) for k, v in m.groupdict().items() if v is not None}
     if "d" in g:
-        return ((g["d"] * 24 + g["dh"]) * 60 + g.get("dm", 0)) * 60 + g.get("ds", 0)
-    if "c" in g:  # H:M:S
-        return (g["a"] * 60 + g["b"]) * 60 + g["c"]
-    if "b" in g:  # M:S
-        return g["a"] * 60 + g["b"]
-    return g["a"] * 60  # minutes
+        total = ((g["d"] * 24 + g["dh"]) * 60 + g.get("dm", 0)) * 60 + g.get("ds", 0)
+    elif "c" in g:  # H:M:S
+        total = (g["a"] * 60 + g["b"]) * 60 + g["c"]
+    elif "b" in g:  # M:S
+        total = g["a"] * 60 + g["b"]
+    else:
+        total = g["a"] * 60  # minutes
+    _check_time_fields(value, g, total)
+    return total
+
+
+def _check_time_fields(value: str, g: dict[str, int], total: int) -> None:
+    """Slurm silently carries an out-of-range field over (25:61:00 is stored as 26:01:00):
+    a typo would then change the limit without a word, so such a field is refused."""
+    hours = g.get("dh") if "d" in g else (g.get("a") if "c" in g else None)
+    minutes = g.get("dm") if "d" in g else (g.get("b") if "c" in g else g.get("a"))
+    seconds = g.get("ds") if "d" in g else (g.get("c") if "c" in g else g.get("b"))
+    for name, v, top, ceiling in (
+        ("hours", hours, "d" in g, 24),
+        ("minutes", minutes, "d" in g or "c" in g, 60),
+        ("seconds", seconds, True, 60),
+    ):
+        if v is not None and top and v >= ceiling:
+            raise ConfigError(
+                f"time_limit={value!r}: {name}={v} is out of range (0-{ceiling - 1}); Slurm would "
+                f"silently carry it over into a different limit. Write {_normalised(total)!r} if "
+                "that is what you mean"
+            )
+
+
+def _normalised(seconds: int) -> str:
+    days, rest = divmod(seconds, 86400)
+    hms = f"{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
+    return f"{days}-{hms}" if days else hms
 
 
 def parse_mem_mb(value: str, field: str = "mem") -> float:
@@ -140,10 +169,11 @@ def parse_directive(value: str) -> tuple[str, str | None]:
             'e.g. "--mail-type=END"'
         )
     opt = m["opt"]
-    if opt in RESERVED_DIRECTIVES:
+    reserved = reserved_spelled(opt, RESERVED_DIRECTIVES)
+    if reserved is not None:
         raise ConfigError(
-            f"extra directive {value!r}: {opt} is set by dagster-hpc (run directory, logs, job "
-            "name) and must not be overridden"
+            f"extra directive {value!r} sets {reserved}, which dagster-hpc sets itself (run "
+            "directory, logs, job name) and must not be overridden"
         )
     return opt, m["val"]
 

@@ -99,22 +99,37 @@ def _strings(what: str, values: Sequence[str]) -> tuple[str, ...]:
         raise ConfigError(
             f"{what} must all be strings; these are not: {bad!r} (convert them with str())"
         )
+    for v in values:
+        _refuse_nul(what, v)
     return tuple(values)
 
 
-def _env(env: Mapping[str, str]) -> dict[str, str]:
-    if not isinstance(env, Mapping):
+def _refuse_nul(what: str, value: str) -> None:
+    # a C string ends at NUL: the shell and execve would silently cut the value there
+    if "\0" in value:
         raise ConfigError(
-            f"extra_env must be a mapping of names to strings, got {type(env).__name__}"
+            f"{what} value {value!r} contains a NUL byte, which no process argument or environment "
+            "variable can carry (it would be cut short there): remove it"
         )
+
+
+def _env(env: Mapping[str, str], what: str = "extra_env") -> dict[str, str]:
+    if not isinstance(env, Mapping):
+        raise ConfigError(f"{what} must be a mapping of names to strings, got {type(env).__name__}")
     for name, value in env.items():
         validate_env_name(name)
         if not isinstance(value, str):
             raise ConfigError(
-                f"extra_env[{name!r}] must be a string, got {type(value).__name__} {value!r}: "
+                f"{what}[{name!r}] must be a string, got {type(value).__name__} {value!r}: "
                 f"pass str({value!r}) if that is what you mean"
             )
+        _refuse_nul(f"{what}[{name!r}]", value)
     return dict(env)
+
+
+def check_env(env: Mapping[str, str], what: str) -> dict[str, str]:
+    """An environment mapping validated like ``run(extra_env=...)`` (names, strings, no NUL)."""
+    return _env(env, what)
 
 
 def _extras(extras: Mapping[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from pathlib import PurePath
 
 from dagster_hpc.errors import ConfigError
 from dagster_hpc.launchers.base import LaunchRequest, quote_all
+from dagster_hpc.slurm_options import reserved_spelled
 
 # srun options a launcher sets itself, or that would break log streaming / the run directory.
 RESERVED_SRUN_OPTIONS = frozenset(
@@ -77,7 +78,7 @@ def check_srun_options(
                 "--option=value (long form) without spaces, quotes or shell characters, "
                 'e.g. "--cpu-bind=cores"'
             )
-        if m["opt"] in taken:
+        if reserved_spelled(m["opt"], taken) is not None:  # --ntask is --ntasks to srun
             raise ConfigError(
                 f"{owner}: srun option {option!r} is set by the launcher itself (or would break the "
                 f"run directory and log streaming); use the launcher's own field instead"
