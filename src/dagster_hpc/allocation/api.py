@@ -58,7 +58,10 @@ def run_items(
         extra_files=extra_files,
         queue=queue,
     )
-    request, _header = backend.prepare(context, request)
+    from dagster_hpc.prepared import step_for_context
+
+    job = backend.prepare(step_for_context(context), request)
+    request = job.request
     base_env = dict(resource.extra_env)
     if backend.name == "slurm":
         answer = backend.preflight_answer()
@@ -74,6 +77,8 @@ def run_items(
             extras=dict(request.extras),
             throttle=throttle,
             max_array_size=max_size,
+            queue=job.queue,
+            python=job.python,
         )
         handle_backend = backend
     else:
@@ -86,7 +91,7 @@ def run_items(
             base_env=base_env,
             extras=dict(request.extras),
             throttle=throttle,
-            python=resource.python or backend.default_python,
+            python=job.python,
         )
         handle_backend = backend
     from dagster_hpc.backends.base import JobHandle

@@ -91,6 +91,7 @@ def run_hetjob_slurm(
     items: Sequence[TaskItem],
     base_env: Mapping[str, str],
     extras: Mapping[str, Any],
+    python: str,
 ) -> MultiTaskOutcome:
     from dagster_hpc.allocation.runner import _context_data_fn
 
@@ -102,7 +103,7 @@ def run_hetjob_slurm(
             answer,
             cluster=backend.cluster,
             base_dir=backend.remote_base_dir,
-            python=backend.default_python,
+            python=python,
             activate=backend.activate,
             partition=q.partition,
             need_python=False,
@@ -115,7 +116,7 @@ def run_hetjob_slurm(
             staging,
             run_dir,
             request,
-            python=backend.default_python,
+            python=python,
             items=items,
             indices=range(len(items)),
             env_for=_het_env(_env_fn(context, base_env, request, False)),
@@ -252,8 +253,13 @@ def run_hetjob(
         extras=extras,
         extra_files=extra_files,
     )
-    request, _ = backend.prepare(context, request)
-    merged = [backend.queue.merged(q) for q in queues]
+    from dagster_hpc.prepared import step_for_context
+
+    step = step_for_context(context)
+    job = backend.prepare(step, request)
+    request = job.request
+    base = backend.queue.merged(step.queue_override)
+    merged = [base.merged(q) for q in queues]
     task_items = [
         TaskItem(key=f"component-{i}", extras={**(items[i] if items else {}), "het_group": i})
         for i in range(len(queues))
@@ -266,6 +272,7 @@ def run_hetjob(
         items=task_items,
         base_env=dict(resource.extra_env),
         extras=dict(request.extras),
+        python=job.python,
     )
     err = outcome.error()
     if err is not None:

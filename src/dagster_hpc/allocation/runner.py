@@ -38,11 +38,12 @@ from dagster_hpc.allocation.tasks import (
     task_dir,
     write_multitask_dir,
 )
-from dagster_hpc.backends.base import EXIT_CODE, JobHandle, JobState
+from dagster_hpc.backends.base import JobHandle, JobState
 from dagster_hpc.backends.slurm_poller import slurm_state
 from dagster_hpc.errors import PayloadError, RemoteCommandError, TransportError
 from dagster_hpc.metrics import parse_sacct, sacct_command
 from dagster_hpc.request import JobRequest
+from dagster_hpc.rundir import EXIT_CODE
 from dagster_hpc.transport import _shell
 
 ARRAY_BACKEND = "slurm-array"  # JobHandle.backend of a recorded array launch
@@ -132,10 +133,11 @@ def run_array_slurm(
     extras: Mapping[str, Any],
     throttle: int | None,
     max_array_size: int,
+    queue: Any,
+    python: str,
 ) -> MultiTaskOutcome:
     check_throttle(throttle)
     transport = backend.transport
-    queue = backend.effective_queue
     step = step_name(context)
     log = context.log
     prior = _prior_array(context, backend)
@@ -174,7 +176,7 @@ def run_array_slurm(
                 staging,
                 run_dir,
                 request,
-                python=backend.default_python,
+                python=python,
                 items=items,
                 indices=to_run,
                 env_for=_env_fn(context, base_env, request, partition_mode),

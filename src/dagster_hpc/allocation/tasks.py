@@ -26,7 +26,12 @@ from typing import Any
 import dagster_pipes
 
 from dagster_hpc.allocation.batchread import read_changed
-from dagster_hpc.backends.base import (
+from dagster_hpc.errors import AuthenticationError, ConfigError, HostKeyError, TransportError
+from dagster_hpc.jobscript import render_env_file, render_job_script
+from dagster_hpc.pipes.forward import LogForwarder
+from dagster_hpc.pipes.tail import FileTail
+from dagster_hpc.request import JobRequest
+from dagster_hpc.rundir import (
     ENV_FILE,
     EXIT_CODE,
     JOB_SCRIPT,
@@ -36,11 +41,6 @@ from dagster_hpc.backends.base import (
     STDERR,
     STDOUT,
 )
-from dagster_hpc.errors import AuthenticationError, ConfigError, HostKeyError, TransportError
-from dagster_hpc.jobscript import render_env_file, render_job_script
-from dagster_hpc.pipes.forward import LogForwarder
-from dagster_hpc.pipes.tail import FileTail
-from dagster_hpc.request import JobRequest
 from dagster_hpc.transport.base import Transport
 
 TASKS_DIR = "t"
