@@ -113,6 +113,7 @@ PREFLIGHT_FORMAT = "4"
 # asset in the same process costs no round trip.
 _PREFLIGHT_CACHE: dict[tuple[str, str, str, str], dict[str, str]] = {}
 _PREFLIGHT_LOCK = threading.Lock()
+_PREFLIGHT_ASKING: dict[tuple[str, str, str, str], threading.Lock] = {}  # one question per key
 
 
 def _safe(text: str) -> str:
@@ -248,13 +249,7 @@ class SlurmBackend(Backend):
         if cached is None:
             cached = _read_shared_preflight(key)
         if cached is None:
-            cmd = "echo home=$HOME; " + preflight_command(
-                base_dir=base_dir_expr(self.remote_base_dir), python=python, activate=activate
-            )
-            result = self._transport.run(cmd, timeout=PREFLIGHT_TIMEOUT_S)
-            cached = parse_preflight(result.stdout)
-            if cached.get("base") == "ok" and cached.get("python") == "ok":
-                _write_shared_preflight(key, cached)  # only a fully good answer is shared
+            cached = self._ask_preflight(key, python, activate)
         if cached.get("base") == "ok":  # cache only complete answers
             with _PREFLIGHT_LOCK:
                 _PREFLIGHT_CACHE[key] = cached
@@ -262,6 +257,30 @@ class SlurmBackend(Backend):
         home = cached.get("home", "")
         self._base_abs = home + base[1:] if base.startswith("~") else base
         return cached
+
+    def _ask_preflight(
+        self, key: tuple[str, str, str, str], python: str, activate: str | None
+    ) -> dict[str, str]:
+        """One round trip, once per key at a time: steps on threads of one process (the
+        concurrent executor) wait for the first one's answer instead of asking too."""
+        with _PREFLIGHT_LOCK:
+            asking = _PREFLIGHT_ASKING.setdefault(key, threading.Lock())
+        with asking:
+            with _PREFLIGHT_LOCK:
+                cached = _PREFLIGHT_CACHE.get(key)
+            if cached is not None:
+                return cached
+            cmd = "echo home=$HOME; " + preflight_command(
+                base_dir=base_dir_expr(self.remote_base_dir), python=python, activate=activate
+            )
+            result = self._transport.run(cmd, timeout=PREFLIGHT_TIMEOUT_S)
+            answer = parse_preflight(result.stdout)
+            if answer.get("base") == "ok" and answer.get("python") == "ok":
+                _write_shared_preflight(key, answer)  # only a fully good answer is shared
+            if answer.get("base") == "ok":
+                with _PREFLIGHT_LOCK:
+                    _PREFLIGHT_CACHE[key] = answer  # the waiting threads find it at once
+            return answer
 
     def preflight_answer(self) -> dict[str, str]:
         """The (cached) preflight answer: partitions, limits, MaxArraySize, ..."""
@@ -534,6 +553,6 @@ def _read_shared_preflight(key: tuple[str, str, str, str]) -> dict[str, str] | N
 def _write_shared_preflight(key: tuple[str, str, str, str], answer: dict[str, str]) -> None:
     path = _shared_preflight_path(key)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")  # threads too
     tmp.write_text(json.dumps({"at": time.time(), "key": list(key), "answer": answer}))
     os.replace(tmp, path)
