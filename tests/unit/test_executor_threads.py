@@ -9,7 +9,6 @@ from pathlib import Path
 from dagster_hpc.backends import slurm as slurm_mod
 from dagster_hpc.backends.slurm import SlurmBackend
 from dagster_hpc.transport.local import LocalTransport
-from tests.unit.test_slurm_backend import fake_slurm  # noqa: F401 - the fixture
 
 STEPS = 8
 
@@ -26,7 +25,7 @@ class CountingTransport(LocalTransport):
         return super().run(command, **kw)
 
 
-def test_concurrent_steps_ask_the_preflight_once(fake_slurm, tmp_path: Path) -> None:  # noqa: F811
+def test_concurrent_steps_ask_the_preflight_once(fake_slurm, tmp_path: Path) -> None:
     slurm_mod._PREFLIGHT_CACHE.clear()
     seen: list[str] = []
     backends = [
@@ -55,7 +54,7 @@ def test_concurrent_steps_ask_the_preflight_once(fake_slurm, tmp_path: Path) -> 
     assert len(seen) == 1
 
 
-def test_backends_of_one_cluster_share_one_poller(fake_slurm, tmp_path: Path) -> None:  # noqa: F811
+def test_backends_of_one_cluster_share_one_poller(fake_slurm, tmp_path: Path) -> None:
     a = SlurmBackend(LocalTransport(), cluster="one@poller", remote_base_dir=str(tmp_path))
     b = SlurmBackend(LocalTransport(), cluster="one@poller", remote_base_dir=str(tmp_path))
     c = SlurmBackend(LocalTransport(), cluster="other@poller", remote_base_dir=str(tmp_path))
