@@ -13,6 +13,7 @@ wait_state() { local j=$1; shift; local want="$*" s
   for ((i=0;i<120;i++)); do s=$(r "scontrol show job $j 2>/dev/null | grep -o 'JobState=[A-Z_]*' | head -1 | cut -d= -f2")
     for w in $want; do [ "$s" = "$w" ] && { echo "$s"; return 0; }; done; sleep 0.25; done; echo "${s:-?}"; return 1; }
 
+# shellcheck disable=SC2088 # expanded by the remote shell, in the test user's home
 W='~/check'; r "mkdir -p $W && rm -f $W/*"
 # 1 sbatch --wrap
 j=$(r "cd $W && sbatch --parsable --wrap 'hostname; sleep 2'")
@@ -58,7 +59,7 @@ r "scancel $d4"
 # 8 sbatch -N2 with srun on both nodes
 j=$(r "cd $W && sbatch --parsable -N2 --ntasks-per-node=1 -o multi_%j.out --wrap 'srun hostname | sort'"); s=$(wait_state "$j" COMPLETED FAILED)
 out=$(r "cat $W/multi_$j.out | tr '\n' ' '")
-[ "$out" = "node1 node2 " ] || [ "$(echo $out | wc -w)" = 2 ] && ok "sbatch -N2 + srun ($out)" || ko "sbatch -N2" "$out"
+[ "$out" = "node1 node2 " ] || [ "$(echo "$out" | wc -w)" = 2 ] && ok "sbatch -N2 + srun ($out)" || ko "sbatch -N2" "$out"
 # 9 accounting: sstat on a running job, sacct on finished ones
 if grep -q 'accounting_storage/slurmdbd' "$D/etc/slurm.conf"; then
   j=$(r "cd $W && sbatch --parsable --wrap 'python3 -c \"b=bytearray(80*2**20); import time; time.sleep(6)\"'"); wait_state "$j" RUNNING >/dev/null; sleep 4

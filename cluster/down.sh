@@ -19,13 +19,13 @@ log() { printf "[cluster/down %6.1fs] %s\n" "$(( ($(date +%s%N) - T0) / 1000000 
 # running = exists and is not a zombie (PID 1 here may reap daemonized children late)
 running() { local st; st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) && [ -n "$st" ] && [ "$st" != Z ]; }
 pid_of() { local pf=$1 comm=$2 pid; [ -s "$pf" ] || return 1; pid=$(cat "$pf" 2>/dev/null) || return 1
-  [[ $pid =~ ^[0-9]+$ ]] && running "$pid" && [ "$(cat /proc/$pid/comm 2>/dev/null)" = "$comm" ] && echo "$pid"; }
+  [[ $pid =~ ^[0-9]+$ ]] && running "$pid" && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$comm" ] && echo "$pid"; }
 # stop PIDFILE COMM [TIMEOUT_S]: SIGTERM, wait, SIGKILL as last resort
 stop() { local pf=$1 comm=$2 t=${3:-20} pid
   if ! pid=$(pid_of "$pf" "$comm"); then rm -f "$pf"; return 0; fi
   kill -TERM "$pid" 2>/dev/null
   for ((i=0;i<t*10;i++)); do running "$pid" || break; sleep 0.1; done
-  if running "$pid" && [ "$(cat /proc/$pid/comm 2>/dev/null)" = "$comm" ]; then
+  if running "$pid" && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$comm" ]; then
     log "$comm ($pid) did not stop in ${t}s, SIGKILL"; kill -KILL "$pid" 2>/dev/null; sleep 0.5; fi
   rm -f "$pf"; log "stopped $comm ($pid)"; }
 
@@ -33,7 +33,8 @@ stop() { local pf=$1 comm=$2 t=${3:-20} pid
 if pid_of "$D/run/slurmctld.pid" slurmctld >/dev/null; then
   jobs=$(squeue -h -o %A 2>/dev/null | sort -u)
   if [ -n "$jobs" ]; then
-    log "cancelling jobs: $(echo $jobs)"; scancel $jobs 2>/dev/null
+    # shellcheck disable=SC2086,SC2116 # one line of ids; one argument per job id
+    { log "cancelling jobs: $(echo $jobs)"; scancel $jobs 2>/dev/null; }
     for ((i=0;i<80;i++)); do [ -z "$(squeue -h -t all -o '%A %t' 2>/dev/null | awk '$2 !~ /^(CD|CA|F|TO|PR|NF|OOM|BF|DL)$/')" ] && break; sleep 0.25; done
   fi
 fi

@@ -70,7 +70,7 @@ die() { echo "cluster/up.sh: ERROR: $*" >&2; exit 1; }
 # (a zombie counts as dead: PID 1 in such sandboxes may reap daemonized processes late)
 pid_alive() { local pf=$1 comm=$2 pid st; [ -s "$pf" ] || return 1; pid=$(cat "$pf" 2>/dev/null) || return 1
   [[ $pid =~ ^[0-9]+$ ]] || return 1; st=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) || return 1
-  [ -n "$st" ] && [ "$st" != Z ] && [ "$(cat /proc/$pid/comm 2>/dev/null)" = "$comm" ]; }
+  [ -n "$st" ] && [ "$st" != Z ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$comm" ]; }
 # listening check without connecting (a bare connect makes slurmctld log "Zero Bytes were transmitted")
 port_open() { if command -v ss >/dev/null; then [ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]
   else (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; fi; }

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by scripts/run-*: make sure uv exists and the locked environment is installed.
 UV_VERSION=0.13.8
 if ! command -v uv >/dev/null 2>&1; then

@@ -1,2 +1,3 @@
+# shellcheck shell=bash
 echo started
 sleep 300
