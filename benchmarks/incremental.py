@@ -34,6 +34,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import incremental_lineage as lineage
+
 HERE = Path(__file__).resolve().parent
 METAXY_PYTHON = HERE / ".metaxy-venv" / "bin" / "python"
 RESULTS = HERE / "results" / "incremental.json"
@@ -240,12 +242,18 @@ SETUP = {"ours": ours_setup, "metaxy": metaxy_setup, "floor": floor_setup}
 PREPARE = {"ours": ours_prepare, "metaxy": metaxy_prepare, "floor": floor_prepare}
 
 
-def child(system: str, action: str, root: Path, n: int, scenario: str) -> None:
+def child(system: str, action: str, root: Path, n: int, scenario: str, workload: str) -> None:
     if action == "setup":
-        SETUP[system](root, n, scenario)
+        if workload == "identity":
+            SETUP[system](root, n, scenario)
+        else:
+            lineage.SETUP[system](workload, root, n, scenario)
         print(json.dumps({"ok": True}))
         return
-    measure = PREPARE[system](root)
+    if workload == "identity":
+        measure = PREPARE[system](root)
+    else:
+        measure = lineage.PREPARE[system](workload, root)
     cpu_before = _cpu_s()
     start = time.perf_counter()
     counts = measure()
@@ -264,7 +272,9 @@ def _cpu_s() -> float:
 # Parent --------------------------------------------------------------------------------------
 
 
-def run_child(system: str, action: str, root: Path, n: int, scenario: str) -> dict:
+def run_child(
+    system: str, action: str, root: Path, n: int, scenario: str, workload: str = "identity"
+) -> dict:
     python = str(METAXY_PYTHON) if system == "metaxy" else sys.executable
     cmd = [
         python,
@@ -275,6 +285,7 @@ def run_child(system: str, action: str, root: Path, n: int, scenario: str) -> di
         str(root),
         str(n),
         scenario,
+        workload,
     ]
     env = dict(
         os.environ, POLARS_MAX_THREADS=os.environ.get("POLARS_MAX_THREADS", str(os.cpu_count()))
@@ -282,7 +293,8 @@ def run_child(system: str, action: str, root: Path, n: int, scenario: str) -> di
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, env=env)
     if proc.returncode != 0:
         raise RuntimeError(
-            f"{system} {action} {scenario} n={n} failed (exit {proc.returncode}): {' '.join(cmd)}\n"
+            f"{system} {workload} {action} {scenario} n={n} failed (exit {proc.returncode}): "
+            f"{' '.join(cmd)}\n"
             f"{proc.stderr[-3000:]}"
         )
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -294,6 +306,61 @@ def expected_counts(n: int, scenario: str) -> dict[str, int]:
     if scenario == "changed_1pct":
         return {"new": 0, "stale": len(range(0, n, CHANGED_EVERY)), "orphaned": 0}
     return {"new": 0, "stale": 0, "orphaned": 0}
+
+
+def bench_lineage(
+    workloads: list[str], reps: int, workdir: Path, systems: tuple[str, ...], n_override: int | None
+) -> list[dict]:
+    """Expansion and aggregation cases, same protocol as ``bench`` (setup, then turns)."""
+    cases: list[dict] = []
+    for workload in workloads:
+        n = n_override or lineage.default_n(workload)
+        for scenario in SCENARIOS:
+            roots = {system: workdir / f"{system}-{workload}-{scenario}" for system in systems}
+            for system, root in roots.items():
+                shutil.rmtree(root, ignore_errors=True)
+                root.mkdir(parents=True)
+                run_child(system, "setup", root, n, scenario, workload)
+            runs: dict[str, list[dict]] = {system: [] for system in systems}
+            for _ in range(reps):
+                for system in systems:
+                    runs[system].append(
+                        run_child(system, "measure", roots[system], n, scenario, workload)
+                    )
+            for system in systems:
+                expected = lineage.expected_counts(workload, n, scenario)
+                cases.append(_case(system, n, scenario, runs[system], expected, workload))
+                shutil.rmtree(roots[system], ignore_errors=True)
+    return cases
+
+
+def lineage_ratios(cases: list[dict]) -> dict:
+    """``<workload>_ours_vs_<other>``: the worst scenario of ours / theirs median wall."""
+    out: dict = {}
+    for workload in lineage.WORKLOADS:
+        for other in ("floor", "metaxy"):
+            per, per_cpu, mem = {}, {}, {}
+            for scenario in SCENARIOS:
+                pick = {
+                    c["system"]: c
+                    for c in cases
+                    if c.get("workload") == workload and c["scenario"] == scenario
+                }
+                if "ours" in pick and other in pick:
+                    ours, theirs = pick["ours"], pick[other]
+                    per[scenario] = round(ours["wall_median_s"] / theirs["wall_median_s"], 3)
+                    per_cpu[scenario] = round(ours["cpu_median_s"] / theirs["cpu_median_s"], 3)
+                    mem[scenario] = round(
+                        ours["peak_rss_median_mb"] / theirs["peak_rss_median_mb"], 3
+                    )
+            if per:
+                name = f"{workload}_ours_vs_{other}"
+                out[name] = max(per.values())
+                out[f"{name}_by_scenario"] = per
+                out[f"{name}_cpu_by_scenario"] = per_cpu
+                if other == "metaxy":
+                    out[f"{workload}_ours_vs_metaxy_peak_memory_by_scenario"] = mem
+    return out
 
 
 def bench(sizes: list[int], reps: int, workdir: Path, systems: tuple[str, ...]) -> dict:
@@ -320,13 +387,20 @@ def bench(sizes: list[int], reps: int, workdir: Path, systems: tuple[str, ...]) 
     return {"cases": cases}
 
 
-def _case(system: str, n: int, scenario: str, runs: list[dict]) -> dict:
+def _case(
+    system: str,
+    n: int,
+    scenario: str,
+    runs: list[dict],
+    expected: dict | None = None,
+    workload: str = "identity",
+) -> dict:
     counts = runs[0]["counts"]
-    if counts != expected_counts(n, scenario):
-        raise RuntimeError(
-            f"{system} {scenario} n={n}: counts {counts} != {expected_counts(n, scenario)}"
-        )
+    expected = expected or expected_counts(n, scenario)
+    if counts != expected:
+        raise RuntimeError(f"{system} {workload} {scenario} n={n}: counts {counts} != {expected}")
     case = {
+        "workload": workload,
         "system": system,
         "n": n,
         "scenario": scenario,
@@ -337,7 +411,7 @@ def _case(system: str, n: int, scenario: str, runs: list[dict]) -> dict:
         "counts": counts,
     }
     print(
-        f"n={n:>8} {scenario:<13} {system:<7} wall {case['wall_median_s']:7.3f} s"
+        f"{workload:<11} n={n:>8} {scenario:<13} {system:<7} wall {case['wall_median_s']:7.3f} s"
         f"  cpu {case['cpu_median_s']:7.3f} s"
         f"  peak {case['peak_rss_median_mb']:7.0f} MB  {counts}",
         flush=True,
@@ -348,7 +422,12 @@ def _case(system: str, n: int, scenario: str, runs: list[dict]) -> dict:
 def ratios(cases: list[dict], n: int) -> dict:
     def pick(system: str, scenario: str, key: str) -> float | None:
         for c in cases:
-            if c["system"] == system and c["n"] == n and c["scenario"] == scenario:
+            if (
+                c["system"] == system
+                and c["n"] == n
+                and c["scenario"] == scenario
+                and c.get("workload", "identity") == "identity"
+            ):
                 return c[key]
         return None
 
@@ -396,6 +475,15 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--workloads",
+        nargs="+",
+        default=["identity", *lineage.WORKLOADS],
+        choices=["identity", *lineage.WORKLOADS],
+    )
+    parser.add_argument(
+        "--lineage-n", type=int, default=None, help="override the lineage sizes (quick runs)"
+    )
     args = parser.parse_args()
     systems = tuple(args.systems)
     if "metaxy" in systems and not METAXY_PYTHON.exists():
@@ -403,11 +491,23 @@ def main() -> None:
             f"metaxy venv not found at {METAXY_PYTHON}; create it (see this file's docstring) "
             "or pass --systems ours floor"
         )
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-incremental-") as tmp:
-        result = bench(args.sizes, args.reps, Path(tmp), systems)
+        result = {"cases": []}
+        if "identity" in args.workloads:
+            result = bench(args.sizes, args.reps, Path(tmp), systems)
+        workloads = [w for w in args.workloads if w != "identity"]
+        result["cases"] += bench_lineage(workloads, args.reps, Path(tmp), systems, args.lineage_n)
     largest = max(args.sizes)
     result.update(ratios(result["cases"], largest))
+    result.update(lineage_ratios(result["cases"]))
     result["ratios_at_n"] = largest
+    result["lineage_sizes"] = {
+        "expansion": f"{args.lineage_n or lineage.PARENTS} parents x {lineage.CHILDREN} children",
+        "aggregation": f"{args.lineage_n or lineage.ROWS} rows -> "
+        f"{lineage.scale('aggregation', args.lineage_n or lineage.ROWS)[1]} groups",
+    }
+    result["load_average"] = {"before": load_before, "after": os.getloadavg()}
     result["notes"] = {
         "ours_vs_metaxy": "max over scenarios of ours/metaxy median wall (0.2 = 5x faster)",
         "ours_vs_floor": "max over scenarios of ours/floor median wall",
@@ -416,6 +516,14 @@ def main() -> None:
         "floor": "polars scan_delta + one native concat_str hash per sample + one full join, "
         "materialising new/stale/orphaned frames; no per-field provenance",
         "timing": "the resolve call only; imports and feature/store objects are made before the clock",
+        "lineage": "expansion: 100k documents x 10 chunks (1M child rows), the chunk field reads "
+        "the text; aggregation: 1M readings -> 10k sensors, the mean reads the value; 1% changed = "
+        "every 100th document / every reading of every 100th sensor; counts at the resolve key "
+        "(parents / groups) for all three systems (metaxy's aggregation rows per member are "
+        "counted as distinct groups)",
+        "floor_lineage": "expansion: hash of the text per document + first stored hash per "
+        "document (group) + full join; aggregation: hash of (t, value) per reading, wrapping sum "
+        "per sensor (group) + full join",
     }
     result["machine"] = {
         "cpus": os.cpu_count(),
@@ -429,7 +537,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "child":
-        _, _, system, action, root, n, scenario = sys.argv
-        child(system, action, Path(root), int(n), scenario)
+        _, _, system, action, root, n, scenario, workload = sys.argv
+        child(system, action, Path(root), int(n), scenario, workload)
     else:
         main()

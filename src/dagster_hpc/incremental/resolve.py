@@ -7,7 +7,7 @@ stale and whether because their code version changed or because their input data
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -119,6 +119,7 @@ def compute_increment(
     *,
     key: Sequence[str] | None = None,
     failures: pl.LazyFrame | None = None,
+    stored_fields: Callable[[pl.LazyFrame], pl.LazyFrame] | None = None,
 ) -> Increment:
     """Join expected (key, provenance, provenance_by_field, any extra columns) with stored state.
 
@@ -126,6 +127,8 @@ def compute_increment(
     date); in eager mode it is computed once and the frames are filtered from it. ``stored``
     may carry a boolean ``FORCED_STALE`` column (a staleness predicate's result). ``failures``
     (key, ``last_error``, ``failures``) moves samples still to do into ``failed``.
+    ``stored_fields(keys)`` gives the stored per-field structs of those keys only (default: a
+    join with ``stored``); an expansion uses it to avoid grouping every child's structs.
     """
     ids = list(key or feature.id_columns)
     if stored is None:
@@ -168,17 +171,18 @@ def compute_increment(
     ).select(columns + [_FORCED])
     if not lazy:
         both = both.collect().lazy()
-    stored_fields = stored.select(
-        ids
-        + [
-            pl.col(PROVENANCE_BY_FIELD).alias(_STORED + PROVENANCE_BY_FIELD),
-            pl.col(CODE_VERSION_BY_FIELD).alias(_STORED + CODE_VERSION_BY_FIELD),
-        ]
-    )
+    renamed = [
+        pl.col(PROVENANCE_BY_FIELD).alias(_STORED + PROVENANCE_BY_FIELD),
+        pl.col(CODE_VERSION_BY_FIELD).alias(_STORED + CODE_VERSION_BY_FIELD),
+    ]
     if lazy or both.select(pl.len()).collect().item():
-        with_stored = both.join(stored_fields, on=ids, how="left")
+        if stored_fields is None:
+            fields = stored.select(ids + renamed)
+        else:
+            fields = stored_fields(both.select(ids)).select(ids + renamed)
+        with_stored = both.join(fields, on=ids, how="left")
     else:  # nothing stale: do not read the stored structs at all
-        with_stored = both.join(stored_fields.clear(), on=ids, how="left")
+        with_stored = both.join(stored.select(ids + renamed).clear(), on=ids, how="left")
     stale = _annotate_stale(feature, with_stored, stored_schema).select(columns + _STALE_COLUMNS)
     return _with_failed(Increment(new, stale, orphaned, new.clear()), ids, failures, lazy)
 

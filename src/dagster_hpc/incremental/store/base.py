@@ -305,7 +305,15 @@ class MetadataStore(ABC):
         failures = self._attempts(spec)
         if failures is not None:
             failures = failures.filter(pl.col(STATUS) == STATUS_FAILED)
-        increment = compute_increment(spec, expected, stored, lazy=lazy, key=key, failures=failures)
+        increment = compute_increment(
+            spec,
+            expected,
+            stored,
+            lazy=lazy,
+            key=key,
+            failures=failures,
+            stored_fields=self._parent_fields(spec, key, stored),
+        )
         if self.graph.is_expansion(spec) and stored is not None:
             children = self._scan(spec)
             assert children is not None  # stored is not None
@@ -423,19 +431,44 @@ class MetadataStore(ABC):
         if extra:
             aggs.append(pl.col(FORCED_STALE).any())
         stored = stored.group_by(key).agg(aggs)
-        attempts = self._attempts(spec)
-        if attempts is None:
+        empties = self._empty_parents(spec, columns)
+        if empties is None:
             return stored
-        if PROVENANCE_BY_FIELD not in attempts.collect_schema():
-            return stored  # no empty parent was ever recorded
-        empties = (
-            attempts.filter(pl.col(STATUS) == STATUS_EMPTY)
-            .select(columns)
-            .join(stored.select(key), on=key, how="anti")
-        )
+        empties = empties.join(stored.select(key), on=key, how="anti")
         if extra:
             empties = empties.with_columns(pl.lit(False).alias(FORCED_STALE))
         return pl.concat([stored, empties], how="vertical_relaxed")
+
+    def _empty_parents(self, spec: FeatureSpec, columns: list[str]) -> pl.LazyFrame | None:
+        """Expansion parents recorded as done with no child (``columns`` of their records)."""
+        attempts = self._attempts(spec)
+        if attempts is None or PROVENANCE_BY_FIELD not in attempts.collect_schema():
+            return None  # no empty parent was ever recorded
+        return attempts.filter(pl.col(STATUS) == STATUS_EMPTY).select(columns)
+
+    def _parent_fields(self, spec: FeatureSpec, key: list[str], stored: pl.LazyFrame | None):
+        """For an expansion: the stored structs of some parents, from their children only."""
+        if stored is None or not self.graph.is_expansion(spec):
+            return None
+        children = self._scan(spec)
+        assert children is not None  # stored is not None
+        columns = [PROVENANCE_BY_FIELD, CODE_VERSION_BY_FIELD]
+
+        def fields(keys: pl.LazyFrame) -> pl.LazyFrame:
+            from_children = (
+                children.select(key + columns)
+                .join(keys, on=key, how="semi")
+                .unique(key, keep="any")
+            )
+            empties = self._empty_parents(spec, key + columns)
+            if empties is None:
+                return from_children
+            rest = empties.join(keys, on=key, how="semi")
+            return pl.concat([from_children, rest], how="vertical_relaxed").unique(
+                key, keep="first"
+            )
+
+        return fields
 
     def _tombstones(
         self, spec: FeatureSpec, parent_rows: pl.DataFrame, key: list[str]
