@@ -212,3 +212,18 @@ def test_incremental_package_never_imports_dagster():
             ):
                 offenders.append(f"{path.name}: {line.strip()}")
     assert offenders == []
+
+
+def test_importing_the_engine_imports_neither_dagster_nor_ray():
+    """Checked in a fresh interpreter: the engine runs on compute nodes without either."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, dagster_hpc.incremental as m; "
+        "m.DeltaStore, m.FeatureDep, m.Expansion; "
+        "bad = sorted(n for n in sys.modules if n.split('.')[0] in ('dagster', 'ray')); "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
