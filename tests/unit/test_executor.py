@@ -221,3 +221,22 @@ def test_run_termination_stops_every_in_flight_job(
         for e in instance.all_logs(run.run_id)
         if e.step_key == "join"
     )
+
+
+def test_the_documented_run_config_is_valid() -> None:
+    """docs/executor.md's YAML block is accepted by the executor's config schema as written."""
+    import yaml
+
+    doc = (REPO / "docs" / "executor.md").read_text()
+    block = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    config = yaml.safe_load(block)
+    assert set(config["execution"]["config"]) == {
+        "max_concurrent",
+        "tag_concurrency_limits",
+        "retries",
+    }
+    dg.validate_run_config(executor_defs.diamond_job(), config)
+    with pytest.raises(dg.DagsterInvalidConfigError):
+        dg.validate_run_config(
+            executor_defs.diamond_job(), {"execution": {"config": {"max_concurent": 2}}}
+        )
