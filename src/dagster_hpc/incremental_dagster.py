@@ -319,14 +319,21 @@ def _metadata(
 ) -> dict[str, Any]:
     inc = increment.collect()
     counts = inc.counts()
-    stored_before_or_now = store.read(spec, lazy=True).select(pl.len()).collect().item()
+    # Counted at the resolve key (parents of an expansion), like new / stale / computed.
+    key = list(store.graph.resolve_key(spec))
+    stored = store.read(spec, lazy=True)
+    if store.graph.is_expansion(spec):
+        stored = stored.select(key).unique()
+    stored_before_or_now = stored.select(pl.len()).collect().item()
     reasons = inc.stale[STALE_REASON].value_counts() if inc.stale.height else None
     by_reason = {r: 0 for r in (REASON_CODE, REASON_DATA, REASON_BOTH)}
     if reasons is not None:
         for row in reasons.iter_rows():
             by_reason[row[0]] = int(row[1])
     # Up to date = stored now, minus what was just (re)computed, minus orphans still kept.
-    skipped = stored_before_or_now - computed - (counts["orphaned"] - deleted)
+    orphaned_keys = inc.orphaned.select(key).unique().height if counts["orphaned"] else 0
+    deleted_keys = orphaned_keys if deleted else 0
+    skipped = stored_before_or_now - computed - (orphaned_keys - deleted_keys)
     return {
         "new": counts["new"],
         "stale": counts["stale"],

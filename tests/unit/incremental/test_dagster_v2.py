@@ -142,6 +142,6 @@ def test_expansion_asset_and_observable_source(tmp_path):
     meta = _metadata(
         dg.materialize([chunks, source], instance=instance, selection=[chunks]), CHUNKS.key
     )
-    assert (meta["new"], meta["stale"], meta["computed"]) == (0, 1, 1)
+    assert (meta["new"], meta["stale"], meta["computed"], meta["skipped"]) == (0, 1, 1, 1)
     stored = DeltaStore(tmp_path, LINEAGE_GRAPH).read(CHUNKS).sort("doc_id", "chunk")
     assert stored.select("doc_id", "piece").rows() == [("a", "x"), ("a", "y"), ("b", "w")]
