@@ -21,7 +21,7 @@ from dagster_hpc.pipes import RunDirContextInjector, RunDirMessageReader
 from dagster_hpc.pipes.forward import LogForwarder
 from dagster_hpc.prepared import PreparedJob, render_run_scripts
 from dagster_hpc.request import JobRequest
-from dagster_hpc.retention import KEEP_ALWAYS, apply_retention
+from dagster_hpc.retention import KEEP_ALWAYS, apply_retention, should_remove
 from dagster_hpc.rundir import ENV_FILE, JOB_SCRIPT, LAUNCH_SCRIPT, PIPES_CONTEXT
 
 AnyContext = dg.AssetExecutionContext | dg.OpExecutionContext
@@ -89,7 +89,13 @@ def execute(
                     f"dagster-hpc: {backend.name} job {handle.job_id} started for {request.describe()} (run dir {run_dir})"
                 )
             exit_code = _wait(context, backend, handle, reader)
-            backend.job_ended(handle, exit_code)  # e.g. start fetching metrics while logs drain
+            # e.g. start fetching metrics while logs drain (and remove a finished run dir with it)
+            removable = exit_code == 0 and reader.complete.is_set()
+            backend.job_ended(
+                handle,
+                exit_code,
+                remove_run_dir=removable and should_remove(keep_run_dirs, succeeded=True),
+            )
     finally:
         if temp_staging:
             shutil.rmtree(staging, ignore_errors=True)

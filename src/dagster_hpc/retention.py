@@ -41,6 +41,11 @@ def apply_retention(
     """Remove the run directory if the policy says so; True when it was removed."""
     if not should_remove(check_keep_run_dirs(keep), succeeded=succeeded):
         return False
+    if succeeded and backend.run_dir_removed(handle):
+        context.log.debug(
+            f"dagster-hpc: removed run dir {handle.run_dir} with the final sacct query"
+        )
+        return True
     try:
         backend.remove_run_dir(handle.run_dir)
     except (TransportError, OSError) as exc:

@@ -1,7 +1,9 @@
 """SSHConnectionResource: how Dagster code describes the way to a cluster's login node.
 
 The resource only describes; ``get_transport()`` returns the Transport that does the work:
-``SSHTransport`` (asyncssh, one login per process, the default) or ``OpenSSHTransport`` (the
+``HolderTransport`` (the default: asyncssh in one local holder process that every process of
+the machine shares, so a deployment logs in once), ``SSHTransport`` (asyncssh, one login per
+process: ``connection_holder=False``) or ``OpenSSHTransport`` (the
 system ssh with a ControlMaster shared by every process: interactive OTP, Kerberos, short-lived
 certificates; log in once with ``dagster-hpc login``).
 
@@ -43,6 +45,7 @@ ENV_FIELDS: dict[str, str] = {
     "CONTROL_DIR": "control_dir",
     "CONTROL_PERSIST": "control_persist",
     "REQUIRE_LOGIN": "require_login",
+    "CONNECTION_HOLDER": "connection_holder",
 }
 _SECRET_FIELDS = ("password", "totp_secret")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
@@ -110,6 +113,11 @@ class SSHConnectionResource(StrictResource):
     connect_timeout: float = Field(
         default=30.0, description="Seconds for connect + authenticate, per hop."
     )
+    connection_holder: bool = Field(
+        default=True,
+        description="asyncssh: every process of this machine shares ONE login through a small "
+        "local holder process (one login per deployment); False: one login per process.",
+    )
 
     @classmethod
     def from_env(cls, prefix: str = DEFAULT_ENV_PREFIX) -> SSHConnectionResource:
@@ -134,7 +142,7 @@ class SSHConnectionResource(StrictResource):
                 if not raw.isdigit():
                     raise ConfigError(f"{name}={raw!r} is not a port number")
                 kwargs[field] = int(raw)
-            elif field in ("use_agent", "require_login"):
+            elif field in ("use_agent", "require_login", "connection_holder"):
                 if raw.lower() not in _TRUE + _FALSE:
                     raise ConfigError(f"{name}={raw!r}: use 1/0, true/false, yes/no")
                 kwargs[field] = raw.lower() in _TRUE
@@ -171,7 +179,7 @@ class SSHConnectionResource(StrictResource):
         )
 
     def get_transport(self) -> Transport:
-        """The Transport for this connection (asyncssh transports share one login per process)."""
+        """The Transport for this connection (by default one login shared by every process here)."""
         target = self.to_target()
         if self.transport == "openssh":
             from dagster_hpc.transport.openssh import OpenSSHTransport
@@ -182,6 +190,10 @@ class SSHConnectionResource(StrictResource):
                 control_persist=self.control_persist,
                 require_login=self.require_login,
             )
+        if self.connection_holder:
+            from dagster_hpc.transport.holder_client import HolderTransport
+
+            return HolderTransport(target)
         from dagster_hpc.transport.ssh import SSHTransport
 
         return SSHTransport(target)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +71,28 @@ def cluster() -> TestCluster:
         ssh_config=Path(env["SLURM_TEST_SSH_CONFIG"]),
         slurm_conf=Path(env["SLURM_CONF"]),
     )
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_connection_holders(tmp_path_factory):
+    """Holders started by this test session live in a directory of its own and are stopped at
+    the end (other sessions on the machine use the same sshd with the same default key)."""
+    from dagster_hpc.transport import _holder_wire
+    from dagster_hpc.transport.holder_client import shutdown_all
+
+    directory = Path(tempfile.mkdtemp(prefix="dhh-"))  # short: socket paths are limited
+    directory.chmod(0o700)
+    old = os.environ.get(_holder_wire.DIR_ENV)
+    os.environ[_holder_wire.DIR_ENV] = str(directory)
+    try:
+        yield directory
+    finally:
+        shutdown_all(directory)
+        shutil.rmtree(directory, ignore_errors=True)
+        if old is None:
+            os.environ.pop(_holder_wire.DIR_ENV, None)
+        else:
+            os.environ[_holder_wire.DIR_ENV] = old
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

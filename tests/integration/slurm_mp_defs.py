@@ -2,6 +2,7 @@
 each step runs in its own process and rebuilds this module). Settings come from the
 environment, exactly as a deployment against a real site would set them."""
 
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -9,7 +10,10 @@ import dagster as dg
 from dagster_hpc.backends.slurm_resource import SlurmResource
 from dagster_hpc.compute import ComputeResource
 
-PAYLOAD = Path(__file__).parent / "slurm_payloads" / "short.py"
+# a test may pick another payload of slurm_payloads/ (each step process reads the variable)
+PAYLOAD = (
+    Path(__file__).parent / "slurm_payloads" / os.environ.get("DHPC_TEST_MP_PAYLOAD", "short.py")
+)
 N_ASSETS = 8
 
 

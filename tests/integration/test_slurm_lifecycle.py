@@ -17,7 +17,6 @@ import pytest
 from dagster_hpc import _dagster_adapter
 from dagster_hpc.backends.slurm_script import job_name
 from dagster_hpc.compute import ComputeResource
-from dagster_hpc.transport.ssh import SSHTransport
 from tests.integration.slurm_support import (
     CREATED_BASES,
     JOB_DEADLINE_S,
@@ -121,7 +120,7 @@ def test_killed_dagster_process_leaves_the_job_running_with_its_handle_recorded(
 def test_ssh_outage_while_running_never_cancels_and_loses_no_line(cluster, dedicated_key) -> None:
     name = f"outage_{uuid.uuid4().hex[:8]}"
     resource = compute(cluster, ssh=ssh_resource(cluster, key_path=dedicated_key.path))
-    target = resource.slurm.ssh.to_target()
+    shared = resource.slurm.ssh.get_transport()  # the connection holder every step here uses
     kills: list[int] = []
 
     def cut_connections() -> None:
@@ -131,7 +130,7 @@ def test_ssh_outage_while_running_never_cancels_and_loses_no_line(cluster, dedic
             time.sleep(0.2)
         for _ in range(3):
             time.sleep(1.0)
-            for port in SSHTransport(target).local_ports[-1:]:
+            for port in shared.local_ports[-1:]:
                 out = subprocess.run(
                     [
                         "ss",

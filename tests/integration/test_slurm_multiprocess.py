@@ -3,8 +3,12 @@ process): logins counted on the sshd, scheduler queries counted in the shared po
 
 import json
 import math
+import os
+import shlex
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -12,10 +16,16 @@ import dagster as dg
 import pytest
 
 from dagster_hpc.backends.slurm_poller import POLL_FLOOR_S, default_cache_dir
+from dagster_hpc.backends.slurm_resource import SlurmResource
 from dagster_hpc.transport.auth import SSHTarget
 from dagster_hpc.transport.openssh import OpenSSHTransport
 from tests.integration import slurm_mp_defs
-from tests.integration.slurm_support import CREATED_BASES, cleanup_remote_bases, slurm_env
+from tests.integration.slurm_support import (
+    CREATED_BASES,
+    cleanup_remote_bases,
+    remote,
+    slurm_env,
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -25,8 +35,8 @@ def _remove_our_run_dirs(cluster):
     cleanup_remote_bases(cluster, since)
 
 
-def _run_eight(cluster, monkeypatch, tmp_path: Path, **env_kw) -> dict:
-    env = slurm_env(cluster, **env_kw)
+def _run_eight(cluster, monkeypatch, tmp_path: Path, env: dict | None = None, **env_kw) -> dict:
+    env = env or slurm_env(cluster, **env_kw)
     for k, v in env.items():
         if k.startswith("DAGSTER_HPC_"):
             monkeypatch.setenv(k, v)
@@ -57,14 +67,52 @@ def _check_queries(figures: dict) -> None:
     assert 1 <= figures["scheduler_queries"] <= ticks, figures
 
 
-def test_eight_assets_asyncssh_one_login_per_process(
+def test_eight_assets_default_transport_one_login_in_all(
     cluster, dedicated_key, monkeypatch, tmp_path
 ) -> None:
+    """The default configuration (asyncssh through the machine's connection holder)."""
     figures = _run_eight(cluster, monkeypatch, tmp_path, key_path=dedicated_key.path)
     logins = dedicated_key.accepted(cluster.sshd_log("main"))
-    print(f"\n8 assets, SSHTransport: {figures}, logins={logins}")
-    assert 1 <= logins <= slurm_mp_defs.N_ASSETS
+    print(f"\n8 assets, default transport: {figures}, logins={logins}")
+    assert logins == 1
     _check_queries(figures)
+
+
+def test_eight_assets_killed_holder_is_replaced_and_steps_finish(
+    cluster, dedicated_key, monkeypatch, tmp_path
+) -> None:
+    """SIGKILL the connection holder while all 8 jobs wait (none can finish before the test
+    releases it): every step still succeeds and a new holder takes over with one more login."""
+    env = slurm_env(cluster, key_path=dedicated_key.path)
+    base = env["DAGSTER_HPC_SLURM_REMOTE_BASE_DIR"].replace("~", f"/home/{cluster.user}", 1)
+    killed: list[int] = []
+
+    def kill_then_release() -> None:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            out = remote(cluster, "squeue --me --noheader --states=all --format=%Z")
+            if sum(line.startswith(base) for line in out.splitlines()) >= slurm_mp_defs.N_ASSETS:
+                break
+            time.sleep(0.5)
+        holder = SlurmResource.from_env().ssh.get_transport()
+        pid = int(holder.info()["pid"])
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+        time.sleep(1.0)  # the steps' readers and pollers meet the dead holder
+        remote(cluster, f'for d in {shlex.quote(base)}/*/*/; do touch "$d/release"; done')
+
+    for k, v in env.items():
+        if k.startswith("DAGSTER_HPC_"):
+            monkeypatch.setenv(k, v)  # the killer's get_transport() reads them too
+    monkeypatch.setenv("DHPC_TEST_MP_PAYLOAD", "waiter.py")
+    killer = threading.Thread(target=kill_then_release, daemon=True)
+    killer.start()
+    figures = _run_eight(cluster, monkeypatch, tmp_path, env=env)
+    killer.join(timeout=30)
+    logins = dedicated_key.accepted(cluster.sshd_log("main"))
+    print(f"\n8 assets, holder killed: {figures}, logins={logins}, killed={killed}")
+    assert killed, "the test never killed the holder"
+    assert logins == 2
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import pytest
 
 from dagster_hpc.errors import ConfigError
 from dagster_hpc.ssh_resource import SSHConnectionResource
+from dagster_hpc.transport.holder_client import HolderTransport
 from dagster_hpc.transport.openssh import OpenSSHTransport
 from dagster_hpc.transport.ssh import SSHTransport
 
@@ -77,8 +78,14 @@ def test_bad_config_fails_before_connecting():
         SSHConnectionResource(host="h", jump_hosts=["a@b@c"]).get_transport()
 
 
-def test_get_transport_picks_the_kind(tmp_path):
-    assert isinstance(SSHConnectionResource(host="h").get_transport(), SSHTransport)
+def test_get_transport_picks_the_kind(tmp_path, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HPC_HOLDER_DIR", str(tmp_path / "holders"))
+    holder = SSHConnectionResource(host="h").get_transport()  # the default: one login for all
+    assert isinstance(holder, HolderTransport)
+    assert holder.socket_path.parent == tmp_path / "holders"
+    assert (tmp_path / "holders").stat().st_mode & 0o777 == 0o700
+    private = SSHConnectionResource(host="h", connection_holder=False).get_transport()
+    assert isinstance(private, SSHTransport)
     t = SSHConnectionResource(
         host="h", transport="openssh", control_dir=str(tmp_path), require_login=True
     ).get_transport()

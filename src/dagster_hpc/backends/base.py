@@ -141,9 +141,17 @@ class Backend(abc.ABC):
         cluster but changes nothing in the result. The default: the request as is."""
         return PreparedJob(request, python=choose_python(default=self.default_python))
 
-    def job_ended(self, handle: JobHandle, exit_code: int | None) -> None:  # noqa: B027 - optional hook
+    def job_ended(  # noqa: B027 - optional hook
+        self, handle: JobHandle, exit_code: int | None, *, remove_run_dir: bool = False
+    ) -> None:
         """Called as soon as the job is seen to end, before the final log drain and ``outcome``:
-        a backend may start slow work (Slurm: the sacct query) so it overlaps the drain."""
+        a backend may start slow work (Slurm: the sacct query) so it overlaps the drain.
+        ``remove_run_dir``: the step succeeded, everything was read and retention removes the
+        run dir: a backend may do it in the same round trip (then ``run_dir_removed`` is True)."""
+
+    def run_dir_removed(self, handle: JobHandle) -> bool:
+        """True when ``job_ended`` already removed the run directory (no extra round trip)."""
+        return False
 
     def launched(self, context: AnyContext, handle: JobHandle) -> None:  # noqa: B027 - optional hook
         """Called by the flow right after ``submit``, before any waiting: a backend records

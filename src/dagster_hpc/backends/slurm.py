@@ -31,6 +31,7 @@ from dagster_hpc.backends.base import (
     JobState,
     JobStatus,
     ReattachDecision,
+    check_removable,
 )
 from dagster_hpc.backends.slurm_errors import final_state, slurm_job_error
 from dagster_hpc.backends.slurm_poller import (
@@ -101,6 +102,8 @@ CANCEL_CHECK_INTERVAL_S = 0.5
 SACCT_SETTLE_TIMEOUT_S = 10.0
 SACCT_SETTLE_INTERVAL_S = 0.3
 SACCT_TIMEOUT_S = 60.0
+# Printed after a successful removal folded into the sacct round trip (never a sacct row).
+RUN_DIR_REMOVED_MARK = "dagster-hpc-run-dir-removed"
 
 # A good preflight answer is shared with the other processes of this machine for this long:
 # environments and partitions change rarely, and a payload whose interpreter vanished meanwhile
@@ -168,6 +171,7 @@ class SlurmBackend(Backend):
         # job id -> the context its launch was recorded with (launch_records.forget needs it)
         self._launch_contexts: dict[str, AnyContext] = {}
         self.effective_queue: QueueConfig | None = None  # set only by the legacy prepare call
+        self._removed: set[str] = set()  # run dirs removed with the final sacct query
 
     @property
     def transport(self) -> Transport:
@@ -435,13 +439,19 @@ class SlurmBackend(Backend):
         )
 
     # --- outcome ---------------------------------------------------------------------------
-    def job_ended(self, handle: JobHandle, exit_code: int | None) -> None:
-        """Start the sacct query now, so it runs while the Pipes reader drains the logs."""
+    def job_ended(
+        self, handle: JobHandle, exit_code: int | None, *, remove_run_dir: bool = False
+    ) -> None:
+        """Start the sacct query now, so it runs while the Pipes reader drains the logs; the
+        first query also removes the run dir when asked (one round trip for both)."""
         future: Future = Future()
+        remove = handle.run_dir if remove_run_dir else None
+        if remove:
+            check_removable(remove)
 
         def fetch() -> None:
             try:
-                future.set_result(self._settled_sacct(handle.job_id))
+                future.set_result(self._settled_sacct(handle.job_id, remove=remove))
             except BaseException as exc:  # noqa: BLE001 - handed to outcome(), which re-raises it
                 future.set_exception(exc)
 
@@ -496,15 +506,27 @@ class SlurmBackend(Backend):
         code = exit_code if (state is JobState.COMPLETED or exit_code) else None
         return JobOutcome(state=state, exit_code=code, metadata=md)
 
-    def _settled_sacct(self, job_id: str) -> tuple[str, JobMetrics | None]:
+    def run_dir_removed(self, handle: JobHandle) -> bool:
+        return handle.run_dir in self._removed
+
+    def _settled_sacct(
+        self, job_id: str, remove: str | None = None
+    ) -> tuple[str, JobMetrics | None]:
         """sacct until it shows a final state (bounded); a failing sacct is not an error (the
-        metadata then says the numbers are unavailable)."""
+        metadata then says the numbers are unavailable). ``remove``: a run dir to delete in the
+        same round trip as the first query (after sacct, whatever it says)."""
         deadline = time.monotonic() + SACCT_SETTLE_TIMEOUT_S
         text, metrics = "", None
         while True:
+            command = sacct_command(job_id)
+            if remove:
+                command += f"; rm -rf -- {shlex.quote(remove)} && echo {RUN_DIR_REMOVED_MARK}"
             try:
-                res = self._transport.run(sacct_command(job_id), timeout=SACCT_TIMEOUT_S)
-                text = res.stdout + res.stderr
+                res = self._transport.run(command, timeout=SACCT_TIMEOUT_S)
+                if remove and RUN_DIR_REMOVED_MARK in res.stdout:
+                    self._removed.add(remove)
+                remove = None  # asked once: a failure is left to retention's own attempt
+                text = res.stdout.replace(RUN_DIR_REMOVED_MARK, "") + res.stderr
                 metrics = parse_sacct(text, job_id)
             except TransportError as exc:
                 text, metrics = str(exc), None

@@ -1,11 +1,17 @@
 """Pipes messages + stdout/stderr + the exit-code file, tailed through any ``Transport``.
 
-One background thread; each tick is ONE batched ``read_many_from`` (one round trip over SSH)
-covering the Pipes messages file, stdout.log, stderr.log and the exit_code file. Lines are
-forwarded in file order; a partial last line is held back until it is complete (or the job
-has ended: the final drain). Offsets only advance by what was received, so a failed read
-(e.g. a dropped SSH connection) is simply retried from the same offset: nothing is lost or
-doubled across a reconnect.
+One background thread; each tick is ONE ``Transport.watch_files`` call (one round trip over
+SSH) covering the exit_code file (read first) and the Pipes messages file, stdout.log and
+stderr.log. Over SSH the login node waits for a change itself (transport/watch.py): a tick
+returns when something was written or the window ended, so a silent job costs one round trip
+per window and the window backs off while nothing changes (docs/reader-polling.md). Local
+transports read at once and the reader sleeps between ticks, backing off the same way.
+
+Lines are forwarded in file order; a partial last line is held back until it is complete (or
+the job has ended). Offsets only advance by what was received, so a failed read (e.g. a
+dropped SSH connection) is simply retried from the same offsets: nothing is lost or doubled.
+Because the exit_code file is read before the logs, the tick that sees it has also seen every
+byte written before it: no extra drain round trip after the job's end.
 """
 
 from __future__ import annotations
@@ -24,20 +30,35 @@ from dagster_hpc.errors import AuthenticationError, HostKeyError, TransportError
 from dagster_hpc.pipes.tail import FileTail
 from dagster_hpc.rundir import EXIT_CODE, PIPES_MESSAGES, STDERR, STDOUT
 from dagster_hpc.transport.base import Transport
+from dagster_hpc.transport.watch import WatchResult
 
 # Local files are cheap to read: a short tick keeps the per-asset overhead near zero.
 DEFAULT_TAIL_INTERVAL_S = 0.02
-# Adaptive tick: right after new data (or at start) read again after interval/TICK_SPEEDUP, then
-# back off by TICK_BACKOFF per idle tick up to the interval. Short jobs finish fast, idle long
-# jobs cost at most one read per interval.
+# Transports that do not wait (local files): right after new data (or at start) read again
+# after interval/TICK_SPEEDUP, then back off by TICK_BACKOFF per idle tick up to the interval
+# (and up to idle_interval_s once quiet for idle_after_s).
 TICK_SPEEDUP = 8.0
 TICK_BACKOFF = 1.5
+# Transports that wait on the login node (SSH): the first wait after a change lasts
+# WATCH_WINDOW_MIN_S and doubles per silent window up to WATCH_WINDOW_MAX_S, so a job printing
+# nothing costs ~120 round trips an hour (not 36,000). A stop request waits at most one window.
+WATCH_WINDOW_MIN_S = 2.0
+WATCH_WINDOW_MAX_S = 30.0
+WATCH_WINDOW_BACKOFF = 2.0
+# Inside a window the login node checks the files (one stat) after WATCH_CHECK_MIN_S, growing
+# by 1.5x per unchanged check up to WATCH_CHECK_MAX_S: a short job's end is seen within tens of
+# ms, a line printed after an hour of silence within 2 s, at ~1,800 stats an hour.
+WATCH_CHECK_MIN_S = 0.02
+WATCH_CHECK_MAX_S = 2.0
+# Output comes in bursts (a payload's last messages, then its exit): after a change the login
+# node waits this long once more so that the burst and the exit code share one answer.
+WATCH_LINGER_S = 0.03
 # Bytes per file per tick; a full chunk means "more is waiting": read again without sleeping.
 READ_CHUNK_BYTES = 4 << 20
 # How many stderr lines we keep for error messages.
 STDERR_TAIL_LINES = 30
-# The final drain ends after this many consecutive empty batches: on a shared filesystem (NFS)
-# the exit_code file can become visible a moment before the last bytes of the logs do.
+# Without an exit code (a killed job, an interrupted run) the final drain ends after this many
+# consecutive empty batches once stop was requested.
 FINAL_DRAIN_QUIET_BATCHES = 2
 # While reads keep failing (an SSH outage), repeat the warning at most this often.
 FAILURE_WARN_EVERY_S = 30.0
@@ -63,6 +84,8 @@ class RunDirMessageReader(dg.PipesMessageReader):
         warn: Callable[[str], None] | None = None,
         idle_interval_s: float | None = None,
         idle_after_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] | None = None,
     ):
         self._transport = transport
         self._run_dir = run_dir.rstrip("/")
@@ -74,13 +97,20 @@ class RunDirMessageReader(dg.PipesMessageReader):
         # a fast tick for hours would cost the login node a shell every tick).
         self._idle_interval_s = idle_interval_s
         self._idle_after_s = idle_after_s
+        # injectable for tests (reads per simulated hour); sleep defaults to a stop-aware wait
+        self._clock = clock
+        self._sleep = sleep
         self._messages = FileTail(f"{self._run_dir}/{PIPES_MESSAGES}")
         self._stdout = FileTail(f"{self._run_dir}/{STDOUT}")
         self._stderr = FileTail(f"{self._run_dir}/{STDERR}")
         self._exit_code_path = f"{self._run_dir}/{EXIT_CODE}"
         self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
         self.exit_code: int | None = None
-        self.exited = threading.Event()
+        self.exited = threading.Event()  # the exit code is known
+        # everything the job wrote before its exit code was read (only the held-back partial
+        # last lines remain, flushed when the session closes): the run dir may go
+        self.complete = threading.Event()
+        self.ticks = 0  # watch/read round trips made (benchmarks, tests)
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self.message_count = 0
@@ -124,25 +154,35 @@ class RunDirMessageReader(dg.PipesMessageReader):
             self._error = exc
             self.exited.set()
 
+    def _wait(self, delay: float) -> None:
+        if self._sleep is not None:
+            self._sleep(delay)
+        elif self._stop.is_set():
+            time.sleep(delay)  # the stop event is set: wait() would not pause
+        else:
+            self._stop.wait(delay)
+
     def _loop(self, handler: dg.PipesMessageHandler) -> None:
         failing_since: float | None = None
         warned_at: float | None = None
-        delay = self._min_interval_s
+        delay = self._min_interval_s  # client-side sleep (transports that do not wait)
+        check, window = WATCH_CHECK_MIN_S, WATCH_WINDOW_MIN_S  # login-node wait (those that do)
         quiet_batches = 0  # consecutive empty batches since stop was requested
-        last_data = time.monotonic()
+        last_data = self._clock()
         while True:
             stopping = self._stop.is_set()  # read before the tick: the last tick sees final sizes
             try:
-                full, got_any = self._tick(handler)
+                no_wait = stopping or self.exit_code is not None
+                result = self._watch(0.0 if no_wait else window, check)
                 if failing_since is not None:
                     self._warn(
-                        f"reading the job's files works again after {time.monotonic() - failing_since:.1f} s"
+                        f"reading the job's files works again after {self._clock() - failing_since:.1f} s"
                     )
                 failing_since = None
             except (AuthenticationError, HostKeyError):
                 raise  # refused credentials never heal by retrying (and must not lock the account)
             except TransportError as exc:
-                now = time.monotonic()
+                now = self._clock()
                 if failing_since is None:
                     failing_since, warned_at = now, None
                 if stopping and now - failing_since > FINAL_DRAIN_RETRY_S:
@@ -153,11 +193,19 @@ class RunDirMessageReader(dg.PipesMessageReader):
                     self._warn(
                         f"reading the job's files failed, retrying from the same offsets: {exc}"
                     )
-                if stopping:
-                    time.sleep(self._interval_s)  # the stop event is set: wait() would not pause
-                else:
-                    self._stop.wait(self._interval_s)
+                self._wait(self._interval_s)
                 continue
+            full, got_any = self._consume(handler, result)
+            # exact answers (watch.sh reads each file up to its size) are complete unless full;
+            # a plain batched read may be short, so it is complete when one comes back empty
+            if self.exit_code is not None and not full and (result.waited or not got_any):
+                self.complete.set()  # before exited: whoever sees exited also sees this
+                self.exited.set()
+                self._stop.wait()  # nothing more will be written: wait for the session to close
+                self._drain_partials(handler)
+                return
+            if self.exit_code is not None:
+                self.exited.set()
             if full or (stopping and got_any):
                 quiet_batches = 0
                 continue  # more is waiting; when stopping, read until batches come back empty
@@ -166,38 +214,50 @@ class RunDirMessageReader(dg.PipesMessageReader):
                 if quiet_batches >= FINAL_DRAIN_QUIET_BATCHES:
                     self._drain_partials(handler)
                     return
-                time.sleep(self._min_interval_s)
+                self._wait(self._min_interval_s)
                 continue
-            cap = self._interval_s
             if got_any:
-                last_data = time.monotonic()
-            elif (
-                self._idle_interval_s is not None
-                and time.monotonic() - last_data > self._idle_after_s
-            ):
-                cap = max(cap, self._idle_interval_s)
-            delay = self._min_interval_s if got_any else min(delay * TICK_BACKOFF, cap)
-            self._stop.wait(delay)
+                last_data = self._clock()
+                delay, check, window = self._min_interval_s, WATCH_CHECK_MIN_S, WATCH_WINDOW_MIN_S
+            elif result.waited:
+                check = min(max(result.next_check_s, WATCH_CHECK_MIN_S), WATCH_CHECK_MAX_S)
+                window = min(window * WATCH_WINDOW_BACKOFF, WATCH_WINDOW_MAX_S)
+            else:
+                cap = self._interval_s
+                idle = self._clock() - last_data > self._idle_after_s
+                if self._idle_interval_s is not None and idle:
+                    cap = max(cap, self._idle_interval_s)
+                delay = min(delay * TICK_BACKOFF, cap)
+            if not result.waited and not got_any and self.exit_code is None:
+                self._wait(delay)
 
-    def _tick(self, handler: dg.PipesMessageHandler) -> tuple[bool, bool]:
-        """One batched read; returns (a chunk was full: more is waiting, any bytes arrived)."""
+    def _watch(self, window: float, check: float) -> WatchResult:
+        self.ticks += 1
         tails = (self._messages, self._stdout, self._stderr)
-        chunks = self._transport.read_many_from(
-            [(t.path, t.offset) for t in tails] + [(self._exit_code_path, 0)],
+        return self._transport.watch_files(
+            self._exit_code_path,
+            [(t.path, t.offset) for t in tails],
+            window_s=window,
+            check_s=check,
+            check_max_s=WATCH_CHECK_MAX_S,
+            linger_s=WATCH_LINGER_S,
             max_bytes=READ_CHUNK_BYTES,
         )
-        msg_chunk, out_chunk, err_chunk, exit_chunk = chunks
+
+    def _consume(self, handler: dg.PipesMessageHandler, result: WatchResult) -> tuple[bool, bool]:
+        """Forward one answer; returns (a chunk was full: more is waiting, any bytes arrived)."""
+        msg_chunk, out_chunk, err_chunk = result.chunks
         self._emit("stdout", self._stdout.feed(out_chunk))
         self._emit("stderr", self._stderr.feed(err_chunk))
         for line in self._messages.feed(msg_chunk):
             self._handle_message_line(handler, line)
+        exit_chunk = result.exit_chunk
         if self.exit_code is None and exit_chunk.endswith(b"\n"):
             try:
                 self.exit_code = int(exit_chunk.strip())
             except ValueError:
                 self._warn(f"{self._exit_code_path} holds {exit_chunk[:50]!r}, not an exit code")
                 self.exit_code = -1
-            self.exited.set()
         data = (msg_chunk, out_chunk, err_chunk)
         return any(len(c) >= READ_CHUNK_BYTES for c in data), any(data)
 

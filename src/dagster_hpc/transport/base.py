@@ -12,6 +12,10 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dagster_hpc.transport.watch import WatchResult
 
 _COUNTER_LOCK = threading.Lock()
 
@@ -91,6 +95,28 @@ class Transport(abc.ABC):
     ) -> list[bytes]:
         """Several ``read_from`` calls; implementations batch them into one round trip."""
         return [self.read_from(p, o, max_bytes=max_bytes) for p, o in requests]
+
+    def watch_files(
+        self,
+        exit_path: str,
+        tails: list[tuple[str, int]],
+        *,
+        window_s: float,
+        check_s: float,
+        check_max_s: float,
+        linger_s: float = 0.0,
+        max_bytes: int = 4 << 20,
+    ) -> WatchResult:
+        """The exit_code file (read first), then new bytes of each ``(path, offset)``.
+
+        Remote transports wait on the login node up to ``window_s`` for a change, checking every
+        ``check_s`` growing to ``check_max_s`` (transport/watch.py: one round trip per change or
+        window). This default reads once without waiting (``waited=False``): cheap local files.
+        """
+        from dagster_hpc.transport.watch import WatchResult
+
+        chunks = self.read_many_from([(exit_path, 0), *tails], max_bytes=max_bytes)
+        return WatchResult(chunks[0], chunks[1:], waited=False, next_check_s=check_s)
 
     def stream(self, command: str, *, timeout: float | None = None) -> Iterator[bytes]:
         """``command``'s stdout in chunks as it is produced (e.g. ``tail -F``, a long ``srun``).

@@ -37,6 +37,7 @@ from dagster_hpc.transport.askpass import PASSWORD_ENV, TOTP_SECRET_ENV, write_h
 from dagster_hpc.transport.auth import SSHTarget
 from dagster_hpc.transport.base import CommandResult, Transport
 from dagster_hpc.transport.hostkeys import describe_host_key_failure
+from dagster_hpc.transport.watch import RemoteWatchMixin
 
 DEFAULT_CONTROL_DIR = "~/.ssh/dagster-hpc"
 DEFAULT_CONTROL_PERSIST = "8h"
@@ -152,7 +153,7 @@ def mux_only(argv: list[str]) -> list[str]:
     return out + ["-o", "ProxyCommand=false"]
 
 
-class OpenSSHTransport(Transport):
+class OpenSSHTransport(RemoteWatchMixin, Transport):
     """Run commands through the system ssh over a shared ControlMaster (see module docstring)."""
 
     def __init__(

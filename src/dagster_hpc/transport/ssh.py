@@ -39,6 +39,7 @@ from dagster_hpc.transport.hostkeys import (
     ensure_known_hosts_file,
     trust_on_first_use,
 )
+from dagster_hpc.transport.watch import RemoteWatchMixin
 
 # Waits before each connection attempt after the connection dropped: quick first, then backing
 # off so a rebooting login node is not hammered (~30 s in total covers a sshd restart or a
@@ -301,7 +302,7 @@ def close_all_connections() -> None:
         _loop.call(conn.close(), timeout=10)
 
 
-class SSHTransport(Transport):
+class SSHTransport(RemoteWatchMixin, Transport):
     """Reach a login node over asyncssh (see module docstring).
 
     ``SSHTransport(SSHTarget(host=..., user=..., key_paths=(...,)))``. Transports built from equal
