@@ -43,6 +43,12 @@ START_LOCK_TIMEOUT_S = HOLDER_START_TIMEOUT_S + 10.0
 # Extra time a client waits for an answer beyond the command's own timeout (the holder may have
 # to log in first).
 ANSWER_MARGIN_S = 10.0
+# A read lost with a dying holder is sent again up to this many times in all, pausing a moment
+# in between: a SIGKILLed holder's socket can accept one more connection before it is closed.
+READ_ATTEMPTS = 3
+READ_RESEND_PAUSE_S = 0.1
+# How much of a command an error message quotes (a watch script is long).
+QUOTED_COMMAND_CHARS = 200
 
 _CODE_DIGEST: str | None = None
 
@@ -216,20 +222,22 @@ class HolderTransport(RemoteWatchMixin, Transport):
     ) -> tuple[int, bytes, bytes]:
         if timeout is not None and timeout <= 0:
             raise errors.ConfigError(
-                f"timeout must be > 0 seconds, got {timeout} (command: {command})"
+                f"timeout must be > 0 seconds, got {timeout} (command: {_brief(command)})"
             )
         header = {"op": "run", "command": command, "timeout": timeout, "stdin": stdin is not None}
         wait = None if timeout is None else timeout + self.target.connect_timeout + ANSWER_MARGIN_S
-        for attempt in (1, 2):
+        what = _brief(command)
+        for attempt in range(1, READ_ATTEMPTS + 1):
             try:
                 with self._send(header, stdin) as sock:
-                    head = json.loads(self._recv(sock, wait, command))
+                    head = json.loads(self._recv(sock, wait, what))
                     _raise_if_error(head)
-                    out, err = self._recv(sock, wait, command), self._recv(sock, wait, command)
+                    out, err = self._recv(sock, wait, what), self._recv(sock, wait, what)
             except _Lost as exc:
-                if resend_if_lost and attempt == 1:
+                if resend_if_lost and attempt < READ_ATTEMPTS:
+                    time.sleep(READ_RESEND_PAUSE_S)
                     continue  # a read has no effect: ask the next holder
-                raise self._lost(command) from exc
+                raise self._lost(what) from exc
             self._count(1, len(stdin or b""))
             return int(head["exit"]), out, err
         raise AssertionError("unreachable")
@@ -348,6 +356,12 @@ class HolderTransport(RemoteWatchMixin, Transport):
 
     def __repr__(self) -> str:
         return f"HolderTransport({self.target.label})"
+
+
+def _brief(command: str) -> str:
+    if len(command) <= QUOTED_COMMAND_CHARS:
+        return command
+    return command[:QUOTED_COMMAND_CHARS] + f"... ({len(command)} characters)"
 
 
 def _raise_if_error(head: dict[str, Any]) -> None:

@@ -35,9 +35,12 @@ class WatchResult:
 
 
 def script() -> str:
+    """watch.sh without its comment lines (they are for readers of the file, not the wire)."""
     global _SCRIPT
     if _SCRIPT is None:
-        _SCRIPT = resources.files("dagster_hpc.transport").joinpath(SCRIPT_NAME).read_text()
+        text = resources.files("dagster_hpc.transport").joinpath(SCRIPT_NAME).read_text()
+        lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+        _SCRIPT = "\n".join(lines) + "\n"
     return _SCRIPT
 
 
