@@ -98,6 +98,55 @@ def wide_job() -> dg.JobDefinition:
     return _job("wide", {f"w{i}": [] for i in range(width)}, tags={WIDE_TAG: "wide"})
 
 
+def _fanout_asset() -> dg.AssetsDefinition:
+    """Two compute.run calls on threads the asset body starts itself (DH_EXEC_SLOW_S each)."""
+
+    @dg.asset(name="fanout", required_resource_keys={"compute"})
+    def fanout(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        from concurrent.futures import ThreadPoolExecutor
+
+        extras = {"sleep_s": float(os.environ.get("DH_EXEC_SLOW_S", "1"))}
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            runs = [
+                pool.submit(context.resources.compute.run, context, PAYLOAD, extras=extras)
+                for _ in range(2)
+            ]
+            for run in runs:
+                run.result()
+        return dg.MaterializeResult()
+
+    return fanout
+
+
+def _busy_asset() -> dg.AssetsDefinition:
+    """Light Python for a long time, no compute.run (stopped by an asynchronous interrupt)."""
+
+    @dg.asset(name="busy")
+    def busy(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        import time
+
+        context.log.info("busy: looping in plain Python")
+        deadline = time.monotonic() + float(os.environ.get("DH_EXEC_SLOW_S", "1"))
+        while time.monotonic() < deadline:
+            sum(range(1000))
+        return dg.MaterializeResult()
+
+    return busy
+
+
+def termination_job() -> dg.JobDefinition:
+    """``fanout`` and ``busy`` side by side: what run termination must stop besides a plain
+    ``compute.run`` asset body."""
+    assets = [_fanout_asset(), _busy_asset()]
+    defs = dg.Definitions(
+        assets=assets,
+        jobs=[dg.define_asset_job("termination", selection=dg.AssetSelection.assets(*assets))],
+        resources={"compute": compute_from_env},
+        executor=hpc_executor,
+    )
+    return defs.resolve_job_def("termination")
+
+
 def main(job: str, home: str) -> int:
     """``python -m tests.unit.executor_defs JOB DAGSTER_HOME``: run JOB in this process (the
     termination tests interrupt or kill it)."""

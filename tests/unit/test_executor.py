@@ -223,6 +223,55 @@ def test_run_termination_stops_every_in_flight_job(
     )
 
 
+def _wait_for_jobs(driver, instance, count: int, also: str = "") -> tuple[str, list[int]]:
+    deadline = time.monotonic() + PAYLOADS_RUNNING_WITHIN_S
+    while time.monotonic() < deadline:
+        assert driver.poll() is None, driver.stderr.read().decode()[-3000:]
+        runs = instance.get_runs()
+        if runs:
+            logs = instance.all_logs(runs[0].run_id)
+            pids = [
+                int(e.user_message.split("local job ", 1)[1].split()[0])
+                for e in logs
+                if "dagster-hpc: local job " in e.user_message
+            ]
+            if len(pids) >= count and (not also or any(also in e.user_message for e in logs)):
+                return runs[0].run_id, pids
+        time.sleep(0.2)
+    raise AssertionError(f"{count} local jobs did not start within {PAYLOADS_RUNNING_WITHIN_S} s")
+
+
+def test_termination_stops_compute_runs_on_user_threads_and_plain_python_bodies(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/executor.md: compute.run on threads the body starts is cancelled too; a body busy
+    in plain Python is interrupted; the run ends."""
+    monkeypatch.setenv("DH_EXEC_SLOW_S", "600")
+    home = env / "home"
+    home.mkdir()
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "tests.unit.executor_defs", "termination_job", str(home)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    instance = dg.DagsterInstance.local_temp(tempdir=str(home))
+    try:
+        run_id, pids = _wait_for_jobs(driver, instance, 2, also="busy: looping in plain Python")
+    finally:
+        if driver.poll() is None:
+            driver.send_signal(signal.SIGINT)
+    driver.communicate(timeout=TERMINATED_WITHIN_S)
+    assert not any(_alive(pid) for pid in pids)
+    failed = {
+        e.step_key
+        for e in instance.all_logs(run_id)
+        if e.dagster_event and e.dagster_event.event_type_value == "STEP_FAILURE"
+    }
+    assert failed == {"fanout", "busy"}
+    assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
+
+
 def test_the_documented_run_config_is_valid() -> None:
     """docs/executor.md's YAML block is accepted by the executor's config schema as written."""
     import yaml
