@@ -106,12 +106,14 @@ class Transport(abc.ABC):
         check_max_s: float,
         linger_s: float = 0.0,
         max_bytes: int = 4 << 20,
+        fast_s: float = 0.0,
+        fast_cap_s: float = 0.0,
     ) -> WatchResult:
         """The exit_code file (read first), then new bytes of each ``(path, offset)``.
 
         Remote transports wait on the login node up to ``window_s`` for a change, checking every
-        ``check_s`` growing to ``check_max_s`` (transport/watch.py: one round trip per change or
-        window). This default reads once without waiting (``waited=False``): cheap local files.
+        ``check_s`` growing to ``check_max_s`` (but at most every ``fast_cap_s`` during the
+        first ``fast_s``; transport/watch.py: one round trip per change or window). This default reads once without waiting (``waited=False``): cheap local files.
         """
         from dagster_hpc.transport.watch import WatchResult
 

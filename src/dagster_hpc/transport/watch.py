@@ -57,6 +57,8 @@ def watch_command(
     check_max_s: float,
     linger_s: float,
     max_bytes: int,
+    fast_s: float = 0.0,
+    fast_cap_s: float = 0.0,
 ) -> str:
     """The shell command running watch.sh with every argument quoted."""
     for path, offset in tails:
@@ -66,7 +68,8 @@ def watch_command(
         raise ConfigError(
             f"bad watch intervals: window {window_s}, check {check_s}..{check_max_s}, max_bytes {max_bytes}"
         )
-    args = [_ms(window_s), _ms(check_s), _ms(check_max_s), _ms(linger_s), str(max_bytes)]
+    args = [_ms(window_s), _ms(check_s), _ms(check_max_s), _ms(fast_s), _ms(fast_cap_s)]
+    args += [_ms(linger_s), str(max_bytes)]
     args.append(exit_path)
     for path, offset in tails:
         args += [path, str(offset)]
@@ -112,6 +115,8 @@ class RemoteWatchMixin:
         check_max_s: float,
         linger_s: float = 0.0,
         max_bytes: int = 4 << 20,
+        fast_s: float = 0.0,
+        fast_cap_s: float = 0.0,
     ) -> WatchResult:
         command = watch_command(
             exit_path,
@@ -121,6 +126,8 @@ class RemoteWatchMixin:
             check_max_s=check_max_s,
             linger_s=linger_s,
             max_bytes=max_bytes,
+            fast_s=fast_s,
+            fast_cap_s=fast_cap_s,
         )
         code, out, err = self._run_bytes(  # type: ignore[attr-defined]
             command, timeout=window_s + WATCH_TIMEOUT_MARGIN_S, stdin=None, **self._read_kwargs
