@@ -8,6 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 
+import dagster_hpc_example.defs
 from dagster_hpc import ComputeResource
 from dagster_hpc.kinds import hpc_asset_args
 from dagster_hpc_example.resources import compute_from_env
@@ -93,10 +94,14 @@ regional_job = dg.define_asset_job(
     "regional_job", selection=dg.AssetSelection.assets(regional_measurements)
 )
 
-defs = dg.Definitions(
-    assets=ASSETS,
-    jobs=[hpc_example_job, regional_job],
-    resources={"compute": COMPUTE},
+# Components under defs/ (YAML: defs/quantiles/defs.yaml) join the Python-defined assets.
+defs = dg.Definitions.merge(
+    dg.load_defs(dagster_hpc_example.defs, project_root=Path(__file__).parents[1]),
+    dg.Definitions(
+        assets=ASSETS,
+        jobs=[hpc_example_job, regional_job],
+        resources={"compute": COMPUTE},
+    ),
 )
 
 
