@@ -11,6 +11,7 @@ from dagster_hpc.backends.slurm_script import job_name
 from dagster_hpc.compute import ComputeResource
 from dagster_hpc.envs.config import EnvConfig
 from dagster_hpc.envs.ship import forget_verified
+from dagster_hpc.errors import ConfigError
 from tests.integration import envs_support as S
 from tests.integration.slurm_support import (
     jobs_named,
@@ -86,7 +87,7 @@ def test_predeployed_env_missing_dagster_pipes_fails_before_submit(cluster, env_
         mode="slurm",
         slurm=slurm_resource(cluster, python=None, env=EnvConfig(path=f"{env_base}/nopipes")),
     )
-    with pytest.raises(Exception, match="(?s)cannot import dagster_pipes.*nothing was submitted"):
+    with pytest.raises(ConfigError, match="(?s)cannot import dagster_pipes.*nothing was submitted"):
         dg.materialize([_asset(name)], resources={"compute": res})
     assert staged_run_dirs(cluster, res.slurm.remote_base_dir) == []
     assert jobs_named(cluster, job_name(name)) == []
@@ -110,7 +111,7 @@ def test_env_and_python_together_rejected(cluster, env_base):
             env=EnvConfig(lock=str(S.EXAMPLE_LOCK), remote_base=env_base),
         ),
     )
-    with pytest.raises(Exception, match="both python=.* and env="):
+    with pytest.raises(ConfigError, match="both python=.* and env="):
         dg.materialize([_asset(_name("both"))], resources={"compute": res})
 
 

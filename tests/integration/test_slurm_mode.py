@@ -8,6 +8,7 @@ import pytest
 
 from dagster_hpc.backends.slurm_script import job_name
 from dagster_hpc.compute import ComputeResource
+from dagster_hpc.errors import ConfigError
 from dagster_hpc.queue import QueueConfig
 from tests.integration.slurm_support import (
     CREATED_BASES,
@@ -202,7 +203,7 @@ def test_bad_input_rejected_before_submit(cluster, queue: dict, match: str) -> N
     name = _name("bad")
     asset = _asset(name, PAYLOADS / "trivial.py", queue=queue)
     res = compute(cluster)
-    with pytest.raises(Exception, match=match):
+    with pytest.raises(ConfigError, match=match):
         dg.materialize([asset], resources={"compute": res})
     assert staged_run_dirs(cluster, res.slurm.remote_base_dir) == []
     assert jobs_named(cluster, job_name(name)) == []
@@ -213,7 +214,7 @@ def test_missing_python_on_the_cluster_rejected_before_submit(cluster) -> None:
     res = ComputeResource(
         mode="slurm", slurm=slurm_resource(cluster, python="/nonexistent/bin/python")
     )
-    with pytest.raises(Exception, match="python '/nonexistent/bin/python' was not found"):
+    with pytest.raises(ConfigError, match="python '/nonexistent/bin/python' was not found"):
         dg.materialize([_asset(name, PAYLOADS / "trivial.py")], resources={"compute": res})
     assert staged_run_dirs(cluster, res.slurm.remote_base_dir) == []
     assert jobs_named(cluster, job_name(name)) == []

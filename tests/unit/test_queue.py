@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dagster as dg
 import pydantic
 import pytest
 
@@ -186,7 +187,7 @@ def test_merged_rejects_unknown_and_bad_override_fields() -> None:
 
 def test_queue_config_is_immutable() -> None:
     q = QueueConfig(partition="debug")
-    with pytest.raises(Exception, match="does not support item assignment"):
+    with pytest.raises(dg.DagsterInvalidInvocationError, match="does not support item assignment"):
         q.partition = "other"  # type: ignore[misc]
 
 

@@ -20,6 +20,7 @@ from dagster_hpc.errors import (
     CancelNotConfirmedError,
     ConfigError,
     HostKeyError,
+    SlurmJobError,
     TransportError,
 )
 from dagster_hpc.jobscript import render_job_script
@@ -114,12 +115,10 @@ def test_preflight_and_submit_round_trips(fake_slurm: Path, tmp_path: Path) -> N
 def test_failing_payload_raises_slurm_job_error_with_state(
     fake_slurm: Path, tmp_path: Path
 ) -> None:
-    with pytest.raises(Exception) as err:
+    with pytest.raises(SlurmJobError) as err:
         dg.materialize([_asset(PAYLOADS / "fail.py")], resources={"compute": _resource(tmp_path)})
     cause = err.value
-    while cause.__cause__ is not None and type(cause).__name__ != "SlurmJobError":
-        cause = cause.__cause__
-    assert type(cause).__name__ == "SlurmJobError"
+    assert (cause.state, cause.job_id, cause.exit_code) == ("FAILED", "101", 3)
     assert "Slurm job 101 on localhost ended FAILED with exit code" in str(cause)
     assert cause.metadata["slurm/state"] == "FAILED"
 
@@ -140,7 +139,7 @@ def test_unknown_partition_fails_before_anything_is_staged(
 
 def test_missing_activation_script_fails_before_submit(fake_slurm: Path, tmp_path: Path) -> None:
     res = _resource(tmp_path, activate="/nonexistent/activate")
-    with pytest.raises(Exception, match="activation script /nonexistent/activate does not exist"):
+    with pytest.raises(ConfigError, match="activation script /nonexistent/activate does not exist"):
         dg.materialize([_asset(PAYLOADS / "report.py")], resources={"compute": res})
     assert calls(fake_slurm, "sbatch") == []
 
