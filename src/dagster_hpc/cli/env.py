@@ -19,6 +19,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from dagster_hpc import progress
 from dagster_hpc.cli._connection import add_connection_arguments, resource_from_args
 from dagster_hpc.envs.build import EnvSpec, build, bundle_cache_dir, plan
 from dagster_hpc.envs.gc import DEFAULT_KEEP, gc, gc_local, list_entries
@@ -157,7 +158,8 @@ def run_build(args: argparse.Namespace) -> int:
     try:
         p = plan(_spec(args), _platform(args, lambda: _connect(args)))
         started = time.monotonic()
-        bundle = build(p, cache_dir=_cache(args))
+        with progress.reporting(progress.BarProgress(sys.stderr)):
+            bundle = build(p, cache_dir=_cache(args))
     except DagsterHpcError as exc:
         print(f"dagster-hpc env build: {exc}", file=sys.stderr)
         return 1
@@ -174,14 +176,16 @@ def run_push(args: argparse.Namespace) -> int:
     try:
         transport, cluster = _connect(args)
         p = plan(_spec(args), _platform(args, lambda: (transport, cluster)))
-        report = EnvShipper(
+        shipper = EnvShipper(
             transport,
             args.remote_base,
             cluster=cluster,
             cache_dir=_cache(args),
             partition=args.partition,
             slurm_options=tuple(args.srun_option),
-        ).ensure(p)
+        )
+        with progress.reporting(progress.BarProgress(sys.stderr)):
+            report = shipper.ensure(p)
     except DagsterHpcError as exc:
         print(f"dagster-hpc env push: {exc}", file=sys.stderr)
         return 1

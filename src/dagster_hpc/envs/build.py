@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+from dagster_hpc import progress
 from dagster_hpc.envs import interpreter, wheelhouse
 from dagster_hpc.envs.key import PACK, SELF_CONTAINED, WHEELHOUSE, env_key
 from dagster_hpc.envs.manifest import ACTIVATE, MANIFEST_PENDING, activate_script
@@ -191,6 +192,10 @@ def default_compression(kind: str, *, remote_zstd: bool = False) -> str:
     return "zstd" if remote_zstd and shutil.which("zstd") else "gzip"
 
 
+# Progress of a build: requirements resolved, packages installed (staged), archive written.
+BUILD_STEPS = 3
+
+
 def build(p: BuildPlan, *, cache_dir: Path | None = None, compression: str | None = None) -> Bundle:
     """The archive for ``p``: from the local bundle cache, or built now."""
     compression = compression or default_compression(p.kind)
@@ -204,6 +209,8 @@ def build(p: BuildPlan, *, cache_dir: Path | None = None, compression: str | Non
         return Bundle(p, archive, 0.0)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
+    what = f"env build {p.key} ({p.kind})"
+    progress.report(what, 0, BUILD_STEPS, unit="steps")
     with tempfile.TemporaryDirectory(prefix=f"dhpc-build-{p.key}-") as tmp:
         work = Path(tmp)
         stage = work / "stage"
@@ -212,6 +219,7 @@ def build(p: BuildPlan, *, cache_dir: Path | None = None, compression: str | Non
         )
         req_file = work / "requirements.txt"
         req_file.write_text("\n".join(requirements) + "\n")
+        progress.report(what, 1, BUILD_STEPS, unit="steps")  # requirements resolved
         if p.kind == SELF_CONTAINED:
             _stage_self_contained(p, stage, req_file, cache_dir)
         elif p.kind == WHEELHOUSE:
@@ -222,9 +230,11 @@ def build(p: BuildPlan, *, cache_dir: Path | None = None, compression: str | Non
         (stage / MANIFEST_PENDING).write_text(
             json.dumps(manifest_for(p, requirements), indent=2) + "\n"
         )
+        progress.report(what, 2, BUILD_STEPS, unit="steps")  # packages installed
         partial = out_dir / f"{archive.name}.part-{work.name}"
         _tar(stage, partial, compression)
         partial.replace(archive)
+    progress.report(what, BUILD_STEPS, BUILD_STEPS, unit="steps")  # archived
     return Bundle(p, archive, time.monotonic() - started)
 
 

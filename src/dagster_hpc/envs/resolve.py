@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from dagster_hpc import progress
 from dagster_hpc.envs.build import plan
 from dagster_hpc.envs.config import EnvConfig
 from dagster_hpc.envs.platform import compute_node_platform
@@ -75,7 +76,8 @@ def resolve_env(
         partition=partition,
         slurm_options=slurm_options,
     )
-    report = shipper.ensure(p)
+    with progress.reporting(progress.LogProgress(say) if log else None):
+        report = shipper.ensure(p)  # build/upload percent lines in Dagster's log
     if report.status == "hit" and report.roundtrips == 0:
         say(f"environment {p.key} ({p.kind}): {report.ref.path} (verified earlier in this process)")
     elif report.status == "hit":

@@ -72,9 +72,12 @@ class Transport(abc.ABC):
         import shlex
         import uuid
 
+        from dagster_hpc import progress
         from dagster_hpc.errors import TransportError
 
         data = Path(local_path).read_bytes()
+        report = progress.bound(f"upload {Path(local_path).name}", len(data))
+        report(0)  # one stdin stream: start and end only
         tmp = f"{remote_path}.part-{uuid.uuid4().hex[:12]}"
         q_tmp, q_dst = shlex.quote(tmp), shlex.quote(remote_path)
         command = f"umask 077 && cat > {q_tmp} && chmod {mode:o} {q_tmp} && mv -f {q_tmp} {q_dst}"
@@ -84,6 +87,7 @@ class Transport(abc.ABC):
                 f"uploading {local_path} to {remote_path} failed (exit {result.exit_code}): "
                 f"{result.stderr.strip()[-500:]}\nhint: check that the remote directory exists and has free space"
             )
+        report(len(data))
         return len(data)
 
     @abc.abstractmethod

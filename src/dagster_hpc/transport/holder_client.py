@@ -29,7 +29,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from dagster_hpc import errors
+from dagster_hpc import errors, progress
 from dagster_hpc.transport import _holder_wire as wire
 from dagster_hpc.transport import _shell
 from dagster_hpc.transport.auth import SSHTarget
@@ -283,8 +283,11 @@ class HolderTransport(RemoteWatchMixin, Transport):
         if not local_path.is_file():
             raise errors.ConfigError(f"cannot upload {local_path}: not a file")
         header = {"op": "put_file", "local": str(local_path), "remote": remote_path, "mode": mode}
+        report = progress.bound(f"upload {local_path.name}", local_path.stat().st_size)
+        report(0)  # the holder streams it: start and end only
         head = self._ask(header, f"upload of {local_path} to {remote_path}")
         self._count(2, int(head["sent"]))
+        report(int(head["sent"]))
         return int(head["sent"])
 
     def read_from(self, remote_path: str, offset: int, *, max_bytes: int = 4 << 20) -> bytes:

@@ -12,6 +12,7 @@ import subprocess
 import uuid
 from pathlib import Path
 
+from dagster_hpc import progress
 from dagster_hpc.errors import TransportError
 from dagster_hpc.transport.base import CommandResult, Transport
 
@@ -64,11 +65,14 @@ class LocalTransport(Transport):
         """Copy to a temporary name next to ``remote_path``, then rename (never half a file)."""
         dst = Path(remote_path)
         tmp = dst.with_name(f"{dst.name}.part-{uuid.uuid4().hex[:12]}")
+        report = progress.bound(f"upload {Path(local_path).name}", Path(local_path).stat().st_size)
+        report(0)
         shutil.copyfile(local_path, tmp)
         os.chmod(tmp, mode)
         os.replace(tmp, dst)
         size = dst.stat().st_size
         self._count(sent=size)
+        report(size)
         return size
 
     def read_from(self, remote_path: str, offset: int, *, max_bytes: int = 4 << 20) -> bytes:

@@ -19,11 +19,12 @@ import queue
 import shlex
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import asyncssh
 
+from dagster_hpc import progress
 from dagster_hpc.errors import (
     AuthenticationError,
     ConfigError,
@@ -509,7 +510,8 @@ class SSHTransport(RemoteWatchMixin, Transport):
             raise ConfigError(f"cannot upload {local_path}: not a file")
         tmp = _shell.temp_name(remote_path)
         size = local_path.stat().st_size
-        _loop.call(self._aput(local_path, tmp), timeout=None)
+        what = f"upload {local_path.name}"
+        _loop.call(self._aput(local_path, tmp, progress.bound(what, size)), timeout=None)
         self._count(1, size)
         self.check(
             _shell.publish_command(tmp, remote_path, mode),
@@ -517,14 +519,20 @@ class SSHTransport(RemoteWatchMixin, Transport):
         )
         return size
 
-    async def _aput(self, local_path: Path, tmp: str) -> None:
+    async def _aput(
+        self, local_path: Path, tmp: str, report: Callable[[int], None] = lambda _done: None
+    ) -> None:
         sftp = await self._shared.sftp()
         try:
             # created 0600 from its first byte (a plain put would briefly be world-readable)
             async with sftp.open(tmp, "wb", attrs=asyncssh.SFTPAttrs(permissions=0o600)) as remote:
                 with local_path.open("rb") as fh:
+                    report(0)
+                    sent = 0
                     while chunk := fh.read(SFTP_CHUNK_BYTES):
                         await remote.write(chunk)
+                        sent += len(chunk)
+                        report(sent)  # progress bar / percent line (progress.py)
         except (asyncssh.SFTPError, OSError) as exc:
             raise TransportError(
                 f"SFTP upload of {local_path} to {tmp} on {self.target.label} failed: {exc}\n"
