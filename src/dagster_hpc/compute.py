@@ -10,6 +10,7 @@ import dagster as dg
 from pydantic import Field
 
 from dagster_hpc._strict import StrictResource
+from dagster_hpc.allocation.session import SessionConfig
 from dagster_hpc.backends.base import Backend
 from dagster_hpc.backends.local import LocalBackend
 from dagster_hpc.backends.slurm_resource import SlurmResource
@@ -58,6 +59,11 @@ class ComputeResource(StrictResource):
         default=None,
         description="Job arrays (run_array, multi-partition steps): at most this many items run at "
         "once (sbatch --array=...%N; locally: processes). Default: no limit on Slurm, the CPU count locally.",
+    )
+    session: SessionConfig | None = Field(
+        default=None,
+        description="mode='slurm': run the steps of a Dagster run inside ONE shared allocation "
+        "(session mode, docs/allocation-modes.md); None: one Slurm job per step.",
     )
     slurm: SlurmResource | None = Field(
         default=None,
@@ -198,6 +204,10 @@ def _slurm_settings(resource: ComputeResource) -> SlurmResource:
 
 def _slurm_backend(resource: ComputeResource) -> Backend:
     """mode="slurm": the resource's ``slurm`` settings, or SlurmResource.from_env() if unset."""
+    if resource.session is not None:
+        from dagster_hpc.allocation.session import make_session_backend
+
+        return make_session_backend(_slurm_settings(resource), resource.session)
     return _slurm_settings(resource).make_backend()
 
 

@@ -1,0 +1,70 @@
+"""Reconstructable session-mode definitions (each multiprocess step rebuilds this module).
+
+Settings from the environment: Slurm site (SlurmResource.from_env), DHPC_SESSION_ASSETS (how many
+independent assets, default 8), DHPC_PAYLOAD (default short.py), DHPC_SESSION_IDLE (idle
+timeout, s), DHPC_EXECUTOR ("multiprocess" default, or "in_process").
+
+usage (driver for the kill/termination tests): python -m tests.integration.session_defs DAGSTER_HOME
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+from dagster_hpc.allocation.session import SessionConfig
+from dagster_hpc.backends.slurm_resource import SlurmResource
+from dagster_hpc.compute import ComputeResource
+
+PAYLOADS = Path(__file__).parent / "slurm_payloads"
+JOB_NAME = "session_job"
+
+
+def _make(i: int, payload: str) -> dg.AssetsDefinition:
+    @dg.asset(name=f"session_{i}")
+    def _asset(context: dg.AssetExecutionContext, compute: ComputeResource):
+        yield from compute.run(context, payload).get_results()
+
+    return _asset
+
+
+def session_job() -> dg.JobDefinition:
+    n = int(os.environ.get("DHPC_SESSION_ASSETS", "8"))
+    payload = os.environ.get("DHPC_PAYLOAD", str(PAYLOADS / "short.py"))
+    assets = [_make(i, payload) for i in range(n)]
+    executor = (
+        dg.in_process_executor
+        if os.environ.get("DHPC_EXECUTOR") == "in_process"
+        else dg.multiprocess_executor.configured({"max_concurrent": n})
+    )
+    session = SessionConfig(
+        queue={"ntasks": 4, "mem": "2000M", "time_limit": "10"},
+        idle_timeout_s=int(os.environ.get("DHPC_SESSION_IDLE", "20")),
+    )
+    defs = dg.Definitions(
+        assets=assets,
+        jobs=[
+            dg.define_asset_job(
+                JOB_NAME, selection=dg.AssetSelection.assets(*assets), executor_def=executor
+            )
+        ],
+        resources={
+            "compute": ComputeResource(
+                mode="slurm", session=session, slurm=SlurmResource.from_env()
+            )
+        },
+    )
+    return defs.resolve_job_def(JOB_NAME)
+
+
+def main(home: str) -> int:
+    instance = dg.DagsterInstance.local_temp(tempdir=home)
+    result = dg.execute_job(
+        dg.reconstructable(session_job), instance=instance, raise_on_error=False
+    )
+    return 0 if result.success else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

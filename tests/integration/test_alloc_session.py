@@ -1,0 +1,236 @@
+"""Session mode on the real cluster: one allocation for a run, its assets as steps inside it.
+
+8 assets under the multiprocess executor -> 1 allocation, 8 steps (sacct); a SIGKILLed Dagster
+-> the allocation ends by itself within its idle timeout; Dagster termination -> nothing of the
+run left in squeue; an SSH cut while a step runs -> the step completes."""
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from dagster_hpc.allocation.session import session_job_name
+from dagster_hpc.transport.ssh import SSHTransport
+from tests.integration import session_defs
+from tests.integration.slurm_support import (
+    CREATED_BASES,
+    JOB_DEADLINE_S,
+    cleanup_remote_bases,
+    remote,
+    slurm_env,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+IDLE_S = 8  # the tests' idle timeout: short, so a dead Dagster's allocation ends quickly
+# slack on top of the idle timeout: the agent's tick, slurmctld ending the job, our squeue poll
+END_SLACK_S = 15
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _remove_our_run_dirs(cluster):
+    since = len(CREATED_BASES)
+    yield
+    cleanup_remote_bases(cluster, since)
+
+
+def _env(cluster, monkeypatch=None, **extra: str) -> dict[str, str]:
+    env = slurm_env(cluster)
+    env.update({"DHPC_SESSION_IDLE": str(IDLE_S), **extra})
+    if monkeypatch is not None:
+        for k, v in env.items():
+            if k.startswith(("DAGSTER_HPC_", "DHPC_")):
+                monkeypatch.setenv(k, v)
+    return env
+
+
+def _session_jobs(cluster, run_id: str) -> list[tuple[str, str]]:
+    """(job id, state) of the allocations of this run (sacct, by the run's job name)."""
+    name = session_job_name("run", run_id)
+    text = remote(
+        cluster,
+        f"sacct -X -n -P --starttime now-1hour --name={shlex.quote(name)} --format=JobID,State",
+    )
+    return [tuple(line.split("|", 1)) for line in text.splitlines() if "|" in line]  # type: ignore[misc]
+
+
+def _live(cluster, job_id: str) -> str:
+    return remote(
+        cluster, f"squeue --noheader --jobs={job_id} --format=%T 2>/dev/null || true"
+    ).strip()
+
+
+def test_eight_assets_one_allocation_eight_steps(cluster, monkeypatch, tmp_path: Path) -> None:
+    _env(cluster, monkeypatch)
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        result = dg.execute_job(dg.reconstructable(session_defs.session_job), instance=instance)
+        assert result.success
+        pids = {e.pid for e in result.all_events if e.event_type_value == "STEP_START"}
+        assert len(pids) == 8  # really one process per step
+        mds = [result.asset_materializations_for_node(f"session_{i}")[0].metadata for i in range(8)]
+        run_id = result.run_id
+    allocs = {md["slurm/allocation_id"].value for md in mds}
+    assert len(allocs) == 1, allocs
+    (alloc,) = allocs
+    assert [md["slurm/state"].value for md in mds] == ["COMPLETED"] * 8
+    step_ids = sorted(int(md["slurm/step_id"].value) for md in mds)
+    assert len(set(step_ids)) == 8
+    assert all(md["slurm/job_id"].value == f"{alloc}.{md['slurm/step_id'].value}" for md in mds)
+    assert all("slurm/elapsed_s" in md for md in mds)  # per-step sacct record
+    jobs = _session_jobs(cluster, run_id)
+    assert [j for j, _ in jobs] == [alloc], jobs  # ONE allocation for the run
+    steps = remote(cluster, f"sacct -n -P -j {alloc} --format=JobID,State").split()
+    assert len([s for s in steps if re.match(rf"{alloc}\.\d+\|COMPLETED", s)]) == 8, steps
+    # the last step stopped the allocation: it ends at the run's end, not after the idle timeout
+    deadline = time.monotonic() + IDLE_S
+    while _live(cluster, alloc) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _live(cluster, alloc) == ""
+    log = remote(
+        cluster, f"cat $(dirname {shlex.quote(mds[0]['slurm/run_dir'].value)})/../agent.log"
+    )
+    assert "ending the allocation: the run ended (stop file)" in log, log
+
+
+def _start_driver(cluster, home: Path, **extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.integration.session_defs", str(home)],
+        cwd=REPO,
+        env=_env(cluster, **extra),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _wait_step_running(cluster, home: Path, proc: subprocess.Popen) -> tuple[str, str]:
+    """(run id, allocation id) once a step of the driver's run is running in its allocation."""
+    deadline = time.monotonic() + JOB_DEADLINE_S
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+        runs = (
+            [d.name for d in (home / "storage").glob("*") if d.is_dir()]
+            if (home / "storage").exists()
+            else []
+        )
+        for run_id in runs:
+            name = session_job_name("run", run_id)
+            ids = remote(
+                cluster, f"squeue --me --noheader --name={shlex.quote(name)} --format=%i"
+            ).split()
+            if not ids:
+                continue  # (squeue ignores --name together with --steps: ask per job)
+            out = remote(cluster, f"squeue --noheader --steps --jobs={ids[0]} --format=%i")
+            if any(re.match(rf"{ids[0]}\.\d+$", s) for s in out.split()):
+                return run_id, ids[0]
+        time.sleep(0.5)
+    raise AssertionError("no session step started")
+
+
+def test_sigkilled_dagster_allocation_ends_within_idle_timeout(cluster, tmp_path: Path) -> None:
+    proc = _start_driver(
+        cluster, tmp_path, DHPC_SESSION_ASSETS="1", DHPC_EXECUTOR="in_process",
+        DHPC_PAYLOAD=str(session_defs.PAYLOADS / "ticker.py"),
+    )  # fmt: skip
+    try:
+        run_id, alloc = _wait_step_running(cluster, tmp_path, proc)
+        os.killpg(proc.pid, signal.SIGKILL)  # Dagster dies: nobody will stop the allocation
+        proc.wait(timeout=30)
+        killed_at = time.monotonic()
+        # the step (4 s of ticks) finishes inside the allocation, then the idle timeout runs
+        while _live(cluster, alloc) and time.monotonic() - killed_at < 4 + IDLE_S + END_SLACK_S:
+            time.sleep(0.5)
+        assert _live(cluster, alloc) == "", "the allocation outlived its idle timeout"
+        log = remote(cluster, f"sacct -n -P -j {alloc} --format=JobID,State")
+        assert f"{alloc}.0|COMPLETED" in log, log  # the step itself was not killed
+        agent_log = remote(
+            cluster,
+            f"cat $(scontrol show job {alloc} 2>/dev/null | sed -n 's/.*WorkDir=//p')/agent.log || true",
+        )
+        assert f"idle for {IDLE_S}s" in agent_log or agent_log == "", agent_log
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_dagster_termination_leaves_nothing_in_squeue(cluster, tmp_path: Path) -> None:
+    proc = _start_driver(
+        cluster, tmp_path, DHPC_SESSION_ASSETS="2",
+        DHPC_PAYLOAD=str(session_defs.PAYLOADS / "sleeper.py"), DHPC_SESSION_IDLE="300",
+    )  # fmt: skip
+    try:
+        run_id, alloc = _wait_step_running(cluster, tmp_path, proc)
+        proc.send_signal(signal.SIGINT)  # what Dagster sends the run worker of a terminated run
+        out, _ = proc.communicate(timeout=120)
+        Path("/tmp/alloc-term-driver.log").write_bytes(out)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    name = session_job_name("run", run_id)
+    left = remote(cluster, f"squeue --me --noheader --name={shlex.quote(name)}").strip()
+    assert left == "", (left, out.decode()[-3000:])
+    deadline = time.monotonic() + 15  # slurmdbd records the final state a moment later
+    while True:
+        state = remote(cluster, f"sacct -X -n -P -j {alloc} --format=State").strip()
+        if state.startswith("CANCELLED") or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert state.startswith("CANCELLED"), (state, out.decode()[-2000:])
+    assert f"cancelling slurm-session job {alloc}" in out.decode()
+
+
+def test_ssh_cut_during_a_step_the_step_completes(
+    cluster, dedicated_key, monkeypatch, tmp_path: Path
+) -> None:
+    _env(
+        cluster, monkeypatch, DHPC_SESSION_ASSETS="1", DHPC_EXECUTOR="in_process",
+        DHPC_PAYLOAD=str(session_defs.PAYLOADS / "ticker.py"),
+    )  # fmt: skip
+    monkeypatch.setenv("DAGSTER_HPC_SSH_KEY_PATH", str(dedicated_key.path))
+    kills: list[float] = []  # when our connection was cut (time.time())
+    stop = threading.Event()
+    from dagster_hpc.ssh_resource import SSHConnectionResource
+
+    target = SSHConnectionResource.from_env().to_target()
+
+    def cut() -> None:
+        """Kill our SSH connection (its sshd process) every second while the run lasts."""
+        while not stop.wait(1.0):
+            for port in SSHTransport(target).local_ports[-1:]:
+                ss = subprocess.run(
+                    ["ss", "-Htnp", "state", "established", f"( sport = :{cluster.port} and dport = :{port} )"],
+                    capture_output=True, text=True, check=True,
+                ).stdout  # fmt: skip
+                for pid in sorted({int(p) for p in re.findall(r"pid=(\d+)", ss)}):
+                    os.kill(pid, signal.SIGTERM)
+                    kills.append(time.time())
+
+    cutter = threading.Thread(target=cut, daemon=True)
+    cutter.start()
+    try:
+        with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+            result = dg.execute_job(dg.reconstructable(session_defs.session_job), instance=instance)
+            assert result.success
+            md = result.asset_materializations_for_node("session_0")[0].metadata
+            lines = [
+                line
+                for e in instance.all_logs(result.run_id)
+                if e.user_message
+                for line in e.user_message.split("\n")
+                if line.startswith("tick ")
+            ]
+    finally:
+        stop.set()
+        cutter.join(timeout=30)
+    assert md["slurm/state"].value == "COMPLETED"
+    ticks = [float(line.split(" at ")[1]) for line in lines]
+    assert any(ticks[0] <= k <= ticks[-1] for k in kills), (kills, ticks)  # cut while it ran
+    assert dedicated_key.accepted(cluster.sshd_log("main")) >= 2  # it really reconnected
+    assert [line.split(" at ")[0] for line in lines] == [f"tick {i}" for i in range(8)]
