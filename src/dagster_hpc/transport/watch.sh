@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # dagster-hpc: wait on the login node until a job's files change, then print what is new.
 # Run as: bash -c "$(cat watch.sh)" dhpc-watch WINDOW_MS CHECK_MS CHECK_MAX_MS FAST_MS FAST_CAP_MS \
 #           LINGER_MS MAX_BYTES EXIT_FILE PATH1 OFFSET1 [PATH2 OFFSET2 ...]
@@ -56,6 +57,7 @@ while :; do
   fi
   [ "$elapsed" -lt "$window" ] || break
   seconds t "$check"
+  # shellcheck disable=SC2154 # t is set by seconds (printf -v)
   read -r -t "$t" -u 9 || true
   elapsed=$((elapsed + check))
   check=$((check * 3 / 2))
