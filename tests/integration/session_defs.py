@@ -2,7 +2,8 @@
 
 Settings from the environment: Slurm site (SlurmResource.from_env), DHPC_SESSION_ASSETS (how many
 independent assets, default 8), DHPC_PAYLOAD (default short.py), DHPC_SESSION_IDLE (idle
-timeout, s), DHPC_EXECUTOR ("multiprocess" default, or "in_process").
+timeout, s), DHPC_EXECUTOR ("multiprocess" default, or "in_process"), DHPC_SESSION ("1" default;
+"0": one Slurm job per asset, for the benchmark's per-job figure).
 
 usage (driver for the kill/termination tests): python -m tests.integration.session_defs DAGSTER_HOME
 """
@@ -51,7 +52,9 @@ def session_job() -> dg.JobDefinition:
         ],
         resources={
             "compute": ComputeResource(
-                mode="slurm", session=session, slurm=SlurmResource.from_env()
+                mode="slurm",
+                session=session if os.environ.get("DHPC_SESSION", "1") == "1" else None,
+                slurm=SlurmResource.from_env(),
             )
         },
     )

@@ -1,0 +1,83 @@
+"""Session mode, hetjobs and GPU checks: the pure parts (scripts, validation, parsing)."""
+
+import shutil
+import subprocess
+
+import pytest
+
+from dagster_hpc.allocation.hetjob import render_hetjob_script
+from dagster_hpc.allocation.session import (
+    SessionConfig,
+    agent_text,
+    check_session,
+    render_holder_script,
+    session_job_name,
+)
+from dagster_hpc.backends.slurm_gres import check_partition_gpus, partition_gpus
+from dagster_hpc.errors import ConfigError
+from dagster_hpc.queue import QueueConfig
+
+
+def test_holder_script_runs_the_agent_with_quoted_options() -> None:
+    cfg = SessionConfig(idle_timeout_s=30, step_options=["--exact", "--mem=1G"])
+    text = render_holder_script(
+        queue=QueueConfig(ntasks=4, time_limit="10"),
+        name=session_job_name("run", "abcdef123456"),
+        config=cfg,
+    )
+    assert "#SBATCH --job-name=dhpc-session-run-abcdef12\n" in text
+    assert "#SBATCH --output=agent.log\n" in text
+    assert "#SBATCH --ntasks=4" in text
+    assert text.rstrip().endswith("exec bash ./agent.sh 30 0.2 --exact --mem=1G")
+
+
+def test_session_config_is_validated() -> None:
+    for bad, match in (
+        (SessionConfig(idle_timeout_s=0), "idle_timeout_s"),
+        (SessionConfig(group="a b"), "group"),
+        (SessionConfig(step_options=["rm -rf"]), "srun option"),
+        (SessionConfig(queue={"nodes": -1}), "nodes"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            check_session(bad)
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
+def test_agent_script_is_shellcheck_clean(tmp_path) -> None:
+    path = tmp_path / "agent.sh"
+    path.write_text(agent_text())
+    subprocess.run(["shellcheck", "-S", "warning", str(path)], check=True)
+
+
+def test_hetjob_script_starts_every_component_and_waits() -> None:
+    text = render_hetjob_script(
+        run_dir="/r/x",
+        queues=[QueueConfig(partition="debug"), QueueConfig(partition="gpu", gpus_per_node=1)],
+        step="s",
+    )
+    head, body = text.split("# dagster-hpc hetjob", 1)
+    assert head.count("#SBATCH hetjob") == 1
+    assert (
+        head.index("--partition=debug")
+        < head.index("#SBATCH hetjob")
+        < head.index("--partition=gpu")
+    )
+    assert "srun --het-group=0 --ntasks=1 --nodes=1 bash /r/x/t/0/job.sh &" in body
+    assert "srun --het-group=1 --ntasks=1 --nodes=1 bash /r/x/t/1/job.sh &" in body
+    assert 'wait "$p"' in body
+    with pytest.raises(ConfigError, match="at least 2"):
+        render_hetjob_script(run_dir="/r", queues=[QueueConfig()], step="s")
+
+
+def test_gpu_requests_are_checked_against_the_partition() -> None:
+    text = "debug;(null),gpu;gpu:2,big;gpu:a100:4(S:0-1),"
+    assert partition_gpus(text) == {"debug": {}, "gpu": {"": 2}, "big": {"a100": 4, "": 4}}
+    kw = {"cluster": "c"}
+    check_partition_gpus(text, gpus_per_node=2, gres_type=None, partition="gpu", **kw)
+    check_partition_gpus(text, gpus_per_node=None, gres_type=None, partition="debug", **kw)
+    with pytest.raises(ConfigError, match=r"no nodes with GPUs: use a GPU partition \(big, gpu\)"):
+        check_partition_gpus(text, gpus_per_node=1, gres_type=None, partition="debug", **kw)
+    with pytest.raises(ConfigError, match="at most 2"):
+        check_partition_gpus(text, gpus_per_node=3, gres_type=None, partition="gpu", **kw)
+    with pytest.raises(ConfigError, match="a100 GPUs"):
+        check_partition_gpus(text, gpus_per_node=1, gres_type="a100", partition="gpu", **kw)
