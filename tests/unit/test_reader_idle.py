@@ -47,10 +47,10 @@ def test_silent_job_costs_one_round_trip_per_window_backing_off_to_the_max(tmp_p
     with reader.read_messages(handler=None):  # type: ignore[arg-type]  # no messages
         assert transport.done.wait(JOIN_TIMEOUT_S)
     windows = transport.windows
-    # 2, 4, 8, 16, then the named maximum: ~120 reads for an hour of silence (24 h: ~2,900)
-    assert windows[:5] == [2.0, 4.0, 8.0, 16.0, 30.0]
-    assert set(windows[4:]) == {reader_mod.WATCH_WINDOW_MAX_S}
-    expected = 4 + (HOUR_S - 30.0) / reader_mod.WATCH_WINDOW_MAX_S
+    # 10, 20, then the named maximum: ~120 reads for an hour of silence (24 h: ~2,900)
+    assert windows[:3] == [10.0, 20.0, 30.0]
+    assert set(windows[2:]) == {reader_mod.WATCH_WINDOW_MAX_S}
+    expected = 2 + (HOUR_S - 30.0) / reader_mod.WATCH_WINDOW_MAX_S
     assert len(windows) <= expected + 1, len(windows)
     print(f"silent job, waiting transport: {len(windows)} reads in a simulated hour")
 

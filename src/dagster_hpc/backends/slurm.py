@@ -101,6 +101,9 @@ CANCEL_CHECK_INTERVAL_S = 0.5
 # -> slurmdbd is asynchronous); we wait at most this long, then report what it has.
 SACCT_SETTLE_TIMEOUT_S = 10.0
 SACCT_SETTLE_INTERVAL_S = 0.3
+# The first re-query comes sooner (the record is usually final within ~0.1 s of the job's end,
+# and this wait is on the critical path of every asset), then doubles up to the interval.
+SACCT_SETTLE_FIRST_S = 0.05
 SACCT_TIMEOUT_S = 60.0
 # Printed after a successful removal folded into the sacct round trip (never a sacct row).
 RUN_DIR_REMOVED_MARK = "dagster-hpc-run-dir-removed"
@@ -517,6 +520,7 @@ class SlurmBackend(Backend):
         same round trip as the first query (after sacct, whatever it says)."""
         deadline = time.monotonic() + SACCT_SETTLE_TIMEOUT_S
         text, metrics = "", None
+        pause = SACCT_SETTLE_FIRST_S
         while True:
             command = sacct_command(job_id)
             if remove:
@@ -535,7 +539,8 @@ class SlurmBackend(Backend):
             settled = metrics is not None and slurm_state(metrics.state).finished
             if settled or time.monotonic() >= deadline:
                 return text, metrics
-            time.sleep(SACCT_SETTLE_INTERVAL_S)
+            time.sleep(pause)
+            pause = min(pause * 2, SACCT_SETTLE_INTERVAL_S)
 
     def failure_error(
         self, handle: JobHandle, outcome: JobOutcome, stderr_tail: list[str]

@@ -41,8 +41,10 @@ TICK_SPEEDUP = 8.0
 TICK_BACKOFF = 1.5
 # Transports that wait on the login node (SSH): the first wait after a change lasts
 # WATCH_WINDOW_MIN_S and doubles per silent window up to WATCH_WINDOW_MAX_S, so a job printing
-# nothing costs ~120 round trips an hour (not 36,000). A stop request waits at most one window.
-WATCH_WINDOW_MIN_S = 2.0
+# nothing costs ~120 round trips an hour (not 36,000), and a job that prints once and runs for
+# a few seconds costs no more round trips than a trivial one. A stop request (a job killed
+# without an exit code, an interrupted run) waits at most one window.
+WATCH_WINDOW_MIN_S = 10.0
 WATCH_WINDOW_MAX_S = 30.0
 WATCH_WINDOW_BACKOFF = 2.0
 # Inside a window the login node checks the files (one stat) after WATCH_CHECK_MIN_S, growing
