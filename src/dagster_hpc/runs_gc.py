@@ -14,6 +14,7 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
+from dagster_hpc import sh
 from dagster_hpc.errors import ConfigError, RemoteCommandError
 from dagster_hpc.rundir import check_removable
 from dagster_hpc.transport.base import Transport
@@ -25,6 +26,7 @@ LIST_TIMEOUT_S = 600.0
 REMOVE_TIMEOUT_S = 600.0
 AGE_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _AGE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+# the markers sh/runs_gc_list.sh prints
 _NOW, _SQ_RC, _JOB, _DIR, _NO_BASE = "#now ", "#squeue_rc=", "#job ", "#dir ", "#nobase"
 
 
@@ -54,20 +56,9 @@ class GcPlan:
 
 
 def list_command(base_expr: str, *, with_squeue: bool) -> str:
-    squeue = (
-        f"out=$(squeue --me --noheader --states=all --format='%i|%Z' 2>&1); echo \"{_SQ_RC}$?\"; "
-        f"printf '%s\\n' \"$out\" | sed 's/^/{_JOB}/'; "
-        if with_squeue
-        else ""
-    )
-    return (
-        f"base={base_expr}; if [ ! -d \"$base\" ]; then echo '{_NO_BASE}'; exit 0; fi; "
-        f'echo "{_NOW}$(date +%s)"; {squeue}'
-        # POSIX sh (no read -d): run-dir names never contain a newline (see backends' _safe)
-        'find "$base" -mindepth 2 -maxdepth 2 -type d | while IFS= read -r d; do '
-        "newest=$(find \"$d\" -printf '%T@\\n' | sort -n | tail -n 1); "
-        f'echo "{_DIR}${{newest%.*}} $d"; done'
-    )
+    """One round trip: the clock, (our squeue jobs' working dirs), every step run dir with the
+    newest mtime inside it. ``base_expr`` is a quoted shell word (``remote_path_expr``)."""
+    return sh.command("runs_gc_list.sh", base_expr, "1" if with_squeue else "0")
 
 
 def parse_listing(stdout: str, *, with_squeue: bool) -> Listing | None:

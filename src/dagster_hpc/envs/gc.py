@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dagster_hpc import sh
 from dagster_hpc.envs.key import KEY_HEX_CHARS
 from dagster_hpc.envs.manifest import LAST_USED, MANIFEST
 from dagster_hpc.envs.ship import envs_root_expr
@@ -45,25 +46,15 @@ class EnvEntry:
 
 
 def list_script(remote_base: str) -> str:
-    """One round trip: every entry with its last use, size, manifest, and the keys in use."""
-    return "\n".join(
-        [
-            f"root={envs_root_expr(remote_base)}",
-            f'echo "{_MARK} root $root"',
-            f'[ -d "$root" ] || {{ echo "{_MARK} end"; exit 0; }}',
-            'for d in "$root"/*/; do d=${d%/}; k=$(basename "$d"); [ -d "$d" ] || continue',
-            f'  t=$(stat -c %Y "$d/{LAST_USED}" 2>/dev/null || stat -c %Y "$d/{MANIFEST}" 2>/dev/null || stat -c %Y "$d")',
-            '  s=$(du -sk "$d" 2>/dev/null | cut -f1)',
-            f'  echo "{_MARK} entry $k $t ${{s:-0}}"',
-            f'  [ -f "$d/{MANIFEST}" ] && cat "$d/{MANIFEST}" && echo',  # the file may lack a final newline
-            f'  echo "{_MARK} done"',
-            "done",
-            # pending/running jobs of this user: which env keys do their scripts name?
-            "squeue --me -h -o %o 2>/dev/null | while read -r cmd; do "
-            'dir=$(dirname "$cmd"); cat "$dir"/*.sh 2>/dev/null; done '
-            f"| grep -o 'envs/[0-9a-f]\\{{{KEY_HEX_CHARS}\\}}' | sort -u | sed 's|^envs/|{_MARK} inuse |'",
-            f'echo "{_MARK} end"',
-        ]
+    """One round trip: every entry with its last use, size, manifest, and the keys in use
+    (sh/envs_gc_list.sh)."""
+    return sh.command(
+        "envs_gc_list.sh",
+        envs_root_expr(remote_base),
+        shlex.quote(_MARK),
+        shlex.quote(LAST_USED),
+        shlex.quote(MANIFEST),
+        str(KEY_HEX_CHARS),
     )
 
 
