@@ -11,6 +11,7 @@ import dagster as dg
 import dagster_hpc_example.defs
 from dagster_hpc import ComputeResource
 from dagster_hpc.kinds import hpc_asset_args
+from dagster_hpc.sensor import build_reconcile_sensor
 from dagster_hpc_example.resources import compute_from_env
 
 PAYLOADS = Path(__file__).parent / "payloads"
@@ -100,6 +101,8 @@ defs = dg.Definitions.merge(
     dg.Definitions(
         assets=ASSETS,
         jobs=[hpc_example_job, regional_job],
+        # cancels Slurm jobs of runs Dagster lost track of; free while nothing is in flight
+        sensors=[build_reconcile_sensor()],
         resources={"compute": COMPUTE},
     ),
 )
