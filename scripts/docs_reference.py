@@ -20,7 +20,9 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-MARKER_RE = re.compile(r"^<!-- reference: (?P<target>[A-Za-z_][\w.]*) -->$", re.M)
+# "<!-- reference: dagster_hpc.X -->"; "own" lists only the fields the class itself declares
+# (a subclass of someone else's model, e.g. a Dagster component).
+MARKER_RE = re.compile(r"^<!-- reference: (?P<target>[A-Za-z_][\w.]*)(?P<own> own)? -->$", re.M)
 
 
 class ReferenceError(Exception):
@@ -76,9 +78,14 @@ def _default_text(value: Any) -> str:
     return f"`{value!r}`"
 
 
-def _pydantic_rows(cls: type[BaseModel], env: dict[str, str]) -> list[tuple[str, ...]]:
+def _pydantic_rows(
+    cls: type[BaseModel], env: dict[str, str], own: bool = False
+) -> list[tuple[str, ...]]:
     rows = []
+    declared = cls.__dict__.get("__annotations__", {})
     for name, info in cls.model_fields.items():
+        if own and name not in declared:
+            continue
         if not info.description:
             raise ReferenceError(
                 f"{cls.__name__}.{name} has no description: add Field(description=...) so the "
@@ -109,14 +116,14 @@ def _dataclass_rows(cls: type) -> list[tuple[str, ...]]:
     return rows
 
 
-def render(target: str, env_sources: Callable[[], dict] = _env_sources) -> str:
+def render(target: str, env_sources: Callable[[], dict] = _env_sources, own: bool = False) -> str:
     """The Markdown for one marker: the class's docstring and its field table."""
     cls = _resolve(target)
     env: dict[str, str] = {}
     for prefix, mapping in env_sources().get(cls.__name__, []):
         env.update({field: f"`{prefix}_{suffix}`" for suffix, field in mapping.items()})
     if isinstance(cls, type) and issubclass(cls, BaseModel):
-        rows = _pydantic_rows(cls, env)
+        rows = _pydantic_rows(cls, env, own)
     elif dataclasses.is_dataclass(cls):
         rows = _dataclass_rows(cls)
     else:
@@ -137,7 +144,7 @@ def render(target: str, env_sources: Callable[[], dict] = _env_sources) -> str:
 
 def expand(markdown: str) -> str:
     """Replace every reference marker in a page by its generated table."""
-    return MARKER_RE.sub(lambda m: render(m["target"]), markdown)
+    return MARKER_RE.sub(lambda m: render(m["target"], own=bool(m["own"])), markdown)
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:  # mkdocs hook
