@@ -121,7 +121,8 @@ def render(target: str, env_sources: Callable[[], dict] = _env_sources, own: boo
     cls = _resolve(target)
     env: dict[str, str] = {}
     for prefix, mapping in env_sources().get(cls.__name__, []):
-        env.update({field: f"`{prefix}_{suffix}`" for suffix, field in mapping.items()})
+        for suffix, field in mapping.items():  # the derived name first; older aliases after it
+            env.setdefault(field, f"`{prefix}_{suffix}`")
     if isinstance(cls, type) and issubclass(cls, BaseModel):
         rows = _pydantic_rows(cls, env, own)
     elif dataclasses.is_dataclass(cls):

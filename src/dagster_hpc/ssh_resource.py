@@ -13,7 +13,6 @@ variable's name, never its value; ``from_env`` does exactly that.
 
 from __future__ import annotations
 
-import os
 from typing import Literal
 
 import dagster as dg
@@ -21,6 +20,7 @@ from pydantic import Field
 
 from dagster_hpc._strict import StrictResource, refuse_unknown_env
 from dagster_hpc.errors import ConfigError
+from dagster_hpc.settings import env_names, read_env
 from dagster_hpc.transport.auth import HostKeyPolicy, SSHTarget, parse_jump_hosts
 from dagster_hpc.transport.base import Transport
 
@@ -28,25 +28,33 @@ TransportKind = Literal["asyncssh", "openssh"]
 TRANSPORTS: tuple[str, ...] = ("asyncssh", "openssh")
 DEFAULT_ENV_PREFIX = "DAGSTER_HPC_SSH"
 # Variables read by from_env(prefix): {prefix}_{suffix} -> field name.
-ENV_FIELDS: dict[str, str] = {
-    "HOST": "host",
-    "PORT": "port",
-    "USER": "user",
-    "KEY_PATH": "key_path",
-    "CERT_PATH": "certificate_path",
-    "USE_AGENT": "use_agent",
-    "PASSWORD": "password",
-    "TOTP_SECRET": "totp_secret",
-    "JUMP_HOSTS": "jump_hosts",
-    "KNOWN_HOSTS": "known_hosts_file",
-    "HOST_KEY_POLICY": "host_key_policy",
-    "SSH_CONFIG": "ssh_config_file",
-    "TRANSPORT": "transport",
-    "CONTROL_DIR": "control_dir",
-    "CONTROL_PERSIST": "control_persist",
-    "REQUIRE_LOGIN": "require_login",
-    "CONNECTION_HOLDER": "connection_holder",
-}
+ENV_FIELDS: dict[str, str] = env_names(
+    (
+        "host",
+        "port",
+        "user",
+        "key_path",
+        "certificate_path",
+        "use_agent",
+        "password",
+        "totp_secret",
+        "jump_hosts",
+        "known_hosts_file",
+        "host_key_policy",
+        "ssh_config_file",
+        "transport",
+        "control_dir",
+        "control_persist",
+        "require_login",
+        "connection_holder",
+    ),
+    # the names before one-name-per-setting (documented, still read)
+    aliases={
+        "CERT_PATH": "certificate_path",
+        "KNOWN_HOSTS": "known_hosts_file",
+        "SSH_CONFIG": "ssh_config_file",
+    },
+)
 _SECRET_FIELDS = ("password", "totp_secret")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
@@ -131,11 +139,7 @@ class SSHConnectionResource(StrictResource):
             )
         refuse_unknown_env(prefix, ENV_FIELDS)
         kwargs: dict[str, object] = {}
-        for suffix, field in ENV_FIELDS.items():
-            name = f"{prefix}_{suffix}"
-            raw = os.environ.get(name)
-            if raw is None or raw == "":
-                continue
+        for field, (name, raw) in read_env(prefix, ENV_FIELDS).items():
             if field in _SECRET_FIELDS:
                 kwargs[field] = dg.EnvVar(name)
             elif field == "port":

@@ -17,34 +17,35 @@ from dagster_hpc.backends.slurm import DEFAULT_REMOTE_BASE, SlurmBackend, base_d
 from dagster_hpc.envs.config import EnvConfig
 from dagster_hpc.errors import ConfigError
 from dagster_hpc.queue import QueueConfig
+from dagster_hpc.settings import env_names, read_env
 from dagster_hpc.ssh_resource import SSHConnectionResource
 from dagster_hpc.transport.base import Transport
 
 DEFAULT_ENV_PREFIX = "DAGSTER_HPC_SLURM"
 # {prefix}_{suffix} -> QueueConfig field (strings; ints converted).
-QUEUE_ENV_FIELDS: dict[str, str] = {
-    "PARTITION": "partition",
-    "ACCOUNT": "account",
-    "QOS": "qos",
-    "RESERVATION": "reservation",
-    "CONSTRAINT": "constraint",
-    "TIME_LIMIT": "time_limit",
-    "MEM": "mem",
-    "MEM_PER_CPU": "mem_per_cpu",
-    "NODES": "nodes",
-    "NTASKS": "ntasks",
-    "CPUS_PER_TASK": "cpus_per_task",
-    "GPUS_PER_NODE": "gpus_per_node",
-    "SIGNAL": "signal_before_timeout",
-}
+QUEUE_ENV_FIELDS: dict[str, str] = env_names(
+    (
+        "partition",
+        "account",
+        "qos",
+        "reservation",
+        "constraint",
+        "time_limit",
+        "mem",
+        "mem_per_cpu",
+        "nodes",
+        "ntasks",
+        "cpus_per_task",
+        "gpus_per_node",
+        "signal_before_timeout",
+    ),
+    aliases={"SIGNAL": "signal_before_timeout"},  # the name before one-name-per-setting
+)
 _INT_FIELDS = ("nodes", "ntasks", "cpus_per_task", "gpus_per_node")
 # {prefix}_{suffix} -> SlurmResource field.
-RESOURCE_ENV_FIELDS: dict[str, str] = {
-    "REMOTE_BASE_DIR": "remote_base_dir",
-    "PYTHON": "python",
-    "ACTIVATE": "activate",
-    "CLUSTER_NAME": "cluster_name",
-}
+RESOURCE_ENV_FIELDS: dict[str, str] = env_names(
+    ("remote_base_dir", "python", "activate", "cluster_name")
+)
 SLURM_ENV_SUFFIXES = (*QUEUE_ENV_FIELDS, *RESOURCE_ENV_FIELDS)
 
 
@@ -95,27 +96,24 @@ class SlurmResource(StrictResource):
         settings of ``SSHConnectionResource.from_env(ssh_prefix)`` when ``{ssh_prefix}_HOST`` is set."""
         refuse_unknown_env(prefix, SLURM_ENV_SUFFIXES)
         queue: dict[str, object] = {}
-        for suffix, field in QUEUE_ENV_FIELDS.items():
-            raw = os.environ.get(f"{prefix}_{suffix}", "")
-            if not raw:
-                continue
+        names: dict[str, str] = {}
+        for field, (name, raw) in read_env(prefix, QUEUE_ENV_FIELDS).items():
+            names[field] = name
             if field in _INT_FIELDS:
                 if not raw.lstrip("-").isdigit():
-                    raise ConfigError(f"{prefix}_{suffix}={raw!r} is not a whole number")
+                    raise ConfigError(f"{name}={raw!r} is not a whole number")
                 queue[field] = int(raw)
             else:
                 queue[field] = raw
         try:
             kwargs: dict[str, object] = {"queue": QueueConfig(**queue)}
         except ConfigError as exc:
-            names = ", ".join(f"{prefix}_{s}" for s, f in QUEUE_ENV_FIELDS.items() if f in queue)
+            listed = ", ".join(names[f] for f in queue)
             raise ConfigError(
-                f"{exc}\n(the queue settings come from the environment: {names})"
+                f"{exc}\n(the queue settings come from the environment: {listed})"
             ) from None
-        for suffix, field in RESOURCE_ENV_FIELDS.items():
-            raw = os.environ.get(f"{prefix}_{suffix}", "")
-            if raw:
-                kwargs[field] = raw
+        for field, (_name, raw) in read_env(prefix, RESOURCE_ENV_FIELDS).items():
+            kwargs[field] = raw
         from dagster_hpc.ssh_resource import DEFAULT_ENV_PREFIX as SSH_PREFIX
 
         env = EnvConfig.from_env()

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from dagster_hpc.cli._connection import add_connection_arguments, resource_from_args
 from dagster_hpc.errors import AuthenticationError, DagsterHpcError, HostKeyError
 from dagster_hpc.rundir import DEFAULT_REMOTE_BASE, remote_path_expr
+from dagster_hpc.settings import cli_flag
 from dagster_hpc.transport.base import Transport
 
 # The doctor's one remote command; generous because a busy slurmctld can take a while to answer.
@@ -151,7 +152,7 @@ def parse_report(target: str, stdout: str, partition: str | None = None) -> Doct
             f"The remote base directory {r.remote_base or '(unknown)'} is not writable"
             + (f" ({r.base_detail})" if r.base_detail else "")
             + ": run directories and environments cannot be staged. Choose another one "
-            "(e.g. on your scratch file system) with --remote-base / the resource's remote_base."
+            "(e.g. on your scratch file system) with --remote-base-dir / SlurmResource(remote_base_dir=...)."
         )
     return r
 
@@ -201,7 +202,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--transport", choices=("asyncssh", "openssh"), help="how to connect (default asyncssh)"
     )
     p.add_argument(
-        "--remote-base",
+        cli_flag("remote_base_dir"),
+        "--remote-base",  # the flag's name before one-name-per-setting
+        dest="remote_base",
         help=f"remote base directory to check (default ${SLURM_ENV_PREFIX}_REMOTE_BASE_DIR, else {DEFAULT_REMOTE_BASE})",
     )
     p.add_argument(

@@ -19,13 +19,17 @@ import sys
 from pathlib import Path
 
 from dagster_hpc.backends.local import default_local_base_dir
+from dagster_hpc.backends.slurm_resource import DEFAULT_ENV_PREFIX as SLURM_ENV_PREFIX
 from dagster_hpc.cli._connection import add_connection_arguments, resource_from_args
 from dagster_hpc.errors import DagsterHpcError
 from dagster_hpc.rundir import DEFAULT_REMOTE_BASE, remote_path_expr
 from dagster_hpc.runs_gc import GcPlan, gc_run_dirs, parse_age
+from dagster_hpc.settings import cli_flag, env_suffix
 from dagster_hpc.transport.local import LocalTransport
 
-REMOTE_BASE_ENV = "DAGSTER_HPC_SLURM_REMOTE_BASE_DIR"  # what SlurmResource.from_env() reads
+# the setting SlurmResource.remote_base_dir: its variable and flag (settings.py derives both)
+REMOTE_BASE_ENV = f"{SLURM_ENV_PREFIX}_{env_suffix('remote_base_dir')}"
+REMOTE_BASE_FLAG = cli_flag("remote_base_dir")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,14 +49,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--no-local", action="store_true", help="leave this machine's local-mode run dirs alone"
     )
     g.add_argument(
-        "--remote-base",
+        REMOTE_BASE_FLAG,
+        "--remote-base",  # the flag's name before one-name-per-setting
+        dest="remote_base",
         default=os.environ.get(REMOTE_BASE_ENV) or DEFAULT_REMOTE_BASE,
         help=f"run dirs on the cluster (default ${REMOTE_BASE_ENV} or {DEFAULT_REMOTE_BASE})",
     )
     g.add_argument(
         "--cluster-here",
         action="store_true",
-        help="this machine is the login node (SlurmResource(ssh=None)): clean --remote-base here, squeue checked",
+        help="this machine is the login node (SlurmResource(ssh=None)): clean --remote-base-dir here, squeue checked",
     )
     add_connection_arguments(g, host_required=False)
     g.set_defaults(func=run_gc)

@@ -7,7 +7,6 @@ Either ``lock`` (build from a uv.lock / requirements file, ship once, cache by c
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal
 
@@ -18,18 +17,13 @@ from dagster_hpc.envs.build import EnvSpec
 from dagster_hpc.envs.key import BUNDLE_KINDS, SELF_CONTAINED
 from dagster_hpc.envs.predeployed import PredeployedEnv
 from dagster_hpc.errors import ConfigError
+from dagster_hpc.settings import env_names, read_env
 
 DEFAULT_ENV_PREFIX = "DAGSTER_HPC_ENV"
 # {prefix}_{suffix} -> EnvConfig field (strings)
-ENV_FIELDS: dict[str, str] = {
-    "LOCK": "lock",
-    "KIND": "kind",
-    "PATH": "path",
-    "PYTHON": "python",
-    "PYTHON_HOME": "python_home",
-    "REMOTE_BASE": "remote_base",
-    "INSTALL_ON": "install_on",
-}
+ENV_FIELDS: dict[str, str] = env_names(
+    ("lock", "kind", "path", "python", "python_home", "remote_base", "install_on")
+)
 
 
 BundleKind = Literal["self-contained", "wheelhouse", "pack"]
@@ -123,11 +117,7 @@ class EnvConfig(StrictConfig):
     def from_env(cls, prefix: str = DEFAULT_ENV_PREFIX) -> EnvConfig | None:
         """From ``{prefix}_LOCK`` or ``{prefix}_PATH`` (+ ``_KIND``, ``_PYTHON``, ...); None if neither is set."""
         refuse_unknown_env(prefix, ENV_FIELDS)
-        values = {
-            field: os.environ[f"{prefix}_{suffix}"]
-            for suffix, field in ENV_FIELDS.items()
-            if os.environ.get(f"{prefix}_{suffix}")
-        }
+        values = {field: raw for field, (_name, raw) in read_env(prefix, ENV_FIELDS).items()}
         if not values.get("lock") and not values.get("path"):
             return None
         cfg = cls(**values)
