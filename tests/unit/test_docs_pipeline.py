@@ -183,3 +183,51 @@ def test_markdown_and_html_renderings_are_deterministic_and_an_edit_changes_them
     assert corpus.render_markdown(one) == corpus.render_markdown(corpus.content(5, 1))
     assert corpus.render_html(one) != corpus.render_html(corpus.content(5, 2))
     assert corpus.file_name(4) == "doc-0004.md" and corpus.file_name(7) == "doc-0007.pdf"
+
+
+def test_the_four_assets_their_deps_and_code_versions(tmp_path, monkeypatch) -> None:
+    from docs_pipeline.assets import FAILED_CHECK, build_assets
+    from docs_pipeline.features import Settings
+    from docs_pipeline.ray_job import RayOptions
+
+    settings = Settings(corpus_dir=tmp_path / "c", store_root=tmp_path / "s")
+    assets = {a.key.to_user_string(): a for a in build_assets(settings, RayOptions())}
+    assert list(assets) == ["docs/source", "docs/converted", "docs/chunks", "docs/embeddings"]
+    deps = {k: {d.to_user_string() for d in a.asset_deps[a.key]} for k, a in assets.items()}
+    assert deps == {
+        "docs/source": set(),
+        "docs/converted": {"docs/source"},
+        "docs/chunks": {"docs/converted"},
+        "docs/embeddings": {"docs/chunks"},
+    }
+    converted = assets["docs/converted"]
+    assert [c.name for c in converted.check_specs] == [FAILED_CHECK]
+    assert f"docling-{docling_version()}" in converted.code_versions_by_key[converted.key]
+
+    rechunked = Settings(settings.corpus_dir, settings.store_root, chunking=ChunkingConfig(600))
+    again = {a.key.to_user_string(): a for a in build_assets(rechunked, RayOptions())}
+    changed = {
+        k
+        for k, a in again.items()
+        if a.code_versions_by_key[a.key] != assets[k].code_versions_by_key[assets[k].key]
+    }
+    assert changed == {"docs/chunks"}, (
+        "new chunking parameters: only the chunks' code version moves"
+    )
+
+
+def test_settings_from_the_environment_name_the_bad_variable(monkeypatch, tmp_path) -> None:
+    from docs_pipeline.features import Settings, build_graph
+    from docs_pipeline.ray_job import RayOptions
+
+    monkeypatch.setenv("DAGSTER_HPC_DOCS_DIR", str(tmp_path))
+    monkeypatch.setenv("DAGSTER_HPC_DOCS_IN_PROCESS_MAX", "5")
+    monkeypatch.setenv("DAGSTER_HPC_DOCS_RAY_NODE_IP_COMMAND", "hostname -i")
+    settings = Settings.from_env()
+    assert (settings.corpus_dir, settings.in_process_max_docs) == (tmp_path, 5)
+    assert RayOptions.from_env().node_ip_command == "hostname -i"
+    graph = build_graph(settings)
+    assert graph.feature("docs/chunks").id_columns == ("doc_id", "chunk_index")
+    monkeypatch.setenv("DAGSTER_HPC_DOCS_CHUNK_MAX_CHARS", "lots")
+    with pytest.raises(ValueError, match="DAGSTER_HPC_DOCS_CHUNK_MAX_CHARS='lots'"):
+        Settings.from_env()
