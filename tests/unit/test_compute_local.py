@@ -11,6 +11,7 @@ import pytest
 
 from dagster_hpc import BashLauncher, ComputeResource, ConfigError, ExecLauncher, PayloadError
 from dagster_hpc.backends.local import LocalBackend
+from tests.unit.conftest import wait_until
 
 PAYLOADS = Path(__file__).parent / "payloads"
 # Upper bound for process start + teardown on a loaded 2-core machine.
@@ -221,9 +222,11 @@ def test_local_cancel_stops_the_whole_process_group(tmp_path: Path) -> None:
     (staging / "launch.sh").write_text((PAYLOADS / "sleeper.sh").read_text())
     (staging / "env.sh").write_text(render_env_file({}))
     handle = backend.submit(str(staging), run_dir)
-    deadline = time.monotonic() + PROCESS_TIMEOUT_S
-    while "started" not in _read(Path(run_dir) / "stdout.log") and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(
+        lambda: "started" in _read(Path(run_dir) / "stdout.log"),
+        timeout_s=PROCESS_TIMEOUT_S,
+        what="the payload to start",
+    )
     assert backend.poll(handle).state.value == "RUNNING"
     backend.cancel(handle)
     assert backend.poll(handle).state.finished
@@ -273,19 +276,17 @@ def test_interrupting_the_dagster_process_cancels_the_job(tmp_path: Path) -> Non
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    deadline = time.monotonic() + PROCESS_TIMEOUT_S * 3
-    while not pids_file.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert pids_file.exists(), "the payload never started"
+    wait_until(pids_file.exists, timeout_s=PROCESS_TIMEOUT_S * 3, what="the payload to start")
     payload_pid, sleep_pid = (int(p) for p in pids_file.read_text().split())
     assert _alive(payload_pid) and _alive(sleep_pid)
     driver.send_signal(signal.SIGINT)
     _, stderr = driver.communicate(timeout=PROCESS_TIMEOUT_S * 2)
     assert b"cancelling local job" in stderr
-    deadline = time.monotonic() + PROCESS_TIMEOUT_S
-    while (_alive(payload_pid) or _alive(sleep_pid)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _alive(payload_pid) and not _alive(sleep_pid)
+    wait_until(
+        lambda: not _alive(payload_pid) and not _alive(sleep_pid),
+        timeout_s=PROCESS_TIMEOUT_S,
+        what="the payload and its child to die",
+    )
 
 
 def test_log_lines_reach_dagster_while_the_job_still_runs(tmp_path: Path) -> None:

@@ -3,7 +3,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from dagster_hpc.errors import ConfigError
 from dagster_hpc.jobscript import render_env_file, render_job_script
 from dagster_hpc.rundir import ENV_FILE, EXIT_CODE, JOB_SCRIPT, LAUNCH_SCRIPT, STDERR, STDOUT
+from tests.unit.conftest import wait_until
 from tests.unit.golden import assert_golden
 
 # Long enough for a loaded 2-core machine to start bash; short enough to keep the suite fast.
@@ -75,9 +75,11 @@ def test_wrapper_forwards_signals_to_the_payload(tmp_path: Path, sig: signal.Sig
     launch = f"trap 'echo got-{name}; exit 42' {name}\necho ready\nwhile :; do sleep 0.05; done\n"
     run_dir = _make_run_dir(tmp_path, launch, {})
     proc = subprocess.Popen(["bash", str(run_dir / JOB_SCRIPT)])
-    deadline = time.monotonic() + SIGNAL_TEST_TIMEOUT_S
-    while "ready" not in _read(run_dir / STDOUT) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(
+        lambda: "ready" in _read(run_dir / STDOUT),
+        timeout_s=SIGNAL_TEST_TIMEOUT_S,
+        what="the payload to trap its signals",
+    )
     os.kill(proc.pid, sig)
     assert proc.wait(timeout=SIGNAL_TEST_TIMEOUT_S) == 42
     assert f"got-{name}" in _read(run_dir / STDOUT)

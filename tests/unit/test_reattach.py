@@ -5,7 +5,6 @@ import os
 import shlex
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import dagster as dg
@@ -19,6 +18,7 @@ from dagster_hpc.compute import ComputeResource
 from dagster_hpc.errors import SubmissionError
 from dagster_hpc.queue import QueueConfig
 from dagster_hpc.transport.local import LocalTransport
+from tests.unit.conftest import wait_until
 
 FAKE_BIN = Path(__file__).parent / "fake_slurm"
 PAYLOADS = Path(__file__).parent / "payloads"
@@ -188,10 +188,9 @@ def test_retried_step_reattaches_instead_of_submitting_again(
 
 
 def _wait_job_done(state: Path, job_id: str) -> None:
-    deadline = time.monotonic() + FAKE_JOB_DEADLINE_S
-    while not (state / f"rc.{job_id}").exists():
-        assert time.monotonic() < deadline, "fake job never finished"
-        time.sleep(0.05)
+    wait_until(
+        (state / f"rc.{job_id}").exists, timeout_s=FAKE_JOB_DEADLINE_S, what="the fake job to end"
+    )
 
 
 def test_purged_job_is_submitted_again_and_says_why(
