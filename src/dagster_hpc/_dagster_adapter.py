@@ -28,11 +28,26 @@ from dagster_hpc.backends.base import JobHandle
 CLIENT_NAME = "dagster-hpc"
 
 
+def _client_name() -> str:
+    """Launches are recorded per call of the step (step_calls): the first call keeps the plain
+    name (records written before calls were numbered stay valid), call N > 0 gets its own."""
+    from dagster_hpc.step_calls import current_call
+
+    call = current_call()
+    return CLIENT_NAME if call == 0 else f"{CLIENT_NAME}#call{call}"
+
+
+def step_attempt(context: Any) -> tuple[str, str, int]:
+    """(run id, step key, retry number): one attempt of one step."""
+    step_key = context.get_step_execution_context().step.key
+    return context.run.run_id, step_key, context.retry_number
+
+
 def record_launch(context: Any, handle: JobHandle) -> PipesLaunchHandle:
     """Persist ``handle`` as an engine event of the current step (call before waiting)."""
     return record_external_launch(
         context,
-        client_name=CLIENT_NAME,
+        client_name=_client_name(),
         external_run_id=f"{handle.backend}:{handle.cluster}:{handle.job_id}",
         extras={"dagster_hpc_handle": json.dumps(handle.to_dict())},
     )
@@ -60,7 +75,8 @@ def _latest_record(context: Any) -> PipesLaunchHandle | None:
     ReexecutionOptions.from_failure(...))`` creates its run without that tag. So we also look in
     the parent run when THIS step did not succeed there (it died with its process, or failed): a
     step that succeeded in the parent is being recomputed on purpose and must launch fresh."""
-    found = find_latest_launch_handle(context, client_name=CLIENT_NAME)
+    client_name = _client_name()
+    found = find_latest_launch_handle(context, client_name=client_name)
     if found is not None:
         return found
     run = context.run
@@ -75,7 +91,7 @@ def _latest_record(context: Any) -> PipesLaunchHandle | None:
     if parent is None:
         return None
     return find_latest_launch_handle_for_run(
-        instance=instance, run=parent, step_key=step_key, client_name=CLIENT_NAME
+        instance=instance, run=parent, step_key=step_key, client_name=client_name
     )
 
 

@@ -81,8 +81,12 @@ class ComputeResource(StrictResource):
         extras: Mapping[str, Any] | None = None,
         extra_files: Sequence[str | Path] = (),
         queue: Any = None,
+        pipes: bool = True,
     ) -> dg.PipesClientCompletedInvocation:
         """Run ``payload`` and wait; ``yield from compute.run(...).get_results()`` in an asset.
+
+        ``pipes=False``: the payload does not use Dagster Pipes (a plain tool or shell script);
+        its output still becomes log lines, and Dagster's "no messages" warning is not shown.
 
         Everything is validated before anything runs (ConfigError). A payload that fails
         raises PayloadError with its exit code and the last lines of its stderr.
@@ -108,7 +112,9 @@ class ComputeResource(StrictResource):
             queue=queue,
         )
         job = backend.prepare(step_for_context(context), request)
-        return execute(context, backend, job, base_env=base_env, keep_run_dirs=self.keep_run_dirs)
+        return execute(
+            context, backend, job, base_env=base_env, keep_run_dirs=self.keep_run_dirs, pipes=pipes
+        )
 
     def run_array(
         self,

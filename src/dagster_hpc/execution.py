@@ -14,19 +14,20 @@ from pathlib import Path
 
 import dagster as dg
 
-from dagster_hpc import cancellation
+from dagster_hpc import cancellation, step_calls
 from dagster_hpc.backends.base import Backend, JobHandle, JobState, JobStatus
 from dagster_hpc.jobscript import render_env_file
 from dagster_hpc.pipes import RunDirContextInjector, RunDirMessageReader
 from dagster_hpc.pipes.forward import LogForwarder
 from dagster_hpc.prepared import PreparedJob, render_run_scripts
 from dagster_hpc.request import JobRequest
-from dagster_hpc.retention import KEEP_ALWAYS, apply_retention, should_remove
+from dagster_hpc.retention import KEEP_ALWAYS, apply_retention, kept_metadata, should_remove
 from dagster_hpc.rundir import ENV_FILE, JOB_SCRIPT, LAUNCH_SCRIPT, PIPES_CONTEXT
 
 AnyContext = dg.AssetExecutionContext | dg.OpExecutionContext
 
 
+@step_calls.numbered_call  # reattach is keyed to the call, not the step
 @cancellation.cooperative_step  # run termination under the concurrent executor
 def execute(
     context: AnyContext,
@@ -37,6 +38,7 @@ def execute(
     keep_run_dirs: str = KEEP_ALWAYS,
     python: str | None = None,
     header_lines: tuple[str, ...] = (),
+    pipes: bool = True,
 ) -> dg.PipesClientCompletedInvocation:
     """Run the job ``backend.prepare`` returned through Dagster Pipes; raise PayloadError on failure.
 
@@ -69,6 +71,7 @@ def execute(
         warn=context.log.warning,
         idle_interval_s=getattr(backend, "tail_idle_interval_s", None),
         idle_after_s=getattr(backend, "tail_idle_after_s", 0.0),
+        pipes=pipes,
     )
     injector = RunDirContextInjector(staging / PIPES_CONTEXT, f"{run_dir}/{PIPES_CONTEXT}")
     try:
@@ -102,11 +105,12 @@ def execute(
     outcome = backend.outcome(handle, exit_code)
     if outcome.exit_code != 0:
         error = backend.failure_error(handle, outcome, list(reader.stderr_tail))
-        _observe_failure(context, outcome.metadata)
-        apply_retention(context, backend, handle, keep_run_dirs, succeeded=False)
+        removed = apply_retention(context, backend, handle, keep_run_dirs, succeeded=False)
+        _observe_failure(context, kept_metadata(outcome.metadata, removed=removed))
         raise error
-    apply_retention(context, backend, handle, keep_run_dirs, succeeded=True)
-    return dg.PipesClientCompletedInvocation(session, metadata=outcome.metadata)
+    removed = apply_retention(context, backend, handle, keep_run_dirs, succeeded=True)
+    metadata = kept_metadata(outcome.metadata, removed=removed)
+    return dg.PipesClientCompletedInvocation(session, metadata=metadata)
 
 
 def _reattach_handle(context: AnyContext, backend: Backend) -> JobHandle | None:

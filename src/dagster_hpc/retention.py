@@ -61,3 +61,15 @@ def apply_retention(
     else:
         context.log.debug(f"dagster-hpc: removed run dir {handle.run_dir} (keep_run_dirs={keep!r})")
     return True
+
+
+# Metadata keys that point at the run directory (Slurm and local backends).
+RUN_DIR_METADATA_SUFFIX = "/run_dir"
+
+
+def kept_metadata(metadata: dict, *, removed: bool) -> dict:
+    """``metadata`` without the run-directory entries when the directory was removed: a path to
+    a deleted directory in the asset's metadata only sends people looking for it."""
+    if not removed:
+        return metadata
+    return {k: v for k, v in metadata.items() if not k.endswith(RUN_DIR_METADATA_SUFFIX)}

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING
 
 from dagster_hpc import launch_records
 from dagster_hpc.backends.base import (
-    JOB_SCRIPT,
     Backend,
     JobHandle,
     JobOutcome,
@@ -34,6 +33,7 @@ from dagster_hpc.backends.base import (
     check_removable,
 )
 from dagster_hpc.backends.slurm_errors import final_state, slurm_job_error
+from dagster_hpc.backends.slurm_pending import PendingWatch
 from dagster_hpc.backends.slurm_poller import (
     SlurmPoller,
     default_cache_dir,
@@ -47,6 +47,7 @@ from dagster_hpc.backends.slurm_script import (
     preflight_command,
     sbatch_header,
 )
+from dagster_hpc.backends.slurm_submit import REMOVED_MARK, submit_command
 from dagster_hpc.errors import (
     AuthenticationError,
     CancelNotConfirmedError,
@@ -113,7 +114,7 @@ RUN_DIR_REMOVED_MARK = "dagster-hpc-run-dir-removed"
 # still fails with its own clear error (exit 127 and the shell's message in stderr).
 PREFLIGHT_SHARE_TTL_S = 600.0
 # bump when preflight_command answers more (2: partition limits, 3: MaxArraySize, 4: gres)
-PREFLIGHT_FORMAT = "4"
+PREFLIGHT_FORMAT = "5"  # 5: partition node counts (slurm_nodes)
 
 # Preflight answers per process: (cluster, base, python, activate) -> parsed answer. A second
 # asset in the same process costs no round trip.
@@ -171,6 +172,7 @@ class SlurmBackend(Backend):
         self._submitted_at: dict[str, float] = {}
         self._sacct_prefetch: dict[str, tuple[int | None, Future]] = {}
         self._live: dict[str, LiveMetrics] = {}  # job id -> sstat samples while it runs
+        self._pending = PendingWatch(cluster=cluster)
         # job id -> the context its launch was recorded with (launch_records.forget needs it)
         self._launch_contexts: dict[str, AnyContext] = {}
         self.effective_queue: QueueConfig | None = None  # set only by the legacy prepare call
@@ -302,8 +304,7 @@ class SlurmBackend(Backend):
     # --- submit / watch / cancel -----------------------------------------------------------
     def submit(self, local_run_dir: str, remote_run_dir: str) -> JobHandle:
         data = _shell.tar_directory(Path(local_run_dir))
-        q = shlex.quote(remote_run_dir)
-        cmd = f"{_shell.untar_command(remote_run_dir, 0o700)} && cd {q} && sbatch --parsable {JOB_SCRIPT}"
+        cmd = submit_command(_shell.untar_command(remote_run_dir, 0o700), remote_run_dir)
         try:
             result = self._transport.run(cmd, timeout=SUBMIT_TIMEOUT_S, stdin=data)
         except (AuthenticationError, HostKeyError):
@@ -325,7 +326,12 @@ class SlurmBackend(Backend):
                 result.stdout,
                 result.stderr,
                 hint="Slurm refused the job: read its message above (partition, account, QOS or "
-                "limits); print the job script with ComputeResource.render_job_script(...)",
+                "limits); print the job script with ComputeResource.render_job_script(...)"
+                + (
+                    "; the staged run directory was removed"
+                    if REMOVED_MARK in result.stderr
+                    else ""
+                ),
             )
         job_id = result.stdout.strip().splitlines()[-1].split(";")[0].strip()
         if not job_id.isdigit():
@@ -397,6 +403,7 @@ class SlurmBackend(Backend):
         )
         if status.state is JobState.RUNNING:
             self._live_metrics(handle).tick()  # shared sstat, at most once per interval
+        self._pending.check(handle, status, cancel=self.cancel)  # a limit that never clears
         return status
 
     def _live_metrics(self, handle: JobHandle) -> LiveMetrics:

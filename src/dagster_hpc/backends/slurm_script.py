@@ -11,6 +11,7 @@ import shlex
 from dataclasses import dataclass
 from typing import ClassVar
 
+from dagster_hpc.backends.slurm_nodes import NODES_PREFLIGHT, check_partition_nodes
 from dagster_hpc.errors import ConfigError
 from dagster_hpc.launchers import Launcher
 from dagster_hpc.launchers.base import LaunchRequest
@@ -88,7 +89,8 @@ def preflight_command(*, base_dir: str, python: str, activate: str | None) -> st
         # the site's MaxArraySize: arrays are split into chunks of at most this many tasks
         "echo max_array_size=$(scontrol show config 2>/dev/null | sed -n 's/^MaxArraySize *= *//p'); "
         # generic resources (GPUs) per partition: --gpus is checked against the partition
-        "echo gres=$(sinfo --noheader --format='%R;%G' 2>/dev/null | sort -u | tr '\\n' ',')"
+        "echo gres=$(sinfo --noheader --format='%R;%G' 2>/dev/null | sort -u | tr '\\n' ','); "
+        + NODES_PREFLIGHT
     )
 
 
@@ -149,6 +151,12 @@ def check_preflight(
             answer.get("gres", ""),
             gpus_per_node=queue.gpus_per_node,
             gres_type=queue.gres_type,
+            partition=partition or answer.get("default_partition") or None,
+            cluster=cluster,
+        )
+        check_partition_nodes(
+            answer.get("nodes", ""),
+            nodes=queue.nodes,
             partition=partition or answer.get("default_partition") or None,
             cluster=cluster,
         )

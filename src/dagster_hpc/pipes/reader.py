@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import dagster as dg
-from dagster_pipes import PipesParams
+from dagster_pipes import PIPES_PROTOCOL_VERSION, PIPES_PROTOCOL_VERSION_FIELD, PipesParams
 
 from dagster_hpc.errors import AuthenticationError, HostKeyError, TransportError
 from dagster_hpc.pipes.tail import FileTail
@@ -79,6 +79,10 @@ LineSink = Callable[
 ]  # (stream name "stdout"|"stderr", complete lines in order)
 
 
+def _protocol_message(method: str) -> dict:
+    return {PIPES_PROTOCOL_VERSION_FIELD: PIPES_PROTOCOL_VERSION, "method": method, "params": {}}
+
+
 class RunDirMessageReader(dg.PipesMessageReader):
     """Reads everything a job writes into its run directory while it runs."""
 
@@ -94,8 +98,12 @@ class RunDirMessageReader(dg.PipesMessageReader):
         idle_after_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] | None = None,
+        pipes: bool = True,
     ):
         self._transport = transport
+        # pipes=False: the payload does not use Pipes (a plain tool, a shell script); the
+        # channel is opened and closed on its behalf, so Dagster does not warn that nothing came.
+        self._pipes = pipes
         self._run_dir = run_dir.rstrip("/")
         self._sink = line_sink
         self._warn = warn or (lambda msg: None)
@@ -129,12 +137,16 @@ class RunDirMessageReader(dg.PipesMessageReader):
         thread = threading.Thread(
             target=self._run, args=(handler,), name="dagster-hpc-tail", daemon=True
         )
+        if not self._pipes:
+            handler.handle_message(_protocol_message("opened"))
         thread.start()
         try:
             yield {"path": self._messages.path}
         finally:
             self._stop.set()
             thread.join()
+            if not self._pipes:
+                handler.handle_message(_protocol_message("closed"))
         if self._error is not None:
             raise self._error
 
@@ -150,8 +162,10 @@ class RunDirMessageReader(dg.PipesMessageReader):
     def no_messages_debug_text(self) -> str:
         return (
             f"dagster-hpc tailed Pipes messages from {self._messages.path} and nothing arrived. "
-            "The payload must call dagster_pipes.open_dagster_pipes() (it then writes there); "
-            f"its own output is in {self._stdout.path} and {self._stderr.path}."
+            "The payload must call dagster_pipes.open_dagster_pipes() (it then writes there), or "
+            "say it does not use Pipes: compute.run(..., pipes=False). Its stdout and stderr lines "
+            f"are the log lines above ({self._stdout.path} and {self._stderr.path}; the run "
+            "directory is kept if the step fails)."
         )
 
     # -- the tail thread --------------------------------------------------------------------
