@@ -27,7 +27,7 @@ def measurements(
 ) -> dg.MaterializeResult:
     """A bash script generates the raw CSV (no Pipes inside: plain shell)."""
     rows = 20_000
-    completed = compute.run(context, PAYLOADS / "make_numbers.sh", args=[str(rows)])
+    completed = compute.run(context, PAYLOADS / "make_numbers.sh", args=[str(rows)], pipes=False)
     return dg.MaterializeResult(metadata={**completed.metadata, "rows": rows})
 
 

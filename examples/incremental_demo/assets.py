@@ -1,7 +1,9 @@
 """The seed demo as Dagster assets: ``demo/raw`` (root) and ``demo/derived`` (a payload).
 
 Pick the round with run config ``{"ops": {"demo__raw": {"config": {"round": 2}}}}``; the
-store lives in ``$DAGSTER_HPC_DEMO_STORE`` (default: a directory under the system temp dir).
+store lives in ``$DAGSTER_HPC_DEMO_STORE``, else ``$DAGSTER_HOME/incremental-demo-store`` (so
+``./scripts/run-example`` and the UI it points to use the same store), else a directory under the
+system temp dir. ``incremental_demo_job`` materializes both assets.
 Import ``incremental_demo.assets.incremental_demo_assets`` into a Definitions object (with
 examples/ on sys.path); ``defs`` loads standalone:
 
@@ -26,9 +28,19 @@ from dagster_hpc import ComputeResource  # noqa: E402
 from dagster_hpc.incremental_dagster import incremental_asset  # noqa: E402
 from incremental_demo.features import DERIVED, GRAPH, RAW, ROUNDS, raw_samples  # noqa: E402
 
-STORE_ROOT = os.environ.get(
-    "DAGSTER_HPC_DEMO_STORE", str(Path(tempfile.gettempdir()) / "dagster-hpc-incremental-demo")
-)
+
+def default_store_root() -> str:
+    """One store per Dagster instance: the main job and the UI on it see the same samples."""
+    explicit = os.environ.get("DAGSTER_HPC_DEMO_STORE")
+    if explicit:
+        return explicit
+    home = os.environ.get("DAGSTER_HOME")
+    if home:
+        return str(Path(home) / "incremental-demo-store")
+    return str(Path(tempfile.gettempdir()) / "dagster-hpc-incremental-demo")
+
+
+STORE_ROOT = default_store_root()
 PAYLOAD = HERE / "derived_payload.py"
 FEATURES_FILE = HERE / "features.py"
 
@@ -65,8 +77,12 @@ def build_assets(store_root: str | Path = STORE_ROOT) -> list[dg.AssetsDefinitio
 
 
 incremental_demo_assets = build_assets()
+incremental_demo_job = dg.define_asset_job(
+    "incremental_demo_job", selection=dg.AssetSelection.groups("incremental_demo")
+)
 
 defs = dg.Definitions(
     assets=incremental_demo_assets,
+    jobs=[incremental_demo_job],
     resources={"compute": ComputeResource(mode=os.environ.get("DAGSTER_HPC_MODE", "local"))},
 )

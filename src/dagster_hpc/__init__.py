@@ -41,6 +41,7 @@ _LAZY = {
     "SSHTransport": "dagster_hpc.transport.ssh",
     "OpenSSHTransport": "dagster_hpc.transport.openssh",
     "QueueConfig": "dagster_hpc.queue",
+    "incremental_asset": "dagster_hpc.incremental_dagster",
     "SlurmResource": "dagster_hpc.backends.slurm_resource",
     "hpc_executor": "dagster_hpc.executor",
 }
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from dagster_hpc.compute import ComputeResource
     from dagster_hpc.envs.config import EnvConfig
     from dagster_hpc.executor import hpc_executor
+    from dagster_hpc.incremental_dagster import incremental_asset
     from dagster_hpc.launchers import (
         BashLauncher,
         ExecLauncher,
@@ -104,4 +106,5 @@ __all__ = [
     "TorchrunLauncher",
     "TransportError",
     "hpc_executor",
+    "incremental_asset",
 ]

@@ -241,3 +241,60 @@ def metadata_from_pipes(raw: Any) -> dict[str, Any]:
     from dagster._core.definitions.metadata.external_metadata import metadata_map_from_external
 
     return dict(metadata_map_from_external(raw or {}))
+
+
+# --- runs that record their code location (re-executable from the UI) --------------------------
+# ``execute_job(reconstructable(...))`` records only the job's Python origin; the UI's
+# "Re-execute" needs the run's remote job origin (code location, repository, job name), which
+# Dagster only writes for runs launched through a workspace. A demo that runs its jobs from a
+# script must record it itself, or every run it made is a dead end in the UI.
+
+
+def execute_job_in_code_location(
+    module_name: str,
+    job_name: str,
+    *,
+    instance: Any,
+    working_directory: str,
+    attribute: str = "defs",
+    run_config: dict[str, Any] | None = None,
+    tags: dict[str, str] | None = None,
+) -> Any:
+    """Execute ``job_name`` of the Definitions ``module_name.attribute`` like ``execute_job``,
+    recording the code location ``dagster dev -m module_name`` serves (location name = module
+    name), so the UI can re-execute the run. Returns the JobExecutionResult (not raising)."""
+    import sys
+
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
+    from dagster._core.execution.api import execute_run
+    from dagster._core.remote_origin import (
+        InProcessCodeLocationOrigin,
+        RemoteJobOrigin,
+        RemoteRepositoryOrigin,
+    )
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+
+    repo = ReconstructableRepository.for_module(module_name, attribute, working_directory)
+    job = repo.get_reconstructable_job(job_name)
+    location = InProcessCodeLocationOrigin(
+        LoadableTargetOrigin(
+            executable_path=sys.executable,
+            module_name=module_name,
+            working_directory=working_directory,
+        ),
+        location_name=module_name,
+    )
+    origin = RemoteJobOrigin(
+        repository_origin=RemoteRepositoryOrigin(
+            code_location_origin=location, repository_name=repo.get_definition().name
+        ),
+        job_name=job_name,
+    )
+    run = instance.create_run_for_job(
+        job_def=job.get_definition(),
+        run_config=run_config,
+        tags=tags,
+        remote_job_origin=origin,
+        job_code_origin=job.get_python_origin(),
+    )
+    return execute_run(job, run, instance, raise_on_error=False)

@@ -77,7 +77,7 @@ def refuse_unknown_keywords(owner: str, given: Iterable[str], valid: Iterable[st
 def check_choice(owner: str, field: str, value: Any, choices: Iterable[str]) -> None:
     """ConfigError unless ``value`` is one of ``choices`` (a Literal field's values)."""
     options = list(choices)
-    if value in options or isinstance(value, dg.EnvVar):
+    if value in options:
         return
     did = _did_you_mean(value, options) if isinstance(value, str) else ""
     raise ConfigError(
@@ -96,34 +96,47 @@ def literal_choices(annotation: Any) -> tuple[Any, ...] | None:
     return None
 
 
-def check_model_input(cls: type, data: Mapping[str, Any]) -> None:
-    """Refuse unknown keywords and bad Literal choices for a pydantic/Dagster config class."""
+def check_model_input(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
+    """Refuse unknown keywords and bad Literal choices for a pydantic/Dagster config class;
+    return the input with choice fields given as ``dg.EnvVar`` read now (a Literal field cannot
+    hold a variable's name, and a misspelled value is best refused at definition time)."""
     fields = cls.model_fields  # type: ignore[attr-defined]
     valid = set(fields) | {f.alias for f in fields.values() if f.alias}
     refuse_unknown_keywords(cls.__name__, [k for k in data if not k.startswith("_")], valid)
+    out = dict(data)
     for name, info in fields.items():
         key = info.alias if info.alias and info.alias in data else name
         if key not in data:
             continue
         choices = literal_choices(info.annotation)
-        if choices is not None:
-            check_choice(cls.__name__, name, data[key], choices)
+        if choices is None:
+            continue
+        if isinstance(out[key], dg.EnvVar):
+            out[key] = _read_env_choice(cls.__name__, name, out[key])
+        check_choice(cls.__name__, name, out[key], choices)
+    return out
+
+
+def _read_env_choice(owner: str, field: str, var: dg.EnvVar) -> str:
+    value = var.get_value()
+    if value is None:
+        name = var.env_var_name
+        raise ConfigError(f"{owner}: {field}=EnvVar({name!r}) but {name} is not set: export it")
+    return value
 
 
 class StrictConfig(dg.Config):
     """``dg.Config`` that refuses unknown keywords and bad choices (ConfigError with a suggestion)."""
 
     def __init__(self, **data: Any):
-        check_model_input(type(self), data)
-        super().__init__(**data)
+        super().__init__(**check_model_input(type(self), data))
 
 
 class StrictResource(dg.ConfigurableResource):
     """``dg.ConfigurableResource`` that refuses unknown keywords and bad choices."""
 
     def __init__(self, **data: Any):
-        check_model_input(type(self), data)
-        super().__init__(**data)
+        super().__init__(**check_model_input(type(self), data))
 
 
 def known_env_names() -> frozenset[str]:

@@ -167,3 +167,14 @@ def test_an_applications_own_variables_are_left_alone(clean_env) -> None:
     clean_env.setenv("DAGSTER_HPC_MODE", "slurm")
     clean_env.setenv("DAGSTER_HPC_SLURM_PARTITION", "cpu")
     assert SlurmResource.from_env().queue.partition == "cpu"
+
+
+def test_a_choice_given_as_envvar_is_read_and_checked(clean_env) -> None:
+    clean_env.setenv("MY_MODE", "slurm")
+    assert ComputeResource(mode=dg.EnvVar("MY_MODE")).mode == "slurm"
+    clean_env.setenv("MY_MODE", "slrum")
+    with pytest.raises(ConfigError, match="unknown mode 'slrum' \\(did you mean 'slurm'\\?\\)"):
+        ComputeResource(mode=dg.EnvVar("MY_MODE"))
+    clean_env.delenv("MY_MODE")
+    with pytest.raises(ConfigError, match="MY_MODE is not set"):
+        ComputeResource(mode=dg.EnvVar("MY_MODE"))
