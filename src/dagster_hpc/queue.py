@@ -172,7 +172,7 @@ def parse_directive(value: str) -> tuple[str, str | None]:
     reserved = reserved_spelled(opt, RESERVED_DIRECTIVES)
     if reserved is not None:
         raise ConfigError(
-            f"extra directive {value!r} sets {reserved}, which dagster-hpc sets itself (run "
+            f"extra directive {value!r} sets {reserved}, which is set by dagster-hpc (run "
             "directory, logs, job name) and must not be overridden"
         )
     return opt, m["val"]

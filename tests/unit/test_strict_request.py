@@ -31,7 +31,7 @@ PAYLOADS = Path(__file__).parent / "payloads"
     ],
 )
 def test_reserved_sbatch_options_are_refused_in_every_spelling(directive, reserved) -> None:
-    with pytest.raises(ConfigError, match=f"sets {reserved}, which dagster-hpc sets itself"):
+    with pytest.raises(ConfigError, match=f"sets {reserved}, which is set by dagster-hpc"):
         QueueConfig(extra_directives=[directive])
 
 
