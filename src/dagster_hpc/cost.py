@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from dagster_hpc.backends.slurm_poller import default_cache_dir
 from dagster_hpc.metrics import METADATA_PREFIX
@@ -24,7 +24,8 @@ from dagster_hpc.metrics import METADATA_PREFIX
 RESOURCES = ("node_hours", "cpu_hours", "gpu_hours")
 TAG_PREFIX = "dagster-hpc/"
 JOBS_TAG = f"{TAG_PREFIX}slurm_jobs"
-# Steps of one run update its tags from several processes: one local lock per run.
+# Steps of a run update its tags from several processes (read-add-write): one machine-wide lock
+# (a tag update per finished job is milliseconds; contention is negligible).
 TAG_LOCK_TIMEOUT_S = 30.0
 
 
@@ -110,10 +111,19 @@ def add_to_run_tags(context: Any, metadata: Mapping[str, Any]) -> None:
     job_id = metadata.get(f"{METADATA_PREFIX}job_id")
     if instance is None or run is None or not job_id:
         return
+    try:
+        _add_under_lock(instance, run.run_id, str(job_id), metadata)
+    except (Timeout, OSError) as exc:  # the job's own metadata has the numbers either way
+        log = getattr(getattr(context, "log", None), "warning", None)
+        if log is not None:
+            log(f"dagster-hpc: the run's cost tags were not updated for job {job_id}: {exc}")
+
+
+def _add_under_lock(instance: Any, run_id: str, job_id: str, metadata: Mapping[str, Any]) -> None:
     directory = default_cache_dir()
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with FileLock(str(directory / f"cost-{run.run_id}.lock"), timeout=TAG_LOCK_TIMEOUT_S):
-        current = instance.get_run_by_id(run.run_id)
+    with FileLock(str(directory / "cost-tags.lock"), timeout=TAG_LOCK_TIMEOUT_S):
+        current = instance.get_run_by_id(run_id)
         tags = dict(current.tags) if current is not None else {}
         jobs = [j for j in tags.get(JOBS_TAG, "").split(",") if j]
         if str(job_id) in jobs:
@@ -124,4 +134,4 @@ def add_to_run_tags(context: Any, metadata: Mapping[str, Any]) -> None:
             if isinstance(v, int | float):
                 total = float(tags.get(TAG_PREFIX + r, 0) or 0) + v
                 new[TAG_PREFIX + r] = f"{total:.6f}"
-        instance.add_run_tags(run.run_id, new)
+        instance.add_run_tags(run_id, new)

@@ -126,6 +126,16 @@ def remember(context: object, handle: object) -> None:
     records = LaunchRecords.for_instance(getattr(context, "instance", None))
     if records is None:
         return
+    try:
+        _write_for(records, context, handle)
+    except OSError as exc:  # the job runs anyway: say what the sensor will not see
+        context.log.warning(  # type: ignore[attr-defined]
+            f"dagster-hpc: could not write the launch record of job {handle.job_id} in "  # type: ignore[attr-defined]
+            f"{records.directory} ({exc}): the reconcile sensor will not watch it"
+        )
+
+
+def _write_for(records: LaunchRecords, context: object, handle: object) -> None:
     records.write(
         LaunchRecord(
             run_id=context.run.run_id,  # type: ignore[attr-defined]
@@ -141,5 +151,9 @@ def remember(context: object, handle: object) -> None:
 def forget(context: object, handle: object) -> None:
     """The step saw its job end (or cancelled it): nothing left for the sensor to watch."""
     records = LaunchRecords.for_instance(getattr(context, "instance", None))
-    if records is not None:
+    if records is None:
+        return
+    try:
         records.remove(handle.cluster, handle.job_id)  # type: ignore[attr-defined]
+    except OSError:
+        return  # a stale record only costs the sensor one squeue when its run has finished

@@ -206,7 +206,10 @@ class LiveMetrics:
             return
         if self._last_at is not None and now - self._last_at < self._interval:
             return
-        got = self._sampler.sample(self.job_id)
+        try:
+            got = self._sampler.sample(self.job_id)
+        except OSError:  # the shared cache file cannot be written: live numbers are optional,
+            got = None  # the job's watch and its final sacct metrics are not
         if got is None or got[0] == self._last_at:
             self._last_at = now if got is None else got[0]
             return

@@ -9,7 +9,12 @@ import uuid
 import dagster as dg
 import pytest
 
-from tests.integration.slurm_support import CREATED_BASES, cleanup_remote_bases, slurm_env
+from tests.integration.slurm_support import (
+    CREATED_BASES,
+    cleanup_remote_bases,
+    remote,
+    slurm_env,
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -72,7 +77,8 @@ def test_component_materializes_on_the_cluster(cluster, tmp_path, monkeypatch):
     assert result.success
     md = result.asset_materializations_for_node(asset)[0].metadata
     assert md["answer"].value == 42 and md["slurm/state"].value == "COMPLETED"
-    assert md["slurm/partition"].value == "debug"
+    job = md["slurm/job_id"].value
+    assert remote(cluster, f"sacct -X -n -P -j {job} --format=Partition").strip() == "debug"
     lines = [e.user_message for e in instance.all_logs(result.run_id)]
     assert any("['--greeting', 'hello'] on node" in line for line in lines)
     sys.modules.pop(package, None)

@@ -191,3 +191,22 @@ def test_the_sensor_definition_records_run_job_and_reason(instance, tmp_path: Pa
     assert (entry["run_id"], entry["job_id"], entry["action"]) == (failed, "61", "cancelled")
     events = [e.message for e in instance.all_logs(failed)]
     assert any("cancelled Slurm job 61" in m for m in events)
+
+
+def test_an_unwritable_record_directory_warns_and_never_fails_the_step(instance, tmp_path):
+    from types import SimpleNamespace
+
+    from dagster_hpc.launch_records import remember
+
+    records = LaunchRecords.for_instance(instance)
+    records.directory.parent.mkdir(parents=True, exist_ok=True)
+    records.directory.write_text("not a directory")  # mkdir/write will fail
+    warnings: list[str] = []
+    context = SimpleNamespace(
+        instance=instance,
+        run=SimpleNamespace(run_id="r"),
+        log=SimpleNamespace(warning=warnings.append),
+    )
+    handle = SimpleNamespace(job_id="9", cluster=CLUSTER, run_dir="/r/9")
+    remember(context, handle)
+    assert "the reconcile sensor will not watch it" in warnings[0]
