@@ -18,7 +18,6 @@ import dagster as dg
 import pytest
 
 from dagster_hpc.allocation.session import session_job_name
-from dagster_hpc.transport.ssh import SSHTransport
 from tests.integration import session_defs
 from tests.integration.slurm_support import (
     CREATED_BASES,
@@ -29,7 +28,10 @@ from tests.integration.slurm_support import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-IDLE_S = 8  # the tests' idle timeout: short, so a dead Dagster's allocation ends quickly
+IDLE_S = 8  # the kill test's idle timeout: short, so a dead Dagster's allocation ends quickly
+# the other tests' idle timeout: longer than the gap between two step processes of a run on a
+# loaded 2-core machine (an allocation that idles out mid-run is replaced, by design)
+RUN_IDLE_S = 90
 # slack on top of the idle timeout: the agent's tick, slurmctld ending the job, our squeue poll
 END_SLACK_S = 15
 
@@ -43,7 +45,7 @@ def _remove_our_run_dirs(cluster):
 
 def _env(cluster, monkeypatch=None, **extra: str) -> dict[str, str]:
     env = slurm_env(cluster)
-    env.update({"DHPC_SESSION_IDLE": str(IDLE_S), **extra})
+    env.update({"DHPC_SESSION_IDLE": str(RUN_IDLE_S), **extra})
     if monkeypatch is not None:
         for k, v in env.items():
             if k.startswith(("DAGSTER_HPC_", "DHPC_")):
@@ -89,7 +91,7 @@ def test_eight_assets_one_allocation_eight_steps(cluster, monkeypatch, tmp_path:
     steps = remote(cluster, f"sacct -n -P -j {alloc} --format=JobID,State").split()
     assert len([s for s in steps if re.match(rf"{alloc}\.\d+\|COMPLETED", s)]) == 8, steps
     # the last step stopped the allocation: it ends at the run's end, not after the idle timeout
-    deadline = time.monotonic() + IDLE_S
+    deadline = time.monotonic() + END_SLACK_S
     while _live(cluster, alloc) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _live(cluster, alloc) == ""
@@ -100,10 +102,12 @@ def test_eight_assets_one_allocation_eight_steps(cluster, monkeypatch, tmp_path:
 
 
 def _start_driver(cluster, home: Path, **extra: str) -> subprocess.Popen:
+    env = _env(cluster, **extra)
+    (home / "remote_base").write_text(env["DAGSTER_HPC_SLURM_REMOTE_BASE_DIR"])
     return subprocess.Popen(
         [sys.executable, "-m", "tests.integration.session_defs", str(home)],
         cwd=REPO,
-        env=_env(cluster, **extra),
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -137,7 +141,7 @@ def _wait_step_running(cluster, home: Path, proc: subprocess.Popen) -> tuple[str
 def test_sigkilled_dagster_allocation_ends_within_idle_timeout(cluster, tmp_path: Path) -> None:
     proc = _start_driver(
         cluster, tmp_path, DHPC_SESSION_ASSETS="1", DHPC_EXECUTOR="in_process",
-        DHPC_PAYLOAD=str(session_defs.PAYLOADS / "ticker.py"),
+        DHPC_PAYLOAD=str(session_defs.PAYLOADS / "ticker.py"), DHPC_SESSION_IDLE=str(IDLE_S),
     )  # fmt: skip
     try:
         run_id, alloc = _wait_step_running(cluster, tmp_path, proc)
@@ -196,14 +200,20 @@ def test_ssh_cut_during_a_step_the_step_completes(
     monkeypatch.setenv("DAGSTER_HPC_SSH_KEY_PATH", str(dedicated_key.path))
     kills: list[float] = []  # when our connection was cut (time.time())
     stop = threading.Event()
-    from dagster_hpc.ssh_resource import SSHConnectionResource
-
-    target = SSHConnectionResource.from_env().to_target()
 
     def cut() -> None:
-        """Kill our SSH connection (its sshd process) every second while the run lasts."""
-        while not stop.wait(1.0):
-            for port in SSHTransport(target).local_ports[-1:]:
+        """Once the step runs inside the allocation, kill our SSH connection (its sshd process)
+        twice, a second apart (commands in flight before the step started would fail, by design:
+        they are never re-run blindly)."""
+        while not stop.wait(0.2):
+            steps = remote(cluster, "squeue --me --noheader --steps --format=%j")
+            if any(name.startswith("session_0-") for name in steps.split()):
+                break
+        for _ in range(2):
+            if stop.wait(1.0):
+                return
+            # our connections: the source ports sshd logged for the test's own key
+            for port in dedicated_key.ports(cluster.sshd_log("main")):
                 ss = subprocess.run(
                     ["ss", "-Htnp", "state", "established", f"( sport = :{cluster.port} and dport = :{port} )"],
                     capture_output=True, text=True, check=True,
@@ -214,9 +224,24 @@ def test_ssh_cut_during_a_step_the_step_completes(
 
     cutter = threading.Thread(target=cut, daemon=True)
     cutter.start()
+    # in-process (not reconstructable: this pytest process already reconstructed session_job
+    # with 8 assets in another test, and Dagster caches reconstructed jobs per process)
+    from dagster_hpc.allocation.session import SessionConfig
+    from dagster_hpc.backends.slurm_resource import SlurmResource
+    from dagster_hpc.compute import ComputeResource
+
+    @dg.asset(name="session_0")
+    def ticking(context: dg.AssetExecutionContext, compute: ComputeResource):
+        yield from compute.run(context, session_defs.PAYLOADS / "ticker.py").get_results()
+
+    resource = ComputeResource(
+        mode="slurm",
+        session=SessionConfig(queue={"ntasks": 1, "time_limit": "10"}, idle_timeout_s=RUN_IDLE_S),
+        slurm=SlurmResource.from_env(),
+    )
     try:
         with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
-            result = dg.execute_job(dg.reconstructable(session_defs.session_job), instance=instance)
+            result = dg.materialize([ticking], resources={"compute": resource}, instance=instance)
             assert result.success
             md = result.asset_materializations_for_node("session_0")[0].metadata
             lines = [

@@ -20,6 +20,7 @@ from typing import Any
 
 import dagster as dg
 
+from dagster_hpc import cancellation
 from dagster_hpc.allocation.results import MultiTaskOutcome
 from dagster_hpc.allocation.runner import (
     SLURM_TASK_TAIL_IDLE_AFTER_S,
@@ -82,6 +83,7 @@ def render_hetjob_script(*, run_dir: str, queues: Sequence[QueueConfig], step: s
     return "\n".join(lines) + "\n"
 
 
+@cancellation.cooperative_step  # run termination under the concurrent executor (hpc_executor)
 def run_hetjob_slurm(
     context: Any,
     backend: Any,  # SlurmBackend, prepared

@@ -21,6 +21,7 @@ from typing import Any
 
 import dagster as dg
 
+from dagster_hpc import cancellation
 from dagster_hpc.allocation.array import (
     ARRAY_SCRIPT,
     ARRAYS_FILE,
@@ -122,6 +123,7 @@ def step_name(context: Any) -> str:
 # ----------------------------------------------------------------------------------- Slurm
 
 
+@cancellation.cooperative_step  # run termination under the concurrent executor (hpc_executor)
 def run_array_slurm(
     context: Any,
     backend: Any,  # SlurmBackend, prepared
@@ -353,6 +355,7 @@ def _wait_slurm(transport: Any, reader: TaskReader, watch_ids: list[str]) -> Non
     gone_at: float | None = None
     next_poll = 0.0
     while True:
+        cancellation.check_current()  # a stop request of the concurrent executor: scancel below
         if reader.error is not None:
             return
         if reader.all_exited():

@@ -326,8 +326,10 @@ class SessionBackend(SlurmBackend):
             backend=self.name, job_id=job, run_dir=handle.run_dir, cluster=self.cluster
         )
 
-    def job_ended(self, handle: JobHandle, exit_code: int | None) -> None:
-        super().job_ended(self._step_handle(handle), exit_code)
+    def job_ended(
+        self, handle: JobHandle, exit_code: int | None, *, remove_run_dir: bool = False
+    ) -> None:
+        super().job_ended(self._step_handle(handle), exit_code, remove_run_dir=remove_run_dir)
 
     def outcome(self, handle: JobHandle, exit_code: int | None) -> JobOutcome:
         step = self._step_handle(handle)
