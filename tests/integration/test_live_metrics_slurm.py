@@ -27,6 +27,7 @@ def _remove_our_run_dirs(cluster):
     cleanup_remote_bases(cluster, since)
 
 
+@pytest.mark.slow
 def test_sleeping_job_on_4_cpus_logs_samples_plots_and_warns(cluster):
     resource = compute(cluster, queue=QueueConfig(time_limit="5", mem="400M", cpus_per_task=4))
     name = f"idle_{uuid.uuid4().hex[:8]}"

@@ -89,6 +89,7 @@ def test_cost_command_node_hours_match_sacct(cluster, tmp_path, monkeypatch):
     assert sorted(tags["dagster-hpc/slurm_jobs"].split(",")) == sorted(expected)
 
 
+@pytest.mark.slow
 def test_jobs_logs_and_cancel_run(cluster, tmp_path):
     asset = f"opscli_{uuid.uuid4().hex[:8]}"
     env = {

@@ -46,6 +46,7 @@ def _wait_running(cluster, name: str, proc: subprocess.Popen) -> str:
     raise AssertionError(f"job {name} did not start within {JOB_VISIBLE_WITHIN_S} s")
 
 
+@pytest.mark.slow
 def test_sensor_cancels_the_job_of_a_failed_run_and_is_free_when_idle(
     cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):

@@ -62,6 +62,7 @@ def _wait_ready(base: str, server: subprocess.Popen) -> None:
     raise AssertionError(f"dagster-webserver did not answer within {WEBSERVER_READY_WITHIN_S} s")
 
 
+@pytest.mark.slow
 def test_asset_page_shows_slurm_kind_metadata_and_plot(cluster, tmp_path, monkeypatch):
     assert CHROMIUM, "Debian's chromium is missing: scripts/run-tests installs it (apt)"
     asset = f"ui_{uuid.uuid4().hex[:8]}"
