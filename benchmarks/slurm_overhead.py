@@ -2,12 +2,17 @@
 
 (a) floor: bare ``sbatch --parsable --wrap true`` + ``squeue`` polling until the job is done,
     over one warm SSH connection (what any client must at least pay);
+(a') payload floor: ``sbatch`` of the very same trivial payload with the same interpreter (its
+    Python start, the dagster_pipes import, its messages file) + the same fast ``squeue`` poll,
+    over one warm connection: what any client running this payload must at least pay;
 (b) ours: a trivial Pipes asset in slurm mode (``compute.run(...)`` inside ``dg.materialize``);
 (c) dagster-slurm 1.22.0 in slurm mode (separate venv benchmarks/.peer-venv, pre-deployed env,
     as anchors.md describes), where it can run.
 
-Then 8 trivial assets in one run with the multiprocess executor, ours (SSHTransport and
-OpenSSHTransport, logins counted on the sshd with a key of our own) and the peer's (its
+Also ours with a payload that sleeps a few seconds (round trips must not grow with the job's
+duration). Then 8 trivial assets in one run with the multiprocess executor, ours (the default
+configuration: asyncssh through the machine's connection holder; and OpenSSHTransport; logins
+counted on the sshd with a key of our own) and the peer's (its
 ssh/scp processes counted through a PATH shim). Writes benchmarks/results/slurm_overhead.json.
 
     uv run python benchmarks/slurm_overhead.py [N]
@@ -16,6 +21,7 @@ ssh/scp processes counted through a PATH shim). Writes benchmarks/results/slurm_
 import json
 import os
 import platform
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -26,16 +32,26 @@ import uuid
 from pathlib import Path
 
 import dagster as dg
+from dagster_pipes import (
+    DAGSTER_PIPES_CONTEXT_ENV_VAR,
+    DAGSTER_PIPES_MESSAGES_ENV_VAR,
+    encode_param,
+)
 
 from dagster_hpc.backends import slurm as slurm_backend
 from dagster_hpc.backends.slurm_resource import SlurmResource
 from dagster_hpc.compute import ComputeResource
 from dagster_hpc.transport import ssh as ssh_transport
 from dagster_hpc.transport.auth import SSHTarget
+from dagster_hpc.transport.base import Transport
+from dagster_hpc.transport.holder_client import shutdown_all
 from dagster_hpc.transport.openssh import OpenSSHTransport
 
 HERE = Path(__file__).resolve().parent
 PAYLOAD = HERE / "payloads" / "trivial.py"
+SLEEPY_PAYLOAD = HERE / "payloads" / "sleep3.py"
+N_SLEEPY = 3  # rounds of the sleeping payload (its round trips, not its time, are the point)
+FLOOR_DIR = "~/.dagster-hpc-bench/floor"
 RESULT = HERE / "results" / "slurm_overhead.json"
 PEER_PYTHON = HERE / ".peer-venv" / "bin" / "python"
 PEER_SCRIPT = HERE / "_peer_slurm.py"
@@ -57,9 +73,9 @@ N_EIGHT = 8
 # spread is Slurm's scheduling latency, in every round.
 PEER_ROUNDS = 6
 
-# --- round-trip accounting for ours: every SSHTransport round trip in this process -----------
+# --- round-trip accounting for ours: every Transport round trip in this process --------------
 _rt = {"n": 0}
-_orig_count = ssh_transport.SSHTransport._count
+_orig_count = Transport._count
 
 
 def _counting(self, roundtrips: int = 1, sent: int = 0) -> None:
@@ -67,7 +83,7 @@ def _counting(self, roundtrips: int = 1, sent: int = 0) -> None:
     _orig_count(self, roundtrips, sent)
 
 
-ssh_transport.SSHTransport._count = _counting  # benchmark instrumentation only
+Transport._count = _counting  # benchmark instrumentation only (ours and the floors alike)
 _before_queued: list[int] = []
 _orig_submit = slurm_backend.SlurmBackend.submit
 
@@ -152,6 +168,64 @@ def floor_once(t: ssh_transport.SSHTransport) -> tuple[float, int]:
     return time.perf_counter() - started, t.roundtrips - rt0
 
 
+# --- (a') the payload floor -------------------------------------------------------------------
+def payload_floor_setup(t: ssh_transport.SSHTransport) -> tuple[str, str]:
+    """Ship the trivial payload once; returns (its path on the cluster, the interpreter)."""
+    home = t.check("echo $HOME").strip()
+    remote_dir = FLOOR_DIR.replace("~", home, 1)
+    t.check(f"mkdir -p {remote_dir} && chmod 700 {remote_dir}")
+    t.put_file(PAYLOAD, f"{remote_dir}/trivial.py")
+    return f"{remote_dir}/trivial.py", CLUSTER["SLURM_TEST_PAYLOAD_PYTHON"]
+
+
+def _pipes_env(messages_path: str) -> str:
+    """The Pipes bootstrap variables the payload needs (context inline, messages to a file)."""
+    context = {
+        "asset_keys": ["trivial_floor"],
+        "code_version_by_asset_key": {"trivial_floor": None},
+        "provenance_by_asset_key": {"trivial_floor": None},
+        "partition_key": None,
+        "partition_key_range": None,
+        "partition_time_window": None,
+        "run_id": "payload-floor",
+        "job_name": None,
+        "retry_number": 0,
+        "extras": {},
+    }
+    return (
+        f"{DAGSTER_PIPES_CONTEXT_ENV_VAR}={encode_param({'data': context})},"
+        f"{DAGSTER_PIPES_MESSAGES_ENV_VAR}={encode_param({'path': messages_path})}"
+    )
+
+
+def payload_floor_once(t: ssh_transport.SSHTransport, payload: str, python: str) -> tuple[float, int]:
+    messages = f"{payload.rsplit('/', 1)[0]}/messages-{uuid.uuid4().hex[:8]}.jsonl"
+    rt0 = t.roundtrips
+    started = time.perf_counter()
+    job = t.check(
+        "sbatch --parsable --job-name=dhpc-bench-pfloor --output=/dev/null --time=5 --mem=256M "
+        f"--export=ALL,{_pipes_env(messages)} --wrap {shlex.quote(f'{python} {payload}')}"
+    ).strip()
+    state = _poll_until_done(t, job)
+    elapsed, rts = time.perf_counter() - started, t.roundtrips - rt0
+    if state != "COMPLETED" or "report_asset_materialization" not in t.check(f"cat {messages}"):
+        raise RuntimeError(f"payload floor job {job} ended {state or 'unseen'} without its message")
+    t.check(f"rm -f {messages}")
+    return elapsed, rts
+
+
+def _poll_until_done(t: ssh_transport.SSHTransport, job: str) -> str:
+    deadline = time.monotonic() + FLOOR_TIMEOUT_S
+    state = ""
+    while time.monotonic() < deadline:
+        res = t.run(f"squeue --noheader --states=all --jobs {job} --format=%T")
+        state = res.stdout.strip()
+        if res.ok and state in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"):
+            break
+        time.sleep(FLOOR_POLL_S)
+    return state
+
+
 # --- (b) ours ---------------------------------------------------------------------------------
 @dg.asset
 def trivial_slurm(context: dg.AssetExecutionContext, compute: ComputeResource):
@@ -162,10 +236,21 @@ def trivial_slurm(context: dg.AssetExecutionContext, compute: ComputeResource):
     yield from results
 
 
-def ours_once(resource: ComputeResource, instance: dg.DagsterInstance) -> tuple[float, float, int]:
+@dg.asset
+def sleepy_slurm(context: dg.AssetExecutionContext, compute: ComputeResource):
+    _run_start["rt"] = _rt["n"]
+    started = time.perf_counter()
+    results = list(compute.run(context, SLEEPY_PAYLOAD).get_results())
+    _client.append(time.perf_counter() - started)
+    yield from results
+
+
+def ours_once(
+    resource: ComputeResource, instance: dg.DagsterInstance, asset: dg.AssetsDefinition = trivial_slurm
+) -> tuple[float, float, int]:
     rt0 = _rt["n"]
     started = time.perf_counter()
-    result = dg.materialize([trivial_slurm], resources={"compute": resource}, instance=instance)
+    result = dg.materialize([asset], resources={"compute": resource}, instance=instance)
     wall = time.perf_counter() - started
     assert result.success
     return _client[-1], wall, _rt["n"] - rt0
@@ -318,6 +403,7 @@ def peer_run(args: list[str], shim: Path, log: Path) -> tuple[dict | None, int, 
 def main(n: int) -> dict:
     floor_t = ssh_transport.SSHTransport(_target(CLUSTER["SLURM_TEST_SSH_KEY"]), share=False)
     floor_t.check("true")  # warm: the login is not part of the floor
+    floor_payload, floor_python = payload_floor_setup(floor_t)
     ours_res = ComputeResource(mode="slurm", slurm=SlurmResource.from_env())
     instance = dg.DagsterInstance.ephemeral()
     peer_ok = PEER_PYTHON.exists()
@@ -326,13 +412,19 @@ def main(n: int) -> dict:
     if peer_ok:
         _peer_setup(floor_t, shim)
     floor, floor_rt, ours, ours_wall, ours_rt, peer, peer_spawn = [], [], [], [], [], [], []
+    pfloor, pfloor_rt, loads = [], [], []
     peer_status = "ok" if peer_ok else f"not run: {PEER_PYTHON} missing (see {PEER_SCRIPT.name})"
     for i in range(n):  # alternate, so load changes on the shared machine hit all three alike
         time.sleep(SETTLE_S)
         f, frt = floor_once(floor_t)
         time.sleep(SETTLE_S)
+        pf, pfrt = payload_floor_once(floor_t, floor_payload, floor_python)
+        time.sleep(SETTLE_S)
         c, w, rt = ours_once(ours_res, instance)
+        loads.append(os.getloadavg()[0])
         if i >= WARMUP:
+            pfloor.append(pf)
+            pfloor_rt.append(pfrt)
             floor.append(f)
             floor_rt.append(frt)
             ours.append(c)
@@ -345,9 +437,17 @@ def main(n: int) -> dict:
                 peer.extend(data["client"])
                 peer_spawn.append(spawned)
         print(
-            f"round {i}: floor {f:.2f} s, ours {c:.2f} s ({rt} round trips), peer {peer[-1] if peer else '-'}",
+            f"round {i}: floor {f:.2f} s, payload floor {pf:.2f} s, ours {c:.2f} s ({rt} round trips), "
+            f"peer {peer[-1] if peer else '-'}, load {loads[-1]:.1f}",
             flush=True,
         )
+    sleepy_rt, sleepy_s = [], []
+    for _ in range(N_SLEEPY):
+        time.sleep(SETTLE_S)
+        c, _w, rt = ours_once(ours_res, instance, sleepy_slurm)
+        sleepy_rt.append(rt)
+        sleepy_s.append(c)
+        print(f"sleeping payload: ours {c:.2f} s ({rt} round trips)", flush=True)
     out: dict = {
         "n": len(floor),
         "peer_n": len(peer),
@@ -358,6 +458,12 @@ def main(n: int) -> dict:
         "ours_roundtrips_per_job": statistics.median(ours_rt),
         "ours_roundtrips_before_queued_max": max(_before_queued),
         "ours_vs_floor": round(statistics.median(ours) / statistics.median(floor), 3),
+        "payload_floor_median_s": round(statistics.median(pfloor), 3),
+        "payload_floor_roundtrips_per_job": statistics.median(pfloor_rt),
+        "ours_vs_payload_floor": round(statistics.median(ours) / statistics.median(pfloor), 3),
+        "ours_sleep3_median_s": round(statistics.median(sleepy_s), 3),
+        "ours_sleep3_roundtrips_per_job": statistics.median(sleepy_rt),
+        "load_avg_1min_per_round": [round(x, 1) for x in loads],
         "peer_status": peer_status,
     }
     if peer:
@@ -368,12 +474,12 @@ def main(n: int) -> dict:
                 "ours_vs_peer": round(statistics.median(ours) / statistics.median(peer), 3),
             }
         )
-    for transport in ("asyncssh", "openssh"):
+    for label, transport in (("default", "asyncssh"), ("openssh", "openssh")):
         figures = ours_eight(transport)
-        out[f"ours_8_assets_{transport}_s"] = figures["wall_s"]
-        out[f"ours_8_assets_{transport}_logins"] = figures["logins"]
-        print(f"8 assets ours ({transport}): {figures}", flush=True)
-    out["ours_8_assets_s"] = out["ours_8_assets_asyncssh_s"]
+        out[f"ours_8_assets_{label}_s"] = figures["wall_s"]
+        out[f"ours_8_assets_{label}_logins"] = figures["logins"]
+        print(f"8 assets ours ({label}): {figures}", flush=True)
+    out["ours_8_assets_s"] = out["ours_8_assets_default_s"]
     if peer_ok and peer_status == "ok":
         data, spawned, status = peer_run(["eight"], shim, peer_log)
         if data and data.get("success"):
@@ -387,12 +493,15 @@ def main(n: int) -> dict:
         )
     shutil.rmtree(work, ignore_errors=True)
     floor_t.check("scancel --me --name=dhpc-bench-floor || true")  # ours only, none should remain
+    floor_t.check(f"rm -rf {FLOOR_DIR.replace('~', '$HOME', 1)}")
     floor_t.close()
     out.update(
         {
             "floor_poll_s": FLOOR_POLL_S,
             "settle_between_measurements_s": SETTLE_S,
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} at end",
+            "load_avg_at_start": LOAD_AT_START,
+            "load_avg_at_end": [round(x, 2) for x in os.getloadavg()],
             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
     )
@@ -401,8 +510,15 @@ def main(n: int) -> dict:
 
 if __name__ == "__main__":
     n = int(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_N
+    LOAD_AT_START = [round(x, 2) for x in os.getloadavg()]
     os.environ.update(_ours_env(CLUSTER["SLURM_TEST_SSH_KEY"]))
-    result = main(n)
+    holders = tempfile.mkdtemp(prefix="dhb-")  # this benchmark's own connection holders
+    os.environ["DAGSTER_HPC_HOLDER_DIR"] = holders
+    try:
+        result = main(n)
+    finally:
+        shutdown_all(Path(holders))
+        shutil.rmtree(holders, ignore_errors=True)
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     RESULT.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
