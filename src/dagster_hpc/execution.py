@@ -132,7 +132,10 @@ def _wait(
     last: JobStatus | None = None
     finished_at: float | None = None
     try:
+        first_poll_at = time.monotonic() + backend.first_poll_after_s
         while not reader.exited.wait(backend.poll_interval_s):
+            if time.monotonic() < first_poll_at:
+                continue
             cancellation.check_current()  # a stop request for a step on a worker thread
             status = backend.poll(handle)
             if status != last:

@@ -122,6 +122,9 @@ class Backend(abc.ABC):
     tail_interval_s: float = 0.5
     poll_interval_s: float = 1.0
     exit_file_grace_s: float = 10.0
+    # The first ``poll`` comes this long after the start of the wait (the Pipes reader sees a
+    # job's end by itself; the scheduler query is for jobs that end without an exit code).
+    first_poll_after_s: float = 0.0
     # Interpreter for Python payloads when neither the launcher nor the resource names one.
     default_python: str = "python3"
     # Whether the flow records each launch in the Dagster run (so a retry can reattach).

@@ -87,6 +87,10 @@ SLURM_TAIL_IDLE_AFTER_S = 30.0
 # How often the facade asks the poller; the poller itself queries slurmctld at most once per
 # POLL_FLOOR_S machine-wide, so asking more often only reads the shared cache file.
 SLURM_POLL_INTERVAL_S = 1.0
+# The first squeue for a job comes 3 s after the wait began: the login node's watch of the run
+# dir reports the job's end by itself (the exit_code file), so a short job costs no scheduler
+# query at all; a job still pending after 3 s has its reason logged then.
+SLURM_FIRST_POLL_AFTER_S = 3.0
 # After squeue says the job ended, how long to wait for the exit_code file to become visible
 # (shared filesystems cache attributes for a few seconds); killed jobs never write it.
 SLURM_EXIT_FILE_GRACE_S = 5.0
@@ -140,6 +144,7 @@ class SlurmBackend(Backend):
     tail_idle_interval_s = SLURM_TAIL_IDLE_INTERVAL_S
     tail_idle_after_s = SLURM_TAIL_IDLE_AFTER_S
     poll_interval_s = SLURM_POLL_INTERVAL_S
+    first_poll_after_s = SLURM_FIRST_POLL_AFTER_S
     exit_file_grace_s = SLURM_EXIT_FILE_GRACE_S
 
     def __init__(
