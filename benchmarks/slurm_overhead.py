@@ -198,7 +198,9 @@ def _pipes_env(messages_path: str) -> str:
     )
 
 
-def payload_floor_once(t: ssh_transport.SSHTransport, payload: str, python: str) -> tuple[float, int]:
+def payload_floor_once(
+    t: ssh_transport.SSHTransport, payload: str, python: str
+) -> tuple[float, int]:
     messages = f"{payload.rsplit('/', 1)[0]}/messages-{uuid.uuid4().hex[:8]}.jsonl"
     rt0 = t.roundtrips
     started = time.perf_counter()
@@ -246,7 +248,9 @@ def sleepy_slurm(context: dg.AssetExecutionContext, compute: ComputeResource):
 
 
 def ours_once(
-    resource: ComputeResource, instance: dg.DagsterInstance, asset: dg.AssetsDefinition = trivial_slurm
+    resource: ComputeResource,
+    instance: dg.DagsterInstance,
+    asset: dg.AssetsDefinition = trivial_slurm,
 ) -> tuple[float, float, int]:
     rt0 = _rt["n"]
     started = time.perf_counter()
