@@ -187,34 +187,85 @@ def dagster_floor_job() -> dg.JobDefinition:
     return defs.resolve_job_def("floor_eight")
 
 
-def main() -> dict:
+MEASUREMENTS = (
+    "runs_20",
+    "array_20",
+    "array_100",
+    "dagster_floor_8",
+    "perjob_8",
+    "session_8",
+    "session_8_inprocess",
+)
+
+
+def measure(name: str) -> dict:
+    """One measurement in THIS process (main() runs each in a fresh one: Dagster caches a
+    reconstructed job per process, and each measurement builds its definitions from env)."""
     _set_env()
-    figures: dict[str, object] = {}
+    out: dict[str, object] = {}
     with tempfile.TemporaryDirectory() as tmp, dg.instance_for_test(temp_dir=tmp) as instance:
-        os.environ.pop("DHPC_FAIL_KEY", None)
         os.environ["DHPC_ASSET"] = f"bench_parts_{uuid.uuid4().hex[:6]}"
-        figures["runs_20_s"], _ = _timed(lambda: _single_partition_runs(20, instance))
-        figures["array_20_s"], _ = _timed(lambda: _partitions_run(20, 0, 19, instance))
-        os.environ["DHPC_ASSET"] = f"bench_parts_{uuid.uuid4().hex[:6]}"
-        figures["array_100_s"], res = _timed(lambda: _partitions_run(100, 0, 99, instance))
-        md = res.asset_materializations_for_node(os.environ["DHPC_ASSET"])[0].metadata
-        figures["array_100_sbatch"] = md["dagster-hpc/array_sbatch_calls"].value
-        max_size = _max_array_size()
-        figures["max_array_size"] = max_size
-        figures["array_100_floor_s"], floor_sbatch = _timed(lambda: _array_floor(100, max_size))
-        figures["array_100_floor_sbatch"] = floor_sbatch
-        figures["dagster_floor_8_s"], _ = _timed(
-            lambda: dg.execute_job(dg.reconstructable(dagster_floor_job), instance=instance)
+        if name == "runs_20":
+            out["s"], _ = _timed(lambda: _single_partition_runs(20, instance))
+        elif name == "array_20":
+            out["s"], _ = _timed(lambda: _partitions_run(20, 0, 19, instance))
+        elif name == "array_100":
+            out["s"], res = _timed(lambda: _partitions_run(100, 0, 99, instance))
+            md = res.asset_materializations_for_node(os.environ["DHPC_ASSET"])[0].metadata
+            out["sbatch"] = md["dagster-hpc/array_sbatch_calls"].value
+        elif name == "dagster_floor_8":
+            out["s"], _ = _timed(
+                lambda: dg.execute_job(dg.reconstructable(dagster_floor_job), instance=instance)
+            )
+        elif name == "perjob_8":
+            out["s"], _ = _timed(lambda: _eight(instance, session=False))
+        elif name == "session_8":
+            out["s"], res = _timed(lambda: _eight(instance, session=True))
+            out["jobs"] = len(_allocations(res))
+        elif name == "session_8_inprocess":
+            out["s"], res = _timed(lambda: _eight(instance, session=True, executor="in_process"))
+            out["jobs"] = len(_allocations(res))
+    return out
+
+
+def _run_measurement(name: str) -> dict:
+    proc = subprocess.run(
+        [sys.executable, __file__, "--one", name], capture_output=True, text=True, timeout=1800
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"measurement {name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         )
-        figures["perjob_8_s"], _ = _timed(lambda: _eight(instance, session=False))
-        figures["session_8_s"], res = _timed(lambda: _eight(instance, session=True))
-        allocs = _allocations(res)
-        figures["session_8_jobs"] = len(allocs)
-        figures["session_8_inprocess_s"], res2 = _timed(
-            lambda: _eight(instance, session=True, executor="in_process")
-        )
-        figures["session_8_inprocess_jobs"] = len(_allocations(res2))
-    f = figures
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> dict:
+    load_start = round(os.getloadavg()[0], 2)
+    got = {}
+    for name in MEASUREMENTS[:3]:
+        got[name] = _run_measurement(name)
+        print(name, got[name], file=sys.stderr, flush=True)
+    max_size = _max_array_size()
+    floor_s, floor_sbatch = _timed(lambda: _array_floor(100, max_size))
+    print("array_100_floor", floor_s, file=sys.stderr, flush=True)
+    for name in MEASUREMENTS[3:]:
+        got[name] = _run_measurement(name)
+        print(name, got[name], file=sys.stderr, flush=True)
+    f: dict[str, object] = {
+        "runs_20_s": got["runs_20"]["s"],
+        "array_20_s": got["array_20"]["s"],
+        "array_100_s": got["array_100"]["s"],
+        "array_100_sbatch": got["array_100"]["sbatch"],
+        "array_100_floor_s": floor_s,
+        "array_100_floor_sbatch": floor_sbatch,
+        "max_array_size": max_size,
+        "dagster_floor_8_s": got["dagster_floor_8"]["s"],
+        "perjob_8_s": got["perjob_8"]["s"],
+        "session_8_s": got["session_8"]["s"],
+        "session_8_jobs": got["session_8"]["jobs"],
+        "session_8_inprocess_s": got["session_8_inprocess"]["s"],
+        "session_8_inprocess_jobs": got["session_8_inprocess"]["jobs"],
+    }
     ratios = {
         "array_vs_runs_20": round(f["array_20_s"] / f["runs_20_s"], 3),  # type: ignore[operator]
         "array_100_vs_floor": round(f["array_100_s"] / f["array_100_floor_s"], 3),  # type: ignore[operator]
@@ -229,28 +280,33 @@ def main() -> dict:
         "session_8_vs_dagster_floor": ratios["session_8_vs_dagster_floor"] <= 1.1,
     }
     out = {
-        **figures,
+        **f,
         **ratios,
         "targets": TARGETS,
         "targets_met": checks,
         "notes": {
-            "runs_20": "20 runs one after another in one process (in-process executor, 1 Slurm job each)",
-            "array_100_floor": f"bare sbatch --array chunks of MaxArraySize={f['max_array_size']} "
+            "runs_20": "20 runs one after another in one process (in-process "
+            "executor, 1 Slurm job each); every measurement runs in a fresh Python process, timed "
+            "around execute_job only",
+            "array_100_floor": f"bare sbatch --array chunks of MaxArraySize={max_size} "
             "(--array=0-99 is refused there), one SSH command, squeue every 0.1 s until gone",
             "payloads": "arrays: tests/integration/slurm_payloads/partition.py (imports dagster_pipes, "
             "reports metadata); 8 assets: benchmarks/payloads/trivial.py",
+            "single_run": "one measurement of each (no repetitions: the machine is shared and each "
+            "run costs minutes); read the ratios with the load figures",
         },
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, load "
-        f"{os.getloadavg()[0]:.1f} at end",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "load_at_start": load_start,
+        "load_at_end": round(os.getloadavg()[0], 2),
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    out["load_at_start"] = LOAD_AT_START
     RESULT.write_text(json.dumps(out, indent=2) + "\n")
     _remote("rm -rf ~/.dagster-hpc-bench/alloc")
     return out
 
 
-LOAD_AT_START = round(os.getloadavg()[0], 2)
-
 if __name__ == "__main__":
-    print(json.dumps(main(), indent=2))
+    if len(sys.argv) == 3 and sys.argv[1] == "--one":
+        print(json.dumps(measure(sys.argv[2])))
+    else:
+        print(json.dumps(main(), indent=2))

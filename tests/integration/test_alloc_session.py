@@ -95,9 +95,8 @@ def test_eight_assets_one_allocation_eight_steps(cluster, monkeypatch, tmp_path:
     while _live(cluster, alloc) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _live(cluster, alloc) == ""
-    log = remote(
-        cluster, f"cat $(dirname {shlex.quote(mds[0]['slurm/run_dir'].value)})/../agent.log"
-    )
+    base = os.environ["DAGSTER_HPC_SLURM_REMOTE_BASE_DIR"].replace("~/", "$HOME/", 1)
+    log = remote(cluster, f"cat {base}/{run_id}/session-run-*/agent.log")
     assert "ending the allocation: the run ended (stop file)" in log, log
 
 
@@ -154,11 +153,9 @@ def test_sigkilled_dagster_allocation_ends_within_idle_timeout(cluster, tmp_path
         assert _live(cluster, alloc) == "", "the allocation outlived its idle timeout"
         log = remote(cluster, f"sacct -n -P -j {alloc} --format=JobID,State")
         assert f"{alloc}.0|COMPLETED" in log, log  # the step itself was not killed
-        agent_log = remote(
-            cluster,
-            f"cat $(scontrol show job {alloc} 2>/dev/null | sed -n 's/.*WorkDir=//p')/agent.log || true",
-        )
-        assert f"idle for {IDLE_S}s" in agent_log or agent_log == "", agent_log
+        base = (tmp_path / "remote_base").read_text().replace("~/", "$HOME/", 1)
+        agent_log = remote(cluster, f"cat {base}/{run_id}/session-run-*/agent.log")
+        assert f"ending the allocation: idle for {IDLE_S}s" in agent_log, agent_log
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
