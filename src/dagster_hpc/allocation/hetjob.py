@@ -20,7 +20,7 @@ from typing import Any
 
 import dagster as dg
 
-from dagster_hpc import cancellation
+from dagster_hpc import cancellation, step_calls
 from dagster_hpc.allocation.results import MultiTaskOutcome
 from dagster_hpc.allocation.runner import (
     SLURM_TASK_TAIL_IDLE_AFTER_S,
@@ -84,6 +84,7 @@ def render_hetjob_script(*, run_dir: str, queues: Sequence[QueueConfig], step: s
 
 
 @cancellation.cooperative_step  # run termination under the concurrent executor (hpc_executor)
+@step_calls.numbered_call  # its own launch record, apart from the step's other calls
 def run_hetjob_slurm(
     context: Any,
     backend: Any,  # SlurmBackend, prepared

@@ -21,7 +21,7 @@ from typing import Any
 
 import dagster as dg
 
-from dagster_hpc import cancellation
+from dagster_hpc import cancellation, step_calls
 from dagster_hpc.allocation.array import (
     ARRAY_SCRIPT,
     ARRAYS_FILE,
@@ -124,6 +124,7 @@ def step_name(context: Any) -> str:
 
 
 @cancellation.cooperative_step  # run termination under the concurrent executor (hpc_executor)
+@step_calls.numbered_call  # its own launch record, apart from the step's other calls
 def run_array_slurm(
     context: Any,
     backend: Any,  # SlurmBackend, prepared
