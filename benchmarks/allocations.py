@@ -15,8 +15,6 @@ Writes benchmarks/results/allocations.json with the figures, the ratios and thei
     uv run python benchmarks/allocations.py
 """
 
-from __future__ import annotations
-
 import json
 import os
 import platform
@@ -101,7 +99,7 @@ def _timed(fn) -> tuple[float, object]:
 
 
 # --- arrays ----------------------------------------------------------------------------------
-def _partitions_run(n: int, first: int, last: int, instance) -> dg.ExecutionResult:
+def _partitions_run(n: int, first: int, last: int, instance):
     os.environ["DHPC_PARTITIONS"] = str(n)
     result = dg.execute_job(
         dg.reconstructable(alloc_defs.partitions_job),
@@ -142,7 +140,7 @@ def _max_array_size() -> int:
 
 
 # --- 8 assets ----------------------------------------------------------------------------------
-def _eight(instance, *, session: bool, executor: str = "multiprocess") -> dg.ExecutionResult:
+def _eight(instance, *, session: bool, executor: str = "multiprocess"):
     os.environ.update(
         DHPC_SESSION="1" if session else "0",
         DHPC_EXECUTOR=executor,
@@ -155,7 +153,7 @@ def _eight(instance, *, session: bool, executor: str = "multiprocess") -> dg.Exe
     return result
 
 
-def _allocations(result: dg.ExecutionResult) -> set[str]:
+def _allocations(result) -> set[str]:
     ids = set()
     for i in range(8):
         md = result.asset_materializations_for_node(f"session_{i}")[0].metadata

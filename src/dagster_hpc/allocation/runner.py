@@ -269,9 +269,7 @@ def run_array_slurm(
             raise
         reader.stop()
     task_ids = _task_job_ids(transport, run_dir) if all_ids else {}
-    metrics = _sacct_tasks(
-        transport, task_ids, [i for i in range(len(items)) if i not in reused or True]
-    )
+    metrics = _sacct_tasks(transport, task_ids, list(range(len(items))))
     results = []
     for ch in channels:
         results.append(
