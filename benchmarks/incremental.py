@@ -15,6 +15,13 @@ metaxy lives in its own venv (never in the project lock):
     python3 -m venv benchmarks/.metaxy-venv
     benchmarks/.metaxy-venv/bin/pip install 'metaxy[delta]==0.1.11'
 
+Ours and the floor run in the engine's own runtime environment when it exists (what a compute
+node has: polars, polars-hash, pyarrow, deltalake; this repo's src on PYTHONPATH), not in the
+project's dev venv, whose extra packages (pandas, via ray[data]) pyarrow imports on first use:
+    uv venv --python 3.11 benchmarks/.engine-venv
+    VIRTUAL_ENV=benchmarks/.engine-venv uv pip install polars==2.1.0 polars-hash==0.9.3 \
+        pyarrow==26.0.1 deltalake==1.6.6
+
 Writes benchmarks/results/incremental.json.
 """
 
@@ -38,6 +45,8 @@ import incremental_lineage as lineage
 
 HERE = Path(__file__).resolve().parent
 METAXY_PYTHON = HERE / ".metaxy-venv" / "bin" / "python"
+ENGINE_PYTHON = HERE / ".engine-venv" / "bin" / "python"
+SRC = HERE.parent / "src"
 RESULTS = HERE / "results" / "incremental.json"
 SYSTEMS = ("ours", "metaxy", "floor")
 SCENARIOS = ("first", "changed_1pct", "no_change")
@@ -123,7 +132,13 @@ def ours_prepare(root: Path) -> Callable[[], dict[str, int]]:
 
     graph, _, derived = ours_graph()
     store = DeltaStore(root, graph)
-    return lambda: store.resolve_update(derived).counts()
+
+    def measure() -> dict[str, int]:
+        counts = store.resolve_update(derived).counts()
+        counts.pop("failed")  # the peers have no such state; always 0 here
+        return counts
+
+    return measure
 
 
 # metaxy --------------------------------------------------------------------------------------
@@ -275,7 +290,7 @@ def _cpu_s() -> float:
 def run_child(
     system: str, action: str, root: Path, n: int, scenario: str, workload: str = "identity"
 ) -> dict:
-    python = str(METAXY_PYTHON) if system == "metaxy" else sys.executable
+    python = str(METAXY_PYTHON) if system == "metaxy" else engine_python()
     cmd = [
         python,
         str(Path(__file__).resolve()),
@@ -290,6 +305,8 @@ def run_child(
     env = dict(
         os.environ, POLARS_MAX_THREADS=os.environ.get("POLARS_MAX_THREADS", str(os.cpu_count()))
     )
+    if system != "metaxy" and ENGINE_PYTHON.exists():
+        env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")]).rstrip(":")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, env=env)
     if proc.returncode != 0:
         raise RuntimeError(
@@ -298,6 +315,10 @@ def run_child(
             f"{proc.stderr[-3000:]}"
         )
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def engine_python() -> str:
+    return str(ENGINE_PYTHON) if ENGINE_PYTHON.exists() else sys.executable
 
 
 def expected_counts(n: int, scenario: str) -> dict[str, int]:
@@ -529,6 +550,7 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "polars_max_threads": os.environ.get("POLARS_MAX_THREADS", str(os.cpu_count())),
+        "ours_and_floor_python": engine_python(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
