@@ -14,7 +14,9 @@ one-asset run are repeated (median); the peers run once per configuration (they 
 seconds to minutes, and their spread is small against the ratios). Writes
 benchmarks/results/executor.json.
 
-    uv run python benchmarks/executor.py [REPEATS]
+    uv run python benchmarks/executor.py [REPEATS] [--resume]
+
+``--resume`` keeps what an interrupted invocation measured (a temp file) and measures the rest.
 """
 
 import contextlib
@@ -40,6 +42,7 @@ from dagster_hpc.executor import hpc_executor
 HERE = Path(__file__).resolve().parent
 PAYLOAD = HERE / "payloads" / "trivial.py"
 RESULT = HERE / "results" / "executor.json"
+PARTIAL = Path(tempfile.gettempdir()) / "dagster-hpc-bench-executor.partial.json"
 CONFDIR = Path(os.environ.get("DAGSTER_HPC_TEST_CLUSTER", "/var/tmp/dagster-hpc-cluster"))
 AUTHORIZED_KEYS = Path("/home/hpcuser/.ssh/authorized_keys")
 # the lock the integration tests take to edit authorized_keys (tests/integration/conftest.py)
@@ -261,16 +264,28 @@ def measure(executor: str, n: int, mode: str, repeats: int) -> dict:
     return out
 
 
-def main(repeats: int) -> dict:
+def _plan(repeats: int) -> list[tuple[str, str, int, str, int]]:
+    """(result key, executor, n, mode, repeats), the ratios' inputs first (8 assets)."""
+    plan = [("slurm_ours_1", "ours", 1, "slurm", repeats)]
+    for n in SIZES:
+        for mode in ("local", "slurm"):
+            plan.append((f"{mode}_ours_{n}", "ours", n, mode, repeats))
+            for peer in ("in_process", "multiprocess"):
+                plan.append((f"{mode}_{peer}_{n}", peer, n, mode, 1))
+    return plan
+
+
+def main(repeats: int, resume: bool = False) -> dict:
+    """``resume``: keep the measurements of an interrupted invocation (PARTIAL), measure the rest."""
     load_start = os.getloadavg()[0]
-    figures: dict[str, dict] = {}
-    for mode in ("local", "slurm"):
-        if mode == "slurm":
-            figures["slurm_ours_1"] = measure("ours", 1, mode, repeats)
-        for n in SIZES:
-            figures[f"{mode}_ours_{n}"] = measure("ours", n, mode, repeats)
-            for peer in ("multiprocess", "in_process"):
-                figures[f"{mode}_{peer}_{n}"] = measure(peer, n, mode, 1)
+    figures: dict[str, dict] = json.loads(PARTIAL.read_text()) if resume else {}
+    resumed = []
+    for key, executor, n, mode, times in _plan(repeats):
+        if key in figures:
+            continue
+        resumed.append(key)
+        figures[key] = measure(executor, n, mode, times)
+        PARTIAL.write_text(json.dumps(figures, indent=2) + "\n")  # a late failure loses nothing
 
     def wall(key: str) -> float:
         return figures[key]["wall_s"]
@@ -296,6 +311,7 @@ def main(repeats: int) -> dict:
         "what": "seconds of dg.execute_job for N trivial Pipes assets in one run; median for ours",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared), Python {platform.python_version()}",
         "dagster": dg.__version__,
+        "measured_after_resume": resumed if resume else [],
         "load_average_start": round(load_start, 2),
         "load_average_end": round(os.getloadavg()[0], 2),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -304,7 +320,8 @@ def main(repeats: int) -> dict:
 
 
 if __name__ == "__main__":
-    result = main(int(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_REPEATS)
+    args = [a for a in sys.argv[1:] if a != "--resume"]
+    result = main(int(args[0]) if args else DEFAULT_REPEATS, resume="--resume" in sys.argv)
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     RESULT.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=2))
