@@ -130,6 +130,14 @@ class JobMetrics:
     step_states: dict[str, str] = field(default_factory=dict)
 
     @property
+    def from_job_record(self) -> bool:
+        """False for slurmdbd's stand-in row: when a short job's step record reaches slurmdbd
+        before the job's own start record, sacct shows a row named "allocation" with no
+        partition (and PENDING, then even COMPLETED) until the real record replaces it. Every
+        real job record has a partition, so its absence means "not Slurm's final record yet"."""
+        return bool(self.partition)
+
+    @property
     def node_hours(self) -> float | None:
         if self.elapsed_s is None or self.nnodes is None:
             return None

@@ -125,6 +125,23 @@ def test_asset_on_slurm_logs_metadata_check_extras_env_and_sacct(cluster) -> Non
     assert listing.strip().endswith("0")
 
 
+def test_sub_second_jobs_report_slurms_final_record(cluster) -> None:
+    # A job this short often reaches sacct first as slurmdbd's stand-in row (named "allocation",
+    # no partition, already COMPLETED): the metadata must come from the job's own record.
+    names = [_name("subsec"), _name("subsec")]
+    assets = [_asset(n, PAYLOADS / "trivial.py") for n in names]
+    result, _ = _materialize(assets, compute(cluster, keep_run_dirs="failed"))
+    for name in names:
+        md = result.asset_materializations_for_node(name)[0].metadata
+        job_id = md["slurm/job_id"].value
+        shown = remote(
+            cluster, f"sacct -X -n -P -j {job_id} --starttime now-1hour --format Partition"
+        )
+        assert md["slurm/partition"].value == shown.strip() != ""
+        # MaxRSS may be absent: the job ends before the first accounting sample (JobAcctGather
+        # frequency 2 s on the test cluster); the partition never may.
+
+
 def test_live_log_lines_arrive_while_the_job_runs(cluster) -> None:
     name = _name("ticker")
     result, entries = _materialize([_asset(name, PAYLOADS / "ticker.py")], compute(cluster))

@@ -427,3 +427,43 @@ def test_refused_credentials_at_submit_surface_as_they_are(
     )
     with pytest.raises(error, match="refused"):
         backend.submit(str(_staged(tmp_path)), backend.run_dir_for("r", "s"))
+
+
+class _ScriptedSacct(LocalTransport):
+    """Answers each sacct with the next of ``answers`` (the last one repeats)."""
+
+    def __init__(self, answers: list[str]) -> None:
+        super().__init__()
+        self.answers = answers
+        self.sacct_calls = 0
+
+    def run(self, command: str, *, timeout: float | None = None, **kw):
+        from dagster_hpc.transport.base import CommandResult
+
+        assert command.startswith("sacct "), command
+        self.sacct_calls += 1
+        return CommandResult(0, self.answers[min(self.sacct_calls, len(self.answers)) - 1], "")
+
+
+# What the test cluster's sacct printed for a sub-second job 30 ms after it ended: slurmdbd's
+# stand-in row (named "allocation", no partition, already COMPLETED), then the job's own record.
+_STAND_IN = (
+    "12|allocation|COMPLETED|0:0|0|1|1|00:00.095|0||billing=1,cpu=1,mem=256M,node=1|node1||None\n"
+    "12.batch|batch|COMPLETED|0:0|0|1|1|00:00.095|0||cpu=1,mem=256M,node=1|node1||\n"
+)
+_FINAL = (
+    "12|dhpc-x|COMPLETED|0:0|1|1|1|00:00.095|1|20M|billing=1,cpu=1,mem=256M,node=1|node1|debug|None\n"
+    "12.batch|batch|COMPLETED|0:0|1|1|1|00:00.095|1|20M|cpu=1,mem=256M,node=1|node1||\n"
+)
+
+
+def test_outcome_waits_past_slurmdbds_partitionless_stand_in_record(tmp_path: Path) -> None:
+    transport = _ScriptedSacct([_STAND_IN, _STAND_IN, _FINAL])
+    backend = SlurmBackend(
+        transport, cluster="fake", remote_base_dir=str(tmp_path / "r"), record_launch=False
+    )
+    outcome = backend.outcome(JobHandle("slurm", "12", "/r", "fake"), 0)
+    assert transport.sacct_calls == 3
+    assert outcome.state is JobState.COMPLETED
+    assert outcome.metadata["slurm/partition"] == "debug"
+    assert outcome.metadata["slurm/max_rss_mb"] == 20.0

@@ -548,7 +548,11 @@ class SlurmBackend(Backend):
                 text, metrics = str(exc), None
             if accounting_disabled(text):
                 return text, None
-            settled = metrics is not None and slurm_state(metrics.state).finished
+            settled = (
+                metrics is not None
+                and slurm_state(metrics.state).finished
+                and metrics.from_job_record  # not slurmdbd's partition-less stand-in row
+            )
             if settled or time.monotonic() >= deadline:
                 return text, metrics
             time.sleep(pause)
