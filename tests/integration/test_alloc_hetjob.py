@@ -54,6 +54,8 @@ def test_cpu_plus_gpu_hetjob_every_component_reports(cluster) -> None:
     assert c0["slurm/state"] == c1["slurm/state"] == "COMPLETED"
     assert c1["slurm/job_id"] == job1
     assert c1["slurm/gpus"] == 1 and c0.get("slurm/gpus", 0) == 0  # gres/gpu TRES accounted
+    # each component's own final record (never slurmdbd's partition-less stand-in row)
+    assert (c0["slurm/partition"], c1["slurm/partition"]) == ("debug", "gpu")
 
 
 def test_gpus_on_a_cpu_partition_fail_before_submit(cluster) -> None:

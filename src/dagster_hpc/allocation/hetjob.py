@@ -212,9 +212,10 @@ def _het_metrics(transport: Any, job_id: str, n: int) -> dict[int, Any]:
                 out[i] = m
         from dagster_hpc.backends.slurm_poller import slurm_state
 
-        if (len(out) == n and all(slurm_state(m.state).finished for m in out.values())) or (
-            time.monotonic() > deadline
-        ):
+        if (
+            len(out) == n
+            and all(slurm_state(m.state).finished and m.from_job_record for m in out.values())
+        ) or (time.monotonic() > deadline):
             return out
         time.sleep(HET_SACCT_INTERVAL_S)
 

@@ -416,7 +416,7 @@ def _sacct_tasks(
             if m is not None:
                 out[i] = m
         settled = len(out) == len([i for i in wanted if i in task_ids]) and all(
-            slurm_state(m.state).finished for m in out.values()
+            slurm_state(m.state).finished and m.from_job_record for m in out.values()
         )
         if settled or time.monotonic() > deadline:
             return out
