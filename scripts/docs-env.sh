@@ -34,7 +34,8 @@ PYVER=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 [ "$PYVER" = 3.11 ] || die "$PY is Python $PYVER; the pinned wheels (torch 2.13.0+cpu) are for 3.11: set DOCS_ENV_PYTHON"
 command -v uv >/dev/null || die "uv is needed to export the project's pins (scripts/_bootstrap.sh installs it)"
 
-CORE=$(uv export --frozen --no-dev --no-hashes --no-emit-project --project "$HERE" 2>/dev/null) \
+# comments dropped: uv's header names the checkout's path, which must not change the key
+CORE=$(uv export --frozen --no-dev --no-hashes --no-emit-project --project "$HERE" 2>/dev/null | grep -v '^#') \
   || die "uv export of $HERE/uv.lock failed"
 KEY=$( { printf '%s\n' "$PYVER" "$CORE"; cat "$REQS"; } | sha256sum | cut -c1-12)
 LINK=$ROOT/docs
@@ -70,5 +71,13 @@ if ! ok "$DIR"; then
   touch "$DIR/.verified"
   log "built in $((SECONDS - started)) s, $(du -sh "$DIR" | cut -f1)"
 fi
+previous=$(readlink "$LINK" 2>/dev/null || true)
 ln -sfn "docs-$KEY" "$LINK.tmp.$$" && mv -T "$LINK.tmp.$$" "$LINK"
+# 2.5 GB each: keep this build and the one it replaces (a running job may still use it)
+for old in "$ROOT"/docs-*; do
+  name=${old##*/}
+  [ -d "$old" ] && [ "$name" != "docs-$KEY" ] && [ "$name" != "$previous" ] || continue
+  log "removing the older build $old"
+  rm -rf -- "$old"
+done
 echo "$LINK"

@@ -213,6 +213,9 @@ def _convert_on_ray(
         # to the run dir's 0600 env file, never into the job script.
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        # Ray 2.60 re-creates a `uv run` ancestor's environment for its workers (a Dagster
+        # started under `uv run` would hand them the project's .venv instead of this job's)
+        "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
     }
     if ray.allow_loopback:
         env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "1"

@@ -102,6 +102,13 @@ class ConverterConfig:
 
 
 def _build_converter(config: ConverterConfig) -> Any:
+    try:
+        import docling  # noqa: F401
+    except ImportError as exc:
+        raise RuntimeError(
+            "Docling is not installed in this interpreter: run the pipeline in its environment "
+            "(`bash scripts/docs-env.sh` prints its path; see docs/document-pipeline.md)"
+        ) from exc
     from docling.datamodel.base_models import InputFormat
     from docling.document_converter import DocumentConverter, NativePdfFormatOption, PdfFormatOption
 

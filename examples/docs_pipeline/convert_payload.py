@@ -16,6 +16,7 @@ for archive in reversed(ZIPS):
 
 import pyarrow.parquet as pq  # noqa: E402
 import ray  # noqa: E402
+import ray.data  # noqa: E402
 from dagster_pipes import open_dagster_pipes  # noqa: E402
 
 from docs_pipeline import features, ray_job  # noqa: E402
@@ -35,6 +36,8 @@ with open_dagster_pipes() as pipes:
     todo = pq.read_table(os.path.join(RUN_DIR, job["todo_file"]))
     started = time.monotonic()
     ray.init(runtime_env=ray_job.worker_runtime_env(ZIPS), logging_level="WARNING")
+    # no progress bars: in a job's log they are a line per operator every few seconds
+    ray.data.DataContext.get_current().enable_progress_bars = False
     nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
     actors = min(ray_job.ray_actor_count(settings.ray_actors), max(1, todo.num_rows))
     pipes.log.info(

@@ -51,10 +51,13 @@ def docs_env(cluster) -> Path:
         check=False,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    return Path(out.stdout.strip().splitlines()[-1])
+    # the build itself, not the link: another checkout may switch the link while this runs
+    return Path(out.stdout.strip().splitlines()[-1]).resolve()
 
 
-def _rounds(docs_env: Path, work: Path, env: dict[str, str], *args: str) -> tuple[dict, str]:
+def _rounds(
+    docs_env: Path, work: Path, env: dict[str, str], *args: str, umask: int = -1
+) -> tuple[dict, str]:
     work.mkdir(parents=True, exist_ok=True)
     os.chmod(work, 0o777)  # slurm mode: the cluster user's jobs read the corpus, write the store
     home = work / "dagster_home"
@@ -80,7 +83,7 @@ def _rounds(docs_env: Path, work: Path, env: dict[str, str], *args: str) -> tupl
             stderr=subprocess.STDOUT,
             text=True,
             timeout=ROUNDS_TIMEOUT_S,
-            umask=0o000,  # slurm mode: the cluster user's jobs add tables to the store root creates
+            umask=umask,
             check=False,
         )
     output = log.read_text()
@@ -201,7 +204,8 @@ def test_four_rounds_on_the_test_cluster_with_a_two_node_ray(cluster, docs_env, 
     base = env["DAGSTER_HPC_SLURM_REMOTE_BASE_DIR"]
     # the cluster user's jobs read the corpus and write the store: a directory it can reach
     work = Path("/tmp") / f"dhpc-docs-{os.getpid()}-{time.monotonic_ns()}"
-    result, output = _rounds(docs_env, work, env)
+    # umask 0: the cluster user's jobs add tables to the store this process creates
+    result, output = _rounds(docs_env, work, env, umask=0o000)
     _check_four_rounds(result, output)
     r1 = result["rounds"][0]["features"]["docs/converted"]
     assert r1["ray/nodes"] == 2, "a Ray cluster across two Slurm nodes"
