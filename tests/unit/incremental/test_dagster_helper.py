@@ -5,6 +5,7 @@ In-process compute functions and a real payload through ComputeResource (local m
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -94,8 +95,20 @@ def test_in_process_compute_gets_only_new_and_stale(tmp_path):
     assert stored["result"].to_list() == [1.0, 49.0, 400.0]
 
 
-def test_payload_through_compute_resource_local_mode(tmp_path):
+@pytest.fixture
+def demo_module():
+    """incremental_demo.assets binds its module-level assets to the store of the DAGSTER_HOME
+    at import: import it afresh here and drop it afterwards, so a later test importing it under
+    its own DAGSTER_HOME does not inherit this one's store (test_examples' main-job rounds)."""
+    sys.modules.pop("incremental_demo.assets", None)
     from incremental_demo import assets as demo
+
+    yield demo
+    sys.modules.pop("incremental_demo.assets", None)
+
+
+def test_payload_through_compute_resource_local_mode(tmp_path, demo_module):
+    demo = demo_module
 
     assets = demo.build_assets(tmp_path)
     resources = {"compute": ComputeResource(mode="local", base_dir=str(tmp_path / "runs"))}
