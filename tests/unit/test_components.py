@@ -66,7 +66,13 @@ def _local():
     return ComputeResource()
 
 
-def test_example_component_materializes_locally():
+def test_example_component_materializes_locally(monkeypatch):
+    # the project picks its mode at import: import it afresh in local mode (a test that ran
+    # before may have left a slurm-mode import in sys.modules)
+    monkeypatch.setenv("DAGSTER_HPC_MODE", "local")
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    for name in [m for m in sys.modules if m.startswith("dagster_hpc_example")]:
+        monkeypatch.delitem(sys.modules, name)
     from dagster_hpc_example.definitions import defs
 
     asset = defs.resolve_assets_def("synthetic_quantiles")
