@@ -217,9 +217,23 @@ def pipes_context_data(
 ) -> dict[str, Any]:
     """The Pipes context Dagster would inject for this step, as a plain dict, narrowed to ONE
     partition when ``partition_key`` is given (one array task = one partition of a range)."""
+    return pipes_context_for_item(pipes_step_context(context), context, extras, partition_key)
+
+
+def pipes_step_context(context: Any) -> dict[str, Any]:
+    """The step's Pipes context data without extras. Build it once per step: Dagster asks the
+    instance for every selected asset's provenance on each call (35 ms per call here, i.e. 3.5 s
+    for the 100 tasks of an array when built per task)."""
     from dagster._core.pipes.context import build_external_execution_context_data
 
-    data = dict(build_external_execution_context_data(context, extras))
+    return dict(build_external_execution_context_data(context, {}))
+
+
+def pipes_context_for_item(
+    step_data: dict[str, Any], context: Any, extras: dict[str, Any], partition_key: str | None
+) -> dict[str, Any]:
+    """``pipes_step_context``'s data with ``extras``, narrowed to ``partition_key`` if given."""
+    data = {**step_data, "extras": dict(extras)}
     if partition_key is not None:
         data["partition_key"] = partition_key
         data["partition_key_range"] = {"start": partition_key, "end": partition_key}

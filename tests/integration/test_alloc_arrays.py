@@ -49,7 +49,13 @@ def _array_jobs(cluster, name: str, expect: int) -> dict[str, list[str]]:
 
 
 def _messages(instance, run_id: str) -> list[str]:
-    return [e.user_message for e in instance.all_logs(run_id) if e.user_message]
+    """Every line logged (the tasks' lines of one read arrive as one event, one line each)."""
+    return [
+        line
+        for e in instance.all_logs(run_id)
+        if e.user_message
+        for line in e.user_message.split("\n")
+    ]
 
 
 def test_hundred_partitions_three_arrays_one_failure_rerun_alone(

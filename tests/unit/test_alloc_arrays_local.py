@@ -1,6 +1,7 @@
 """Job arrays: the pure parts (chunking, scripts, batched reads) and the local mode end to end
 (the same run dir and wrappers as on Slurm, run by a local process pool)."""
 
+import json
 from pathlib import Path
 
 import dagster as dg
@@ -12,10 +13,10 @@ from dagster_hpc.allocation.array import (
     render_array_script,
     submit_command,
 )
-from dagster_hpc.allocation.batchread import read_changed
-from dagster_hpc.allocation.tasks import TaskItem, normalize_items
+from dagster_hpc.allocation.batchread import parse_changed, read_changed
+from dagster_hpc.allocation.tasks import TaskChannel, TaskItem, TaskReader, normalize_items
 from dagster_hpc.compute import ComputeResource
-from dagster_hpc.errors import ConfigError, PayloadError
+from dagster_hpc.errors import ConfigError, PayloadError, TransportError
 from dagster_hpc.queue import QueueConfig
 from dagster_hpc.transport.local import LocalTransport
 
@@ -60,13 +61,67 @@ def test_items_are_validated_before_anything_runs() -> None:
 
 
 def test_batched_read_reads_only_grown_files(tmp_path: Path) -> None:
-    a, b = tmp_path / "a", tmp_path / "b b"
+    a, b, c, big = tmp_path / "a", tmp_path / "b b", tmp_path / "c c", tmp_path / "big"
     a.write_text("hello\nworld\n")
     b.write_text("7\n")
-    got = read_changed(
-        LocalTransport(), [(str(a), 6), (str(tmp_path / "missing"), 0), (str(b), 2)], max_bytes=100
-    )
-    assert got == [b"world\n", b"", b""]
+    c.write_bytes(b"\x00binary\xff\n")
+    big.write_bytes(b"x" * 150)
+    requests = [
+        (str(a), 6),  # grown past an earlier offset: dd
+        (str(tmp_path / "missing"), 0),
+        (str(b), 2),  # not longer than its offset
+        (str(c), 0),  # new since the start: the tar
+        (str(big), 0),  # new, but longer than max_bytes: dd of max_bytes
+    ]
+    got = read_changed(LocalTransport(), requests, max_bytes=100)
+    assert got == [b"world\n", b"", b"", b"\x00binary\xff\n", b"x" * 100]
+
+
+def test_batched_read_answer_that_does_not_add_up_is_an_error() -> None:
+    import base64
+
+    with pytest.raises(TransportError, match="fewer bytes"):
+        parse_changed(base64.b64encode(b"5 -\nabc").decode(), ["/a", "/b"])
+    with pytest.raises(TransportError, match="answered for 1 of 2"):
+        parse_changed(base64.b64encode(b"-\n").decode(), ["/a", "/b"])
+    with pytest.raises(TransportError, match="broken tar"):
+        parse_changed(base64.b64encode(b"t\nnot a tar" + b"\x01" * 600).decode(), ["/a"])
+
+
+class _Log:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+
+    def __getattr__(self, level: str):
+        return lambda text: self.events.append((level, text))
+
+
+def test_task_reader_groups_a_ticks_lines_into_one_event_per_stream_and_level(
+    tmp_path: Path,
+) -> None:
+    channels = []
+    for i in range(3):
+        d = tmp_path / "t" / str(i)
+        d.mkdir(parents=True)
+        (d / "stdout.log").write_text(f"out {i}\nmore {i}\n")
+        (d / "stderr.log").write_text(f"err {i}\n")
+        msgs = [{"method": "log", "params": {"message": f"log {i}", "level": "INFO"}}]
+        msgs.append({"method": "log", "params": {"message": f"careful {i}", "level": "WARNING"}})
+        (d / "pipes_messages.jsonl").write_text("".join(f"{json.dumps(m)}\n" for m in msgs))
+        (d / "exit_code").write_text("0\n")
+        channels.append(TaskChannel(i, f"k{i}", str(d)))
+    log = _Log()
+    reader = TaskReader(LocalTransport(), channels, log=log, interval_s=0.01)
+    reader.start()
+    reader.stop()
+    assert log.events == [
+        ("info", "[k0] out 0\n[k0] more 0\n[k1] out 1\n[k1] more 1\n[k2] out 2\n[k2] more 2"),
+        ("info", "[stderr] [k0] err 0\n[stderr] [k1] err 1\n[stderr] [k2] err 2"),
+        ("info", "[k0] log 0\n[k1] log 1\n[k2] log 2"),
+        ("warning", "[k0] careful 0\n[k1] careful 1\n[k2] careful 2"),
+    ]
+    assert reader.log_events == 4 and all(ch.exit_code == 0 and ch.drained for ch in channels)
+    assert list(channels[1].stderr_tail) == ["err 1"]
 
 
 def test_run_array_local_fan_out_each_item_its_own_channel(tmp_path: Path) -> None:

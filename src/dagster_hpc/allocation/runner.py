@@ -76,7 +76,9 @@ class _NullLog:
 
 
 def _context_data_fn(context: Any, extras: Mapping[str, Any], partition_mode: bool):
-    from dagster_hpc._dagster_adapter import pipes_context_data
+    from dagster_hpc._dagster_adapter import pipes_context_for_item, pipes_step_context
+
+    step_data = pipes_step_context(context)  # once: Dagster queries the instance per call
 
     def context_for(i: int, item: TaskItem) -> dict[str, Any]:
         merged = {
@@ -85,8 +87,8 @@ def _context_data_fn(context: Any, extras: Mapping[str, Any], partition_mode: bo
             "dagster_hpc_item_key": item.key,
             "dagster_hpc_item_index": i,
         }
-        return pipes_context_data(
-            context, merged, partition_key=item.key if partition_mode else None
+        return pipes_context_for_item(
+            step_data, context, merged, item.key if partition_mode else None
         )
 
     return context_for
@@ -170,6 +172,7 @@ def run_array_slurm(
         ch.__post_init__()
 
     new_ids: list[str] = []
+    scripts: list[tuple[str, list[int]]] = []  # (chunk script, task indices) submitted now
     submissions = 0
     if to_run:
         attempt = uuid.uuid4().hex[:6]
@@ -185,7 +188,6 @@ def run_array_slurm(
                 env_for=_env_fn(context, base_env, request, partition_mode),
                 context_for=_context_data_fn(context, extras, partition_mode),
             )
-            scripts = []
             for n, tasks in enumerate(chunks(to_run, max_array_size)):
                 name = ARRAY_SCRIPT.format(attempt=attempt, chunk=n)
                 text = render_array_script(
@@ -268,7 +270,8 @@ def run_array_slurm(
             _scancel(transport, all_ids)
             raise
         reader.stop()
-    task_ids = _task_job_ids(transport, run_dir) if all_ids else {}
+    # what arrays.txt holds now (read at reattach + appended by the submission): no read back
+    task_ids = task_job_ids(previous + [(j, t) for j, (_, t) in zip(new_ids, scripts, strict=True)])
     metrics = _sacct_tasks(transport, task_ids, list(range(len(items))))
     results = []
     for ch in channels:
@@ -385,11 +388,11 @@ def _scancel(transport: Any, job_ids: Sequence[str]) -> None:
         )
 
 
-def _task_job_ids(transport: Any, run_dir: str) -> dict[int, str]:
-    """Task index -> "<array job id>_<array index>" of its latest submission."""
-    raw = transport.read_from(f"{run_dir}/{ARRAYS_FILE}", 0, max_bytes=1 << 20)
+def task_job_ids(arrays: Sequence[tuple[str, Sequence[int]]]) -> dict[int, str]:
+    """Task index -> "<array job id>_<array index>" of its latest submission, from ARRAYS_FILE's
+    ``(job id, task indices)`` pairs in submission order."""
     out: dict[int, str] = {}
-    for jid, tasks in parse_arrays_file(raw.decode(errors="replace")):
+    for jid, tasks in arrays:
         for j, t in enumerate(tasks):
             out[t] = f"{jid}_{j}"
     return out
