@@ -43,6 +43,7 @@ _FORCED = "__forced"
 _STALE_COLUMNS = [STALE_FIELDS, CODE_CHANGED_FIELDS, DATA_CHANGED_FIELDS, STALE_REASON]
 
 Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
+AnyFrame = pl.DataFrame | pl.LazyFrame
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ def compute_increment(
     *,
     key: Sequence[str] | None = None,
     failures: pl.LazyFrame | None = None,
-    stored_fields: Callable[[pl.LazyFrame], pl.LazyFrame] | None = None,
+    stored_fields: Callable[[AnyFrame], pl.LazyFrame] | None = None,
 ) -> Increment:
     """Join expected (key, provenance, provenance_by_field, any extra columns) with stored state.
 
@@ -127,20 +128,13 @@ def compute_increment(
     date); in eager mode it is computed once and the frames are filtered from it. ``stored``
     may carry a boolean ``FORCED_STALE`` column (a staleness predicate's result). ``failures``
     (key, ``last_error``, ``failures``) moves samples still to do into ``failed``.
-    ``stored_fields(keys)`` gives the stored per-field structs of those keys only (default: a
-    join with ``stored``); an expansion uses it to avoid grouping every child's structs.
+    ``stored_fields(keys)`` gives the stored per-field structs of those keys only (``keys``:
+    the stale rows' key and STORED ``provenance``, a DataFrame in eager mode; default: a join with ``stored``); an
+    expansion uses it to avoid grouping every child's structs.
     """
     ids = list(key or feature.id_columns)
     if stored is None:
-        stale = _annotate_stale(feature, expected.clear(), pl.Schema())
-        orphaned = (
-            expected.select(ids)
-            .clear()
-            .with_columns(pl.lit(None, dtype=pl.Int64).alias(PROVENANCE))
-        )
-        return _with_failed(
-            Increment(expected, stale, orphaned, expected.clear()), ids, failures, lazy
-        )
+        return _with_failed(*_nothing_stored(expected, ids, lazy), ids, failures, lazy)
     stored_schema = stored.collect_schema()
     columns = expected.collect_schema().names()
     forced = pl.col(FORCED_STALE) if FORCED_STALE in stored_schema else pl.lit(False)
@@ -153,11 +147,11 @@ def compute_increment(
             forced.fill_null(False).alias(_FORCED),
         ]
     )
-    joined = expected.with_columns(pl.lit(True).alias(_EXPECTED_MARK)).join(
-        stored_keys, on=ids, how="full", coalesce=True
-    )
-    if not lazy:
-        joined = joined.collect().lazy()
+    joined: pl.DataFrame | pl.LazyFrame = expected.with_columns(
+        pl.lit(True).alias(_EXPECTED_MARK)
+    ).join(stored_keys, on=ids, how="full", coalesce=True)
+    if not lazy:  # one pass; the frames below are cheap eager filters of it
+        joined = joined.collect()
     in_expected = pl.col(_EXPECTED_MARK).is_not_null()
     in_stored = pl.col(_STORED_MARK).is_not_null()
     new = joined.filter(in_expected & ~in_stored).select(columns)
@@ -168,43 +162,75 @@ def compute_increment(
         in_expected
         & in_stored
         & ((pl.col(PROVENANCE) != pl.col(_STORED + PROVENANCE)) | pl.col(_FORCED))
-    ).select(columns + [_FORCED])
-    if not lazy:
-        both = both.collect().lazy()
-    renamed = [
-        pl.col(PROVENANCE_BY_FIELD).alias(_STORED + PROVENANCE_BY_FIELD),
-        pl.col(CODE_VERSION_BY_FIELD).alias(_STORED + CODE_VERSION_BY_FIELD),
-    ]
-    if lazy or both.select(pl.len()).collect().item():
+    ).select(columns + [_FORCED, _STORED + PROVENANCE])
+    if not lazy and both.height == 0:  # nothing stale: do not read the stored structs at all
+        stale: pl.DataFrame | pl.LazyFrame = _empty_stale(new.collect_schema())
+    else:
+        renamed = [pl.col(CODE_VERSION_BY_FIELD).alias(_STORED + CODE_VERSION_BY_FIELD)]
+        if not _one_field(feature, stored_schema):  # else the sample provenance tells it
+            renamed.append(pl.col(PROVENANCE_BY_FIELD).alias(_STORED + PROVENANCE_BY_FIELD))
         if stored_fields is None:
             fields = stored.select(ids + renamed)
         else:
-            fields = stored_fields(both.select(ids)).select(ids + renamed)
-        with_stored = both.join(fields, on=ids, how="left")
-    else:  # nothing stale: do not read the stored structs at all
-        with_stored = both.join(stored.select(ids + renamed).clear(), on=ids, how="left")
-    stale = _annotate_stale(feature, with_stored, stored_schema).select(columns + _STALE_COLUMNS)
-    return _with_failed(Increment(new, stale, orphaned, new.clear()), ids, failures, lazy)
+            keys = both.select(ids + [pl.col(_STORED + PROVENANCE).alias(PROVENANCE)])
+            fields = stored_fields(keys).select(ids + renamed)
+        with_stored = both.lazy().join(fields, on=ids, how="left")
+        stale = _annotate_stale(feature, with_stored, stored_schema).select(
+            columns + _STALE_COLUMNS
+        )
+        if not lazy:
+            stale = stale.collect()
+    return _with_failed(new, stale, orphaned, ids, failures, lazy)
+
+
+def _stale_schema() -> dict[str, pl.DataType]:
+    listed = pl.List(pl.String)
+    return {
+        STALE_FIELDS: listed,
+        CODE_CHANGED_FIELDS: listed,
+        DATA_CHANGED_FIELDS: listed,
+        STALE_REASON: pl.String(),
+    }
+
+
+def _empty_stale(schema: pl.Schema) -> pl.DataFrame:
+    return pl.DataFrame(schema={**dict(schema), **_stale_schema()})
+
+
+def _nothing_stored(expected: pl.LazyFrame, ids: list[str], lazy: bool) -> tuple[AnyFrame, ...]:
+    """(new, stale, orphaned) when nothing is stored: every expected sample is new, the other
+    two are empty frames built from the schema alone (no second pass over the plan)."""
+    new: AnyFrame = expected if lazy else expected.collect()
+    schema = new.collect_schema()
+    stale = _empty_stale(schema)
+    orphaned = pl.DataFrame(schema={**{c: schema[c] for c in ids}, PROVENANCE: pl.Int64()})
+    if lazy:
+        return new, stale.lazy(), orphaned.lazy()
+    return new, stale, orphaned
 
 
 def _with_failed(
-    increment: Increment, ids: list[str], failures: pl.LazyFrame | None, lazy: bool
+    new: AnyFrame,
+    stale: AnyFrame,
+    orphaned: AnyFrame,
+    ids: list[str],
+    failures: pl.LazyFrame | None,
+    lazy: bool,
 ) -> Increment:
     """Move samples with a failure record from new / stale to failed (reason failed_last_time)."""
     if failures is None:
-        failed = (
-            increment.new.lazy()
-            .clear()
-            .with_columns(
-                pl.lit(None, dtype=pl.String).alias(LAST_ERROR),
-                pl.lit(None, dtype=pl.Int64).alias(FAILURES),
-                pl.lit(None, dtype=pl.String).alias(STALE_REASON),
-            )
+        failed = pl.DataFrame(
+            schema={
+                **dict(new.collect_schema()),
+                LAST_ERROR: pl.String(),
+                FAILURES: pl.Int64(),
+                STALE_REASON: pl.String(),
+            }
         )
-        inc = Increment(increment.new, increment.stale, increment.orphaned, failed)
+        inc = Increment(new, stale, orphaned, failed.lazy() if lazy else failed)
         return inc if lazy else inc.collect()
     records = failures.select(ids + [LAST_ERROR, FAILURES])
-    new, stale = increment.new.lazy(), increment.stale.lazy()
+    new, stale = new.lazy(), stale.lazy()
     columns = new.collect_schema().names()
     todo = pl.concat([new.select(columns), stale.select(columns)], how="vertical_relaxed")
     failed = todo.join(records, on=ids, how="inner").with_columns(
@@ -213,15 +239,24 @@ def _with_failed(
     inc = Increment(
         new=new.join(records, on=ids, how="anti"),
         stale=stale.join(records, on=ids, how="anti"),
-        orphaned=increment.orphaned.lazy(),
+        orphaned=orphaned.lazy(),
         failed=failed,
     )
     return inc if lazy else inc.collect()
 
 
+def _one_field(feature: FeatureSpec, stored_schema: pl.Schema) -> bool:
+    """A feature of one field, stored with that field only: its field provenance changed
+    exactly when its sample provenance did (the one is a hash of the other), so the stored
+    per-field provenance need not be read."""
+    keys = set(feature.field_keys)
+    return len(keys) == 1 and _struct_fields(stored_schema, PROVENANCE_BY_FIELD) == keys
+
+
 def _annotate_stale(
     feature: FeatureSpec, both: pl.LazyFrame, stored_schema: pl.Schema
 ) -> pl.LazyFrame:
+    one_field = _one_field(feature, stored_schema)
     prov_fields = _struct_fields(stored_schema, PROVENANCE_BY_FIELD)
     code_fields = _struct_fields(stored_schema, CODE_VERSION_BY_FIELD)
     changed: dict[str, pl.Expr] = {}
@@ -232,10 +267,12 @@ def _annotate_stale(
         if not stored_schema:
             changed[key] = code[key] = data[key] = pl.lit(False)
             continue
-        expected_prov = pl.col(PROVENANCE_BY_FIELD).struct.field(key)
-        stored_prov = _field_or_null(_STORED + PROVENANCE_BY_FIELD, key, prov_fields)
+        if one_field:
+            is_changed = pl.col(PROVENANCE).ne_missing(pl.col(_STORED + PROVENANCE))
+        else:
+            stored_prov = _field_or_null(_STORED + PROVENANCE_BY_FIELD, key, prov_fields)
+            is_changed = pl.col(PROVENANCE_BY_FIELD).struct.field(key).ne_missing(stored_prov)
         stored_code = _field_or_null(_STORED + CODE_VERSION_BY_FIELD, key, code_fields)
-        is_changed = expected_prov.ne_missing(stored_prov)
         code_moved = stored_code.ne_missing(pl.lit(feature.field(key).code_version))
         # A staleness predicate makes every field stale, without a code or data reason.
         changed[key] = is_changed | forced

@@ -103,6 +103,89 @@ def test_expansion_rounds(make_store):
     assert store.resolve_update(CHUNKS).is_empty
 
 
+def _two_field_chunks(heading_version: str) -> FeatureGraph:
+    chunks = FeatureSpec(
+        key="d/chunks",
+        id_columns=("doc_id", "chunk"),
+        deps=(FeatureDep("d/docs", lineage=Expansion(on=("doc_id",))),),
+        fields=(
+            FieldSpec("piece", deps=(FieldDep("d/docs", ("text",)),)),
+            FieldSpec(
+                "heading", code_version=heading_version, deps=(FieldDep("d/docs", ("title",)),)
+            ),
+        ),
+    )
+    return FeatureGraph([DOCS, chunks])
+
+
+def test_expansion_stale_reasons_per_field(make_store):
+    """Which fields of an expansion's parent are stale, and why, come from its stored children
+    (looked up by the stored provenance: parents a and c share theirs) or, for a parent with no
+    child, from its empty-parent record."""
+    store = make_store(_two_field_chunks("1"))
+    _docs(store, {"a": ("p q", "T"), "b": ("r", "T"), "c": ("p q", "T"), "e": ("", "T")})
+    chunks = store.graph["d/chunks"]
+
+    def write_chunks(todo):
+        children = (
+            store.load_upstream(chunks, todo)
+            .with_columns(pl.col("text").str.split(" ").alias("piece"))
+            .explode("piece")
+            .filter(pl.col("piece") != "")
+            .with_columns(
+                pl.int_range(pl.len()).over("doc_id").alias("chunk"),
+                pl.col("title").alias("heading"),
+            )
+            .select("doc_id", "chunk", "piece", "heading")
+        )
+        rows = todo.select("doc_id", PROVENANCE_BY_FIELD, PROVENANCE).join(children, on="doc_id")
+        store.write(chunks, rows, parents=todo)
+
+    write_chunks(store.resolve_update(chunks).to_process())
+    assert store.resolve_update(chunks).is_empty
+    # the heading's code moves (every parent) and b's text changes (b's piece only)
+    store.graph = _two_field_chunks("2")
+    _docs(store, {"a": ("p q", "T"), "b": ("r s", "T"), "c": ("p q", "T"), "e": ("", "T")})
+    stale = store.resolve_update("d/chunks").stale.sort("doc_id")
+    assert stale["doc_id"].to_list() == ["a", "b", "c", "e"]
+    assert stale["stale_fields"].to_list() == [
+        ["heading"],
+        ["piece", "heading"],
+        ["heading"],
+        ["heading"],
+    ]
+    assert stale["code_changed_fields"].to_list() == [["heading"]] * 4
+    assert stale["data_changed_fields"].to_list() == [[], ["piece"], [], []]
+    assert stale["stale_reason"].to_list() == [
+        "code_changed",
+        "code_and_data_changed",
+        "code_changed",
+        "code_changed",
+    ]
+
+
+def test_one_field_expansion_stale_reasons(make_store):
+    """A one-field feature's stale reasons come from its sample provenance and code version."""
+    store = make_store(LINEAGE_GRAPH)
+    _docs(store, {"a": ("p q", "A"), "b": ("r", "B")})
+    _chunk(store, store.resolve_update(CHUNKS).to_process())
+    _docs(store, {"a": ("p q", "A2"), "b": ("r s", "B")})  # a: title only, b: text
+    stale = store.resolve_update(CHUNKS).stale
+    assert stale.select("doc_id", "stale_fields", "stale_reason").rows() == [
+        ("b", ["piece"], "data_changed")
+    ]
+    bumped = FeatureSpec(
+        key=CHUNKS.key,
+        id_columns=CHUNKS.id_columns,
+        deps=CHUNKS.deps,
+        fields=(FieldSpec("piece", code_version="2", deps=(FieldDep("d/docs", ("text",)),)),),
+    )
+    store.graph = FeatureGraph([DOCS, bumped, EMBED])
+    stale = store.resolve_update(CHUNKS.key).stale.sort("doc_id")
+    assert stale["code_changed_fields"].to_list() == [["piece"], ["piece"]]
+    assert stale["stale_reason"].to_list() == ["code_changed", "code_changed"]
+
+
 def test_parent_split_across_writes_accumulates(make_store):
     """Two writes of one parent's children (e.g. two Ray blocks) keep both halves."""
     store = make_store(LINEAGE_GRAPH)

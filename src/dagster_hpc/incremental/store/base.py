@@ -299,12 +299,14 @@ class MetadataStore(ABC):
             expected = expected.filter(*targets)
         if skip_comparison:
             return compute_increment(spec, expected, None, lazy=lazy, key=key)
-        stored = self._stored_for_compare(spec, key, stale_if)
+        table = self._scan(spec)  # opened once: the comparison, the structs and the orphans
+        attempts = self._attempts(spec)
+        stored = self._stored_for_compare(spec, key, stale_if, table, attempts)
         if stored is not None and targets:
             stored = stored.filter(*targets)
-        failures = self._attempts(spec)
-        if failures is not None:
-            failures = failures.filter(pl.col(STATUS) == STATUS_FAILED)
+        failures = None
+        if attempts is not None:
+            failures = attempts.filter(pl.col(STATUS) == STATUS_FAILED)
         increment = compute_increment(
             spec,
             expected,
@@ -312,21 +314,28 @@ class MetadataStore(ABC):
             lazy=lazy,
             key=key,
             failures=failures,
-            stored_fields=self._parent_fields(spec, key, stored),
+            stored_fields=self._parent_fields(spec, key, table, attempts),
         )
-        if self.graph.is_expansion(spec) and stored is not None:
-            children = self._scan(spec)
-            assert children is not None  # stored is not None
-            orphaned = children.select([*spec.id_columns, PROVENANCE]).join(
+        if self.graph.is_expansion(spec) and table is not None:
+            increment = self._orphaned_children(spec, key, table, increment, lazy)
+        return increment
+
+    @staticmethod
+    def _orphaned_children(
+        spec: FeatureSpec, key: list[str], table: pl.LazyFrame, increment: Increment, lazy: bool
+    ) -> Increment:
+        """An expansion's orphaned parents -> their stored children (no scan when none)."""
+        columns = [*spec.id_columns, PROVENANCE]
+        if lazy or increment.orphaned.height:
+            orphaned = table.select(columns).join(
                 increment.orphaned.lazy().select(key), on=key, how="semi"
             )
-            increment = Increment(
-                increment.new,
-                increment.stale,
-                orphaned if lazy else orphaned.collect(),
-                increment.failed,
-            )
-        return increment
+            if not lazy:
+                orphaned = orphaned.collect()
+        else:
+            schema = table.collect_schema()
+            orphaned = pl.DataFrame(schema={c: schema[c] for c in columns})
+        return Increment(increment.new, increment.stale, orphaned, increment.failed)
 
     def load_upstream(
         self, feature: str | FeatureSpec, samples: AnyFrame, *, qualify: bool = False
@@ -402,11 +411,16 @@ class MetadataStore(ABC):
         return downstream_expected(self.graph, spec, self._scan, filters)
 
     def _stored_for_compare(
-        self, spec: FeatureSpec, key: list[str], stale_if: pl.Expr | None
+        self,
+        spec: FeatureSpec,
+        key: list[str],
+        stale_if: pl.Expr | None,
+        stored: pl.LazyFrame | None,
+        attempts: pl.LazyFrame | None,
     ) -> pl.LazyFrame | None:
-        """key + provenance + per-field structs (+ the predicate's verdict); per parent for an
-        expansion (its children share the parent's provenance), with its empty parents."""
-        stored = self._scan(spec)
+        """key + provenance + per-field structs (+ the predicate's verdict) of the stored
+        table; per parent for an expansion (its children share the parent's provenance), with
+        its empty parents (from the ``attempts`` table)."""
         if stored is None:
             return None
         extra = []
@@ -431,7 +445,7 @@ class MetadataStore(ABC):
         if extra:
             aggs.append(pl.col(FORCED_STALE).any())
         stored = stored.group_by(key).agg(aggs)
-        empties = self._empty_parents(spec, columns)
+        empties = _empty_parents(attempts, columns)
         if empties is None:
             return stored
         empties = empties.join(stored.select(key), on=key, how="anti")
@@ -439,31 +453,40 @@ class MetadataStore(ABC):
             empties = empties.with_columns(pl.lit(False).alias(FORCED_STALE))
         return pl.concat([stored, empties], how="vertical_relaxed")
 
-    def _empty_parents(self, spec: FeatureSpec, columns: list[str]) -> pl.LazyFrame | None:
-        """Expansion parents recorded as done with no child (``columns`` of their records)."""
-        attempts = self._attempts(spec)
-        if attempts is None or PROVENANCE_BY_FIELD not in attempts.collect_schema():
-            return None  # no empty parent was ever recorded
-        return attempts.filter(pl.col(STATUS) == STATUS_EMPTY).select(columns)
+    def _parent_fields(
+        self,
+        spec: FeatureSpec,
+        key: list[str],
+        children: pl.LazyFrame | None,
+        attempts: pl.LazyFrame | None,
+    ):
+        """For an expansion: the stored structs of some parents, from their children only.
 
-    def _parent_fields(self, spec: FeatureSpec, key: list[str], stored: pl.LazyFrame | None):
-        """For an expansion: the stored structs of some parents, from their children only."""
-        if stored is None or not self.graph.is_expansion(spec):
+        Looked up by the parents' STORED provenance, not by their key: every child of a parent
+        carries the parent's provenance, and one provenance implies one set of per-field
+        provenances and code versions (both are hashed into it). So the children are filtered
+        on one integer column and reduced to one row per distinct provenance, instead of
+        joining a million child rows on a text key."""
+        if children is None or not self.graph.is_expansion(spec):
             return None
-        children = self._scan(spec)
-        assert children is not None  # stored is not None
         columns = [PROVENANCE_BY_FIELD, CODE_VERSION_BY_FIELD]
 
-        def fields(keys: pl.LazyFrame) -> pl.LazyFrame:
-            from_children = (
-                children.select(key + columns)
-                .join(keys, on=key, how="semi")
-                .unique(key, keep="any")
+        def fields(keys: AnyFrame) -> pl.LazyFrame:
+            picked = children.select([PROVENANCE, *columns])
+            if isinstance(keys, pl.DataFrame):  # eager: filter on the values (cheaper than a join)
+                wanted = keys.get_column(PROVENANCE).unique().implode()
+                picked = picked.filter(pl.col(PROVENANCE).is_in(wanted))
+            else:
+                picked = picked.join(keys.select(PROVENANCE).unique(), on=PROVENANCE, how="semi")
+            by_provenance = picked.unique(PROVENANCE, keep="any")
+            keys = keys.lazy()
+            from_children = keys.join(by_provenance, on=PROVENANCE, how="inner").select(
+                key + columns
             )
-            empties = self._empty_parents(spec, key + columns)
+            empties = _empty_parents(attempts, key + columns)
             if empties is None:
                 return from_children
-            rest = empties.join(keys, on=key, how="semi")
+            rest = empties.join(keys.select(key), on=key, how="semi")
             return pl.concat([from_children, rest], how="vertical_relaxed").unique(
                 key, keep="first"
             )
@@ -572,6 +595,13 @@ class MetadataStore(ABC):
                 "resolve_update returned (increment.new / increment.stale) with your columns added."
             )
         _check_ids(spec, df, "rows")
+
+
+def _empty_parents(attempts: pl.LazyFrame | None, columns: list[str]) -> pl.LazyFrame | None:
+    """Expansion parents recorded as done with no child (``columns`` of their records)."""
+    if attempts is None or PROVENANCE_BY_FIELD not in attempts.collect_schema():
+        return None  # no empty parent was ever recorded
+    return attempts.filter(pl.col(STATUS) == STATUS_EMPTY).select(columns)
 
 
 def _check_ids(spec: FeatureSpec, df: pl.DataFrame, what: str) -> None:
