@@ -14,7 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from dagster_hpc import cancellation, step_calls
+from dagster_hpc import attempts, cancellation, step_calls
 from dagster_hpc.backends.base import Backend, JobHandle, JobState, JobStatus
 from dagster_hpc.jobscript import render_env_file
 from dagster_hpc.pipes import RunDirContextInjector, RunDirMessageReader
@@ -22,7 +22,14 @@ from dagster_hpc.pipes.forward import LogForwarder
 from dagster_hpc.prepared import PreparedJob, render_run_scripts
 from dagster_hpc.request import JobRequest
 from dagster_hpc.retention import KEEP_ALWAYS, apply_retention, kept_metadata, should_remove
-from dagster_hpc.rundir import ENV_FILE, JOB_SCRIPT, LAUNCH_SCRIPT, PIPES_CONTEXT
+from dagster_hpc.rundir import (
+    CHECKPOINT_DIR,
+    CHECKPOINT_HELPER,
+    ENV_FILE,
+    JOB_SCRIPT,
+    LAUNCH_SCRIPT,
+    PIPES_CONTEXT,
+)
 
 AnyContext = dg.AssetExecutionContext | dg.OpExecutionContext
 
@@ -72,12 +79,14 @@ def execute(
         idle_interval_s=getattr(backend, "tail_idle_interval_s", None),
         idle_after_s=getattr(backend, "tail_idle_after_s", 0.0),
         pipes=pipes,
+        on_attempt=lambda line: context.log.info(f"dagster-hpc: {line}"),
     )
+    extras = dict(request.extras)
+    if job.requeue is not None:
+        extras[attempts.CHECKPOINT_EXTRA] = f"{run_dir}/{CHECKPOINT_DIR}"
     injector = RunDirContextInjector(staging / PIPES_CONTEXT, f"{run_dir}/{PIPES_CONTEXT}")
     try:
-        with dg.open_pipes_session(
-            context, injector, reader, extras=dict(request.extras)
-        ) as session:
+        with dg.open_pipes_session(context, injector, reader, extras=extras) as session:
             env = {
                 **(base_env or {}),
                 **request.extra_env,
@@ -103,6 +112,12 @@ def execute(
         if temp_staging:
             shutil.rmtree(staging, ignore_errors=True)
     outcome = backend.outcome(handle, exit_code)
+    if job.requeue is not None or len(reader.attempts) > 1:
+        outcome.metadata.update(
+            attempts.attempt_metadata(
+                reader.attempts, backend.attempt_states(handle, reader.attempts)
+            )
+        )
     if outcome.exit_code != 0:
         error = backend.failure_error(handle, outcome, list(reader.stderr_tail))
         removed = apply_retention(context, backend, handle, keep_run_dirs, succeeded=False)
@@ -145,6 +160,8 @@ def _wait(
                 finished_at = finished_at or time.monotonic()
                 if time.monotonic() - finished_at > backend.exit_file_grace_s:
                     return None
+            else:
+                finished_at = None  # requeued (a preempted attempt): the job goes on
     except (KeyboardInterrupt, dg.DagsterExecutionInterruptedError):
         context.log.warning(
             f"dagster-hpc: run interrupted: cancelling {backend.name} job {handle.job_id}"
@@ -176,6 +193,8 @@ def _write_run_dir(staging: Path, run_dir: str, job: PreparedJob, env: dict[str,
     request = job.request
     for src in ((request.payload_file,) if request.payload_file else ()) + request.extra_files:
         shutil.copy2(src, staging / src.name)
+    # the payload-side checkpoint helper (stdlib only): `from dagster_hpc_checkpoint import ...`
+    shutil.copy2(attempts.checkpoint_helper_source(), staging / CHECKPOINT_HELPER)
     scripts = render_run_scripts(job, run_dir)
     _write(staging / ENV_FILE, render_env_file(env), 0o600)
     _write(staging / LAUNCH_SCRIPT, scripts.launch, 0o700)

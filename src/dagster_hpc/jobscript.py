@@ -12,20 +12,119 @@ What it does, in the job's run directory:
 - writes the child's exit code to the ``exit_code`` file atomically (tmp + mv): that file is
   the truth about the outcome, whatever the scheduler remembers;
 - exits with the same code.
+
+Slurm may run the same job.sh again in the same run directory (a requeue after a checkpoint, a
+preemption, a node failure): every start and end is one line of ``attempts.tsv`` (the attempt
+number is exported as DAGSTER_HPC_ATTEMPT), and an ``exit_code`` file is only ever written for
+an outcome that is final, so a later attempt never finds an earlier one's and mistakes it for
+its own; an attempt that finds one does not run the payload again (it ended for good). With
+``requeue`` (QueueConfig(requeue=True)), a payload that exits with ``EXIT_REQUEUE`` (after it
+saved its checkpoint in DAGSTER_HPC_CHECKPOINT_DIR) is requeued with ``scontrol requeue`` up to
+``max_requeues`` times; an attempt ended by SIGTERM (preemption, time limit, scancel) writes no
+exit_code: Slurm requeues it or ends it, and the scheduler's state says which.
 """
 
 from __future__ import annotations
 
 import shlex
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from dagster_hpc.errors import ConfigError
-from dagster_hpc.rundir import ENV_FILE, EXIT_CODE, LAUNCH_SCRIPT, STDERR, STDOUT
+from dagster_hpc.rundir import (
+    ATTEMPTS,
+    CHECKPOINT_DIR,
+    ENV_FILE,
+    EXIT_CODE,
+    LAUNCH_SCRIPT,
+    STDERR,
+    STDOUT,
+)
 
 FORWARDED_SIGNALS = ("TERM", "USR1", "USR2")
 # Exit codes the wrapper uses for its own failures (chosen outside the usual payload range).
 EXIT_CANNOT_CD = 97
 EXIT_BAD_ENV_FILE = 96
+# The payload asks to be requeued (its checkpoint is saved): pipes/checkpoint.py exits with it.
+EXIT_REQUEUE = 98
+# requeue: the payload asked for one more requeue than max_requeues allows (or Slurm started
+# one attempt too many after preemptions).
+EXIT_REQUEUES_EXHAUSTED = 94
+# requeue: ``scontrol requeue`` failed (the site forbids requeue, or no Slurm job id).
+EXIT_REQUEUE_FAILED = 93
+
+
+@dataclass(frozen=True)
+class RequeueSpec:
+    """What the wrapper needs for requeue=True: the attempt budget and the checkpoint signal."""
+
+    max_requeues: int
+    signal: str  # e.g. "USR2": exported as DAGSTER_HPC_CHECKPOINT_SIGNAL for the payload
+
+
+def _attempt_lines(requeue: RequeueSpec | None) -> str:
+    """Bookkeeping right after ``cd``: count this attempt, refuse to run a finished job again."""
+    lines = [
+        "# Slurm may start this script again here (requeue, preemption, node failure): an",
+        "# exit_code file is only written for a final outcome, so one found now is an earlier",
+        "# attempt's: that outcome stands and the payload does not run twice",
+        f"if [ -s ./{EXIT_CODE} ]; then read -r done_rc < ./{EXIT_CODE} || done_rc=1; "
+        'exit "${done_rc:-1}"; fi',
+        "attempt=1",
+        f"if [ -f ./{ATTEMPTS} ]; then",
+        f"  while IFS=$'\\t' read -r kind _rest; do [ \"$kind\" != start ] || attempt=$((attempt + 1)); done < ./{ATTEMPTS}",
+        "fi",
+        "printf -v started '%(%s)T' -1",
+        f'printf \'start\\t%s\\t%s\\t%s\\n\' "$attempt" "$started" "${{SLURMD_NODENAME:-${{HOSTNAME:-}}}}" >> ./{ATTEMPTS}',
+        "ended() {",
+        "  printf -v now '%(%s)T' -1",
+        f'  printf \'end\\t%s\\t%s\\t%s\\t%s\\n\' "$attempt" "$now" "$2" "$1" >> ./{ATTEMPTS}',
+        "}",
+    ]
+    if requeue is not None:
+        budget = requeue.max_requeues + 1
+        lines += [
+            f'if [ "$attempt" -gt {budget} ]; then',
+            f'  echo "dagster-hpc: Slurm started attempt $attempt, but max_requeues={requeue.max_requeues}'
+            f' allows {budget} attempts: the payload is not run again" >> ./{STDERR}',
+            f"  ended exhausted {EXIT_REQUEUES_EXHAUSTED}; finish {EXIT_REQUEUES_EXHAUSTED}",
+            "fi",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _requeue_env(requeue: RequeueSpec | None) -> str:
+    if requeue is None:
+        return 'export DAGSTER_HPC_ATTEMPT="$attempt"\n'
+    return (
+        'export DAGSTER_HPC_ATTEMPT="$attempt"\n'
+        f'export DAGSTER_HPC_CHECKPOINT_DIR="$PWD/{CHECKPOINT_DIR}"\n'
+        f"export DAGSTER_HPC_CHECKPOINT_SIGNAL={requeue.signal}\n"
+        f"mkdir -p -m 0700 ./{CHECKPOINT_DIR}\n"
+    )
+
+
+def _ending(requeue: RequeueSpec | None) -> str:
+    """After the payload exited with ``rc``: record the attempt and decide what comes next."""
+    if requeue is None:
+        return 'ended exited "$rc"\nfinish "$rc"\n'
+    m = requeue.max_requeues
+    return f"""\
+if [ "$rc" = 0 ]; then ended completed 0; finish 0; fi
+# SIGTERM came from Slurm (preemption, time limit, scancel): it requeues or ends the job itself
+if [ "$terminated" = 1 ]; then ended terminated "$rc"; exit "$rc"; fi
+if [ "$rc" != {EXIT_REQUEUE} ]; then ended failed "$rc"; finish "$rc"; fi
+if [ "$attempt" -gt {m} ]; then
+  echo "dagster-hpc: attempt $attempt asked to be requeued, but max_requeues={m} is used up ($attempt attempts)" >> ./{STDERR}
+  ended exhausted {EXIT_REQUEUES_EXHAUSTED}; finish {EXIT_REQUEUES_EXHAUSTED}
+fi
+# recorded first: Slurm ends this script as soon as the requeue is accepted
+ended requeued {EXIT_REQUEUE}
+if [ -n "${{SLURM_JOB_ID:-}}" ] && scontrol requeue "$SLURM_JOB_ID" 2>> ./{STDERR}; then exit 0; fi
+echo "dagster-hpc: attempt $attempt asked to be requeued, but scontrol requeue ${{SLURM_JOB_ID:-(no Slurm job)}} failed (see above)" >> ./{STDERR}
+ended requeue-failed {EXIT_REQUEUE_FAILED}; finish {EXIT_REQUEUE_FAILED}
+"""
+
 
 _BODY = """\
 # dagster-hpc job wrapper: runs {launch} with the run's environment, records its exit code.
@@ -35,13 +134,13 @@ finish() {{
   exit "$1"
 }}
 cd -- {run_dir} || {{ echo "dagster-hpc: cannot enter run directory "{run_dir} >&2; exit {exit_cd}; }}
-set -a
+{attempts}set -a
 . ./{env_file} || {{ echo "dagster-hpc: cannot source ./{env_file}" >&2; set +a; finish {exit_env}; }}
 set +a
 export PYTHONUNBUFFERED=1
-# traps first, so a signal that arrives as soon as the payload runs is never lost (the subshell
+{requeue_env}# traps first, so a signal that arrives as soon as the payload runs is never lost (the subshell
 # below starts with default handlers: bash resets caught traps in subshells)
-child=""
+{child_init}
 forward() {{ [ -n "$child" ] && kill -s "$1" "$child" 2>/dev/null || true; }}
 {traps}
 # a forked subshell sources the launch script (its `exec` replaces the subshell): no second bash
@@ -54,15 +153,16 @@ while :; do
   # wait returns early (>128) when a trapped signal arrives: keep waiting while the child lives
   kill -0 "$child" 2>/dev/null || break
 done
-finish "$rc"
-"""
+{ending}"""
 
 
-def render_job_script(run_dir: str, *, header_lines: Sequence[str] = ()) -> str:
+def render_job_script(
+    run_dir: str, *, header_lines: Sequence[str] = (), requeue: RequeueSpec | None = None
+) -> str:
     """job.sh for ``run_dir`` (absolute path where the job runs).
 
     ``header_lines`` go right after the shebang (the Slurm backend passes ``#SBATCH ...``
-    lines); each must be a single comment line.
+    lines); each must be a single comment line. ``requeue``: QueueConfig(requeue=True).
     """
     if not run_dir.startswith("/"):
         raise ConfigError(f"the run directory must be an absolute path, got {run_dir!r}")
@@ -71,7 +171,10 @@ def render_job_script(run_dir: str, *, header_lines: Sequence[str] = ()) -> str:
             raise ConfigError(
                 f"job script header lines must be single comment lines (e.g. '#SBATCH --time=10'), got {line!r}"
             )
-    traps = "\n".join(f"trap 'forward {sig}' {sig}" for sig in FORWARDED_SIGNALS)
+    traps = "\n".join(
+        f"trap '{'terminated=1; ' if sig == 'TERM' and requeue else ''}forward {sig}' {sig}"
+        for sig in FORWARDED_SIGNALS
+    )
     header = "".join(f"{line}\n" for line in header_lines)
     return (
         "#!/usr/bin/env bash\n"
@@ -86,6 +189,10 @@ def render_job_script(run_dir: str, *, header_lines: Sequence[str] = ()) -> str:
             exit_cd=EXIT_CANNOT_CD,
             exit_env=EXIT_BAD_ENV_FILE,
             traps=traps,
+            child_init='child="" terminated=0' if requeue else 'child=""',
+            attempts=_attempt_lines(requeue),
+            requeue_env=_requeue_env(requeue),
+            ending=_ending(requeue),
         )
     )
 

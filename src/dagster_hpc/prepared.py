@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dagster_hpc.errors import ConfigError
-from dagster_hpc.jobscript import render_job_script
+from dagster_hpc.jobscript import RequeueSpec, render_job_script
 from dagster_hpc.queue import QUEUE_METADATA_KEY, QueueConfig
 from dagster_hpc.request import JobRequest
 from dagster_hpc.rundir import JOB_SCRIPT, LAUNCH_SCRIPT
@@ -49,6 +49,15 @@ class PreparedJob:
     header_lines: tuple[str, ...] = ()  # Slurm: the #SBATCH lines
     queue: QueueConfig | None = None  # the effective resource request (Slurm), for messages
 
+    @property
+    def requeue(self) -> RequeueSpec | None:
+        """QueueConfig(requeue=True): what the job wrapper needs to requeue the job."""
+        if self.queue is None or self.queue.effective_max_requeues is None:
+            return None
+        signal = self.queue.checkpoint_signal
+        assert signal is not None  # requeue=True always has a (default) signal
+        return RequeueSpec(max_requeues=self.queue.effective_max_requeues, signal=signal)
+
     def __iter__(self):  # noqa: ANN204 - the pre-PreparedJob ``request, header = prepare(...)``
         """Unpacks as ``(request, header_lines)``, what ``prepare`` returned before (kept for
         callers written against it; new code reads the fields)."""
@@ -69,7 +78,8 @@ class RunScripts:
 def render_run_scripts(job: PreparedJob, run_dir: str) -> RunScripts:
     """job.sh and launch.sh for ``job`` in ``run_dir``: what a run writes, what a dry run prints."""
     launch = job.request.launcher.render(job.request.launch_request(job.python))
-    return RunScripts(job=render_job_script(run_dir, header_lines=job.header_lines), launch=launch)
+    job_text = render_job_script(run_dir, header_lines=job.header_lines, requeue=job.requeue)
+    return RunScripts(job=job_text, launch=launch)
 
 
 def choose_python(

@@ -41,6 +41,11 @@ _KNOWN_SIGNALS = frozenset(
 )
 # Default lead time (s) when the signal is given without "@secs": Slurm's own default is 60.
 DEFAULT_SIGNAL_LEAD_S = 60
+# requeue=True without signal_before_timeout: the payload is told to checkpoint with USR2 (USR1 is
+# NCCL's) this long before the time limit (docs/checkpoint-requeue.md).
+DEFAULT_REQUEUE_SIGNAL = f"USR2@{DEFAULT_SIGNAL_LEAD_S}"
+# requeue=True without max_requeues: at most this many requeues (so DEFAULT_MAX_REQUEUES + 1 attempts).
+DEFAULT_MAX_REQUEUES = 3
 # A free-form directive: --option or --option=value, value restricted to characters that need
 # no quoting (sbatch parses #SBATCH lines itself; a newline would start a new script line).
 _DIRECTIVE_RE = re.compile(
@@ -211,6 +216,17 @@ class QueueConfig(StrictConfig):
         description='"USR2@120" -> --signal=B:USR2@120: the wrapper forwards it to the payload so it can '
         "checkpoint (USR1 is taken by NCCL).",
     )
+    requeue: bool | None = Field(
+        default=None,
+        description="True: the job may be requeued (--requeue): a payload that checkpoints on the "
+        "pre-timeout signal and asks to be requeued continues in a new attempt, and so does a "
+        "preempted job; False: never requeued (--no-requeue); None: the site's default.",
+    )
+    max_requeues: int | None = Field(
+        default=None,
+        description=f"With requeue=True: at most this many requeues (attempts = max_requeues + 1; "
+        f"default {DEFAULT_MAX_REQUEUES}); one more ends the step with an error naming the attempts.",
+    )
     extra_directives: list[str] = Field(
         default=[],
         description='Further sbatch options, e.g. ["--mail-type=END"] (validated, quoted).',
@@ -253,8 +269,56 @@ class QueueConfig(StrictConfig):
                     f"signal_before_timeout={self.signal_before_timeout!r} asks for the signal "
                     f"{secs} s before a time limit of {limit} s: lower the lead time"
                 )
+        self._validate_requeue(limit)
         for d in self.extra_directives:
             parse_directive(d)
+
+    def _validate_requeue(self, limit: int | None) -> None:
+        if self.max_requeues is not None:
+            if self.requeue is False:
+                raise ConfigError(
+                    f"max_requeues={self.max_requeues} with requeue=False: a job that is never "
+                    "requeued has no requeues to count; set requeue=True or drop max_requeues"
+                )
+            _check_positive("max_requeues", self.max_requeues, minimum=0)
+        if self.requeue and self.signal_before_timeout is None and limit is not None:
+            _, secs = parse_signal(DEFAULT_REQUEUE_SIGNAL)
+            if secs >= limit:
+                raise ConfigError(
+                    f"requeue=True sends the checkpoint signal {DEFAULT_REQUEUE_SIGNAL!r} by default, "
+                    f"but time_limit={self.time_limit!r} is only {limit} s: set "
+                    f'signal_before_timeout, e.g. "USR2@{max(1, limit // 4)}"'
+                )
+
+    def check_requeue_effective(self) -> None:
+        """For the merged request (what is submitted): max_requeues only means something with
+        requeue=True. (An override may set max_requeues alone when the resource sets requeue.)"""
+        if self.max_requeues is not None and not self.requeue:
+            raise ConfigError(
+                f"max_requeues={self.max_requeues} but requeue is not enabled for this job: set "
+                "requeue=True (on the resource's queue, the asset's queue metadata or run(queue=))"
+            )
+
+    def refuse_requeue(self, where: str) -> None:
+        """ConfigError for requeue=True where the library cannot requeue (arrays, hetjobs)."""
+        if self.requeue:
+            raise ConfigError(
+                f"requeue=True is not supported for {where}: only compute.run jobs are requeued "
+                "(one wrapper, one attempt counter); drop requeue from this step's queue"
+            )
+
+    @property
+    def effective_max_requeues(self) -> int | None:
+        """How many requeues the job wrapper allows (None: requeue is not enabled)."""
+        if not self.requeue:
+            return None
+        return DEFAULT_MAX_REQUEUES if self.max_requeues is None else self.max_requeues
+
+    @property
+    def checkpoint_signal(self) -> str | None:
+        """The signal name the payload checkpoints on (requeue=True), e.g. "USR2"."""
+        signal = self.signal
+        return signal[0] if signal is not None and self.requeue else None
 
     @property
     def time_limit_seconds(self) -> int | None:
@@ -262,8 +326,11 @@ class QueueConfig(StrictConfig):
 
     @property
     def signal(self) -> tuple[str, int] | None:
-        """(signal name, lead seconds) the job wrapper forwards to the payload, if any."""
-        return parse_signal(self.signal_before_timeout) if self.signal_before_timeout else None
+        """(signal name, lead seconds) the job wrapper forwards to the payload, if any
+        (requeue=True without a signal: ``DEFAULT_REQUEUE_SIGNAL``)."""
+        if self.signal_before_timeout:
+            return parse_signal(self.signal_before_timeout)
+        return parse_signal(DEFAULT_REQUEUE_SIGNAL) if self.requeue else None
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | QueueConfig | None) -> QueueConfig:
@@ -323,6 +390,8 @@ class QueueConfig(StrictConfig):
             opts.append(("--gres", gres))
         if self.exclusive:
             opts.append(("--exclusive", None))
+        if self.requeue is not None:
+            opts.append(("--requeue" if self.requeue else "--no-requeue", None))
         if self.signal is not None:
             sig, secs = self.signal
             opts.append(("--signal", f"B:{sig}@{secs}"))

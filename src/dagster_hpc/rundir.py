@@ -23,6 +23,13 @@ WRAPPER_LOG = "wrapper.log"  # local mode: the wrapper's own output (Slurm uses 
 SLURM_LOG = (
     "slurm.log"  # Slurm's own log for the batch step (the wrapper's output, not the payload's)
 )
+# One line per attempt start and end, appended by the wrapper (requeue, preemption): the Pipes
+# reader tails it like the logs (docs/checkpoint-requeue.md has the format).
+ATTEMPTS = "attempts.tsv"
+# requeue=True: where the payload keeps its checkpoint (persists across attempts).
+CHECKPOINT_DIR = "checkpoint"
+# The payload-side checkpoint helper (pipes/checkpoint.py), staged next to every payload.
+CHECKPOINT_HELPER = "dagster_hpc_checkpoint.py"
 
 # Names the run directory already uses: a payload or extra file must not overwrite them.
 RESERVED_NAMES = frozenset(
@@ -37,6 +44,9 @@ RESERVED_NAMES = frozenset(
         EXIT_CODE,
         WRAPPER_LOG,
         SLURM_LOG,
+        ATTEMPTS,
+        CHECKPOINT_DIR,
+        CHECKPOINT_HELPER,
     }
 )
 

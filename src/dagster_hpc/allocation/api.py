@@ -61,6 +61,8 @@ def run_items(
     from dagster_hpc.prepared import step_for_context
 
     job = backend.prepare(step_for_context(context), request)
+    if job.queue is not None:
+        job.queue.refuse_requeue("arrays (run_array / run_partitions)")
     request = job.request
     base_env = dict(resource.extra_env)
     if backend.name == "slurm":

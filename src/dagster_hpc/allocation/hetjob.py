@@ -264,6 +264,8 @@ def run_hetjob(
     request = job.request
     base = backend.queue.merged(step.queue_override)
     merged = [base.merged(q) for q in queues]
+    for q in merged:
+        q.refuse_requeue("heterogeneous jobs (run_hetjob)")
     task_items = [
         TaskItem(key=f"component-{i}", extras={**(items[i] if items else {}), "het_group": i})
         for i in range(len(queues))

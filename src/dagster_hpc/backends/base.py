@@ -47,6 +47,8 @@ from dagster_hpc.transport.base import Transport
 if TYPE_CHECKING:
     import dagster as dg
 
+    from dagster_hpc.attempts import Attempt
+
     AnyContext = dg.AssetExecutionContext | dg.OpExecutionContext
 
 
@@ -155,6 +157,13 @@ class Backend(abc.ABC):
     def run_dir_removed(self, handle: JobHandle) -> bool:
         """True when ``job_ended`` already removed the run directory (no extra round trip)."""
         return False
+
+    def attempt_states(
+        self, handle: JobHandle, attempts: list[Attempt]
+    ) -> list[tuple[str, int | None]] | None:
+        """The scheduler's (state, elapsed s) per attempt, when the wrapper's own records cannot
+        name an attempt's end (SIGTERM, SIGKILL); None: not asked (the default)."""
+        return None
 
     def launched(self, context: AnyContext, handle: JobHandle) -> None:  # noqa: B027 - optional hook
         """Called by the flow right after ``submit``, before any waiting: a backend records

@@ -72,6 +72,7 @@ from dagster_hpc.transport import _shell
 from dagster_hpc.transport.base import CommandResult, Transport
 
 if TYPE_CHECKING:
+    from dagster_hpc.attempts import Attempt
     from dagster_hpc.backends.base import AnyContext
     from dagster_hpc.envs.config import EnvConfig
     from dagster_hpc.live_metrics import LiveMetrics
@@ -203,6 +204,7 @@ class SlurmBackend(Backend):
             self.effective_queue, self.default_python = job.queue, job.python
             return job
         queue = self.queue.merged(step.queue_override).merged(request.queue)
+        queue.check_requeue_effective()
         python, activate = self.python, self.activate
         if self.env is not None:
             python, activate = self._use_env(step, queue)
@@ -523,6 +525,25 @@ class SlurmBackend(Backend):
 
     def run_dir_removed(self, handle: JobHandle) -> bool:
         return handle.run_dir in self._removed
+
+    def attempt_states(
+        self, handle: JobHandle, attempts: list[Attempt]
+    ) -> list[tuple[str, int | None]] | None:
+        """sacct --duplicates (one round trip), only for a requeued job with an attempt the
+        wrapper could not name (preempted, timed out, killed): Slurm's state for each."""
+        from dagster_hpc.attempts import parse_duplicates
+
+        if len(attempts) < 2 or all(a.how not in (None, "terminated") for a in attempts):
+            return None
+        command = (
+            f"sacct --duplicates -X --parsable2 --noheader --jobs {shlex.quote(handle.job_id)} "
+            "--starttime now-7days --format=JobID,State,ElapsedRaw"
+        )
+        try:
+            result = self._transport.run(command, timeout=SACCT_TIMEOUT_S)
+        except TransportError:
+            return None  # the metadata then says TERMINATED / ENDED_UNRECORDED
+        return parse_duplicates(result.stdout, handle.job_id) or None
 
     def _settled_sacct(
         self, job_id: str, remove: str | None = None

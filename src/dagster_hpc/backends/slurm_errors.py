@@ -43,6 +43,16 @@ _HINTS: dict[JobState, str] = {
 }
 
 
+_EXHAUSTED_HINT = (
+    "every attempt checkpointed and asked for more time: raise QueueConfig(max_requeues=...) or "
+    "time_limit, or make each attempt do more work (the checkpoint is kept in the run directory)"
+)
+_REQUEUE_FAILED_HINT = (
+    "the site may forbid requeue (a job_submit plugin or JobRequeue policy): ask the admins, or "
+    "run without requeue=True (see docs/checkpoint-requeue.md)"
+)
+
+
 def final_state(
     exit_code: int | None, metrics: JobMetrics | None, scheduler_state: JobState
 ) -> JobState:
@@ -77,13 +87,25 @@ def slurm_job_error(
     metadata: dict | None = None,
 ) -> SlurmJobError:
     """The error raised for a job that did not complete."""
+    from dagster_hpc.attempts import summary
+    from dagster_hpc.jobscript import EXIT_REQUEUE_FAILED, EXIT_REQUEUES_EXHAUSTED
+
     what = state.value
+    hint = _HINTS.get(state, _HINTS[JobState.UNKNOWN]).replace("<id>", job_id)
     if state is JobState.FAILED and exit_code is not None:
         what = f"FAILED with exit code {exit_code}"
         if exit_code > SIGNAL_EXIT_BASE:
             what += f" (the payload was killed by {_signal_name(exit_code - SIGNAL_EXIT_BASE)})"
+    if exit_code == EXIT_REQUEUES_EXHAUSTED:
+        what = "FAILED: max_requeues exceeded (the payload asked to be requeued once more)"
+        hint = _EXHAUSTED_HINT
+    elif exit_code == EXIT_REQUEUE_FAILED:
+        what = "FAILED: the payload asked to be requeued and scontrol requeue failed"
+        hint = _REQUEUE_FAILED_HINT
+    attempts = summary(metadata or {})
+    if attempts:
+        what += f" after {attempts}"
     lines = "\n".join(stderr_tail.rstrip().splitlines()[-STDERR_TAIL_LINES:]) or "(stderr is empty)"
-    hint = _HINTS.get(state, _HINTS[JobState.UNKNOWN]).replace("<id>", job_id)
     return SlurmJobError(
         f"Slurm job {job_id} on {cluster} ended {what}.\n"
         f"--- stderr (last {STDERR_TAIL_LINES} lines) ---\n{lines}\n"

@@ -12,6 +12,12 @@ the job has ended). Offsets only advance by what was received, so a failed read 
 dropped SSH connection) is simply retried from the same offsets: nothing is lost or doubled.
 Because the exit_code file is read before the logs, the tick that sees it has also seen every
 byte written before it: no extra drain round trip after the job's end.
+
+A requeued job runs again in the same run directory and appends to the same files: the offsets
+simply continue, so every attempt's messages and lines arrive exactly once. The wrapper's
+``attempts.tsv`` is tailed in the same read (attempt starts and ends, logged as they happen).
+A Pipes ``closed`` message is held back until the job's exit code is known: an attempt that
+was requeued closed its channel, and the next attempt's messages must not come "after closed".
 """
 
 from __future__ import annotations
@@ -26,9 +32,10 @@ from contextlib import contextmanager
 import dagster as dg
 from dagster_pipes import PIPES_PROTOCOL_VERSION, PIPES_PROTOCOL_VERSION_FIELD, PipesParams
 
+from dagster_hpc.attempts import Attempt, AttemptLog
 from dagster_hpc.errors import AuthenticationError, HostKeyError, TransportError
 from dagster_hpc.pipes.tail import FileTail
-from dagster_hpc.rundir import EXIT_CODE, PIPES_MESSAGES, STDERR, STDOUT
+from dagster_hpc.rundir import ATTEMPTS, EXIT_CODE, PIPES_MESSAGES, STDERR, STDOUT
 from dagster_hpc.transport.base import Transport
 from dagster_hpc.transport.watch import WatchResult
 
@@ -99,6 +106,7 @@ class RunDirMessageReader(dg.PipesMessageReader):
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] | None = None,
         pipes: bool = True,
+        on_attempt: Callable[[str], None] | None = None,
     ):
         self._transport = transport
         # pipes=False: the payload does not use Pipes (a plain tool, a shell script); the
@@ -119,6 +127,10 @@ class RunDirMessageReader(dg.PipesMessageReader):
         self._messages = FileTail(f"{self._run_dir}/{PIPES_MESSAGES}")
         self._stdout = FileTail(f"{self._run_dir}/{STDOUT}")
         self._stderr = FileTail(f"{self._run_dir}/{STDERR}")
+        self._attempts = FileTail(f"{self._run_dir}/{ATTEMPTS}")
+        self._attempt_log = AttemptLog()
+        self._on_attempt = on_attempt or (lambda _line: None)
+        self._held_closed: dict | None = None  # a "closed" not yet known to be the last one
         self._exit_code_path = f"{self._run_dir}/{EXIT_CODE}"
         self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
         self.exit_code: int | None = None
@@ -130,6 +142,11 @@ class RunDirMessageReader(dg.PipesMessageReader):
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self.message_count = 0
+
+    @property
+    def attempts(self) -> list[Attempt]:
+        """The job's attempts read so far (one for a job that was never requeued)."""
+        return self._attempt_log.attempts
 
     # -- Dagster's reader interface -------------------------------------------------------
     @contextmanager
@@ -256,7 +273,7 @@ class RunDirMessageReader(dg.PipesMessageReader):
 
     def _watch(self, window: float, check: float, fast: float) -> WatchResult:
         self.ticks += 1
-        tails = (self._messages, self._stdout, self._stderr)
+        tails = (self._messages, self._stdout, self._stderr, self._attempts)
         return self._transport.watch_files(
             self._exit_code_path,
             [(t.path, t.offset) for t in tails],
@@ -271,7 +288,12 @@ class RunDirMessageReader(dg.PipesMessageReader):
 
     def _consume(self, handler: dg.PipesMessageHandler, result: WatchResult) -> tuple[bool, bool]:
         """Forward one answer; returns (a chunk was full: more is waiting, any bytes arrived)."""
-        msg_chunk, out_chunk, err_chunk = result.chunks
+        msg_chunk, out_chunk, err_chunk, *rest = result.chunks
+        attempt_chunk = rest[0] if rest else b""  # a transport fake may answer three tails
+        for line in self._attempts.feed(attempt_chunk):
+            text = self._attempt_log.feed(line)
+            if text is not None:
+                self._on_attempt(text)
         self._emit("stdout", self._stdout.feed(out_chunk))
         self._emit("stderr", self._stderr.feed(err_chunk))
         for line in self._messages.feed(msg_chunk):
@@ -283,7 +305,7 @@ class RunDirMessageReader(dg.PipesMessageReader):
             except ValueError:
                 self._warn(f"{self._exit_code_path} holds {exit_chunk[:50]!r}, not an exit code")
                 self.exit_code = -1
-        data = (msg_chunk, out_chunk, err_chunk)
+        data = (msg_chunk, out_chunk, err_chunk, attempt_chunk)
         return any(len(c) >= READ_CHUNK_BYTES for c in data), any(data)
 
     def _drain_partials(self, handler: dg.PipesMessageHandler) -> None:
@@ -291,6 +313,13 @@ class RunDirMessageReader(dg.PipesMessageReader):
         self._emit("stderr", self._stderr.flush())
         for line in self._messages.flush():
             self._handle_message_line(handler, line)
+        for line in self._attempts.flush():
+            text = self._attempt_log.feed(line)
+            if text is not None:
+                self._on_attempt(text)
+        if self._held_closed is not None:  # the last attempt's: the channel closes now
+            handler.handle_message(self._held_closed)
+            self._held_closed = None
 
     def _emit(self, stream: str, lines: list[str]) -> None:
         if not lines:
@@ -310,4 +339,9 @@ class RunDirMessageReader(dg.PipesMessageReader):
             )
             return
         self.message_count += 1
+        if isinstance(message, dict) and message.get("method") == "closed":
+            self._held_closed = message  # forwarded at the end, unless another attempt follows
+            return
+        if self._held_closed is not None:
+            self._held_closed = None  # a requeued attempt's "closed": the job went on
         handler.handle_message(message)

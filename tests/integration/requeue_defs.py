@@ -1,0 +1,52 @@
+"""A reconstructable one-asset requeue job (the reattach-during-attempt-2 test SIGKILLs its driver).
+
+usage: python -m tests.integration.requeue_defs
+The asset name comes from DAGSTER_HPC_REQUEUE_ASSET; Slurm settings from the environment
+(SlurmResource.from_env); the instance from DAGSTER_HOME (the test re-executes the killed run).
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+from dagster_hpc.backends.slurm_resource import SlurmResource
+from dagster_hpc.compute import ComputeResource
+
+PAYLOAD = Path(__file__).parent / "slurm_payloads" / "checkpointer.py"
+JOB_NAME = "requeue_job"
+ASSET_ENV = "DAGSTER_HPC_REQUEUE_ASSET"
+# Seconds per attempt: time limit 1 minute, the checkpoint signal 58 s before it.
+SHORT_ATTEMPTS = {"time_limit": "1", "signal_before_timeout": "USR2@58", "mem": "256M"}
+# Attempt 2 of the reattach test runs this many 0.2 s steps: long enough to be reattached to
+# while it runs (the driver is killed as soon as attempt 2 starts).
+FINAL_STEPS = 60
+
+
+def requeue_job() -> dg.JobDefinition:
+    name = os.environ[ASSET_ENV]
+
+    @dg.asset(name=name)
+    def _asset(context: dg.AssetExecutionContext, compute: ComputeResource):
+        queue = {**SHORT_ATTEMPTS, "requeue": True, "max_requeues": 2}
+        extras = {"finish_on_attempt": 2, "requeue_after_steps": 3, "final_steps": FINAL_STEPS}
+        completed = compute.run(context, PAYLOAD, queue=queue, extras=extras)
+        yield from completed.get_results()
+
+    defs = dg.Definitions(
+        assets=[_asset],
+        jobs=[dg.define_asset_job(JOB_NAME, selection=[name], executor_def=dg.in_process_executor)],
+        resources={"compute": ComputeResource(mode="slurm", slurm=SlurmResource.from_env())},
+    )
+    return defs.resolve_job_def(JOB_NAME)
+
+
+def main() -> int:
+    with dg.DagsterInstance.get() as instance:
+        result = dg.execute_job(dg.reconstructable(requeue_job), instance=instance)
+        return 0 if result.success else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
