@@ -505,6 +505,12 @@ def main() -> None:
     parser.add_argument(
         "--lineage-n", type=int, default=None, help="override the lineage sizes (quick runs)"
     )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the cases of the other workloads already in --out (a run split into "
+        "sections, one invocation each; every section's load average is recorded)",
+    )
     args = parser.parse_args()
     systems = tuple(args.systems)
     if "metaxy" in systems and not METAXY_PYTHON.exists():
@@ -513,12 +519,27 @@ def main() -> None:
             "or pass --systems ours floor"
         )
     load_before = os.getloadavg()
+    started = time.time()
     with tempfile.TemporaryDirectory(prefix="bench-incremental-") as tmp:
         result = {"cases": []}
         if "identity" in args.workloads:
             result = bench(args.sizes, args.reps, Path(tmp), systems)
         workloads = [w for w in args.workloads if w != "identity"]
         result["cases"] += bench_lineage(workloads, args.reps, Path(tmp), systems, args.lineage_n)
+    section = {
+        "workloads": args.workloads,
+        "load_average": {"before": load_before, "after": os.getloadavg()},
+        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "duration_s": round(time.time() - started, 1),
+    }
+    sections = [section]
+    if args.merge and args.out.exists():
+        previous = json.loads(args.out.read_text())
+        kept = [c for c in previous["cases"] if c.get("workload", "identity") not in args.workloads]
+        result["cases"] = kept + result["cases"]
+        sections = [
+            s for s in previous.get("sections", []) if not set(s["workloads"]) & set(args.workloads)
+        ] + sections
     largest = max(args.sizes)
     result.update(ratios(result["cases"], largest))
     result.update(lineage_ratios(result["cases"]))
@@ -528,7 +549,12 @@ def main() -> None:
         "aggregation": f"{args.lineage_n or lineage.ROWS} rows -> "
         f"{lineage.scale('aggregation', args.lineage_n or lineage.ROWS)[1]} groups",
     }
-    result["load_average"] = {"before": load_before, "after": os.getloadavg()}
+    result["load_average"] = {
+        "before": sections[0]["load_average"]["before"],
+        "after": sections[-1]["load_average"]["after"],
+    }
+    # One entry per invocation: one for a run in one go, one per section for a split run.
+    result["sections"] = sections
     result["notes"] = {
         "ours_vs_metaxy": "max over scenarios of ours/metaxy median wall (0.2 = 5x faster)",
         "ours_vs_floor": "max over scenarios of ours/floor median wall",

@@ -186,6 +186,24 @@ def test_one_field_expansion_stale_reasons(make_store):
     assert stale["stale_reason"].to_list() == ["code_changed", "code_changed"]
 
 
+def test_write_empty_parents_without_any_child_written(make_store):
+    """Parents recorded done with no child at all (the children table never written) are up
+    to date; a changed text brings one back; a parent with children is left as it is."""
+    store = make_store(LINEAGE_GRAPH)
+    _docs(store, {"e": ("", "E"), "f": ("", "F")})
+    todo = store.resolve_update(CHUNKS).to_process()
+    assert store.write_empty_parents(CHUNKS, todo) == 2
+    assert store.resolve_update(CHUNKS).is_empty
+    _docs(store, {"e": ("", "E"), "f": ("now words", "F")})
+    inc = store.resolve_update(CHUNKS)
+    assert inc.stale["doc_id"].to_list() == ["f"]
+    _chunk(store, inc.to_process())
+    assert store.write_empty_parents(CHUNKS, inc.to_process()) == 0  # f has children now
+    assert store.resolve_update(CHUNKS).is_empty
+    with pytest.raises(SamplesError, match="only an expansion feature has parents"):
+        store.write_empty_parents(DOCS, todo)
+
+
 def test_parent_split_across_writes_accumulates(make_store):
     """Two writes of one parent's children (e.g. two Ray blocks) keep both halves."""
     store = make_store(LINEAGE_GRAPH)

@@ -11,13 +11,34 @@ import polars as pl
 import pytest
 from incremental_demo.features import DERIVED, GRAPH, RAW, ROUND_1, raw_samples
 
-from dagster_hpc.incremental import DeltaStore, IncrementalWriteError
+from dagster_hpc.incremental import (
+    PROVENANCE,
+    PROVENANCE_BY_FIELD,
+    DeltaStore,
+    Expansion,
+    FeatureDep,
+    FeatureGraph,
+    FeatureSpec,
+    FieldDep,
+    FieldSpec,
+    IncrementalWriteError,
+)
 
 ray = pytest.importorskip("ray")  # in the dev group; a missing Ray is a broken environment
 from dagster_hpc.incremental.ray_sink import IncrementalDatasink  # noqa: E402
 
 # Ray's socket paths must stay under the 107-byte AF_UNIX limit: a short temp dir.
 RAY_CPUS = 2
+# A loopback address of its own, apart from other Ray instances on 127.0.0.1.
+RAY_NODE_IP = "127.0.0.2"
+DOCS = FeatureSpec(key="r/docs", id_columns=("doc_id",), fields=(FieldSpec("text"),))
+CHUNKS = FeatureSpec(
+    key="r/chunks",
+    id_columns=("doc_id", "chunk"),
+    deps=(FeatureDep("r/docs", lineage=Expansion(on=("doc_id",))),),
+    fields=(FieldSpec("piece", deps=(FieldDep("r/docs", ("text",)),)),),
+)
+EXPANSION_GRAPH = FeatureGraph([DOCS, CHUNKS])
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +53,7 @@ def local_ray(tmp_path_factory):
             num_cpus=RAY_CPUS,
             include_dashboard=False,
             _temp_dir=temp_dir,
-            _node_ip_address="127.0.0.1",
+            _node_ip_address=RAY_NODE_IP,
             log_to_driver=False,
         )
         try:
@@ -96,3 +117,46 @@ def test_sink_block_whose_write_raises_marks_nothing_done(tmp_path, local_ray):
     with pytest.raises(Exception, match="lack column"):
         ds.write_datasink(sink, concurrency=1)
     assert store.resolve_update(DERIVED).counts()["new"] == 3
+
+
+def test_sink_parents_records_childless_parents_done(tmp_path, local_ray):
+    """parents=: a document with no chunk reaches no write task; the driver records it done.
+    A document whose row failed stays failed, and one with chunks is written as usual."""
+    store = DeltaStore(tmp_path / "store", EXPANSION_GRAPH)
+    docs = pl.DataFrame({"doc_id": ["a", "b", "e", "f"], "text": ["x y", "boom", "", ""]})
+    samples = docs.with_columns(pl.struct("text").alias(PROVENANCE_BY_FIELD))
+    store.write(DOCS, store.resolve_update(DOCS, samples=samples).to_process())
+    todo = store.resolve_update(CHUNKS).to_process()
+    keep = todo.select("doc_id", PROVENANCE_BY_FIELD, PROVENANCE)
+    rows = pl.concat(
+        [
+            keep.filter(pl.col("doc_id") == "a").join(
+                pl.DataFrame({"doc_id": ["a", "a"], "chunk": [0, 1], "piece": ["x", "y"]}),
+                on="doc_id",
+            ),
+            keep.filter(pl.col("doc_id") == "b").with_columns(
+                pl.lit(None, dtype=pl.Int64).alias("chunk"),
+                pl.lit(None, dtype=pl.String).alias("piece"),
+                pl.lit("converter crashed").alias("error"),
+            ),
+        ],
+        how="diagonal_relaxed",
+    )
+    sink = IncrementalDatasink(
+        tmp_path / "store", EXPANSION_GRAPH, CHUNKS, parents=todo, raise_on_failed=False
+    )
+    ray.data.from_arrow(rows.to_arrow()).write_datasink(sink, concurrency=1)
+    assert sink.empty_parents == 2  # e and f
+    assert (sink.summary.written, sink.summary.failed) == (2, 1)
+    inc = store.resolve_update(CHUNKS)
+    assert inc.counts() == {"new": 0, "stale": 0, "orphaned": 0, "failed": 1}
+    assert inc.failed["doc_id"].to_list() == ["b"]
+
+
+def test_sink_parents_refused_for_one_row_per_sample_features(tmp_path):
+    with pytest.raises(ValueError, match="parents= is for expansion features"):
+        IncrementalDatasink(tmp_path, GRAPH, DERIVED, parents=pl.DataFrame({"sample_uid": []}))
+    with pytest.raises(ValueError, match=r"parents lack column\(s\) \['provenance'"):
+        IncrementalDatasink(
+            tmp_path, EXPANSION_GRAPH, CHUNKS, parents=pl.DataFrame({"doc_id": ["a"]})
+        )

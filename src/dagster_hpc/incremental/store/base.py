@@ -155,6 +155,35 @@ class MetadataStore(ABC):
         self._settle_attempts(spec, key, prepared.select(key).unique(), empty)
         return prepared.height
 
+    def write_empty_parents(self, feature: str | FeatureSpec, parents: AnyFrame) -> int:
+        """Record expansion parents that produced no child as done, without writing children.
+
+        ``parents``: increment rows (resolve key, ``provenance``, ``provenance_by_field``). For
+        writers that never see such a parent (a distributed sink whose tasks only get the
+        children); ``write(..., parents=)`` does the same for a single writer. A parent with
+        stored children of that provenance is left as it is; a failure record of a parent is
+        replaced (it ran again and produced nothing). Returns how many parents were recorded."""
+        spec = self.graph.feature(feature)
+        if not self.graph.is_expansion(spec):
+            raise SamplesError(
+                f"write_empty_parents({spec.key!r}): only an expansion feature has parents."
+            )
+        given = parents.collect() if isinstance(parents, pl.LazyFrame) else parents
+        key = list(self.graph.resolve_key(spec))
+        columns = key + [PROVENANCE, PROVENANCE_BY_FIELD]
+        self._check_key(spec, given, columns, "parents")
+        empty = given.select(columns).unique(key, keep="first")
+        children = self._scan(spec)
+        if children is not None and empty.height:
+            empty = (
+                empty.lazy()
+                .join(children.select(key + [PROVENANCE]), on=key + [PROVENANCE], how="anti")
+                .collect()
+            )
+        if empty.height:
+            self._settle_attempts(spec, key, empty.clear().select(key), empty)
+        return empty.height
+
     def write_failed(
         self, feature: str | FeatureSpec, rows: AnyFrame, *, error: str | None = None
     ) -> int:
@@ -422,6 +451,12 @@ class MetadataStore(ABC):
         table; per parent for an expansion (its children share the parent's provenance), with
         its empty parents (from the ``attempts`` table)."""
         if stored is None:
+            if self.graph.is_expansion(spec):  # only empty parents so far, if any
+                columns = key + [PROVENANCE, PROVENANCE_BY_FIELD, CODE_VERSION_BY_FIELD]
+                empties = _empty_parents(attempts, columns)
+                if empties is not None and stale_if is not None:
+                    empties = empties.with_columns(pl.lit(False).alias(FORCED_STALE))
+                return empties
             return None
         extra = []
         if stale_if is not None:
