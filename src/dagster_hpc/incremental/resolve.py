@@ -171,6 +171,9 @@ def compute_increment(
             renamed.append(pl.col(PROVENANCE_BY_FIELD).alias(_STORED + PROVENANCE_BY_FIELD))
         if stored_fields is None:
             fields = stored.select(ids + renamed)
+            if not lazy:  # the stale rows' stored provenances: an integer filter before the join
+                wanted = both.get_column(_STORED + PROVENANCE).unique().implode()
+                fields = stored.filter(pl.col(PROVENANCE).is_in(wanted)).select(ids + renamed)
         else:
             keys = both.select(ids + [pl.col(_STORED + PROVENANCE).alias(PROVENANCE)])
             fields = stored_fields(keys).select(ids + renamed)
