@@ -19,6 +19,9 @@ JOB_NAME = "requeue_job"
 ASSET_ENV = "DAGSTER_HPC_REQUEUE_ASSET"
 # Seconds per attempt: time limit 1 minute, the checkpoint signal 58 s before it.
 SHORT_ATTEMPTS = {"time_limit": "1", "signal_before_timeout": "USR2@58", "mem": "256M"}
+# No pre-timeout signal within a test (4 minutes away): attempts end by the payload's own
+# requeue_after_steps or by preemption.
+LONG_ATTEMPTS = {"time_limit": "5", "signal_before_timeout": "USR2@60", "mem": "256M"}
 # Attempt 2 of the reattach test runs this many 0.2 s steps: long enough to be reattached to
 # while it runs (the driver is killed as soon as attempt 2 starts).
 FINAL_STEPS = 60
@@ -29,7 +32,7 @@ def requeue_job() -> dg.JobDefinition:
 
     @dg.asset(name=name)
     def _asset(context: dg.AssetExecutionContext, compute: ComputeResource):
-        queue = {**SHORT_ATTEMPTS, "requeue": True, "max_requeues": 2}
+        queue = {**LONG_ATTEMPTS, "requeue": True, "max_requeues": 2}
         extras = {"finish_on_attempt": 2, "requeue_after_steps": 3, "final_steps": FINAL_STEPS}
         completed = compute.run(context, PAYLOAD, queue=queue, extras=extras)
         yield from completed.get_results()

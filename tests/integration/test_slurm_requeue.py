@@ -2,8 +2,10 @@
 signal and asks to be requeued; Slurm's own requeue (``scontrol requeue``, the same job id)
 continues it in the same run directory; Dagster sees ONE step with every attempt in metadata.
 
-Each attempt lasts seconds: time limit 1 minute, signal 58 s before it; the test cluster's
-``cred_expire`` (cluster/up.sh CRED_EXPIRE) makes a requeued job wait ~21 s, not Slurm's 121 s.
+Each attempt lasts seconds: the round trip's time limit is 1 minute with the signal 58 s before
+it (Slurm's periodic time-limit check sends it within ~30 s); the other tests' attempts end by
+the payload's own request or by preemption. The test cluster's ``cred_expire=15`` and
+``sched_interval=2`` (cluster/up.sh) restart a requeued job after ~16-18 s, not Slurm's 121 s.
 """
 
 import os
@@ -36,8 +38,9 @@ REPO = Path(__file__).resolve().parents[2]
 # time limit 1 minute (the shortest Slurm has), the checkpoint signal 58 s before it: Slurm's
 # periodic time-limit check sends it within seconds of the start
 SHORT_ATTEMPTS = requeue_defs.SHORT_ATTEMPTS
-# the preemption test: no pre-timeout signal during the test (it would requeue first)
-LONG_ATTEMPT = {"time_limit": "5", "signal_before_timeout": "USR2@60", "mem": "256M"}
+# tests whose point is not the signal: none during the test (the payload asks by itself, or
+# is preempted)
+LONG_ATTEMPTS = requeue_defs.LONG_ATTEMPTS
 # each requeue waits cred_expire + 1 s (~21 s here) plus the attempt itself: several minutes
 # for three attempts is a broken requeue, not a slow one
 REQUEUE_DEADLINE_S = 240
@@ -113,7 +116,7 @@ def test_requeue_round_trip_three_attempts_one_successful_step(cluster) -> None:
 
 def test_max_requeues_exceeded_fails_naming_the_attempts(cluster) -> None:
     name = f"requeue_max_{uuid.uuid4().hex[:8]}"
-    queue = {**SHORT_ATTEMPTS, "requeue": True, "max_requeues": 1}
+    queue = {**LONG_ATTEMPTS, "requeue": True, "max_requeues": 1}
     started = time.monotonic()
     with pytest.raises(SlurmJobError) as info:
         dg.materialize(
@@ -132,7 +135,7 @@ def test_max_requeues_exceeded_fails_naming_the_attempts(cluster) -> None:
 def test_preempted_job_with_requeue_continues(cluster) -> None:
     name = f"preempted_{uuid.uuid4().hex[:8]}"
     queue = {
-        **LONG_ATTEMPT,
+        **LONG_ATTEMPTS,
         "requeue": True,
         "partition": "preemptible",
         "exclusive": True,

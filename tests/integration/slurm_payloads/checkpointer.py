@@ -29,8 +29,10 @@ with open_dagster_pipes() as pipes:
         time.sleep(STEP_S)
         state["done"] += 1
         state["history"][-1][2] = state["done"]
+        if ckpt.attempt >= finish_on:
+            continue  # the finishing attempt is short: a late signal must not add an attempt
         ckpt.requeue_if_asked(state)
-        if ckpt.attempt < finish_on and requeue_after and state["done"] - first >= requeue_after:
+        if requeue_after and state["done"] - first >= requeue_after:
             ckpt.save(state)
             ckpt.requeue()
     pipes.report_asset_materialization(
