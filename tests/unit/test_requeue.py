@@ -364,3 +364,15 @@ def test_queue_requeue_lines_defaults_and_refusals() -> None:
         QueueConfig().merged({"max_requeues": 1}).check_requeue_effective()
     with pytest.raises(ConfigError, match="not supported for arrays"):
         QueueConfig(requeue=True).refuse_requeue("arrays (run_array / run_partitions)")
+
+
+def test_requeue_settings_from_the_environment(monkeypatch) -> None:
+    from dagster_hpc.backends.slurm_resource import SlurmResource
+
+    monkeypatch.setenv("DAGSTER_HPC_SLURM_REQUEUE", "1")
+    monkeypatch.setenv("DAGSTER_HPC_SLURM_MAX_REQUEUES", "4")
+    queue = SlurmResource.from_env().queue
+    assert (queue.requeue, queue.effective_max_requeues) == (True, 4)
+    monkeypatch.setenv("DAGSTER_HPC_SLURM_REQUEUE", "maybe")
+    with pytest.raises(ConfigError, match="DAGSTER_HPC_SLURM_REQUEUE='maybe' is not a yes/no"):
+        SlurmResource.from_env()

@@ -38,10 +38,15 @@ QUEUE_ENV_FIELDS: dict[str, str] = env_names(
         "cpus_per_task",
         "gpus_per_node",
         "signal_before_timeout",
+        "requeue",
+        "max_requeues",
     ),
     aliases={"SIGNAL": "signal_before_timeout"},  # the name before one-name-per-setting
 )
-_INT_FIELDS = ("nodes", "ntasks", "cpus_per_task", "gpus_per_node")
+_INT_FIELDS = ("nodes", "ntasks", "cpus_per_task", "gpus_per_node", "max_requeues")
+_BOOL_FIELDS = {
+    "requeue": {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+}
 # {prefix}_{suffix} -> SlurmResource field.
 RESOURCE_ENV_FIELDS: dict[str, str] = env_names(
     ("remote_base_dir", "python", "activate", "cluster_name")
@@ -103,6 +108,11 @@ class SlurmResource(StrictResource):
                 if not raw.lstrip("-").isdigit():
                     raise ConfigError(f"{name}={raw!r} is not a whole number")
                 queue[field] = int(raw)
+            elif field in _BOOL_FIELDS:
+                value = _BOOL_FIELDS[field].get(raw.strip().lower())
+                if value is None:
+                    raise ConfigError(f"{name}={raw!r} is not a yes/no value: use 1 or 0")
+                queue[field] = value
             else:
                 queue[field] = raw
         try:
