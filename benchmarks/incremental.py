@@ -22,7 +22,10 @@ project's dev venv, whose extra packages (pandas, via ray[data]) pyarrow imports
     VIRTUAL_ENV=benchmarks/.engine-venv uv pip install polars==2.1.0 polars-hash==0.9.3 \
         pyarrow==26.0.1 deltalake==1.6.6
 
-Writes benchmarks/results/incremental.json.
+Writes benchmarks/results/incremental.json (one full run took 170 s on a quiet 2-core machine).
+A run too long for one sitting can be split into sections, one invocation each, merged into
+the same file: ``--workloads identity``, then ``--workloads expansion --merge``, ...; the
+JSON's ``sections`` lists every invocation with its load average and duration.
 """
 
 from __future__ import annotations
