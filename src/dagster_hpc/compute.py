@@ -17,7 +17,13 @@ from dagster_hpc.backends.slurm_resource import SlurmResource
 from dagster_hpc.errors import ConfigError
 from dagster_hpc.execution import AnyContext, execute
 from dagster_hpc.launchers import Launcher
-from dagster_hpc.prepared import StepInfo, render_run_scripts, step_for_asset, step_for_context
+from dagster_hpc.prepared import (
+    PreparedJob,
+    StepInfo,
+    render_run_scripts,
+    step_for_asset,
+    step_for_context,
+)
 from dagster_hpc.queue import QueueConfig
 from dagster_hpc.request import Payload, build_request, check_env
 from dagster_hpc.retention import DEFAULT_KEEP_RUN_DIRS, KeepRunDirs, check_keep_run_dirs
@@ -101,17 +107,10 @@ class ComputeResource(StrictResource):
                 self, context, payload, keys, launcher=launcher, args=args, extra_env=extra_env,
                 extras=extras, extra_files=extra_files, queue=queue, throttle=self.array_throttle,
             )  # fmt: skip
-        backend = make_backend(self)
-        request = build_request(
-            payload,
-            launcher=launcher,
-            args=args,
-            extra_env=extra_env,
-            extras=extras,
-            extra_files=extra_files,
-            queue=queue,
-        )
-        job = backend.prepare(step_for_context(context), request)
+        backend, _, job = prepare_call(
+            self, context, payload, launcher=launcher, args=args, extra_env=extra_env,
+            extras=extras, extra_files=extra_files, queue=queue,
+        )  # fmt: skip
         return execute(
             context, backend, job, base_env=base_env, keep_run_dirs=self.keep_run_dirs, pipes=pipes
         )
@@ -226,6 +225,35 @@ BACKEND_FACTORIES: dict[str, Callable[[ComputeResource], Backend]] = {
     "local": _local_backend,
     "slurm": _slurm_backend,
 }
+
+
+def prepare_call(
+    resource: ComputeResource,
+    context: AnyContext,
+    payload: Payload,
+    *,
+    launcher: Launcher | None = None,
+    args: Sequence[str] = (),
+    extra_env: Mapping[str, str] | None = None,
+    extras: Mapping[str, Any] | None = None,
+    extra_files: Sequence[str | Path] = (),
+    queue: Any = None,
+) -> tuple[Backend, StepInfo, PreparedJob]:
+    """The backend, the step and the prepared job of one ``run`` / ``run_array`` /
+    ``run_hetjob`` call: the one place a call's JobRequest is built and validated (before
+    anything is staged or submitted)."""
+    backend = make_backend(resource)
+    request = build_request(
+        payload,
+        launcher=launcher,
+        args=args,
+        extra_env=extra_env,
+        extras=extras,
+        extra_files=extra_files,
+        queue=queue,
+    )
+    step = step_for_context(context)
+    return backend, step, backend.prepare(step, request)
 
 
 def make_backend(resource: ComputeResource) -> Backend:

@@ -5,9 +5,13 @@ independent assets, default 8), DHPC_PAYLOAD (default short.py), DHPC_SESSION_ID
 timeout, s), DHPC_EXECUTOR ("multiprocess" default, or "in_process"), DHPC_SESSION ("1" default;
 "0": one Slurm job per asset, for the benchmark's per-job figure).
 
-usage (driver for the kill/termination tests): python -m tests.integration.session_defs DAGSTER_HOME
+usage (driver for the kill/termination/reattach tests):
+    python -m tests.integration.session_defs DAGSTER_HOME [--reexecute RUN_ID]
+(--reexecute: mark the killed run failed, as Dagster's run monitoring does for a dead run worker,
+re-execute it from failure and print one JSON line: run id, success, log lines, metadata)
 """
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -69,5 +73,35 @@ def main(home: str) -> int:
     return 0 if result.success else 1
 
 
+def reexecute(home: str, run_id: str) -> int:
+    instance = dg.DagsterInstance.local_temp(tempdir=home)
+    killed = instance.get_run_by_id(run_id)
+    assert killed is not None, run_id
+    if killed.status == dg.DagsterRunStatus.STARTED:
+        instance.report_run_failed(killed)  # what run monitoring does for a dead run worker
+    result = dg.execute_job(
+        dg.reconstructable(session_job),
+        instance=instance,
+        raise_on_error=False,
+        reexecution_options=dg.ReexecutionOptions.from_failure(run_id, instance),
+    )
+    lines = [
+        line
+        for e in instance.all_logs(result.run_id)
+        if e.user_message
+        for line in e.user_message.split("\n")
+    ]
+    metadata = {}
+    if result.success:
+        for node in ("session_0",):
+            md = result.asset_materializations_for_node(node)[0].metadata
+            metadata = {k: getattr(v, "value", v) for k, v in md.items()}
+    out = {"run_id": result.run_id, "success": result.success, "lines": lines}
+    print(json.dumps({**out, "metadata": metadata}, default=str))
+    return 0 if result.success else 1
+
+
 if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[2] == "--reexecute":
+        sys.exit(reexecute(sys.argv[1], sys.argv[3]))
     sys.exit(main(sys.argv[1]))

@@ -2,8 +2,6 @@
 partitions is ONE step, 3 sbatch --array calls; one failing partition is named by its key; the
 re-execution reattaches and reruns only that partition."""
 
-from __future__ import annotations
-
 import shlex
 import time
 from pathlib import Path
@@ -108,3 +106,67 @@ def test_hundred_partitions_three_arrays_one_failure_rerun_alone(
         assert len(jobs) == 4, jobs  # one more array, of one task
         assert sorted(len(s) for s in jobs.values()) == [1, 20, 40, 40], jobs
     remote(cluster, f"rm -f {shlex.quote(flag)}")
+
+
+def test_connection_dropped_between_sbatch_calls_never_submits_twice(
+    cluster, dedicated_key, monkeypatch, tmp_path: Path
+) -> None:
+    """41 partitions = 2 chunks (MaxArraySize 40). The submitting shell loses its SSH connection
+    (its sshd is killed) and dies right after chunk 0's sbatch answered, before arrays.txt lists
+    it. The step's retry finds chunk 0 by its script, waits for it, submits only chunk 1."""
+    from dagster_hpc.allocation import runner
+    from dagster_hpc.backends.slurm_resource import SlurmResource
+    from dagster_hpc.compute import ComputeResource
+
+    n = 41
+    name = unique("cut").replace("-", "_")
+    env = slurm_env(cluster, key_path=dedicated_key.path)  # our own connection: we cut it
+    for k, v in env.items():
+        if k.startswith("DAGSTER_HPC_"):
+            monkeypatch.setenv(k, v)
+    real_submit = runner.submit_command
+    cuts: list[str] = []
+
+    def submit_then_cut(run_dir, scripts):
+        cmd = real_submit(run_dir, scripts)
+        if cuts:
+            return cmd  # the retry submits normally
+        cuts.append(run_dir)
+        # the connection's sshd dies, and this shell with it, between sbatch and the record
+        marker = f'&& echo "$id {scripts[0][0]} '
+        assert marker in cmd, cmd
+        return cmd.replace(marker, "&& { kill -TERM $PPID; kill -KILL $$; } " + marker, 1)
+
+    monkeypatch.setattr(runner, "submit_command", submit_then_cut)
+    parts = dg.StaticPartitionsDefinition(alloc_defs.partition_keys(n))
+
+    @dg.asset(
+        name=name,
+        partitions_def=parts,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        retry_policy=dg.RetryPolicy(max_retries=1),
+    )
+    def cut_parts(context: dg.AssetExecutionContext, compute: ComputeResource):
+        yield from compute.run(context, alloc_defs.PAYLOAD).get_results()
+
+    compute = ComputeResource(mode="slurm", slurm=SlurmResource.from_env())
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        result = dg.materialize(
+            [cut_parts],
+            resources={"compute": compute},
+            instance=instance,
+            tags=alloc_defs.range_tags("p000", f"p{n - 1:03d}"),
+        )
+        assert result.success
+        msgs = _messages(instance, result.run_id)
+        mats = result.asset_materializations_for_node(name)
+    assert len(cuts) == 1
+    assert any("were submitted from" in m and "connection dropped" in m for m in msgs), msgs
+    # chunk 0's 40 items: kept (finished) or waited for (still running); only p040 submitted
+    assert any(m.endswith(", 1 to run again: p040") for m in msgs), msgs
+    by_key = {m.partition: m.metadata for m in mats if m.partition}
+    assert sorted(by_key) == alloc_defs.partition_keys(n)
+    assert all(by_key[k]["square"].value == int(k[1:]) ** 2 for k in by_key)
+    jobs = _array_jobs(cluster, name, 2)
+    assert sorted(len(s) for s in jobs.values()) == [1, 40], jobs  # chunk 0 once, chunk 1 once
+    assert all(state == "COMPLETED" for s in jobs.values() for state in s), jobs

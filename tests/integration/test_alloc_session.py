@@ -4,6 +4,7 @@
 -> the allocation ends by itself within its idle timeout; Dagster termination -> nothing of the
 run left in squeue; an SSH cut while a step runs -> the step completes."""
 
+import json
 import os
 import re
 import shlex
@@ -100,8 +101,8 @@ def test_eight_assets_one_allocation_eight_steps(cluster, monkeypatch, tmp_path:
     assert "ending the allocation: the run ended (stop file)" in log, log
 
 
-def _start_driver(cluster, home: Path, **extra: str) -> subprocess.Popen:
-    env = _env(cluster, **extra)
+def _start_driver(cluster, home: Path, env: dict | None = None, **extra: str) -> subprocess.Popen:
+    env = env or _env(cluster, **extra)
     (home / "remote_base").write_text(env["DAGSTER_HPC_SLURM_REMOTE_BASE_DIR"])
     return subprocess.Popen(
         [sys.executable, "-m", "tests.integration.session_defs", str(home)],
@@ -159,6 +160,48 @@ def test_sigkilled_dagster_allocation_ends_within_idle_timeout(cluster, tmp_path
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_killed_dagster_session_step_is_reattached_not_run_again(cluster, tmp_path: Path) -> None:
+    """Dagster SIGKILLed while a session step runs; the re-execution from failure (before the
+    idle timeout) waits for that step in its allocation (or reads it, if it finished) from its
+    run dir: one step in sacct, every line once, no allocation of the new run."""
+    extra = dict(
+        DHPC_SESSION_ASSETS="1", DHPC_EXECUTOR="in_process",
+        DHPC_PAYLOAD=str(session_defs.PAYLOADS / "ticker.py"), DHPC_SESSION_IDLE="60",
+    )  # fmt: skip
+    env = _env(cluster, **extra)  # the same cluster name and remote base for both runs
+    proc = _start_driver(cluster, tmp_path, env)
+    alloc = ""
+    try:
+        run_id, alloc = _wait_step_running(cluster, tmp_path, proc)
+        os.killpg(proc.pid, signal.SIGKILL)  # Dagster dies; the step goes on in the allocation
+        proc.wait(timeout=30)
+        again = subprocess.run(
+            [sys.executable, "-m", "tests.integration.session_defs", str(tmp_path)]
+            + ["--reexecute", run_id],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+        got = json.loads(again.stdout.strip().splitlines()[-1])
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        if alloc:
+            remote(cluster, f"scancel {alloc} || true")  # ours; it would idle out in 60 s
+    lines = got["lines"]
+    # still running, or (the re-execution's process start is slower than the 4 s step) done
+    why = ("it is RUNNING", "it already finished with exit code 0")
+    assert any(
+        f"reattaching to session step in allocation {alloc}" in m and m.endswith(why) for m in lines
+    ), lines
+    ticks = [m.split(" at ")[0] for m in lines if m.startswith("tick ")]
+    assert ticks == [f"tick {i}" for i in range(8)], lines  # from offset 0, none twice
+    md = got["metadata"]
+    assert md["slurm/allocation_id"] == alloc and md["slurm/state"] == "COMPLETED", md
+    steps = remote(cluster, f"sacct -n -P -j {alloc} --format=JobID")
+    assert [s for s in steps.split() if re.match(rf"{alloc}\.\d+$", s)] == [f"{alloc}.0"], steps
+    assert _session_jobs(cluster, got["run_id"]) == []  # the re-execution submitted nothing
 
 
 def test_dagster_termination_leaves_nothing_in_squeue(cluster, tmp_path: Path) -> None:

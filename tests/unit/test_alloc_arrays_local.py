@@ -11,7 +11,9 @@ from dagster_hpc.allocation.array import (
     chunks,
     parse_arrays_file,
     render_array_script,
+    script_tasks,
     submit_command,
+    unrecorded_chunks,
 )
 from dagster_hpc.allocation.batchread import parse_changed, read_changed
 from dagster_hpc.allocation.tasks import TaskChannel, TaskItem, TaskReader, normalize_items
@@ -45,6 +47,19 @@ def test_array_script_maps_array_index_to_task_through_a_list() -> None:
     cmd = submit_command("/r", [("array.a.0.sh", [3, 17])])
     assert "sbatch --parsable array.a.0.sh" in cmd and "arrays.txt" in cmd
     assert parse_arrays_file("12 array.a.0.sh 3 17\n13;c array.a.1.sh 4\n") == [("12", [3, 17])]
+    assert cmd.index("flock") < cmd.index("sbatch")  # a reattach waits for a submission in flight
+    assert script_tasks(text) == [3, 17] and script_tasks("#!/bin/bash\n") is None
+
+
+def test_chunks_submitted_but_not_recorded_are_found_by_their_script() -> None:
+    rows = [
+        ("12", "RUNNING", "/r/array.a.0.sh"),  # recorded in arrays.txt
+        ("13", "PENDING", "/r/array.a.1.sh"),  # submitted, then the connection dropped
+        ("13", "RUNNING", "/r/array.a.1.sh"),  # (one squeue row per task)
+        ("14", "RUNNING", "/r2/array.a.0.sh"),  # another run dir's
+        ("15", "RUNNING", "/r/job.sh"),  # not a chunk script
+    ]
+    assert unrecorded_chunks(rows, "/r/", {"12"}) == {"13": "/r/array.a.1.sh"}
 
 
 def test_items_are_validated_before_anything_runs() -> None:

@@ -9,6 +9,7 @@ from dagster_hpc.allocation.hetjob import render_hetjob_script
 from dagster_hpc.allocation.session import (
     SessionConfig,
     agent_text,
+    allocation_dir,
     check_session,
     render_holder_script,
     session_job_name,
@@ -40,6 +41,26 @@ def test_session_config_is_validated() -> None:
     ):
         with pytest.raises(ConfigError, match=match):
             check_session(bad)
+
+
+def test_a_session_steps_run_dir_leads_back_to_its_session_dir() -> None:
+    assert allocation_dir("/b/run/session-run-ab12/steps/s0-cd34") == "/b/run/session-run-ab12"
+    with pytest.raises(ConfigError, match="not the run directory of a session step"):
+        allocation_dir("/b/run/s0-cd34")
+
+
+def test_reattach_decision_names_the_session_step() -> None:
+    from dagster_hpc.backends.base import JobHandle, JobState
+    from dagster_hpc.backends.slurm_reattach import JobProbe, decide
+
+    handle = JobHandle("slurm-session", "77", "/s/steps/a-1", "c")
+    where = "session step in allocation 77 (run dir /s/steps/a-1)"
+    running = decide(handle, JobProbe(JobState.RUNNING, None, True), where=where)
+    assert running.reattach and running.message == f"reattaching to {where}: it is RUNNING"
+    failed = decide(handle, JobProbe(None, 3, True), where=where)
+    assert not failed.reattach and "exit code 3" in failed.message
+    gone = decide(handle, JobProbe(None, None, True), where=where)  # the allocation ended first
+    assert not gone.reattach
 
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")

@@ -14,7 +14,6 @@ from dagster_hpc.allocation.results import MultiTaskInvocation, MultiTaskOutcome
 from dagster_hpc.allocation.runner import run_array_local, run_array_slurm
 from dagster_hpc.allocation.tasks import TaskItem, normalize_items
 from dagster_hpc.errors import ConfigError
-from dagster_hpc.request import build_request
 from dagster_hpc.retention import apply_retention, check_keep_run_dirs
 
 
@@ -44,23 +43,14 @@ def run_items(
     queue: Any = None,
     throttle: int | None = None,
 ) -> MultiTaskOutcome:
-    from dagster_hpc.compute import make_backend
+    from dagster_hpc.compute import prepare_call
 
     check_keep_run_dirs(resource.keep_run_dirs)
     check_throttle(throttle)
-    backend = make_backend(resource)
-    request = build_request(
-        payload,
-        launcher=launcher,
-        args=args,
-        extra_env=extra_env,
-        extras=extras,
-        extra_files=extra_files,
-        queue=queue,
-    )
-    from dagster_hpc.prepared import step_for_context
-
-    job = backend.prepare(step_for_context(context), request)
+    backend, _, job = prepare_call(
+        resource, context, payload, launcher=launcher, args=args, extra_env=extra_env,
+        extras=extras, extra_files=extra_files, queue=queue,
+    )  # fmt: skip
     if job.queue is not None:
         job.queue.refuse_requeue("arrays (run_array / run_partitions)")
     request = job.request

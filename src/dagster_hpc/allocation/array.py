@@ -24,6 +24,10 @@ ARRAYS_FILE = "arrays.txt"  # "<job id> <attempt>.<chunk> <task index> <task ind
 # Slurm's default MaxArraySize; used when the preflight cannot read the site's value.
 DEFAULT_MAX_ARRAY_SIZE = 1001
 ARRAY_LOG = "slurm-%A_%a.log"
+# Held by the shell that submits the chunks: a reattach waits for a submission that lost its SSH
+# connection but still runs on the login node before it reads ARRAYS_FILE (nothing twice).
+SUBMIT_LOCK = ".submit.lock"
+SUBMIT_LOCK_WAIT_S = 120
 
 
 def chunks(indices: Sequence[int], max_array_size: int) -> list[list[int]]:
@@ -73,10 +77,11 @@ def render_array_script(
 
 
 def submit_command(run_dir: str, scripts: Sequence[tuple[str, Sequence[int]]]) -> str:
-    """After the untar: sbatch every chunk script, record ``<id> <script> <tasks>`` in
-    ARRAYS_FILE and print the ids; stops at the first refusal (its message on stderr)."""
+    """After the untar: under SUBMIT_LOCK, sbatch every chunk script, record ``<id> <script>
+    <tasks>`` in ARRAYS_FILE and print the ids; stops at the first refusal (its message on
+    stderr)."""
     q = shlex.quote(run_dir)
-    parts = [f"cd {q}"]
+    parts = [f"cd {q}", f"exec 9>>{SUBMIT_LOCK}", f"flock -w {SUBMIT_LOCK_WAIT_S} -x 9"]
     for script, tasks in scripts:
         s = shlex.quote(script)
         task_list = " ".join(str(int(t)) for t in tasks)
@@ -85,6 +90,30 @@ def submit_command(run_dir: str, scripts: Sequence[tuple[str, Sequence[int]]]) -
             f'echo "$id {s} {task_list}" >> {ARRAYS_FILE} && echo "$id"'
         )
     return " && ".join(parts)
+
+
+def script_tasks(text: str) -> list[int] | None:
+    """The task indices of a chunk script (its ``TASKS=(...)`` line), None if it has none."""
+    for line in text.splitlines():
+        if line.startswith("TASKS=(") and line.endswith(")"):
+            words = line[len("TASKS=(") : -1].split()
+            if all(w.isdigit() for w in words):
+                return [int(w) for w in words]
+    return None
+
+
+def unrecorded_chunks(
+    rows: Sequence[tuple[str, str, str]], run_dir: str, known: set[str]
+) -> dict[str, str]:
+    """Array job id -> chunk script path, for squeue rows ``(array job id, state, command)`` of
+    jobs submitted from ``run_dir``'s chunk scripts that ARRAYS_FILE does not list (an sbatch
+    answered, then the connection dropped before its line was written)."""
+    prefix = run_dir.rstrip("/") + "/" + ARRAY_SCRIPT.split("{", 1)[0]
+    return {
+        jid: command
+        for jid, _, command in rows
+        if jid.isdigit() and jid not in known and command.startswith(prefix)
+    }
 
 
 def parse_arrays_file(text: str) -> list[tuple[str, list[int]]]:

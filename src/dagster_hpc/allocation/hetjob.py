@@ -235,8 +235,7 @@ def run_hetjob(
 ) -> MultiTaskOutcome:
     """One hetjob, one component per queue; component i runs ``payload`` with extras
     ``{**extras, **items[i], "het_group": i}`` and ``DAGSTER_HPC_HET_GROUP=i``."""
-    from dagster_hpc.compute import make_backend
-    from dagster_hpc.request import build_request
+    from dagster_hpc.compute import prepare_call
 
     if resource.mode != "slurm":
         raise ConfigError(
@@ -248,19 +247,10 @@ def run_hetjob(
         raise ConfigError(
             f"items has {len(items)} entries for {len(queues)} components: give one per component"
         )
-    backend = make_backend(resource)
-    request = build_request(
-        payload,
-        launcher=launcher,
-        args=args,
-        extra_env=extra_env,
-        extras=extras,
-        extra_files=extra_files,
-    )
-    from dagster_hpc.prepared import step_for_context
-
-    step = step_for_context(context)
-    job = backend.prepare(step, request)
+    backend, step, job = prepare_call(
+        resource, context, payload, launcher=launcher, args=args, extra_env=extra_env,
+        extras=extras, extra_files=extra_files,
+    )  # fmt: skip
     request = job.request
     base = backend.queue.merged(step.queue_override)
     merged = [base.merged(q) for q in queues]

@@ -25,11 +25,15 @@ from dagster_hpc import cancellation, step_calls
 from dagster_hpc.allocation.array import (
     ARRAY_SCRIPT,
     ARRAYS_FILE,
+    SUBMIT_LOCK,
+    SUBMIT_LOCK_WAIT_S,
     check_throttle,
     chunks,
     parse_arrays_file,
     render_array_script,
+    script_tasks,
     submit_command,
+    unrecorded_chunks,
 )
 from dagster_hpc.allocation.results import MultiTaskOutcome, TaskResult
 from dagster_hpc.allocation.tasks import (
@@ -41,11 +45,12 @@ from dagster_hpc.allocation.tasks import (
 )
 from dagster_hpc.backends.base import JobHandle, JobState
 from dagster_hpc.backends.slurm_poller import slurm_state
-from dagster_hpc.errors import PayloadError, RemoteCommandError, TransportError
+from dagster_hpc.errors import PayloadError, RemoteCommandError, SubmissionError, TransportError
 from dagster_hpc.metrics import parse_sacct, sacct_command
 from dagster_hpc.request import JobRequest
 from dagster_hpc.rundir import EXIT_CODE
 from dagster_hpc.transport import _shell
+from dagster_hpc.transport.base import CommandResult
 
 ARRAY_BACKEND = "slurm-array"  # JobHandle.backend of a recorded array launch
 # How often the array jobs' squeue state is asked (one query for all chunks). The exit_code
@@ -152,8 +157,11 @@ def run_array_slurm(
     previous: list[tuple[str, list[int]]] = []
     if prior is not None:
         run_dir = prior.run_dir
+        rows = _our_jobs(transport, run_dir)  # after any submission still running there
         previous, exit_codes = _read_previous(transport, run_dir, len(items))
-        live = _live_jobs(transport, [jid for jid, _ in previous])
+        previous += _adopt_unrecorded(transport, run_dir, rows, previous, log)
+        known = {jid for jid, _ in previous}
+        live = {jid for jid, state, _ in rows if jid in known and not slurm_state(state).finished}
         running = {t for jid, tasks in previous if jid in live for t in tasks}
         reused = {i for i, code in exit_codes.items() if code == 0}
         waiting = {i for i in running if exit_codes.get(i) is None}
@@ -214,6 +222,9 @@ def run_array_slurm(
             + " && "
             + submit_command(run_dir, scripts)
         )
+        # recorded BEFORE the sbatch calls: a retry after a dropped connection finds this run
+        # dir (its arrays.txt, the jobs submitted from its scripts) instead of a fresh one
+        _record(context, backend, run_dir, previous_ids=[j for j, _ in previous])
         try:
             res = transport.run(cmd, timeout=ARRAY_SUBMIT_TIMEOUT_S, stdin=data)
         except TransportError as exc:
@@ -329,6 +340,72 @@ def _read_previous(
         text = raw.decode(errors="replace").strip()
         codes[i] = int(text) if text.lstrip("-").isdigit() else None
     return arrays, codes
+
+
+def _our_jobs(transport: Any, run_dir: str) -> list[tuple[str, str, str]]:
+    """``(array job id, state, command)`` of all our jobs, asked once the run dir's submit lock
+    is free (a submission that lost its connection may still be queueing chunks). When squeue
+    cannot be asked nothing is guessed: SubmissionError, nothing submitted."""
+    q = shlex.quote(run_dir)
+    cmd = (
+        f"{{ [ ! -d {q} ] || {{ cd {q} && flock -w {SUBMIT_LOCK_WAIT_S} {SUBMIT_LOCK} true; }}; }} "
+        "&& squeue --me --noheader --states=all --format='%F|%T|%o'"
+    )
+    try:
+        res = transport.run(cmd, timeout=ARRAY_QUERY_TIMEOUT_S + SUBMIT_LOCK_WAIT_S)
+    except TransportError as exc:
+        res = CommandResult(255, "", str(exc))
+    if not res.ok:
+        raise SubmissionError(
+            f"cannot tell which array chunks of {run_dir} an earlier attempt submitted: the "
+            f"check failed ({res.stderr.strip()[-300:]}). Nothing was submitted (a second array "
+            "would run its items twice); retry when squeue works on the login node."
+        )
+    rows = []
+    for line in res.stdout.splitlines():
+        parts = line.strip().split("|", 2)
+        if len(parts) == 3:
+            rows.append((parts[0], parts[1], parts[2]))
+    return rows
+
+
+def _adopt_unrecorded(
+    transport: Any,
+    run_dir: str,
+    rows: Sequence[tuple[str, str, str]],
+    previous: Sequence[tuple[str, list[int]]],
+    log: Any,
+) -> list[tuple[str, list[int]]]:
+    """Chunks submitted from this run dir that arrays.txt misses (their sbatch answered, the
+    connection dropped before the line was written): read their task lists from their
+    scripts, append them to arrays.txt, and return them (they are waited for, not resubmitted)."""
+    found = unrecorded_chunks(rows, run_dir, {jid for jid, _ in previous})
+    if not found:
+        return []
+    texts = transport.read_many_from([(path, 0) for path in found.values()], max_bytes=1 << 20)
+    adopted: list[tuple[str, list[int]]] = []
+    for (jid, path), raw in zip(found.items(), texts, strict=True):
+        tasks = script_tasks(raw.decode(errors="replace"))
+        if tasks is None:
+            raise SubmissionError(
+                f"array job {jid} was submitted from {path}, which lists no tasks: cannot tell "
+                "which items it runs. Nothing was submitted; cancel it or restore the script."
+            )
+        adopted.append((jid, tasks))
+    lines = "".join(
+        f"{jid} {path.rsplit('/', 1)[-1]} {' '.join(map(str, tasks))}\n"
+        for (jid, tasks), path in zip(adopted, found.values(), strict=True)
+    )
+    transport.check(
+        f"printf %s {shlex.quote(lines)} >> {shlex.quote(run_dir + '/' + ARRAYS_FILE)}",
+        timeout=ARRAY_QUERY_TIMEOUT_S,
+    )
+    log.warning(
+        f"dagster-hpc: array job(s) {', '.join(found)} were submitted from {run_dir} by an "
+        "earlier attempt whose connection dropped before it recorded them: waited for, not "
+        "submitted again"
+    )
+    return adopted
 
 
 def _live_jobs(transport: Any, job_ids: Sequence[str]) -> set[str]:

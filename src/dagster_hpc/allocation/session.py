@@ -15,6 +15,10 @@ Configured, not coded: ``ComputeResource(mode="slurm", session=SessionConfig(...
 - The allocation ends when the last step of the run is done (a ``stop`` file), on Dagster
   termination (``scancel`` of the allocation), and by itself after ``idle_timeout_s`` without
   steps (Dagster died: no node-hours burnt). A failing step does not end it.
+- Each step's launch (allocation id + step run dir) is recorded in the Dagster run. When Dagster
+  died mid-step and the step runs again (a retry, a re-execution from failure), a step that is
+  still queued or running in its allocation, or that finished with exit code 0, is waited for
+  and read from its run dir (``find_reattach``): it does not run a second time.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from dagster_hpc.backends.base import JobHandle, JobOutcome, JobState, JobStatus
+from dagster_hpc.backends.base import JobHandle, JobOutcome, JobState, JobStatus, ReattachDecision
 from dagster_hpc.backends.slurm import SlurmBackend, _safe
 from dagster_hpc.backends.slurm_poller import default_cache_dir
 from dagster_hpc.backends.slurm_script import job_name
@@ -47,6 +51,7 @@ HOLDER_SCRIPT = "session.sh"
 AGENT_LOG = "agent.log"
 STOP_FILE = "stop"
 STEP_ID_FILE = "step_id"
+STEPS_DIR = "steps"  # <session dir>/steps/<step>-<id>: one run dir per step
 # The agent looks for new step requests this often: a step starts at most this late.
 AGENT_TICK_S = 0.2
 # Default: how long an allocation without steps lives (Dagster died, or a long gap between
@@ -253,7 +258,7 @@ class SessionBackend(SlurmBackend):
     def run_dir_for(self, run_id: str, step: str) -> str:
         self._run_id, self._step = run_id, step
         self._alloc = self._acquire(run_id)
-        return f"{self._alloc.dir}/steps/{_safe(step)}-{uuid.uuid4().hex[:8]}"
+        return f"{self._alloc.dir}/{STEPS_DIR}/{_safe(step)}-{uuid.uuid4().hex[:8]}"
 
     def submit(self, local_run_dir: str, remote_run_dir: str) -> JobHandle:
         assert self._alloc is not None
@@ -287,12 +292,46 @@ class SessionBackend(SlurmBackend):
         raise AssertionError("unreachable")
 
     def launched(self, context: Any, handle: JobHandle) -> None:
+        """Record the step in the Dagster run (reattach after a Dagster restart). Not in the
+        machine's launch records: the reconcile sensor judges allocations by their run, and
+        the allocation ends by its idle timeout anyway."""
         self._context = context
+        if self.records_launches:
+            from dagster_hpc._dagster_adapter import record_launch
+
+            record_launch(context, handle)
         context.log.info(f"dagster-hpc: step queued in session allocation {handle.job_id}")
 
-    def find_reattach(self, context: Any) -> Any:
+    def find_reattach(self, context: Any) -> ReattachDecision | None:
+        """The step an earlier attempt queued in a session allocation: waited for when it is
+        still queued or running there (the allocation lives), read when it finished with exit
+        code 0; otherwise (it failed, or its allocation ended without running it) a new step of
+        this run's allocation. Never a guess when squeue cannot be asked (SubmissionError)."""
         self._context = context
-        return None  # a retry runs as a new step of the (possibly new) allocation
+        if not self.reattach:
+            return None
+        from dagster_hpc import _dagster_adapter
+        from dagster_hpc.backends import slurm_reattach
+
+        handle = _dagster_adapter.latest_launch(context)
+        if handle is None:
+            return None
+        if handle.backend != self.name or handle.cluster != self.cluster:
+            return ReattachDecision(
+                False, handle,
+                f"not reattaching to {handle.backend} job {handle.job_id} on {handle.cluster}: this "
+                f"step now runs in a session allocation on {self.cluster}; starting a new step",
+            )  # fmt: skip
+        where = f"session step in allocation {handle.job_id} (run dir {handle.run_dir})"
+        decision = slurm_reattach.decide(
+            handle, slurm_reattach.probe(self._transport, handle), where=where
+        )
+        if decision.reattach:
+            if self.records_launches:
+                _dagster_adapter.record_reattach(context)  # a later retry of THIS run finds it
+            self._run_id, self._step = context.run.run_id, _op_name(context)
+            self._alloc = Allocation(handle.job_id, allocation_dir(handle.run_dir))
+        return decision
 
     def poll(self, handle: JobHandle) -> JobStatus:
         return self._poller.status(
@@ -407,6 +446,18 @@ def _expected_steps(context: Any) -> set[str]:
         return set()
 
 
+def allocation_dir(step_run_dir: str) -> str:
+    """The session directory of a step's run dir (``<session dir>/steps/<step>-<id>``)."""
+    session_dir, sep, _ = step_run_dir.rpartition(f"/{STEPS_DIR}/")
+    if not sep:
+        raise ConfigError(f"{step_run_dir!r} is not the run directory of a session step")
+    return session_dir
+
+
+def _op_name(context: Any) -> str:
+    return getattr(context, "op_execution_context", context).op.name
+
+
 def make_session_backend(slurm: Any, session: SessionConfig) -> SessionBackend:
     """SlurmResource + SessionConfig -> the per-run backend (validates before connecting)."""
     check_session(session)
@@ -420,5 +471,5 @@ def make_session_backend(slurm: Any, session: SessionConfig) -> SessionBackend:
         python=plain.python,
         activate=plain.activate,
         env=plain.env,
-        reattach=False,
+        reattach=plain.reattach,
     )

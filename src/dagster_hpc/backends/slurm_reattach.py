@@ -85,10 +85,12 @@ def parse_probe(stdout: str) -> JobProbe:
     return JobProbe(state, exit_code, run_dir_exists)
 
 
-def decide(handle: JobHandle, probe: JobProbe) -> ReattachDecision:
+def decide(handle: JobHandle, probe: JobProbe, *, where: str = "") -> ReattachDecision:
     """Reattach to a job that is queued, running or finished with exit code 0; otherwise say why
-    a new job is submitted. A job that failed is run again: that is what a retry is for."""
-    where = f"Slurm job {handle.job_id} (run dir {handle.run_dir})"
+    a new job is submitted. A job that failed is run again: that is what a retry is for.
+
+    ``where`` names what is reattached to in the messages (default: the Slurm job)."""
+    where = where or f"Slurm job {handle.job_id} (run dir {handle.run_dir})"
     if probe.exit_code == 0:
         return ReattachDecision(
             True, handle, f"reattaching to {where}: it already finished with exit code 0"
