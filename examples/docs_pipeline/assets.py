@@ -1,20 +1,33 @@
 """The document pipeline as Dagster assets: docs/source -> docs/converted -> docs/chunks ->
 docs/embeddings, each computing only what changed (field-level provenance, see features.py).
 
-docs/converted decides where conversion runs from the size of the increment:
+docs/converted decides where conversion runs from the estimated cost of the increment (cost.py):
 - nothing new, stale or failed: "up to date: 0 to process", no job, no Ray;
-- at most ``in_process_max_docs`` documents: in this step's own process (no Ray, no job);
+- at most ``threshold_s`` seconds of estimated conversion (where Ray's fixed price would not be
+  won back; or, when set, at most ``in_process_max_docs`` documents): in this step's own
+  process (no Ray, no job);
 - more: a payload through ``ComputeResource.run`` with ``RayLauncher`` (a one-node Ray cluster
   on this machine in local mode, a multi-node one inside a Slurm allocation in slurm mode).
+The decision and its figures are in the materialization's metadata (``route/*``).
+
+Every asset runs the same frame (``_Step``): resolve the increment and count it, hand over the
+samples to process, then delete orphans, log the counts and report them with the data version.
+Why not the library's ``incremental_asset``: it fixes at definition time whether a feature
+computes in-process (``compute_fn``) or as a payload, and docs/converted chooses per run from the
+increment; docs/source also rewrites touched files' mtimes under unchanged provenance (a second
+write of up-to-date samples), which a root ``incremental_asset`` does not do; and the example
+reports per-field stale counts and where each step ran, which its metadata does not carry.
 A document Docling cannot convert is recorded as failed (named in the log, retried next run);
 the WARN check ``no_failed_documents`` counts the documents whose last attempt failed.
 """
 
 # no `from __future__ import annotations`: Dagster reads the context annotations at runtime
 
+import os
 import secrets
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,44 +40,66 @@ from dagster_hpc.incremental.ship import engine_archive
 from dagster_hpc.launchers import RayLauncher
 from docs_pipeline import features as F
 from docs_pipeline.chunking import chunk_markdown, text_digest
+from docs_pipeline.cost import ROUTE_IN_PROCESS, choose_route, estimate_seconds, measured_rates
 from docs_pipeline.ray_job import RayOptions
 from docs_pipeline.ship import pipeline_archive
 from docs_pipeline.sources import scan
 from docs_pipeline.steps import PREVIEW, StepReport, Timer, data_version
 
 HERE = Path(__file__).resolve().parent
-CONVERT_PAYLOAD = HERE / "convert_payload.py"
+RAY_PAYLOAD = HERE / "ray_payload.py"
 TODO_FILE = "docs_todo.parquet"
 FAILED_CHECK = "no_failed_documents"
 GROUP = "documents"
+RAY_START_ARGS = ("--disable-usage-stats",)
+# A one-node cluster (local mode, or a 1-node allocation) starts without the dashboard: nothing
+# here reads it, and its processes cost a core-second or two of every start on a small machine.
+# Not on multi-node clusters: RayLauncher passes its arguments to every node, and `ray start`
+# refuses this head-only option on a worker.
+NO_DASHBOARD = ("--include-dashboard=false",)
 
 
-def _metadata(report: StepReport, store: DeltaStore, spec: Any) -> dict[str, Any]:
-    md: dict[str, Any] = {k: v for k, v in report.as_dict().items() if k != "feature"}
-    md["stale_fields"] = dg.MetadataValue.json(report.stale_fields)
-    md["stale_reasons"] = dg.MetadataValue.json(report.stale_reasons)
-    md["failed_ids"] = dg.MetadataValue.json(report.failed_ids[:PREVIEW])
-    md["store_table"] = dg.MetadataValue.path(str(store.table_path(spec)))
-    return md
+class _Step:
+    """One asset's run on the engine: resolve the increment (counted in ``report``), the samples
+    to process (``todo``: new + stale + failed last time); ``finish`` deletes the orphans, logs
+    the counts and returns them as the materialization (with the feature's data version)."""
 
+    def __init__(
+        self,
+        settings: F.Settings,
+        graph: FeatureGraph,
+        key: str,
+        samples: Callable[[DeltaStore], pl.DataFrame] | None = None,
+    ) -> None:
+        self.timer = Timer()
+        self.spec = graph.feature(key)
+        self.store = DeltaStore(settings.store_root, graph)
+        given = samples(self.store) if samples is not None else None
+        self.increment = self.store.resolve_update(self.spec, samples=given).collect()
+        self.report = StepReport.of(self.spec.key, self.increment)
+        self.todo = self.increment.to_process()
 
-def _result(report: StepReport, store: DeltaStore, spec: Any, context: Any) -> dg.MaterializeResult:
-    context.log.info(report.summary())
-    return dg.MaterializeResult(
-        metadata=_metadata(report, store, spec),
-        data_version=dg.DataVersion(data_version(store.read(spec, lazy=True))),
-    )
+    def finish(self, context: Any, extra: dict[str, Any] | None = None) -> dg.MaterializeResult:
+        orphaned = self.increment.orphaned
+        if orphaned.height:
+            self.report.deleted = self.store.delete(self.spec, orphaned)
+        report = self.report
+        report.seconds = self.timer.elapsed()
+        context.log.info(report.summary())
+        md: dict[str, Any] = dict(extra or {})
+        md.update({k: v for k, v in report.as_dict().items() if k != "feature"})
+        md["stale_fields"] = dg.MetadataValue.json(report.stale_fields)
+        md["stale_reasons"] = dg.MetadataValue.json(report.stale_reasons)
+        md["failed_ids"] = dg.MetadataValue.json(report.failed_ids[:PREVIEW])
+        md["store_table"] = dg.MetadataValue.path(str(self.store.table_path(self.spec)))
+        return dg.MaterializeResult(
+            metadata=md,
+            data_version=dg.DataVersion(data_version(self.store.read(self.spec, lazy=True))),
+        )
 
 
 def _code_version(spec: Any) -> str:
     return "|".join(f"{f.key}@{f.code_version}" for f in spec.fields)
-
-
-def _delete_orphans(
-    store: DeltaStore, spec: Any, orphaned: pl.DataFrame, report: StepReport
-) -> None:
-    if orphaned.height:
-        report.deleted = store.delete(spec, orphaned)
 
 
 def source_asset(settings: F.Settings, graph: FeatureGraph) -> dg.AssetsDefinition:
@@ -78,27 +113,28 @@ def source_asset(settings: F.Settings, graph: FeatureGraph) -> dg.AssetsDefiniti
     )
     def docs_source(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         """One sample per document in the folder: content hash (what conversion reads), size, path."""
-        timer = Timer()
-        store = DeltaStore(settings.store_root, graph)
-        stored = store.read(spec)
-        samples = scan(settings.corpus_dir, stored if stored.height else None)
-        increment = store.resolve_update(spec, samples=samples).collect()
-        report = StepReport.of(spec.key, increment)
-        todo = increment.to_process()
+        seen: dict[str, pl.DataFrame] = {}
+
+        def samples(store: DeltaStore) -> pl.DataFrame:
+            seen["stored"] = store.read(spec)
+            previous = seen["stored"] if seen["stored"].height else None
+            seen["scanned"] = scan(settings.corpus_dir, previous)
+            return seen["scanned"]
+
+        step = _Step(settings, graph, spec.key, samples)
+        todo = step.todo
         if todo.height:
-            store.write(spec, todo)
-        report.computed = todo.height
+            step.store.write(spec, todo)
+        step.report.computed = todo.height
         # touched files (same content, new mtime): refresh the record so they are not re-hashed
         # next time; same provenance, so nothing downstream moves
-        refreshed = _refreshed(samples, stored, todo)
+        refreshed = _refreshed(seen["scanned"], seen["stored"], todo)
         if refreshed.height:
-            store.write(spec, refreshed)
-        report.extra["mtime_refreshed"] = refreshed.height
-        report.extra["documents"] = samples.height
-        _delete_orphans(store, spec, increment.orphaned, report)
-        report.path = "in-process" if todo.height else "none"
-        report.seconds = timer.elapsed()
-        return _result(report, store, spec, context)
+            step.store.write(spec, refreshed)
+        step.report.extra["mtime_refreshed"] = refreshed.height
+        step.report.extra["documents"] = seen["scanned"].height
+        step.report.path = "in-process" if todo.height else "none"
+        return step.finish(context)
 
     return docs_source
 
@@ -137,53 +173,102 @@ def converted_asset(
     def docs_converted(context: dg.AssetExecutionContext, compute: ComputeResource):
         """Docling: markdown, pages, tables, status and error per document; only new, changed and
         previously failed documents are converted."""
-        timer = Timer()
-        store = DeltaStore(settings.store_root, graph)
-        increment = store.resolve_update(spec).collect()
-        report = StepReport.of(spec.key, increment)
-        todo = increment.to_process()
-        results: list[Any] = []
+        step = _Step(settings, graph, spec.key)
+        todo, report, store = step.todo, step.report, step.store
+        extra: dict[str, Any] = {}
         if todo.height == 0:
             context.log.info(f"{spec.key}: up to date: 0 to process (no job, no Ray)")
         else:
-            inputs = _todo_table(store, spec, todo, settings.corpus_dir)
-            if todo.height <= settings.in_process_max_docs:
-                report.path = "in-process"
-                context.log.info(
-                    f"{spec.key}: {todo.height} to process <= in_process_max_docs="
-                    f"{settings.in_process_max_docs}: converting here, without Ray"
-                )
+            rates = _measured_rates(store)
+            inputs = _todo_table(store, spec, todo, settings.corpus_dir, rates)
+            route = choose_route(
+                todo.height,
+                sum(inputs.column("estimated_s").to_pylist()),
+                workers=_ray_workers(compute, settings, ray),
+                ray_fixed_s=settings.ray_fixed_s,
+                in_process_max_docs=settings.in_process_max_docs,
+                rates=rates,
+            )
+            extra.update(route.metadata())
+            context.log.info(
+                f"{spec.key}: {todo.height} to process: {route.where} ({route.reason()})"
+            )
+            report.path = route.where
+            if route.where == ROUTE_IN_PROCESS:
                 _convert_here(store, spec, inputs, settings)
             else:
-                report.path = "ray"
-                results = _convert_on_ray(context, compute, inputs, settings, ray)
+                extra.update(_run_on_ray(context, compute, inputs, settings, ray, "convert"))
             report.computed = todo.height
+            extra["convert_cpu_s"] = _converted_seconds(store, spec, todo)
+            if route.where != ROUTE_IN_PROCESS:
+                # what the Ray path cost beyond Docling's own work spread over the actors: the
+                # figure behind RAY_FIXED_S (cost.py)
+                actors = _payload_value(extra.get("ray/actors")) or route.workers
+                extra["ray/fixed_s"] = round(
+                    extra["ray/job_s"] - extra["convert_cpu_s"] / max(1, int(actors)), 2
+                )
         _report_failures(context, store, spec, todo, report)
-        _delete_orphans(store, spec, increment.orphaned, report)
-        report.seconds = timer.elapsed()
-        payload_md: dict[str, Any] = {}
-        for r in results:
-            if isinstance(r, dg.MaterializeResult):
-                payload_md.update(r.metadata or {})
-        result = _result(report, store, spec, context)
-        yield dg.MaterializeResult(
-            metadata={**payload_md, **(result.metadata or {})}, data_version=result.data_version
-        )
+        yield step.finish(context, extra)
         yield _failed_check(store, spec)
 
     return docs_converted
 
 
-def _todo_table(store: DeltaStore, spec: Any, todo: pl.DataFrame, corpus_dir: Path) -> Any:
-    """ids, absolute paths, sizes and provenance of the documents to convert (no contents)."""
+def _todo_table(
+    store: DeltaStore, spec: Any, todo: pl.DataFrame, corpus_dir: Path, rates: dict[str, float]
+) -> Any:
+    """ids, absolute paths, sizes, estimated seconds and provenance of the documents to convert
+    (no contents: the converters open the files)."""
     upstream = store.load_upstream(spec, todo).select("doc_id", "path", "size")
     root = str(Path(corpus_dir).absolute())
     frame = todo.select("doc_id", PROVENANCE_BY_FIELD, PROVENANCE).join(
         upstream, on="doc_id", how="left"
     )
+    estimated = estimate_seconds(frame["path"].to_list(), frame["size"].to_list(), rates)
     return frame.with_columns(
-        pl.concat_str(pl.lit(root + "/"), pl.col("path")).alias("path")
+        pl.concat_str(pl.lit(root + "/"), pl.col("path")).alias("path"),
+        pl.Series("estimated_s", estimated, dtype=pl.Float64),
     ).to_arrow()
+
+
+def _measured_rates(store: DeltaStore) -> dict[str, float]:
+    """Seconds per MB by format from the documents converted so far (their ``convert_s``)."""
+    converted = store.read(F.CONVERTED, lazy=True)
+    if "convert_s" not in converted.collect_schema().names():
+        return {}
+    spent = converted.select("doc_id", "convert_s").collect()
+    if not spent.height:
+        return {}
+    sources = store.read(F.SOURCE, lazy=True).select("doc_id", "path", "size").collect()
+    joined = spent.join(sources, on="doc_id")
+    return measured_rates(
+        joined["path"].to_list(), joined["size"].to_list(), joined["convert_s"].to_list()
+    )
+
+
+def _converted_seconds(store: DeltaStore, spec: Any, todo: pl.DataFrame) -> float:
+    """Docling's seconds over this run's converted documents (summed over the workers)."""
+    stored = store.read(spec, lazy=True)
+    if "convert_s" not in stored.collect_schema().names():
+        return 0.0
+    mine = stored.select("doc_id", PROVENANCE, "convert_s").collect()
+    mine = mine.join(todo.select("doc_id", PROVENANCE), on=["doc_id", PROVENANCE], how="semi")
+    return round(float(mine["convert_s"].sum() or 0.0), 2)
+
+
+def _payload_value(value: Any) -> Any:
+    """A payload's reported metadata value (Dagster wraps it in a MetadataValue)."""
+    return getattr(value, "value", value)
+
+
+def _ray_workers(compute: ComputeResource, settings: F.Settings, ray: RayOptions) -> int:
+    """The converter actors a Ray job would get: one per CPU (this machine's in local mode, the
+    allocation's in slurm mode) unless ``ray_actors`` says otherwise."""
+    if settings.ray_actors:
+        return settings.ray_actors
+    if compute.mode == "slurm":
+        return ray.nodes * ray.cpus_per_node
+    return os.cpu_count() or 1
 
 
 def _convert_here(store: DeltaStore, spec: Any, inputs: Any, settings: F.Settings) -> None:
@@ -193,16 +278,23 @@ def _convert_here(store: DeltaStore, spec: Any, inputs: Any, settings: F.Setting
     store.write_results(spec, rows, error_column="error")
 
 
-def _convert_on_ray(
-    context: Any, compute: ComputeResource, inputs: Any, settings: F.Settings, ray: RayOptions
-) -> list[Any]:
+def _run_on_ray(
+    context: Any,
+    compute: ComputeResource,
+    inputs: Any,
+    settings: F.Settings,
+    ray: RayOptions,
+    kind: str = "convert",
+) -> dict[str, Any]:
+    """The ``kind`` ("convert" or "embed") payload over ``inputs`` as a RayLauncher job;
+    returns its reported metadata plus the job's wall (``ray/job_s``)."""
     import pyarrow.parquet as pq
 
     slurm = compute.mode == "slurm"
     launcher = RayLauncher(
         ray=ray.executable or _ray_beside_python(compute),
         node_ip_command=ray.node_ip_command,
-        ray_start_args=("--disable-usage-stats",),
+        ray_start_args=RAY_START_ARGS + (NO_DASHBOARD if not slurm or ray.nodes == 1 else ()),
     )
     env = {
         "HF_HUB_OFFLINE": "1",
@@ -231,18 +323,24 @@ def _convert_on_ray(
     with tempfile.TemporaryDirectory(prefix="dagster-hpc-docs-") as tmp:
         pq.write_table(inputs, Path(tmp) / TODO_FILE)
         staged = [Path(tmp) / TODO_FILE, engine_archive(tmp), pipeline_archive(tmp)]
+        config = settings.converter if kind == "convert" else settings.embedding
         extras = {
             "docs": {
+                "kind": kind,
                 "settings": F.settings_to_dict(settings),
                 "store_root": str(Path(settings.store_root).absolute()),
                 "todo_file": TODO_FILE,
-                "code_version": settings.converter.code_version,
+                "code_version": config.code_version,
             }
         }
-        completed = compute.run(
-            context, CONVERT_PAYLOAD, extras=extras, extra_files=staged, **options
-        )
-        return list(completed.get_results())
+        launched = Timer()
+        completed = compute.run(context, RAY_PAYLOAD, extras=extras, extra_files=staged, **options)
+        reported: dict[str, Any] = {}
+        for result in completed.get_results():
+            if isinstance(result, dg.MaterializeResult):
+                reported.update(result.metadata or {})
+        reported["ray/job_s"] = round(launched.elapsed(), 2)
+        return reported
 
 
 def _ray_beside_python(compute: ComputeResource) -> str:
@@ -303,11 +401,8 @@ def chunks_asset(settings: F.Settings, graph: FeatureGraph) -> dg.AssetsDefiniti
     def docs_chunks(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         """Markdown -> chunks (one document, many chunks); a changed document re-chunks all its
         chunks once; each chunk's data version is a hash of its text."""
-        timer = Timer()
-        store = DeltaStore(settings.store_root, graph)
-        increment = store.resolve_update(spec).collect()
-        report = StepReport.of(spec.key, increment)
-        parents = increment.to_process()
+        step = _Step(settings, graph, spec.key)
+        store, report, parents = step.store, step.report, step.todo
         if parents.height:
             markdown = store.load_upstream(spec, parents).select("doc_id", "markdown")
             rows = []
@@ -340,14 +435,14 @@ def chunks_asset(settings: F.Settings, graph: FeatureGraph) -> dg.AssetsDefiniti
             report.computed = parents.height
             report.extra["chunks_written"] = out.height
             report.path = "in-process"
-        _delete_orphans(store, spec, increment.orphaned, report)
-        report.seconds = timer.elapsed()
-        return _result(report, store, spec, context)
+        return step.finish(context)
 
     return docs_chunks
 
 
-def embeddings_asset(settings: F.Settings, graph: FeatureGraph) -> dg.AssetsDefinition:
+def embeddings_asset(
+    settings: F.Settings, graph: FeatureGraph, ray: RayOptions
+) -> dg.AssetsDefinition:
     spec = graph.feature(F.EMBEDDINGS)
 
     @dg.asset(
@@ -355,42 +450,67 @@ def embeddings_asset(settings: F.Settings, graph: FeatureGraph) -> dg.AssetsDefi
         deps=[dg.AssetKey(F.CHUNKS.split("/"))],
         group_name=GROUP,
         code_version=_code_version(spec),
-        kinds={"pytorch"},
+        kinds={"pytorch", "ray"},
     )
-    def docs_embeddings(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        """One vector per chunk, only for chunks whose text changed."""
-        timer = Timer()
-        store = DeltaStore(settings.store_root, graph)
-        increment = store.resolve_update(spec).collect()
-        report = StepReport.of(spec.key, increment)
-        todo = increment.to_process()
+    def docs_embeddings(
+        context: dg.AssetExecutionContext, compute: ComputeResource
+    ) -> dg.MaterializeResult:
+        """One vector per chunk, only for chunks whose text changed: in this process, or on Ray
+        workers when the chunks' estimated cost pays for a Ray job (the same rule as
+        docs/converted, from the model's seconds per chunk; torch already uses every core
+        here, so only a Ray cluster with more CPUs than this machine pays)."""
+        step = _Step(settings, graph, spec.key)
+        store, report, todo = step.store, step.report, step.todo
+        extra: dict[str, Any] = {}
         if todo.height:
             ids = list(spec.id_columns)
             texts = store.load_upstream(spec, todo).select(*ids, "text")
             frame = todo.select(*ids, PROVENANCE_BY_FIELD, PROVENANCE).join(
                 texts, on=ids, how="left"
             )
-            embedder = settings.embedding.build()
-            vectors = embedder.embed(frame["text"].to_list())
-            out = frame.drop("text").with_columns(
-                pl.Series("embedding", vectors, dtype=pl.List(pl.Float32))
+            per_chunk = settings.embedding.seconds_per_chunk
+            route = choose_route(
+                todo.height,
+                todo.height * per_chunk,
+                workers=_ray_workers(compute, settings, ray),
+                ray_fixed_s=settings.ray_fixed_s,
+                in_process_max_docs=settings.embed_in_process_max,
+                in_process_cpus=settings.embedding.in_process_cpus,
             )
-            store.write(spec, out)
+            extra.update(route.metadata())
+            context.log.info(
+                f"{spec.key}: {todo.height} chunk(s) to embed: {route.where} ({route.reason()})"
+            )
+            report.path = route.where
+            if route.where == ROUTE_IN_PROCESS:
+                embedder = settings.embedding.build()
+                vectors = embedder.embed(frame["text"].to_list())
+                out = frame.drop("text").with_columns(
+                    pl.Series("embedding", vectors, dtype=pl.List(pl.Float32))
+                )
+                store.write(spec, out)
+            else:
+                inputs = frame.with_columns(pl.lit(per_chunk).alias("estimated_s")).to_arrow()
+                extra.update(_run_on_ray(context, compute, inputs, settings, ray, "embed"))
             report.computed = todo.height
-            report.extra["dimension"] = embedder.dimension
-            report.path = "in-process"
-        _delete_orphans(store, spec, increment.orphaned, report)
-        report.seconds = timer.elapsed()
-        return _result(report, store, spec, context)
+            report.extra["dimension"] = _stored_dimension(store, spec)
+        return step.finish(context, extra)
 
     return docs_embeddings
 
 
+def _stored_dimension(store: DeltaStore, spec: Any) -> int | None:
+    """The vectors' dimension, from one stored vector (wherever they were computed)."""
+    first = store.read(spec, lazy=True).select(pl.col("embedding").list.len()).head(1).collect()
+    return int(first.item()) if first.height else None
+
+
 def build_assets(settings: F.Settings, ray: RayOptions | None = None) -> list[dg.AssetsDefinition]:
     graph = F.build_graph(settings)
+    ray = ray or RayOptions.from_env()
     return [
         source_asset(settings, graph),
-        converted_asset(settings, graph, ray or RayOptions.from_env()),
+        converted_asset(settings, graph, ray),
         chunks_asset(settings, graph),
-        embeddings_asset(settings, graph),
+        embeddings_asset(settings, graph, ray),
     ]

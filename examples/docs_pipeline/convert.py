@@ -1,8 +1,8 @@
 """Docling conversion: one converter per process (or Ray actor), loaded once, used for many files.
 
-Model-free by default: DOCX, HTML and Markdown through Docling's own backends, PDF through the
-native text pipeline (``NativePdfPipeline``: the PDF's text layer via docling-parse, no layout,
-OCR or table model, so no weights are needed). ``pdf_pipeline="standard"`` selects Docling's
+Model-free by default: DOCX, HTML, Markdown, XLSX and PPTX through Docling's own backends, PDF
+through the native text pipeline (``NativePdfPipeline``: the PDF's text layer via docling-parse,
+no layout, OCR or table model, so no weights are needed). ``pdf_pipeline="standard"`` selects Docling's
 full PDF pipeline (layout + table models) for sites that have its weights on disk
 (``artifacts_path``); it needs ``docling-slim[models-local]`` in the environment.
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -39,7 +40,10 @@ RESULT_TYPES = {
     "tables": "int32",
     "status": "string",
     "error": "string",
+    "convert_s": "float64",  # wall seconds of this document's conversion (cost.py learns from it)
 }
+# Columns of the todo table that are inputs only (not stored in docs/converted).
+INPUT_ONLY = ("path", "size", "estimated_s")
 SUFFIX_FORMATS = {
     ".pdf": "pdf",
     ".docx": "docx",
@@ -47,6 +51,8 @@ SUFFIX_FORMATS = {
     ".htm": "html",
     ".md": "md",
     ".markdown": "md",
+    ".xlsx": "xlsx",
+    ".pptx": "pptx",
 }
 
 
@@ -130,7 +136,7 @@ def _build_converter(config: ConverterConfig) -> Any:
         )
         pdf = PdfFormatOption(pipeline_options=options)
     return DocumentConverter(
-        allowed_formats=[InputFormat.PDF, InputFormat.DOCX, InputFormat.HTML, InputFormat.MD],
+        allowed_formats=_formats(),
         format_options={InputFormat.PDF: pdf},
     )
 
@@ -145,17 +151,41 @@ def _failed(error: str) -> dict[str, Any]:
     }
 
 
+def _formats() -> list[Any]:
+    from docling.datamodel.base_models import InputFormat
+
+    return [
+        InputFormat.PDF,
+        InputFormat.DOCX,
+        InputFormat.HTML,
+        InputFormat.MD,
+        InputFormat.XLSX,
+        InputFormat.PPTX,
+    ]
+
+
 class DoclingConverter:
-    """Loads Docling once; converts files by path. Callable on a Ray Data batch (an actor)."""
+    """Loads Docling once, with every format's pipeline initialised (a warm converter: the
+    first document of a format pays nothing extra); converts files by path. Callable on a Ray
+    Data batch (an actor)."""
 
     def __init__(self, config: ConverterConfig | str | None = None):
         if isinstance(config, str):
             config = ConverterConfig.from_json(config)
         self.config = config or ConverterConfig()
         self._converter = _build_converter(self.config)
+        for fmt in _formats():
+            self._converter.initialize_pipeline(fmt)
 
     def convert_file(self, path: str) -> dict[str, Any]:
-        """markdown, pages, tables, status, error for one file; never raises for a bad file."""
+        """markdown, pages, tables, status, error and convert_s for one file; never raises for
+        a bad file."""
+        started = time.perf_counter()
+        row = self._convert(path)
+        row["convert_s"] = round(time.perf_counter() - started, 4)
+        return row
+
+    def _convert(self, path: str) -> dict[str, Any]:
         from docling.datamodel.base_models import ConversionStatus
         from docling.exceptions import ConversionError
 
@@ -218,7 +248,7 @@ def finish_batch(batch: Any) -> Any:
         for name in ("markdown", "pages", "tables")
     }
     struct = pa.StructArray.from_arrays(list(columns.values()), names=list(columns))
-    kept = [c for c in batch.column_names if c not in ("path", "size")]
+    kept = [c for c in batch.column_names if c not in INPUT_ONLY]
     return batch.select(kept).append_column(DATA_VERSION_BY_FIELD, struct)
 
 

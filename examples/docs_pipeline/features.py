@@ -27,6 +27,7 @@ from dagster_hpc.incremental import (
 )
 from docs_pipeline.chunking import ChunkingConfig
 from docs_pipeline.convert import ConverterConfig
+from docs_pipeline.cost import RAY_FIXED_S
 from docs_pipeline.embed import EmbeddingConfig
 
 SOURCE = "docs/source"
@@ -35,11 +36,6 @@ CHUNKS = "docs/chunks"
 EMBEDDINGS = "docs/embeddings"
 DOC_ID = "doc_id"
 CHUNK_INDEX = "chunk_index"
-# Below (or at) this many documents to convert, the conversion runs in the Dagster step's own
-# process: no Slurm job, no Ray. Measured on 2 cores: a Ray cluster costs ~8-12 s to start (plus
-# a queue wait in slurm mode) and two actors convert at most twice as fast as one process
-# (~0.15-0.3 s per document here), so Ray pays off from a few dozen documents on.
-IN_PROCESS_MAX_DOCS = 32
 ENV_PREFIX = "DAGSTER_HPC_DOCS_"
 
 
@@ -57,6 +53,16 @@ def _env_int(name: str, default: int | None) -> int | None:
         raise ValueError(f"{ENV_PREFIX}{name}={value!r} must be an integer") from None
 
 
+def _env_float(name: str, default: float) -> float:
+    value = _env(name)
+    if value is None or value == "":
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"{ENV_PREFIX}{name}={value!r} must be a number (seconds)") from None
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where the documents and the store are, and how each step computes."""
@@ -66,19 +72,29 @@ class Settings:
     converter: ConverterConfig = field(default_factory=ConverterConfig)
     chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
-    in_process_max_docs: int = IN_PROCESS_MAX_DOCS
+    # Where conversion runs (cost.py): by default from the estimated seconds of the increment
+    # against Ray's fixed price; a count here (documents converted in-process at most) instead.
+    in_process_max_docs: int | None = None
+    ray_fixed_s: float = RAY_FIXED_S
+    # the same for docs/embeddings, in chunks (default: the cost rule)
+    embed_in_process_max: int | None = None
     ray_actors: int | None = None  # default: one per CPU of the Ray cluster
 
     def __post_init__(self) -> None:
-        if self.in_process_max_docs < 0:
-            raise ValueError(f"in_process_max_docs={self.in_process_max_docs} must be >= 0")
+        for name in ("in_process_max_docs", "embed_in_process_max"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name}={value} must be >= 0")
+        if self.ray_fixed_s < 0:
+            raise ValueError(f"ray_fixed_s={self.ray_fixed_s} must be >= 0")
         if self.ray_actors is not None and self.ray_actors < 1:
             raise ValueError(f"ray_actors={self.ray_actors} must be >= 1")
 
     @classmethod
     def from_env(cls) -> Settings:
         """``DAGSTER_HPC_DOCS_*``: DIR, STORE, CHUNK_MAX_CHARS, CHUNK_OVERLAP, EMBEDDING_MODEL,
-        EMBEDDING_MODEL_PATH, IN_PROCESS_MAX, RAY_ACTORS, PDF_PIPELINE, ARTIFACTS_PATH.
+        EMBEDDING_MODEL_PATH, IN_PROCESS_MAX, EMBED_IN_PROCESS_MAX, RAY_FIXED_S, RAY_ACTORS,
+        PDF_PIPELINE, ARTIFACTS_PATH.
         (Environment, not run config: Dagster's step processes rebuild the definitions.)"""
         base = Path(tempfile.gettempdir()) / "dagster-hpc-docs"
         chunk_defaults = ChunkingConfig()
@@ -97,7 +113,9 @@ class Settings:
                 model=_env("EMBEDDING_MODEL") or EmbeddingConfig.model,
                 model_path=_env("EMBEDDING_MODEL_PATH"),
             ),
-            in_process_max_docs=_env_int("IN_PROCESS_MAX", IN_PROCESS_MAX_DOCS) or 0,
+            in_process_max_docs=_env_int("IN_PROCESS_MAX", None),
+            ray_fixed_s=_env_float("RAY_FIXED_S", RAY_FIXED_S),
+            embed_in_process_max=_env_int("EMBED_IN_PROCESS_MAX", None),
             ray_actors=_env_int("RAY_ACTORS", None),
         )
 
@@ -156,6 +174,8 @@ def settings_to_dict(settings: Settings) -> dict:
         "chunking": asdict(settings.chunking),
         "embedding": asdict(settings.embedding),
         "in_process_max_docs": settings.in_process_max_docs,
+        "ray_fixed_s": settings.ray_fixed_s,
+        "embed_in_process_max": settings.embed_in_process_max,
         "ray_actors": settings.ray_actors,
     }
 
@@ -168,5 +188,7 @@ def settings_from_dict(data: dict) -> Settings:
         chunking=ChunkingConfig(**data["chunking"]),
         embedding=EmbeddingConfig(**data["embedding"]),
         in_process_max_docs=data["in_process_max_docs"],
+        ray_fixed_s=data["ray_fixed_s"],
+        embed_in_process_max=data["embed_in_process_max"],
         ray_actors=data["ray_actors"],
     )

