@@ -42,6 +42,18 @@
 #   DRAIN_WAIT_S=120   a restart-requiring change waits (nodes drained) this long for running jobs
 #   PAYLOAD_ENV=1      build CONFDIR/envs/payload (venv: dagster-pipes + polars, pinned) for jobs
 #   DAGSTER_PIPES_VERSION / POLARS_VERSION  pins of that env (default: read from ../uv.lock)
+#   PAYLOAD_PYTHON=    with PAYLOAD_ENV=0: the interpreter env.sh names for jobs (e.g. another
+#                      instance's payload env), so a second instance builds nothing
+#   ETC_LINK=1         point /etc/slurm/slurm.conf at this CONFDIR (when it is a link or absent);
+#                      0 for a second instance: the link stays with the shared cluster
+#   SSH_EXTRA=1        also the jump host and the TOTP sshd (and the test user's TOTP file);
+#                      0: the login sshd only (a second instance leaves the shared files alone)
+#   LOGIN_PATH=        prepended to PATH of every login-node session (sshd SetEnv): a directory
+#                      of shims, e.g. one that counts squeue calls (tests/integration/fault_cluster.py)
+#   CLIENT_KEY=        an existing private key to use as CONFDIR/client/id_ed25519 (copied):
+#                      a key already in the test user's authorized_keys is not appended again
+# A second instance on the same machine (fault tests): its own CONFDIR and every port of its own,
+# NODES=2 GPU_NODES=0 PAYLOAD_ENV=0 ETC_LINK=0 SSH_EXTRA=0; stop it with down.sh CONFDIR --purge.
 set -euo pipefail
 
 CONFDIR=${1:-${DAGSTER_HPC_TEST_CLUSTER:-/var/tmp/dagster-hpc-cluster}}
@@ -61,6 +73,8 @@ GPU_NODES=${GPU_NODES:-2}; GPUS_PER_NODE=${GPUS_PER_NODE:-2}; GPU_PARTITION=${GP
 MAX_ARRAY_SIZE=${MAX_ARRAY_SIZE:-40}
 PREEMPT_NODES=${PREEMPT_NODES:-1}; PREEMPT_PARTITION=${PREEMPT_PARTITION:-preemptible}
 URGENT_PARTITION=${URGENT_PARTITION:-urgent}; CRED_EXPIRE=${CRED_EXPIRE:-15}
+PAYLOAD_PYTHON=${PAYLOAD_PYTHON:-}; ETC_LINK=${ETC_LINK:-1}; SSH_EXTRA=${SSH_EXTRA:-1}
+LOGIN_PATH=${LOGIN_PATH:-}; CLIENT_KEY=${CLIENT_KEY:-}
 # default memory per CPU = a node's memory / its CPUs: with enforced limits, a job that asks for
 # no memory still gets a fair share (the former 256 MB would OOM-kill an ordinary Python payload)
 DEF_MEM_PER_CPU=${DEF_MEM_PER_CPU:-$((NODE_MEM_MB / NODE_CPUS))}
@@ -281,7 +295,8 @@ if ! cmp -s "$SLURM_CONF.new" "$SLURM_CONF"; then
 else rm -f "$SLURM_CONF.new"; fi
 chmod 0644 "$SLURM_CONF"
 # a Slurm client without SLURM_CONF looks at /etc/slurm/slurm.conf: point it here unless a real file is there
-if [ -L /etc/slurm/slurm.conf ] || [ ! -e /etc/slurm/slurm.conf ]; then ln -sfn "$SLURM_CONF" /etc/slurm/slurm.conf
+if [ "$ETC_LINK" != 1 ]; then :
+elif [ -L /etc/slurm/slurm.conf ] || [ ! -e /etc/slurm/slurm.conf ]; then ln -sfn "$SLURM_CONF" /etc/slurm/slurm.conf
 else log "WARNING: /etc/slurm/slurm.conf is a regular file, left alone (clients need SLURM_CONF)"; fi
 cat > "$D/env.sh" <<EOF
 export SLURM_CONF=$SLURM_CONF
@@ -290,7 +305,8 @@ export SLURM_TEST_SSH_KEY=$D/client/id_ed25519
 export SLURM_TEST_USER=$TEST_USER SLURM_TEST_PASS=$TEST_PASS SLURM_TEST_TOTP_SECRET=$TOTP_SECRET
 export SLURM_TEST_SSH_PORT=$SSH_PORT SLURM_TEST_SSH_JUMP_PORT=$SSH_JUMP_PORT SLURM_TEST_SSH_OTP_PORT=$SSH_OTP_PORT
 EOF
-[ "$PAYLOAD_ENV" = 1 ] && echo "export SLURM_TEST_PAYLOAD_PYTHON=$D/envs/payload/bin/python" >> "$D/env.sh"
+if [ "$PAYLOAD_ENV" = 1 ]; then echo "export SLURM_TEST_PAYLOAD_PYTHON=$D/envs/payload/bin/python" >> "$D/env.sh"
+elif [ -n "$PAYLOAD_PYTHON" ]; then echo "export SLURM_TEST_PAYLOAD_PYTHON=$PAYLOAD_PYTHON" >> "$D/env.sh"; fi
 runuser -u "$TEST_USER" -- test -r "$SLURM_CONF" || die "$TEST_USER cannot read $SLURM_CONF: every parent of CONFDIR must be o+x"
 runuser -u "$TEST_USER" -- test -w "$MUNGE_SOCK" || die "$TEST_USER cannot reach $MUNGE_SOCK"
 
@@ -439,13 +455,17 @@ log "sinfo: $(sinfo -h -o '%P %a %D %t %N' | tr '\n' ' ')"
 
 # ---------------------------------------------------------------- 7. ssh user files
 install -d -m 0700 -o "$TEST_USER" -g "$TEST_USER" "$UHOME/.ssh"
+if [ -n "$CLIENT_KEY" ] && [ ! -s "$D/client/id_ed25519" ]; then
+  install -m 0600 "$CLIENT_KEY" "$D/client/id_ed25519"; install -m 0644 "$CLIENT_KEY.pub" "$D/client/id_ed25519.pub"; fi
 [ -s "$D/client/id_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C "$TEST_USER-test" -f "$D/client/id_ed25519"
 # append (not overwrite): several CONFDIRs may share the test user
 touch "$UHOME/.ssh/authorized_keys"
 grep -qxF "$(cat "$D/client/id_ed25519.pub")" "$UHOME/.ssh/authorized_keys" || cat "$D/client/id_ed25519.pub" >> "$UHOME/.ssh/authorized_keys"
 chown "$TEST_USER:$TEST_USER" "$UHOME/.ssh/authorized_keys"; chmod 0600 "$UHOME/.ssh/authorized_keys"
-printf '%s\n" RATE_LIMIT 100 30\n" WINDOW_SIZE 3\n" TOTP_AUTH\n' "$TOTP_SECRET" > "$UHOME/.google_authenticator"
-chown "$TEST_USER:$TEST_USER" "$UHOME/.google_authenticator"; chmod 0400 "$UHOME/.google_authenticator"
+if [ "$SSH_EXTRA" = 1 ]; then
+  printf '%s\n" RATE_LIMIT 100 30\n" WINDOW_SIZE 3\n" TOTP_AUTH\n' "$TOTP_SECRET" > "$UHOME/.google_authenticator"
+  chown "$TEST_USER:$TEST_USER" "$UHOME/.google_authenticator"; chmod 0400 "$UHOME/.google_authenticator"
+fi
 echo "$TOTP_SECRET" > "$D/client/totp_secret"
 
 # ---------------------------------------------------------------- 8. sshd x3
@@ -453,6 +473,7 @@ for k in ed25519 rsa; do [ -s "$D/ssh/ssh_host_${k}_key" ] || ssh-keygen -q -t $
 # a user CA (private key root-only): tests sign throw-away keys with it to test certificate logins
 [ -s "$D/ssh/user_ca" ] || ssh-keygen -q -t ed25519 -N '' -C dagster-hpc-test-user-ca -f "$D/ssh/user_ca"
 # the OTP instance runs as "sshd-otp" so that PAM uses /etc/pam.d/sshd-otp (service name = program name)
+if [ "$SSH_EXTRA" = 1 ]; then
 ln -sfn /usr/sbin/sshd /usr/local/sbin/sshd-otp
 cat > /etc/pam.d/sshd-otp <<'EOF'
 # written by cluster/up.sh: PAM stack of the test OTP sshd -- one "Verification code:" prompt (TOTP)
@@ -461,6 +482,7 @@ account  required   pam_permit.so
 session  required   pam_permit.so
 password required   pam_deny.so
 EOF
+fi
 sshd_common() { cat <<EOF
 ListenAddress 127.0.0.1
 HostKey $D/ssh/ssh_host_ed25519_key
@@ -476,7 +498,7 @@ PrintMotd no
 MaxStartups 100:30:200
 MaxSessions 100
 LogLevel VERBOSE
-SetEnv SLURM_CONF=$SLURM_CONF
+SetEnv SLURM_CONF=$SLURM_CONF$([ -n "$LOGIN_PATH" ] && echo " PATH=$LOGIN_PATH:/usr/local/bin:/usr/bin:/bin")
 Subsystem sftp /usr/lib/openssh/sftp-server
 EOF
 }
@@ -501,9 +523,13 @@ start_sshd() { local name=$1 bin=$2 port=$3 comm changed=0; comm=$(basename "$bi
   "$bin" -f "$D/ssh/sshd_$name.conf" -E "$D/log/sshd-$name.log"
   wait_port "$port" "sshd-$name"; log "sshd-$name started on 127.0.0.1:$port (pid $(cat "$D/run/sshd-$name.pid"))"; }
 start_sshd main /usr/sbin/sshd "$SSH_PORT"
-start_sshd jump /usr/sbin/sshd "$SSH_JUMP_PORT"
-start_sshd otp /usr/local/sbin/sshd-otp "$SSH_OTP_PORT"
-sleep 0.3; for p in "$SSH_PORT" "$SSH_JUMP_PORT" "$SSH_OTP_PORT"; do wait_port "$p" sshd; done
+SSH_PORTS=("$SSH_PORT")
+if [ "$SSH_EXTRA" = 1 ]; then
+  start_sshd jump /usr/sbin/sshd "$SSH_JUMP_PORT"
+  start_sshd otp /usr/local/sbin/sshd-otp "$SSH_OTP_PORT"
+  SSH_PORTS+=("$SSH_JUMP_PORT" "$SSH_OTP_PORT")
+else rm -f "$D/ssh/sshd_jump.conf.new" "$D/ssh/sshd_otp.conf.new"; fi
+sleep 0.3; for p in "${SSH_PORTS[@]}"; do wait_port "$p" sshd; done
 
 # ---------------------------------------------------------------- 9. client side files
 C=$D/client

@@ -14,6 +14,7 @@ Callers act on the fields (``exit_code``, ``job_id``, ``run_dir``, ``command``),
       CancelNotConfirmedError   a cancel was sent but the job is not confirmed stopped
       PayloadError              the payload ran and failed
         SlurmJobError           a Slurm job ended in a state other than COMPLETED
+      FilesystemFullError       the run directory's filesystem is full (staging or during the job)
 """
 
 from __future__ import annotations
@@ -143,3 +144,25 @@ class SlurmJobError(PayloadError):
         super().__init__(message, exit_code=exit_code, job_id=job_id, run_dir=run_dir)
         self.state = state
         self.metadata = dict(metadata or {})
+
+
+class FilesystemFullError(DagsterHpcError):
+    """The filesystem holding the run directory ``path`` is full (ENOSPC).
+
+    Raised at staging (``job_id`` empty: nothing was submitted) or after the job (``job_id``
+    set: the payload's output or its exit_code file could not be written, so its outcome is not
+    trusted: never a success). ``state``/``metadata`` as on SlurmJobError for the latter.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str,
+        job_id: str = "",
+        state: str = "",
+        metadata: dict | None = None,
+    ):
+        self.path, self.job_id, self.state = path, job_id, state
+        self.metadata = dict(metadata or {})
+        super().__init__(message)

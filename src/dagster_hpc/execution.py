@@ -94,6 +94,7 @@ def execute(
                 **_run_env(context, run_dir),
             }
             if handle is None:
+                backend.submitting(context, run_dir)  # before anything reaches the cluster
                 _write_run_dir(staging, run_dir, job, env)
                 handle = backend.submit(str(staging), run_dir)
                 backend.launched(context, handle)  # before any waiting (reattach, sensor)
@@ -101,6 +102,8 @@ def execute(
                     f"dagster-hpc: {backend.name} job {handle.job_id} started for {request.describe()} (run dir {run_dir})"
                 )
             exit_code = _wait(context, backend, handle, reader)
+            if reader.capped:  # output past the forwarding cap lives only in the run dir
+                keep_run_dirs = KEEP_ALWAYS
             # e.g. start fetching metrics while logs drain (and remove a finished run dir with it)
             removable = exit_code == 0 and reader.complete.is_set()
             backend.job_ended(
@@ -111,6 +114,8 @@ def execute(
     finally:
         if temp_staging:
             shutil.rmtree(staging, ignore_errors=True)
+    if reader.capped:  # set by the final drain too
+        keep_run_dirs = KEEP_ALWAYS
     outcome = backend.outcome(handle, exit_code)
     if job.requeue is not None or len(reader.attempts) > 1:
         outcome.metadata.update(
@@ -121,10 +126,13 @@ def execute(
     if outcome.exit_code != 0:
         error = backend.failure_error(handle, outcome, list(reader.stderr_tail))
         removed = apply_retention(context, backend, handle, keep_run_dirs, succeeded=False)
-        _observe_failure(context, kept_metadata(outcome.metadata, removed=removed))
+        _observe_failure(
+            context,
+            {**kept_metadata(outcome.metadata, removed=removed), **reader.capped_metadata()},
+        )
         raise error
     removed = apply_retention(context, backend, handle, keep_run_dirs, succeeded=True)
-    metadata = kept_metadata(outcome.metadata, removed=removed)
+    metadata = {**kept_metadata(outcome.metadata, removed=removed), **reader.capped_metadata()}
     return dg.PipesClientCompletedInvocation(session, metadata=metadata)
 
 

@@ -45,6 +45,7 @@ FORWARDED_SIGNALS = ("TERM", "USR1", "USR2")
 # Exit codes the wrapper uses for its own failures (chosen outside the usual payload range).
 EXIT_CANNOT_CD = 97
 EXIT_BAD_ENV_FILE = 96
+EXIT_CANNOT_RECORD = 95  # the exit_code file could not be written (full filesystem)
 # The payload asks to be requeued (its checkpoint is saved): pipes/checkpoint.py exits with it.
 EXIT_REQUEUE = 98
 # requeue: the payload asked for one more requeue than max_requeues allows (or Slurm started
@@ -130,7 +131,10 @@ _BODY = """\
 # dagster-hpc job wrapper: runs {launch} with the run's environment, records its exit code.
 set -u
 finish() {{
-  printf '%s\\n' "$1" > ./{exit_code}.tmp && mv -f ./{exit_code}.tmp ./{exit_code}
+  # a full filesystem must not look like success: without the exit_code file, exit non-zero
+  printf '%s\\n' "$1" > ./{exit_code}.tmp && mv -f ./{exit_code}.tmp ./{exit_code} || {{
+    echo "dagster-hpc: cannot record exit code $1 in $PWD/{exit_code} (filesystem full?)" >&2
+    exit {exit_record}; }}
   exit "$1"
 }}
 cd -- {run_dir} || {{ echo "dagster-hpc: cannot enter run directory "{run_dir} >&2; exit {exit_cd}; }}
@@ -188,6 +192,7 @@ def render_job_script(
             exit_code=EXIT_CODE,
             exit_cd=EXIT_CANNOT_CD,
             exit_env=EXIT_BAD_ENV_FILE,
+            exit_record=EXIT_CANNOT_RECORD,
             traps=traps,
             child_init='child="" terminated=0' if requeue else 'child=""',
             attempts=_attempt_lines(requeue),

@@ -32,6 +32,11 @@ SACCT_FIELDS = (
 SSTAT_FIELDS = ("JobID", "MaxRSS", "AveCPU", "NTasks")
 # What sacct prints (on stderr or stdout) when the site runs without slurmdbd.
 ACCOUNTING_DISABLED_MARKERS = ("accounting storage is disabled", "slurmdbd: not running")
+# sacct's words when slurmdbd (or its database) is down: asking again within seconds cannot help
+ACCOUNTING_UNREACHABLE_MARKERS = (
+    "problem talking to the database",
+    "failed to open persistent connection",
+)
 METADATA_PREFIX = "slurm/"
 
 _SIZE_RE = re.compile(r"^(?P<n>\d+(?:\.\d+)?)(?P<unit>[KMGTP]?)$")
@@ -76,6 +81,14 @@ def sstat_command(job_id: str) -> str:
 def accounting_disabled(text: str) -> bool:
     low = text.lower()
     return any(marker in low for marker in ACCOUNTING_DISABLED_MARKERS)
+
+
+def accounting_unreachable(text: str) -> str:
+    """sacct's last error line when slurmdbd cannot be reached, else ""."""
+    for line in reversed(text.splitlines()):
+        if any(marker in line.lower() for marker in ACCOUNTING_UNREACHABLE_MARKERS):
+            return line.strip()
+    return ""
 
 
 def parse_size_mb(text: str, *, bare_unit_mb: bool = False) -> float | None:

@@ -195,3 +195,17 @@ def _remove_key(authorized: Path, pub: str) -> None:
     os.chown(tmp, st.st_uid, st.st_gid)
     os.chmod(tmp, 0o600)
     os.replace(tmp, authorized)
+
+
+# --- a private cluster for the fault tests (tests/integration/fault_cluster.py) ----------------
+@pytest.fixture(scope="session")
+def fault_cluster(cluster):
+    """A second cluster instance of this session's own: the fault tests disrupt its daemons,
+    never the shared cluster's. Started on first use (~25 s), stopped by pid file at the end."""
+    from tests.integration import fault_cluster as fc
+
+    instance = fc.start(cluster)
+    try:
+        yield instance
+    finally:
+        fc.stop(instance)

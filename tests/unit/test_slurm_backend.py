@@ -72,7 +72,7 @@ def test_materialize_through_fake_slurm(fake_slurm: Path, tmp_path: Path) -> Non
     assert md["slurm/max_rss_mb"].value == 10.0
     job = (fake_slurm / "job.101.sh").read_text()
     assert (
-        "#SBATCH --job-name=dhpc-fake_slurm_asset\n#SBATCH --output=slurm.log\n#SBATCH --mem=256M\n#SBATCH --time=5\n"
+        "#SBATCH --job-name=dhpc-fake_slurm_asset\n#SBATCH --output=slurm.log\n#SBATCH --no-requeue\n#SBATCH --mem=256M\n#SBATCH --time=5\n"
         in job
     )
     run_dir = Path(md["slurm/run_dir"].value)

@@ -165,6 +165,11 @@ class Backend(abc.ABC):
         name an attempt's end (SIGTERM, SIGKILL); None: not asked (the default)."""
         return None
 
+    def submitting(self, context: AnyContext, run_dir: str) -> None:  # noqa: B027 - optional hook
+        """Called by the flow before staging ``run_dir``: a backend whose submission can outlive
+        a killed Dagster process records the intent, so a re-execution that finds no launch
+        handle can still tell by the run directory whether the job was submitted."""
+
     def launched(self, context: AnyContext, handle: JobHandle) -> None:  # noqa: B027 - optional hook
         """Called by the flow right after ``submit``, before any waiting: a backend records
         the launch where a restarted Dagster finds it (Slurm: the run's event log)."""

@@ -33,6 +33,7 @@ from dagster_hpc.backends.base import (
     check_removable,
 )
 from dagster_hpc.backends.slurm_errors import final_state, slurm_job_error
+from dagster_hpc.backends.slurm_fs import job_full_error, says_full, staging_full_error
 from dagster_hpc.backends.slurm_pending import PendingWatch
 from dagster_hpc.backends.slurm_poller import (
     SlurmPoller,
@@ -52,6 +53,7 @@ from dagster_hpc.errors import (
     AuthenticationError,
     CancelNotConfirmedError,
     ConfigError,
+    FilesystemFullError,
     HostKeyError,
     RemoteCommandError,
     SlurmJobError,
@@ -60,6 +62,7 @@ from dagster_hpc.errors import (
 )
 from dagster_hpc.metrics import (
     accounting_disabled,
+    accounting_unreachable,
     parse_sacct,
     sacct_command,
     unavailable_metadata,
@@ -326,6 +329,10 @@ class SlurmBackend(Backend):
                     f"directory exists: nothing was submitted. Retry the run.\n{exc}"
                 ) from exc
             result = CommandResult(0, found + "\n", "")
+        if not result.ok and says_full(result.stderr):
+            raise staging_full_error(
+                remote_run_dir, self.cluster, result.stderr, removed=REMOVED_MARK in result.stderr
+            )
         if not result.ok:
             raise RemoteCommandError(
                 "sbatch --parsable job.sh (in " + remote_run_dir + ")",
@@ -355,6 +362,17 @@ class SlurmBackend(Backend):
         self._submitted_at[job_id] = time.time()
         self._poller.reset_interval()
         return handle
+
+    def submitting(self, context: AnyContext, run_dir: str) -> None:
+        """Record the intent (a handle without a job id) before staging: if this process dies
+        before sbatch answers, a re-execution finds the job by ``run_dir`` (slurm_reattach)."""
+        if self.records_launches and self.reattach:
+            from dagster_hpc._dagster_adapter import record_launch
+
+            record_launch(
+                context,
+                JobHandle(backend=self.name, job_id="", run_dir=run_dir, cluster=self.cluster),
+            )
 
     def launched(self, context: AnyContext, handle: JobHandle) -> None:
         """Record the launch in the Dagster run (reattach after a restart) and on this machine
@@ -505,6 +523,12 @@ class SlurmBackend(Backend):
                 **unavailable_metadata(handle.job_id, "Slurm accounting storage is disabled"),
                 "slurm/state": state.value,
             }
+        elif unreachable := accounting_unreachable(text):
+            why = (
+                "slurmdbd (Slurm's accounting database) could not be reached, so sacct has no "
+                f"numbers; the outcome comes from the job's exit_code file ({unreachable})"
+            )
+            md = {**base, **unavailable_metadata(handle.job_id, why), "slurm/state": state.value}
         else:
             md = {
                 **base,
@@ -567,7 +591,7 @@ class SlurmBackend(Backend):
                 metrics = parse_sacct(text, job_id)
             except TransportError as exc:
                 text, metrics = str(exc), None
-            if accounting_disabled(text):
+            if accounting_disabled(text) or accounting_unreachable(text):
                 return text, None
             settled = (
                 metrics is not None
@@ -581,11 +605,25 @@ class SlurmBackend(Backend):
 
     def failure_error(
         self, handle: JobHandle, outcome: JobOutcome, stderr_tail: list[str]
-    ) -> SlurmJobError:
-        return slurm_job_error(
-            state=outcome.state if outcome.state is not JobState.COMPLETED else JobState.FAILED,
+    ) -> SlurmJobError | FilesystemFullError:
+        state = outcome.state if outcome.state is not JobState.COMPLETED else JobState.FAILED
+        exit_code = outcome.metadata.get("slurm/payload_exit_code")
+        full = job_full_error(
+            self._transport,
+            run_dir=handle.run_dir,
+            cluster=self.cluster,
             job_id=handle.job_id,
-            exit_code=outcome.metadata.get("slurm/payload_exit_code"),
+            state=state.value,
+            exit_code=exit_code,
+            stderr_tail="\n".join(stderr_tail),
+            metadata=outcome.metadata,
+        )
+        if full is not None:
+            return full
+        return slurm_job_error(
+            state=state,
+            job_id=handle.job_id,
+            exit_code=exit_code,
             stderr_tail="\n".join(stderr_tail),
             run_dir=handle.run_dir,
             cluster=self.cluster,

@@ -10,11 +10,13 @@ is still queued, running or finished successfully; and never a guess when Slurm 
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 from dataclasses import dataclass
 
 from dagster_hpc.backends.base import EXIT_CODE, JobHandle, JobState, ReattachDecision
 from dagster_hpc.backends.slurm_poller import slurm_state
+from dagster_hpc.backends.slurm_submit import SUBMIT_LOCK
 from dagster_hpc.errors import SubmissionError
 from dagster_hpc.transport.base import Transport
 
@@ -24,6 +26,10 @@ PROBE_TIMEOUT_S = 60.0
 _SQUEUE_RC = "#squeue_rc="
 _EXIT = "#exit="
 _DIR = "#dir=yes"
+# How long the workdir probe waits for a submission still in flight (the submit lock): staging
+# plus sbatch (SUBMIT_TIMEOUT_S in slurm.py); past it the answer is UNKNOWN, never a guess.
+SUBMIT_LOCK_WAIT_S = 120
+_LOCK_RC = "#lock_rc="
 # squeue's answer for a job id slurmctld no longer remembers (MinJobAge passed): the job is gone.
 _GONE_MARKERS = ("Invalid job id",)
 
@@ -125,6 +131,84 @@ def decide(handle: JobHandle, probe: JobProbe, *, where: str = "") -> ReattachDe
     )
 
 
+def workdir_probe_command(run_dir: str) -> str:
+    """Wait for the run dir's submit lock (a submission in flight), then list our jobs with
+    their working directories: squeue (all states), then sacct when squeue does not have it
+    (MinJobAge passed). One round trip."""
+    q = shlex.quote(run_dir.rstrip("/"))
+    lock = shlex.quote(f"{run_dir.rstrip('/')}/{SUBMIT_LOCK}")
+    return (
+        f"if [ -e {lock} ] && command -v flock >/dev/null; then "
+        f'flock -w {SUBMIT_LOCK_WAIT_S} {lock} true; echo "{_LOCK_RC}$?"; fi; '
+        f"if [ -d {q} ]; then echo '{_DIR}'; fi; "
+        "out=$(squeue --me --noheader --states=all --format='%i|%Z' 2>&1); "
+        f'echo "{_SQUEUE_RC}$?"; echo "$out"; '
+        f"printf '%s\\n' \"$out\" | D={q} awk -F'|' "
+        "'$2 == ENVIRON[\"D\"] || $2 == ENVIRON[\"D\"] \"/\" {f = 1} END {exit !f}' || "
+        "sacct -X -n -P --starttime now-7days --format=JobID,WorkDir 2>/dev/null"
+    )
+
+
+@dataclass(frozen=True)
+class WorkdirProbe:
+    job_id: str | None  # the job working in the run dir, if any
+    run_dir_exists: bool
+    error: str = ""  # non-empty: we cannot tell (squeue failed, the lock was not released)
+
+
+def parse_workdir_probe(stdout: str, run_dir: str) -> WorkdirProbe:
+    want = run_dir.rstrip("/")
+    job_id, exists, squeue_rc, lock_rc = None, False, None, 0
+    for raw in stdout.splitlines():
+        line = raw.strip()
+        if line == _DIR:
+            exists = True
+        elif line.startswith(_LOCK_RC):
+            lock_rc = int(line[len(_LOCK_RC) :] or "1")
+        elif line.startswith(_SQUEUE_RC):
+            squeue_rc = int(line[len(_SQUEUE_RC) :] or "1")
+        elif "|" in line:
+            jid, _, workdir = line.partition("|")
+            if workdir.rstrip("/") == want and jid.isdigit():
+                job_id = jid
+    if job_id is not None:
+        return WorkdirProbe(job_id, exists)
+    if lock_rc != 0:
+        return WorkdirProbe(
+            None, exists, f"a submission into it still holds its lock after {SUBMIT_LOCK_WAIT_S} s"
+        )
+    if squeue_rc != 0:
+        return WorkdirProbe(None, exists, f"squeue failed: {stdout.strip()[-300:]}")
+    return WorkdirProbe(None, exists)
+
+
+def resolve_intent(transport: Transport, handle: JobHandle) -> tuple[JobHandle | None, str]:
+    """The job an attempt killed during staging or sbatch submitted (found by its working
+    directory), or None with the reason none exists. UNKNOWN raises: nothing is submitted."""
+    found = parse_workdir_probe(
+        transport.run(
+            workdir_probe_command(handle.run_dir), timeout=PROBE_TIMEOUT_S + SUBMIT_LOCK_WAIT_S
+        ).stdout,
+        handle.run_dir,
+    )
+    if found.job_id is not None:
+        return dataclasses.replace(handle, job_id=found.job_id), ""
+    if found.error:
+        raise SubmissionError(
+            f"an earlier attempt of this step was stopped while staging or submitting {handle.run_dir} "
+            f"and it is UNKNOWN whether a job was queued: {found.error}. Nothing was submitted (a "
+            "second job would run the payload twice). Retry later, or look for that working directory "
+            "in `squeue --me -o '%i %Z'` and set SlurmResource(reattach=False) to submit anyway.",
+            run_dir=handle.run_dir,
+        )
+    partial = " (its partly staged run directory is removed)" if found.run_dir_exists else ""
+    return None, (
+        f"not reattaching: an earlier attempt of this step was stopped while staging or submitting "
+        f"{handle.run_dir} and no job works there (checked after that submission ended): it never "
+        f"became a job{partial}; submitting a new job"
+    )
+
+
 def probe(transport: Transport, handle: JobHandle) -> JobProbe:
     """Ask the login node about ``handle`` (one round trip); transport errors surface."""
     result = transport.run(probe_command(handle), timeout=PROBE_TIMEOUT_S)
@@ -146,7 +230,30 @@ def find_reattach(
             f"not reattaching to {handle.backend} job {handle.job_id} on {handle.cluster}: this step now "
             f"runs on {cluster}; submitting a new job",
         )  # fmt: skip
+    intent = not handle.job_id  # recorded before staging; the attempt died before sbatch answered
+    if intent:
+        found, why = resolve_intent(transport, handle)
+        if found is None:
+            _remove_partial(transport, handle.run_dir)
+            return ReattachDecision(False, handle, why)
+        handle = found
     decision = decide(handle, probe(transport, handle))
+    if intent and decision.reattach:
+        decision = dataclasses.replace(
+            decision, message=decision.message + " (found by its working directory: the attempt "
+            "that submitted it was stopped before sbatch answered)"
+        )  # fmt: skip
     if decision.reattach and record:
-        _dagster_adapter.record_reattach(context)  # the freshest handle lives in this run too
+        if intent:
+            _dagster_adapter.record_launch(context, handle)  # the real handle, for later retries
+        else:
+            _dagster_adapter.record_reattach(context)  # the freshest handle lives in this run too
     return decision
+
+
+def _remove_partial(transport: Transport, run_dir: str) -> None:
+    """A staged run directory no job uses (it holds the 0600 env file): removed."""
+    from dagster_hpc.backends.base import check_removable
+
+    check_removable(run_dir)
+    transport.run(f"rm -rf -- {shlex.quote(run_dir)}", timeout=PROBE_TIMEOUT_S)

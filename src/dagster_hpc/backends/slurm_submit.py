@@ -15,6 +15,11 @@ from dagster_hpc.rundir import JOB_SCRIPT
 
 # Printed on stderr when the refused submission's run directory was removed.
 REMOVED_MARK = "dagster-hpc: removed the staged run directory"
+# Held (flock) by the staging + sbatch shell from before the unpack until sbatch answered: a
+# re-execution after a killed Dagster process takes it before it looks for the job, so a
+# submission still in flight (the connection holder outlives the Dagster process) is waited for,
+# never raced by a second sbatch. Without flock on the login node, nothing is locked.
+SUBMIT_LOCK = ".dagster-hpc-submit.lock"
 
 
 def submit_command(untar: str, remote_run_dir: str) -> str:
@@ -25,7 +30,12 @@ def submit_command(untar: str, remote_run_dir: str) -> str:
         "squeue --me --noheader --states=all --format=%Z 2>/dev/null"
         f" | grep -qxF -e {q} -e {shlex.quote(remote_run_dir.rstrip('/') + '/')}"
     )
+    lock = shlex.quote(f"{remote_run_dir.rstrip('/')}/{SUBMIT_LOCK}")
+    take_lock = (
+        f"umask 077 && mkdir -p {q} && exec 9>>{lock} && "
+        "{ ! command -v flock >/dev/null || flock 9; } && "
+    )
     return (
-        f"{{ {untar} && cd {q} && sbatch --parsable {JOB_SCRIPT}; }} || {{ rc=$?; cd / || exit $rc; "
+        f"{{ {take_lock}{untar} && cd {q} && sbatch --parsable {JOB_SCRIPT}; }} || {{ rc=$?; cd / || exit $rc; "
         f"if ! {owned}; then rm -rf {q} && echo {shlex.quote(REMOVED_MARK)} >&2; fi; exit $rc; }}"
     )

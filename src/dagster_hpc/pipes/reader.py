@@ -70,6 +70,13 @@ WATCH_FAST_FOR_S = 5.0
 WATCH_LINGER_S = 0.15
 # Bytes per file per tick; a full chunk means "more is waiting": read again without sleeping.
 READ_CHUNK_BYTES = 4 << 20
+# Bytes of stdout (and of stderr) forwarded to Dagster per job: a payload that prints a gigabyte
+# would otherwise stall the step behind millions of log events and fill the Dagster host's disk
+# (the event log). Past the cap the file is no longer read; the rest stays in the run directory
+# on the cluster (kept, whatever keep_run_dirs says), and the log and metadata say so.
+FORWARD_CAP_BYTES = 8 << 20
+# Metadata key naming what was not forwarded (one per capped stream: stdout, stderr).
+CAPPED_METADATA_KEY = "dagster-hpc/{stream}_not_forwarded"
 # How many stderr lines we keep for error messages.
 STDERR_TAIL_LINES = 30
 # Without an exit code (a killed job, an interrupted run) the final drain ends after this many
@@ -107,6 +114,7 @@ class RunDirMessageReader(dg.PipesMessageReader):
         sleep: Callable[[float], None] | None = None,
         pipes: bool = True,
         on_attempt: Callable[[str], None] | None = None,
+        forward_cap_bytes: int = FORWARD_CAP_BYTES,
     ):
         self._transport = transport
         # pipes=False: the payload does not use Pipes (a plain tool, a shell script); the
@@ -132,6 +140,8 @@ class RunDirMessageReader(dg.PipesMessageReader):
         self._on_attempt = on_attempt or (lambda _line: None)
         self._held_closed: dict | None = None  # a "closed" not yet known to be the last one
         self._exit_code_path = f"{self._run_dir}/{EXIT_CODE}"
+        self._cap = forward_cap_bytes
+        self.capped: dict[str, str] = {}  # stream -> where the rest is (no longer read)
         self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
         self.exit_code: int | None = None
         self.exited = threading.Event()  # the exit code is known
@@ -271,10 +281,16 @@ class RunDirMessageReader(dg.PipesMessageReader):
             if not result.waited and not got_any and self.exit_code is None:
                 self._wait(delay)
 
+    def _tails(self) -> list[FileTail]:
+        """The files still read: a log stream past its cap is left on the cluster."""
+        streams = (("stdout", self._stdout), ("stderr", self._stderr))
+        kept = [t for name, t in streams if name not in self.capped]
+        return [self._messages, *kept, self._attempts]
+
     def _watch(self, window: float, check: float, fast: float) -> WatchResult:
         self.ticks += 1
-        tails = (self._messages, self._stdout, self._stderr, self._attempts)
-        return self._transport.watch_files(
+        tails = self._tails()
+        result = self._transport.watch_files(
             self._exit_code_path,
             [(t.path, t.offset) for t in tails],
             window_s=window,
@@ -285,6 +301,11 @@ class RunDirMessageReader(dg.PipesMessageReader):
             fast_s=fast,
             fast_cap_s=WATCH_CHECK_FAST_S,
         )
+        # a transport fake may answer fewer tails than asked (no attempts file): those read b""
+        by_tail = dict(zip((id(t) for t in tails), result.chunks, strict=False))
+        every = (self._messages, self._stdout, self._stderr, self._attempts)
+        chunks = [by_tail.get(id(t), b"") for t in every]
+        return WatchResult(result.exit_chunk, chunks, result.waited, result.next_check_s)
 
     def _consume(self, handler: dg.PipesMessageHandler, result: WatchResult) -> tuple[bool, bool]:
         """Forward one answer; returns (a chunk was full: more is waiting, any bytes arrived)."""
@@ -294,8 +315,8 @@ class RunDirMessageReader(dg.PipesMessageReader):
             text = self._attempt_log.feed(line)
             if text is not None:
                 self._on_attempt(text)
-        self._emit("stdout", self._stdout.feed(out_chunk))
-        self._emit("stderr", self._stderr.feed(err_chunk))
+        self._emit("stdout", self._stdout.feed(self._below_cap("stdout", self._stdout, out_chunk)))
+        self._emit("stderr", self._stderr.feed(self._below_cap("stderr", self._stderr, err_chunk)))
         for line in self._messages.feed(msg_chunk):
             self._handle_message_line(handler, line)
         exit_chunk = result.exit_chunk
@@ -307,6 +328,24 @@ class RunDirMessageReader(dg.PipesMessageReader):
                 self.exit_code = -1
         data = (msg_chunk, out_chunk, err_chunk, attempt_chunk)
         return any(len(c) >= READ_CHUNK_BYTES for c in data), any(data)
+
+    def _below_cap(self, stream: str, tail: FileTail, chunk: bytes) -> bytes:
+        """The part of ``chunk`` within the forwarding cap; reaching the cap stops the reads."""
+        room = self._cap - tail.offset
+        if len(chunk) < room:
+            return chunk
+        self.capped[stream] = (
+            f"{tail.path} from byte {self._cap} on: not forwarded (cap {self._cap} bytes per "
+            "stream), left on the cluster; the run directory is kept"
+        )
+        self._warn(
+            f"{stream} of the job passed the forwarding cap of {self._cap} bytes: the rest is "
+            f"not copied to Dagster and stays in {tail.path} on the cluster (run directory kept)"
+        )
+        return chunk[: max(room, 0)]
+
+    def capped_metadata(self) -> dict[str, str]:
+        return {CAPPED_METADATA_KEY.format(stream=k): v for k, v in self.capped.items()}
 
     def _drain_partials(self, handler: dg.PipesMessageHandler) -> None:
         self._emit("stdout", self._stdout.flush())

@@ -1,0 +1,61 @@
+"""Load: 50 Slurm-mode assets in one run (multiprocess executor, 8 steps at a time) on the
+private fault cluster, whose login node counts every squeue (a PATH shim): every Pipes message
+arrives exactly once, scheduler queries stay within one per poll tick machine-wide, and the
+connection holder logs in once for all 50 steps."""
+
+import math
+import time
+from collections import Counter
+
+import dagster as dg
+
+from dagster_hpc.backends.slurm_poller import POLL_FLOOR_S
+from tests.integration import slurm_load_defs
+from tests.integration.slurm_support import slurm_env
+
+MESSAGES = 3  # slurm_payloads/load_messages.py
+
+
+def test_fifty_assets_every_message_once_one_query_per_tick_one_login(
+    fault_cluster, dedicated_key, monkeypatch, tmp_path
+):
+    fc = fault_cluster
+    for k, v in slurm_env(fc.cluster, key_path=dedicated_key.path).items():
+        if k.startswith("DAGSTER_HPC_"):
+            monkeypatch.setenv(k, v)
+    queries_before = fc.squeue_calls()
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        started = time.monotonic()
+        with dg.execute_job(
+            dg.reconstructable(slurm_load_defs.load_job), instance=instance
+        ) as result:
+            wall = time.monotonic() - started
+            assert result.success
+            states = Counter(
+                result.asset_materializations_for_node(a.key.path[-1])[0]
+                .metadata["slurm/state"]
+                .value
+                for a in slurm_load_defs.ASSETS
+            )
+            messages = Counter(
+                (e.step_key, e.user_message)
+                for e in instance.all_logs(result.run_id)
+                if e.user_message.startswith("load message ")
+            )
+    queries = fc.squeue_calls() - queries_before
+    logins = dedicated_key.accepted(fc.cluster.sshd_log("main"))
+    ticks = math.ceil(wall / POLL_FLOOR_S) + 1
+    print(
+        f"\n50 assets (max_concurrent {slurm_load_defs.MAX_CONCURRENT}): wall {wall:.1f} s, "
+        f"squeue calls {queries} (ticks {ticks}), logins {logins}"
+    )
+    assert states == {"COMPLETED": slurm_load_defs.N_ASSETS}
+    expected = {
+        (a.key.path[-1], f"load message {i}")
+        for a in slurm_load_defs.ASSETS
+        for i in range(MESSAGES)
+    }
+    assert set(messages) == expected  # lost 0
+    assert max(messages.values()) == 1  # doubled 0
+    assert queries <= ticks  # one scheduler query per tick for all 50 steps
+    assert logins == 1  # the holder: one login for the whole run
