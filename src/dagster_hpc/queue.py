@@ -220,7 +220,8 @@ class QueueConfig(StrictConfig):
         default=None,
         description="True: the job may be requeued (--requeue): a payload that checkpoints on the "
         "pre-timeout signal and asks to be requeued continues in a new attempt, and so does a "
-        "preempted job; False: never requeued (--no-requeue); None: the site's default.",
+        "preempted job; False or None (default): never requeued (--no-requeue): a job whose node "
+        "fails ends NODE_FAIL instead of running the payload again behind the step.",
     )
     max_requeues: int | None = Field(
         default=None,

@@ -217,6 +217,7 @@ def start(shared: TestCluster) -> FaultCluster:
             "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
             "NODES": str(NODES),
             "GPU_NODES": "0",
+            "PREEMPT_NODES": "0",
             "PAYLOAD_ENV": "0",
             "PAYLOAD_PYTHON": _read_env(shared.confdir)["SLURM_TEST_PAYLOAD_PYTHON"],
             "ETC_LINK": "0",

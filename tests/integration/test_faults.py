@@ -21,6 +21,7 @@ import pytest
 
 from dagster_hpc.backends.slurm_script import job_name
 from dagster_hpc.compute import ComputeResource
+from dagster_hpc.queue import QueueConfig
 from tests.integration.fault_cluster import FaultCluster
 from tests.integration.slurm_support import (
     JOB_DEADLINE_S,
@@ -137,6 +138,16 @@ class Run:
         return int(out.split("Restarts=", 1)[1].split()[0])
 
 
+def _resume(fc: FaultCluster, run: Run) -> None:
+    """ReturnToService=2 brings a DOWN node back by itself once its slurmd answers; make sure."""
+    if run.job is None:
+        return
+    fc.slurm("scontrol", "update", f"nodename={run.job[1]}", "state=resume", check=False)
+    deadline = time.monotonic() + RUNNING_WITHIN_S
+    while not fc.nodes_idle() and time.monotonic() < deadline:
+        time.sleep(POLL_S)
+
+
 def assert_every_message_once(run: Run) -> None:
     expected = Counter(
         {f"tick {i}": 1 for i in range(TICKS)} | {f"line {i}": 1 for i in range(TICKS)}
@@ -188,11 +199,7 @@ def test_node_down_mid_job_fails_node_fail_with_metrics(fault_cluster, tmp_path)
     try:
         result = run.materialize(down_the_node)
     finally:
-        if run.job is not None:  # ReturnToService=2 brings it back by itself; make sure
-            fc.slurm("scontrol", "update", f"nodename={run.job[1]}", "state=resume", check=False)
-            deadline = time.monotonic() + RUNNING_WITHIN_S
-            while not fc.nodes_idle() and time.monotonic() < deadline:
-                time.sleep(POLL_S)
+        _resume(fc, run)
     assert not result.success
     error = step_error(result, run.name)
     assert error.cls_name == "SlurmJobError", error.message
@@ -204,6 +211,33 @@ def test_node_down_mid_job_fails_node_fail_with_metrics(fault_cluster, tmp_path)
     assert run.job_ids() == [run.job[0]] and run.restarts(run.job[0]) == 0
     doubled = [k for k, n in run.counts().items() if n > 1]
     assert doubled == []
+
+
+def test_node_down_mid_job_with_requeue_continues_in_a_second_attempt(fault_cluster, tmp_path):
+    """requeue=True (issue 15 part 1): Slurm requeues the job whose node went DOWN; the wrapper
+    counts a second attempt, which runs to the end. One step, one job, 2 attempts; each
+    attempt's messages arrive once (the first attempt's half, then all of the second's)."""
+    fc = fault_cluster
+    queue = QueueConfig(time_limit="5", mem="256M", requeue=True, max_requeues=1)
+    run = Run(fc, tmp_path, "fault_ticker.py", queue=queue)
+
+    def down_the_node(run: Run) -> None:
+        fc.slurm("scontrol", "update", f"nodename={run.job[1]}", "state=down", "reason=fault-test")
+        run.wait_state_not("RUNNING")
+
+    try:
+        result = run.materialize(down_the_node)
+    finally:
+        _resume(fc, run)
+    assert result.success, step_error(result, run.name).message
+    md = result.asset_materializations_for_node(run.name)[0].metadata
+    assert md["slurm/attempts"].value == 2 and md["slurm/state"].value == "COMPLETED"
+    assert md["slurm/attempt_states"].value.split(", ")[-1] == "COMPLETED"
+    first = Counter(m for m in run.messages if m.startswith("tick ") and "(attempt" not in m)
+    second = Counter(m for m in run.messages if m.endswith("(attempt 2)") and m.startswith("tick"))
+    assert first == Counter(f"tick {i}" for i in range(TICKS // 2))  # lost 0, doubled 0
+    assert second == Counter(f"tick {i} (attempt 2)" for i in range(TICKS))
+    assert run.job_ids() == [run.job[0]] and run.restarts(run.job[0]) == 1  # one job
 
 
 def test_slurmdbd_down_the_job_succeeds_with_metrics_flagged_unavailable(fault_cluster, tmp_path):

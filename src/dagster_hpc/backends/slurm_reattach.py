@@ -144,7 +144,7 @@ def workdir_probe_command(run_dir: str) -> str:
         "out=$(squeue --me --noheader --states=all --format='%i|%Z' 2>&1); "
         f'echo "{_SQUEUE_RC}$?"; echo "$out"; '
         f"printf '%s\\n' \"$out\" | D={q} awk -F'|' "
-        "'$2 == ENVIRON[\"D\"] || $2 == ENVIRON[\"D\"] \"/\" {f = 1} END {exit !f}' || "
+        '\'$2 == ENVIRON["D"] || $2 == ENVIRON["D"] "/" {f = 1} END {exit !f}\' || '
         "sacct -X -n -P --starttime now-7days --format=JobID,WorkDir 2>/dev/null"
     )
 

@@ -29,8 +29,9 @@ def job_name(step: str) -> str:
     return ("dhpc-" + _JOB_NAME_RE.sub("_", step))[:JOB_NAME_MAX]
 
 
-# A job that asks for Slurm's requeue (e.g. extra_directives=["--requeue"]) keeps it.
-REQUEUE_DIRECTIVE = "--requeue"
+# A request that says either way (QueueConfig(requeue=...), extra_directives=["--requeue"])
+# keeps its word; one that says nothing is not requeued.
+REQUEUE_WORD = "requeue"
 NO_REQUEUE_DIRECTIVE = "--no-requeue"
 
 
@@ -38,17 +39,17 @@ def sbatch_header(queue: QueueConfig, *, step: str) -> tuple[str, ...]:
     """All #SBATCH lines: our own (name, Slurm's log) first, then the resource request.
 
     sbatch runs inside the run directory, so the job's working directory and the relative
-    ``--output`` both land there. ``--no-requeue`` unless the request asks for a requeue: Slurm
-    requeues a batch job whose node fails (JobRequeue=1 is its default), and the second run
-    would append to the first one's Pipes messages and find its exit_code file (messages
-    doubled, a stale outcome); without it the job ends NODE_FAIL and the step says so.
+    ``--output`` both land there. ``--no-requeue`` unless the request says otherwise
+    (``QueueConfig(requeue=True)``): Slurm requeues a batch job whose node fails (JobRequeue=1
+    is its default) and the payload would run a second time behind the step, its messages after
+    the first run's; without it the job ends NODE_FAIL and the step says so.
     """
     lines = queue.to_sbatch_lines()
     own = [
         f"#SBATCH --job-name={shlex.quote(job_name(step))}",
         f"#SBATCH --output={SLURM_LOG}",
     ]
-    if not any(REQUEUE_DIRECTIVE in line for line in lines):
+    if not any(REQUEUE_WORD in line for line in lines):
         own.append(f"#SBATCH {NO_REQUEUE_DIRECTIVE}")
     return (*own, *lines)
 
