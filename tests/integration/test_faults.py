@@ -24,8 +24,10 @@ from dagster_hpc.compute import ComputeResource
 from dagster_hpc.queue import QueueConfig
 from tests.integration.fault_cluster import FaultCluster
 from tests.integration.slurm_support import (
+    CREATED_BASES,
     JOB_DEADLINE_S,
     PAYLOADS,
+    cleanup_remote_bases,
     compute,
     slurm_env,
     staged_run_dirs,
@@ -40,6 +42,13 @@ FLOOD_BYTES = 1 << 30  # fault_flood.py's default
 # A job of the idle private cluster starts within seconds; generous for a loaded machine.
 RUNNING_WITHIN_S = 120
 POLL_S = 0.2
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _remove_our_run_dirs(fault_cluster):
+    since = len(CREATED_BASES)
+    yield
+    cleanup_remote_bases(fault_cluster.cluster, since)
 
 
 class Run:
@@ -376,7 +385,7 @@ def test_stdout_flood_is_capped_the_rest_left_on_the_cluster(fault_cluster, tmp_
     assert md["flood_bytes"].value == FLOOD_BYTES  # the Pipes message after the flood arrived
     note = md[CAPPED_METADATA_KEY.format(stream="stdout")].value
     stdout_log = note.split(" from byte ", 1)[0]
-    assert "left on the cluster" in note and stdout_log.endswith("/stdout.log")
+    assert "left in place" in note and stdout_log.endswith("/stdout.log")
     assert any("passed the forwarding cap" in m and stdout_log in m for m in run.messages)
     forwarded = sum(len(m) + 1 for m in run.messages if m.startswith("flood "))
     assert FORWARD_CAP_BYTES - 64 <= forwarded <= FORWARD_CAP_BYTES + 1  # the cut line: no newline

@@ -8,12 +8,20 @@ import time
 from collections import Counter
 
 import dagster as dg
+import pytest
 
 from dagster_hpc.backends.slurm_poller import POLL_FLOOR_S
 from tests.integration import slurm_load_defs
-from tests.integration.slurm_support import slurm_env
+from tests.integration.slurm_support import CREATED_BASES, cleanup_remote_bases, slurm_env
 
 MESSAGES = 3  # slurm_payloads/load_messages.py
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _remove_our_run_dirs(fault_cluster):
+    since = len(CREATED_BASES)
+    yield
+    cleanup_remote_bases(fault_cluster.cluster, since)
 
 
 def test_fifty_assets_every_message_once_one_query_per_tick_one_login(

@@ -56,9 +56,7 @@ def test_stdout_past_the_cap_is_not_read_and_the_messages_still_arrive(tmp_path:
     assert sum(len(line) + 1 for line in lines) <= cap + 1  # the cut last line has no newline
     assert set(reader.capped) == {"stdout"}
     (note,) = reader.capped_metadata().values()
-    assert (
-        note.startswith(f"{tmp_path}/{STDOUT} from byte {cap} on") and "left on the cluster" in note
-    )
+    assert note.startswith(f"{tmp_path}/{STDOUT} from byte {cap} on") and "left in place" in note
     assert any("forwarding cap" in w for w in warnings)
 
 

@@ -282,7 +282,7 @@ class RunDirMessageReader(dg.PipesMessageReader):
                 self._wait(delay)
 
     def _tails(self) -> list[FileTail]:
-        """The files still read: a log stream past its cap is left on the cluster."""
+        """The files still read: a log stream past its cap is left in place."""
         streams = (("stdout", self._stdout), ("stderr", self._stderr))
         kept = [t for name, t in streams if name not in self.capped]
         return [self._messages, *kept, self._attempts]
@@ -336,11 +336,11 @@ class RunDirMessageReader(dg.PipesMessageReader):
             return chunk
         self.capped[stream] = (
             f"{tail.path} from byte {self._cap} on: not forwarded (cap {self._cap} bytes per "
-            "stream), left on the cluster; the run directory is kept"
+            "stream), left in place; the run directory is kept"
         )
         self._warn(
             f"{stream} of the job passed the forwarding cap of {self._cap} bytes: the rest is "
-            f"not copied to Dagster and stays in {tail.path} on the cluster (run directory kept)"
+            f"not copied to Dagster and stays in {tail.path} where the job ran (run directory kept)"
         )
         return chunk[: max(room, 0)]
 
