@@ -213,6 +213,7 @@ def test_node_down_mid_job_fails_node_fail_with_metrics(fault_cluster, tmp_path)
     error = step_error(result, run.name)
     assert error.cls_name == "SlurmJobError", error.message
     assert f"Slurm job {run.job[0]}" in error.message and "NODE_FAIL" in error.message
+    assert "metrics: elapsed " in error.message and run.job[1] in error.message
     observed = run.observations
     assert observed and observed[0]["slurm/state"].value == "NODE_FAIL"
     assert observed[0]["slurm/metrics_available"].value is True  # the metrics of the failed job

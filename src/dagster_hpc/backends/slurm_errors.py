@@ -116,3 +116,23 @@ def slurm_job_error(
         metadata=metadata,
         run_dir=run_dir,
     )
+
+
+# The numbers a failure message quotes (all of them are in the step's asset observation).
+_QUOTED_METRICS = (
+    ("slurm/elapsed_s", "elapsed {} s"),
+    ("slurm/node_list", "on {}"),
+    ("slurm/max_rss_mb", "MaxRSS {} MB"),
+    ("slurm/cpu_efficiency_pct", "CPU efficiency {}%"),
+)
+
+
+def _metrics_line(metadata: dict) -> str:
+    """ "metrics: elapsed 3 s, on node1, ..." from sacct's record, or nothing without one."""
+    parts = []
+    for key, text in _QUOTED_METRICS:
+        value = metadata.get(key)
+        value = getattr(value, "value", value)
+        if value not in (None, ""):
+            parts.append(text.format(value))
+    return f"metrics: {', '.join(parts)} (slurm/* metadata)\n" if parts else ""
