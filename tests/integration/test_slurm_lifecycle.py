@@ -110,8 +110,11 @@ def test_killed_dagster_process_leaves_the_job_running_with_its_handle_recorded(
             for e in events
             if "dagster_pipes/launch_handle" in e.dagster_event.engine_event_data.metadata
         ]
-        assert len(handles) == 1 and f'\\"job_id\\": \\"{job_id}\\"' in handles[0]
-        assert _dagster_adapter.CLIENT_NAME in handles[0]
+        # the intent (no job id yet, recorded before staging: a kill during sbatch is resolved
+        # by the run dir), then the job
+        assert len(handles) == 2 and '\\"job_id\\": \\"\\"' in handles[0]
+        assert f'\\"job_id\\": \\"{job_id}\\"' in handles[1]
+        assert _dagster_adapter.CLIENT_NAME in handles[1]
     finally:
         if job_id:
             remote(cluster, f"scancel {job_id}")  # our own job only
