@@ -166,7 +166,10 @@ def _wait(
                 last = status
             if status.state.finished:
                 finished_at = finished_at or time.monotonic()
-                if time.monotonic() - finished_at > backend.exit_file_grace_s:
+                # the grace counts from the reader's last progress: a reader still forwarding a
+                # burst of output reaches the exit_code file later than squeue sees the end
+                quiet_since = max(finished_at, reader.progress_at)
+                if time.monotonic() - quiet_since > backend.exit_file_grace_s:
                     return None
             else:
                 finished_at = None  # requeued (a preempted attempt): the job goes on

@@ -4,8 +4,11 @@ arrives exactly once, scheduler queries stay within one per poll tick machine-wi
 connection holder logs in once for all 50 steps."""
 
 import math
+import shutil
+import tempfile
 import time
 from collections import Counter
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -24,11 +27,25 @@ def _remove_our_run_dirs(fault_cluster):
     cleanup_remote_bases(fault_cluster.cluster, since)
 
 
+@pytest.fixture
+def private_dir():
+    """Outside pytest's basetemp: other pytest sessions on the machine rotate
+    /tmp/pytest-of-root while this test runs for minutes (its key vanished mid-run once)."""
+    path = Path(tempfile.mkdtemp(prefix="dhpc-load-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def test_fifty_assets_every_message_once_one_query_per_tick_one_login(
-    fault_cluster, dedicated_key, monkeypatch, tmp_path
+    fault_cluster, dedicated_key, monkeypatch, private_dir
 ):
     fc = fault_cluster
-    for k, v in slurm_env(fc.cluster, key_path=dedicated_key.path).items():
+    key = private_dir / "id_test"
+    shutil.copy(dedicated_key.path, key)
+    key.chmod(0o600)
+    tmp_path = private_dir / "dagster"
+    tmp_path.mkdir()
+    for k, v in slurm_env(fc.cluster, key_path=key).items():
         if k.startswith("DAGSTER_HPC_"):
             monkeypatch.setenv(k, v)
     queries_before = fc.squeue_calls()

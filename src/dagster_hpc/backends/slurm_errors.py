@@ -109,7 +109,7 @@ def slurm_job_error(
     return SlurmJobError(
         f"Slurm job {job_id} on {cluster} ended {what}.\n"
         f"--- stderr (last {STDERR_TAIL_LINES} lines) ---\n{lines}\n"
-        f"run directory: {run_dir}\nhint: {hint}",
+        f"{_metrics_line(metadata or {})}run directory: {run_dir}\nhint: {hint}",
         state=state.value,
         job_id=job_id,
         exit_code=exit_code,
@@ -128,7 +128,7 @@ _QUOTED_METRICS = (
 
 
 def _metrics_line(metadata: dict) -> str:
-    """ "metrics: elapsed 3 s, on node1, ..." from sacct's record, or nothing without one."""
+    """The line "metrics: elapsed 3 s, on node1, ..." from sacct's record, or nothing without one."""
     parts = []
     for key, text in _QUOTED_METRICS:
         value = metadata.get(key)

@@ -149,6 +149,9 @@ class RunDirMessageReader(dg.PipesMessageReader):
         # last lines remain, flushed when the session closes): the run dir may go
         self.complete = threading.Event()
         self.ticks = 0  # watch/read round trips made (benchmarks, tests)
+        # when the last bytes arrived (the reader's clock): while it is still forwarding a burst,
+        # a job that Slurm already reports ended is not yet "ended without an exit code"
+        self.progress_at = clock()
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self.message_count = 0
@@ -246,6 +249,8 @@ class RunDirMessageReader(dg.PipesMessageReader):
                 self._wait(self._interval_s)
                 continue
             full, got_any = self._consume(handler, result)
+            if got_any:
+                self.progress_at = self._clock()
             # exact answers (watch.sh reads each file up to its size) are complete unless full;
             # a plain batched read may be short, so it is complete when one comes back empty
             if self.exit_code is not None and not full and (result.waited or not got_any):
@@ -331,6 +336,8 @@ class RunDirMessageReader(dg.PipesMessageReader):
 
     def _below_cap(self, stream: str, tail: FileTail, chunk: bytes) -> bytes:
         """The part of ``chunk`` within the forwarding cap; reaching the cap stops the reads."""
+        if stream in self.capped:
+            return b""  # no longer read (a transport fake may still answer)
         room = self._cap - tail.offset
         if len(chunk) < room:
             return chunk
