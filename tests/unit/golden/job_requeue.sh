@@ -4,7 +4,10 @@
 # dagster-hpc job wrapper: runs launch.sh with the run's environment, records its exit code.
 set -u
 finish() {
-  printf '%s\n' "$1" > ./exit_code.tmp && mv -f ./exit_code.tmp ./exit_code
+  # a full filesystem must not look like success: without the exit_code file, exit non-zero
+  printf '%s\n' "$1" > ./exit_code.tmp && mv -f ./exit_code.tmp ./exit_code || {
+    echo "dagster-hpc: cannot record exit code $1 in $PWD/exit_code (filesystem full?)" >&2
+    exit 95; }
   exit "$1"
 }
 cd -- /scratch/runs/r1 || { echo "dagster-hpc: cannot enter run directory "/scratch/runs/r1 >&2; exit 97; }
