@@ -49,13 +49,8 @@ def _read_env(confdir: Path) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="session")
-def cluster() -> TestCluster:
-    confdir = Path(os.environ.get("DAGSTER_HPC_TEST_CLUSTER", DEFAULT_CONFDIR))
-    if not (confdir / "env.sh").exists():
-        pytest.fail(
-            f"test cluster not found at {confdir}: run `bash cluster/up.sh` (the README's test command does)"
-        )
+def cluster_at(confdir: Path) -> TestCluster:
+    """The TestCluster that cluster/up.sh brought up under ``confdir`` (read from its env.sh)."""
     env = _read_env(confdir)
     return TestCluster(
         confdir=confdir,
@@ -71,6 +66,16 @@ def cluster() -> TestCluster:
         ssh_config=Path(env["SLURM_TEST_SSH_CONFIG"]),
         slurm_conf=Path(env["SLURM_CONF"]),
     )
+
+
+@pytest.fixture(scope="session")
+def cluster() -> TestCluster:
+    confdir = Path(os.environ.get("DAGSTER_HPC_TEST_CLUSTER", DEFAULT_CONFDIR))
+    if not (confdir / "env.sh").exists():
+        pytest.fail(
+            f"test cluster not found at {confdir}: run `bash cluster/up.sh` (the README's test command does)"
+        )
+    return cluster_at(confdir)
 
 
 @pytest.fixture(autouse=True, scope="session")

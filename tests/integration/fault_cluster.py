@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.integration.conftest import TestCluster, _read_env
+from tests.integration.conftest import TestCluster, _read_env, cluster_at
 
 REPO = Path(__file__).resolve().parents[2]
 UP_TIMEOUT_S = 300
@@ -82,21 +82,7 @@ class FaultCluster:
     cluster: TestCluster = field(init=False)
 
     def __post_init__(self) -> None:
-        env = _read_env(self.confdir)
-        self.cluster = TestCluster(
-            confdir=self.confdir,
-            host="127.0.0.1",
-            port=int(env["SLURM_TEST_SSH_PORT"]),
-            jump_port=int(env["SLURM_TEST_SSH_JUMP_PORT"]),
-            otp_port=int(env["SLURM_TEST_SSH_OTP_PORT"]),
-            user=env["SLURM_TEST_USER"],
-            password=env["SLURM_TEST_PASS"],
-            totp_secret=env["SLURM_TEST_TOTP_SECRET"],
-            key_path=Path(env["SLURM_TEST_SSH_KEY"]),
-            known_hosts=self.confdir / "client" / "known_hosts",
-            ssh_config=Path(env["SLURM_TEST_SSH_CONFIG"]),
-            slurm_conf=Path(env["SLURM_CONF"]),
-        )
+        self.cluster = cluster_at(self.confdir)
 
     # --- paths -------------------------------------------------------------------------------
     @property
