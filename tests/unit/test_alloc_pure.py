@@ -5,6 +5,7 @@ import subprocess
 
 import pytest
 
+from dagster_hpc.allocation.array import render_array_script
 from dagster_hpc.allocation.hetjob import render_hetjob_script
 from dagster_hpc.allocation.session import (
     SessionConfig,
@@ -30,6 +31,30 @@ def test_holder_script_runs_the_agent_with_quoted_options() -> None:
     assert "#SBATCH --output=agent.log\n" in text
     assert "#SBATCH --ntasks=4" in text
     assert text.rstrip().endswith("exec bash ./agent.sh 30 0.2 --exact --mem=1G")
+
+
+def test_array_hetjob_and_session_headers_say_no_requeue_unless_asked() -> None:
+    """Slurm requeues a batch job whose node fails (JobRequeue=1 by default): an array task, a
+    hetjob or a session allocation would then run again behind the step. Same rule as a single
+    job's header: --no-requeue unless the request says either way."""
+    session = SessionConfig(idle_timeout_s=30)
+    het = [QueueConfig(partition="debug"), QueueConfig(partition="gpu", gpus_per_node=1)]
+    plain = {
+        "array": render_array_script(run_dir="/r", tasks=[0, 1], queue=QueueConfig(), step="s"),
+        "hetjob": render_hetjob_script(run_dir="/r", queues=het, step="s"),
+        "session": render_holder_script(queue=QueueConfig(), name="n", config=session),
+    }
+    for kind, text in plain.items():
+        head = text.split("#SBATCH hetjob")[0]  # job-wide: in a hetjob's first block
+        assert head.count("#SBATCH --no-requeue\n") == 1, kind
+    said = QueueConfig(extra_directives=["--requeue"])
+    asked = {
+        "array": render_array_script(run_dir="/r", tasks=[0], queue=said, step="s"),
+        "hetjob": render_hetjob_script(run_dir="/r", queues=[het[0], said], step="s"),
+        "session": render_holder_script(queue=said, name="n", config=session),
+    }
+    for kind, text in asked.items():
+        assert "--no-requeue" not in text and "#SBATCH --requeue\n" in text, kind
 
 
 def test_session_config_is_validated() -> None:

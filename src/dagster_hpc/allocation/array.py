@@ -15,7 +15,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 
-from dagster_hpc.backends.slurm_script import job_name
+from dagster_hpc.backends.slurm_script import job_name, no_requeue_lines
 from dagster_hpc.errors import ConfigError
 from dagster_hpc.queue import QueueConfig
 
@@ -59,11 +59,13 @@ def render_array_script(
     if not tasks:
         raise ConfigError("an array needs at least one task")
     spec = f"0-{len(tasks) - 1}" + (f"%{throttle}" if throttle else "")
+    lines = queue.to_sbatch_lines()
     header = [
         f"#SBATCH --job-name={shlex.quote(job_name(step))}",
         f"#SBATCH --output={ARRAY_LOG}",
         f"#SBATCH --array={spec}",
-        *queue.to_sbatch_lines(),
+        *no_requeue_lines(lines),  # a requeued task would rerun its payload behind the step
+        *lines,
     ]
     task_list = " ".join(str(int(t)) for t in tasks)
     return (

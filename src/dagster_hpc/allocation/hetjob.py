@@ -40,7 +40,7 @@ from dagster_hpc.allocation.tasks import (
     task_dir,
     write_multitask_dir,
 )
-from dagster_hpc.backends.slurm_script import SLURM_LOG, check_preflight, job_name
+from dagster_hpc.backends.slurm_script import SLURM_LOG, check_preflight, job_name, no_requeue_lines
 from dagster_hpc.errors import ConfigError, PayloadError, RemoteCommandError
 from dagster_hpc.metrics import parse_sacct, sacct_command
 from dagster_hpc.queue import QueueConfig
@@ -60,15 +60,18 @@ def render_hetjob_script(*, run_dir: str, queues: Sequence[QueueConfig], step: s
         raise ConfigError(
             f"a heterogeneous job needs at least 2 components (queue configurations), got {len(queues)}"
         )
+    blocks = [list(q.to_sbatch_lines()) for q in queues]
     lines = [
         "#!/usr/bin/env bash",
         f"#SBATCH --job-name={shlex.quote(job_name(step))}",
         f"#SBATCH --output={SLURM_LOG}",
+        # job-wide, so in the first block; unless a component says either way
+        *no_requeue_lines([line for block in blocks for line in block]),
     ]
-    for i, q in enumerate(queues):
+    for i, block in enumerate(blocks):
         if i:
             lines.append("#SBATCH hetjob")
-        lines += list(q.to_sbatch_lines())
+        lines += block
     root = shlex.quote(run_dir.rstrip("/"))
     lines.append("# dagster-hpc hetjob: start EVERY component (its own task dir), wait for all")
     lines.append("pids=()")

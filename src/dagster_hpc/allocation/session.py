@@ -41,7 +41,7 @@ from pydantic import Field
 from dagster_hpc.backends.base import JobHandle, JobOutcome, JobState, JobStatus, ReattachDecision
 from dagster_hpc.backends.slurm import SlurmBackend, _safe
 from dagster_hpc.backends.slurm_poller import default_cache_dir
-from dagster_hpc.backends.slurm_script import job_name
+from dagster_hpc.backends.slurm_script import job_name, no_requeue_lines
 from dagster_hpc.errors import ConfigError, PayloadError, RemoteCommandError
 from dagster_hpc.queue import QueueConfig
 from dagster_hpc.transport import _shell
@@ -118,11 +118,13 @@ def render_holder_script(*, queue: QueueConfig, name: str, config: SessionConfig
         shlex.quote(a)
         for a in [str(config.idle_timeout_s), str(AGENT_TICK_S), *config.step_options]
     )
+    sbatch = queue.to_sbatch_lines()
     lines = [
         "#!/usr/bin/env bash",
         f"#SBATCH --job-name={shlex.quote(name)}",
         f"#SBATCH --output={AGENT_LOG}",
-        *queue.to_sbatch_lines(),
+        *no_requeue_lines(sbatch),  # a requeued allocation would start a second agent here
+        *sbatch,
         "# dagster-hpc session: the agent starts each requested step with srun inside this allocation",
         f"exec bash ./{AGENT_SCRIPT} {args}",
     ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -49,9 +50,17 @@ def sbatch_header(queue: QueueConfig, *, step: str) -> tuple[str, ...]:
         f"#SBATCH --job-name={shlex.quote(job_name(step))}",
         f"#SBATCH --output={SLURM_LOG}",
     ]
-    if not any(REQUEUE_WORD in line for line in lines):
-        own.append(f"#SBATCH {NO_REQUEUE_DIRECTIVE}")
-    return (*own, *lines)
+    return (*own, *no_requeue_lines(lines), *lines)
+
+
+def no_requeue_lines(lines: Sequence[str]) -> list[str]:
+    """``#SBATCH --no-requeue`` unless the request's ``lines`` say either way: the rule of
+    ``sbatch_header``, for the array, hetjob and session headers too (a requeued array task or
+    hetjob would rerun its payload behind the step; a requeued session allocation would start
+    a second agent in the same session directory)."""
+    if any(REQUEUE_WORD in line for line in lines):
+        return []
+    return [f"#SBATCH {NO_REQUEUE_DIRECTIVE}"]
 
 
 @dataclass(frozen=True)
