@@ -147,8 +147,11 @@ class JobMetrics:
         """False for slurmdbd's stand-in row: when a short job's step record reaches slurmdbd
         before the job's own start record, sacct shows a row named "allocation" with no
         partition (and PENDING, then even COMPLETED) until the real record replaces it. Every
-        real job record has a partition, so its absence means "not Slurm's final record yet"."""
-        return bool(self.partition)
+        real job record has a partition, so its absence means "not Slurm's final record yet".
+        A step's record (``<job>.<step>``, a session step) never has a partition: it is the
+        step's own record, sent by slurmstepd when the step ends (no stand-in exists for it);
+        without this every session step waited out the whole settle timeout (10 s)."""
+        return bool(self.partition) or "." in self.job_id
 
     @property
     def node_hours(self) -> float | None:

@@ -188,3 +188,15 @@ def test_exit_code_above_128_names_the_signal() -> None:
         state=JobState.FAILED, job_id="5", exit_code=140, stderr_tail="", run_dir="/r", cluster="c"
     )
     assert "exit code 140 (the payload was killed by SIGUSR2)" in str(err)
+
+
+def test_a_session_steps_own_record_is_final_without_a_partition() -> None:
+    """sacct never gives a step row (``<job>.<step>``, a session step) a partition: its record is
+    the step's own, not slurmdbd's stand-in, so the settle loop takes it at once (it waited out
+    its 10 s timeout for every session step). A job row without a partition still is not final."""
+    step = "832.3|session_0-da1bc9|COMPLETED|0:0|1|1|1|00:00.081|1|5000K|cpu=1,mem=1G,node=1|node1||None\n"
+    metrics = parse_sacct(step, "832.3")
+    assert metrics is not None and metrics.from_job_record and metrics.max_rss_mb
+    stand_in = step.replace("832.3|session_0-da1bc9", "832|allocation")
+    job = parse_sacct(stand_in, "832")
+    assert job is not None and not job.from_job_record
