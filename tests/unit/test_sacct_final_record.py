@@ -1,15 +1,35 @@
-"""Array tasks and hetjob components take their numbers from Slurm's final record only, never
-from slurmdbd's partition-less stand-in row (what sacct shows for a short job whose step record
-arrived before the job's start record)."""
+"""Single jobs, array tasks and hetjob components take their numbers from a final record only
+(``backends/slurm_sacct.settle``): Slurm's own job record, or slurmdbd's stand-in row (named
+"allocation", no partition) once it is complete and slurmctld names the partition in the same
+round trip. Never from a RUNNING or PENDING record."""
 
 from dataclasses import dataclass
 
 import pytest
 
 from dagster_hpc.allocation import hetjob, runner
+from dagster_hpc.backends import slurm_sacct
+from dagster_hpc.backends.slurm_sacct import PARTITION_MARK, settle, settle_command
 from dagster_hpc.transport.base import CommandResult
 
-ROW = "{jid}|{name}|COMPLETED|0:0|1|1|1|00:00.095|1||billing=1,cpu=1,mem=256M,node=1|node1|{part}|None\n"
+ROW = "{jid}|{name}|{state}|0:0|1|1|1|00:00.095|1||billing=1,cpu=1,mem=256M,node=1|node1|{part}|None\n"
+STEP = "{jid}.batch|batch|{state}|0:0|1|1|1|00:00.095|1||cpu=1,mem=256M,node=1|node1||\n"
+
+
+def rows(jid: str, name: str = "dhpc-x", part: str = "debug", state: str = "COMPLETED") -> str:
+    return ROW.format(jid=jid, name=name, part=part, state=state) + STEP.format(
+        jid=jid, state=state
+    )
+
+
+def stand_in(jid: str, state: str = "COMPLETED", step: str = "COMPLETED") -> str:
+    return ROW.format(jid=jid, name="allocation", part="", state=state) + STEP.format(
+        jid=jid, state=step
+    )
+
+
+def slurmctld(jid: str, part: str = "debug") -> str:
+    return f"{PARTITION_MARK}|{jid}|{part}\n"
 
 
 @dataclass
@@ -18,32 +38,82 @@ class Scripted:
     calls: int = 0
 
     def run(self, command: str, *, timeout: float | None = None) -> CommandResult:
-        assert command.startswith("sacct "), command
+        assert command.startswith("r=$(sacct "), command
         self.calls += 1
         return CommandResult(0, self.answers[min(self.calls, len(self.answers)) - 1], "")
 
 
 @pytest.fixture(autouse=True)
 def _fast(monkeypatch) -> None:
-    monkeypatch.setattr(runner, "ARRAY_SACCT_INTERVAL_S", 0.01)
-    monkeypatch.setattr(hetjob, "HET_SACCT_INTERVAL_S", 0.01)
+    monkeypatch.setattr(slurm_sacct, "SACCT_SETTLE_INTERVAL_S", 0.01)
+    monkeypatch.setattr(slurm_sacct, "SACCT_SETTLE_FIRST_S", 0.01)
 
 
-def test_array_task_waits_for_its_own_record() -> None:
-    stand_in = ROW.format(jid="50_0", name="allocation", part="")
-    final = ROW.format(jid="50_0", name="dhpc-x", part="debug")
-    transport = Scripted([stand_in, final])
+def test_the_command_asks_slurmctld_for_the_partition_only_for_a_stand_in() -> None:
+    cmd = settle_command(["50", "51"])
+    assert "--jobs 50,51" in cmd and "*'|allocation|'*) squeue" in cmd
+
+
+def test_a_complete_stand_in_with_slurmctlds_partition_is_final_at_once() -> None:
+    transport = Scripted([stand_in("7") + slurmctld("7", "gpu")])
+    got = settle(transport, ["7"], ["7"]).metrics["7"]
+    assert transport.calls == 1 and got.partition == "gpu" and got.state == "COMPLETED"
+
+
+@pytest.mark.parametrize(
+    ("first", "why"),
+    [
+        (stand_in("7"), "no partition from slurmctld"),
+        (stand_in("7", state="PENDING") + slurmctld("7"), "stand-in still PENDING"),
+        (stand_in("7", step="RUNNING") + slurmctld("7"), "a step still RUNNING"),
+        (rows("7", state="RUNNING"), "the job's own record, RUNNING"),
+    ],
+)
+def test_a_record_that_is_not_final_is_asked_again(first: str, why: str) -> None:
+    transport = Scripted([first, rows("7")])
+    got = settle(transport, ["7"], ["7"]).metrics["7"]
+    assert transport.calls == 2, why
+    assert (got.partition, got.state) == ("debug", "COMPLETED")
+
+
+def test_the_budget_bounds_the_wait_and_keeps_the_last_record() -> None:
+    now = [0.0]
+
+    def sleep(s: float) -> None:
+        now[0] += s
+
+    transport = Scripted([rows("7", state="RUNNING")])
+    got = settle(transport, ["7"], ["7"], budget_s=2.0, clock=lambda: now[0], sleep=sleep)
+    assert got.metrics["7"].state == "RUNNING"  # the caller's state check leaves its numbers out
+    assert 2.0 <= now[0] < 2.0 + slurm_sacct.SACCT_SETTLE_INTERVAL_S + 0.01
+    assert transport.calls == got.rounds > 2
+
+
+def test_array_task_waits_for_a_final_record() -> None:
+    transport = Scripted([stand_in("50_0"), rows("50_0")])
     out = runner._sacct_tasks(transport, {0: "50_0"}, [0])
     assert transport.calls == 2 and out[0].partition == "debug"
 
 
-def test_hetjob_component_waits_for_its_own_record() -> None:
-    stand_in = ROW.format(jid="60+0", name="allocation", part="") + ROW.format(
-        jid="60+1", name="dhpc-x", part="gpu"
-    )
-    final = ROW.format(jid="60+0", name="dhpc-x", part="debug") + ROW.format(
-        jid="60+1", name="dhpc-x", part="gpu"
-    )
-    transport = Scripted([stand_in, final])
+def test_array_tasks_take_complete_stand_ins_in_one_round_trip() -> None:
+    answer = stand_in("50_0") + rows("50_1") + slurmctld("50_0") + slurmctld("50_1")
+    transport = Scripted([answer])
+    out = runner._sacct_tasks(transport, {0: "50_0", 1: "50_1"}, [0, 1])
+    assert transport.calls == 1 and (out[0].partition, out[1].partition) == ("debug", "debug")
+
+
+def test_hetjob_component_waits_for_a_final_record() -> None:
+    first = stand_in("60+0") + rows("60+1", part="gpu")
+    final = rows("60+0") + rows("60+1", part="gpu")
+    transport = Scripted([first, final])
     out = hetjob._het_metrics(transport, "60", 2)
     assert transport.calls == 2 and (out[0].partition, out[1].partition) == ("debug", "gpu")
+
+
+def test_hetjob_component_stand_in_with_slurmctlds_partition() -> None:
+    first = (
+        stand_in("60+0") + rows("60+1", part="gpu") + slurmctld("60+0") + slurmctld("60+1", "gpu")
+    )
+    transport = Scripted([first])
+    out = hetjob._het_metrics(transport, "60", 2)
+    assert transport.calls == 1 and (out[0].partition, out[1].partition) == ("debug", "gpu")

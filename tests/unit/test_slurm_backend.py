@@ -440,13 +440,14 @@ class _ScriptedSacct(LocalTransport):
     def run(self, command: str, *, timeout: float | None = None, **kw):
         from dagster_hpc.transport.base import CommandResult
 
-        assert command.startswith("sacct "), command
+        assert command.startswith("r=$(sacct "), command
         self.sacct_calls += 1
         return CommandResult(0, self.answers[min(self.sacct_calls, len(self.answers)) - 1], "")
 
 
 # What the test cluster's sacct printed for a sub-second job 30 ms after it ended: slurmdbd's
-# stand-in row (named "allocation", no partition, already COMPLETED), then the job's own record.
+# stand-in row (named "allocation", no partition, already COMPLETED), then the job's own record
+# (here with a MaxRSS sample, so the test can tell which record the numbers came from).
 _STAND_IN = (
     "12|allocation|COMPLETED|0:0|0|1|1|00:00.095|0||billing=1,cpu=1,mem=256M,node=1|node1||None\n"
     "12.batch|batch|COMPLETED|0:0|0|1|1|00:00.095|0||cpu=1,mem=256M,node=1|node1||\n"
@@ -457,7 +458,7 @@ _FINAL = (
 )
 
 
-def test_outcome_waits_past_slurmdbds_partitionless_stand_in_record(tmp_path: Path) -> None:
+def test_outcome_waits_past_a_stand_in_record_without_slurmctlds_partition(tmp_path: Path) -> None:
     transport = _ScriptedSacct([_STAND_IN, _STAND_IN, _FINAL])
     backend = SlurmBackend(
         transport, cluster="fake", remote_base_dir=str(tmp_path / "r"), record_launch=False
@@ -467,3 +468,22 @@ def test_outcome_waits_past_slurmdbds_partitionless_stand_in_record(tmp_path: Pa
     assert outcome.state is JobState.COMPLETED
     assert outcome.metadata["slurm/partition"] == "debug"
     assert outcome.metadata["slurm/max_rss_mb"] == 20.0
+
+
+def test_outcome_takes_a_complete_stand_in_with_slurmctlds_partition(tmp_path: Path) -> None:
+    from dagster_hpc.backends.slurm import RUN_DIR_REMOVED_MARK
+    from dagster_hpc.backends.slurm_sacct import PARTITION_MARK
+
+    answer = _STAND_IN + f"{PARTITION_MARK}|12|debug\n{RUN_DIR_REMOVED_MARK}\n"
+    transport = _ScriptedSacct([answer, _FINAL])
+    backend = SlurmBackend(
+        transport, cluster="fake", remote_base_dir=str(tmp_path / "r"), record_launch=False
+    )
+    handle = JobHandle("slurm", "12", str(tmp_path / "r" / "run-1"), "fake")
+    backend.job_ended(handle, 0, remove_run_dir=True)
+    outcome = backend.outcome(handle, 0)
+    assert transport.sacct_calls == 1  # no wait for slurmdbd's own record
+    assert outcome.state is JobState.COMPLETED
+    assert outcome.metadata["slurm/partition"] == "debug"
+    assert outcome.metadata["slurm/elapsed_s"] == 0 and "slurm/max_rss_mb" not in outcome.metadata
+    assert backend.run_dir_removed(handle)

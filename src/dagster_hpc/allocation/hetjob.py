@@ -13,7 +13,6 @@ from __future__ import annotations
 import shlex
 import shutil
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,18 +39,14 @@ from dagster_hpc.allocation.tasks import (
     task_dir,
     write_multitask_dir,
 )
+from dagster_hpc.backends.slurm_sacct import settle
 from dagster_hpc.backends.slurm_script import SLURM_LOG, check_preflight, job_name, no_requeue_lines
 from dagster_hpc.errors import ConfigError, PayloadError, RemoteCommandError
-from dagster_hpc.metrics import parse_sacct, sacct_command
 from dagster_hpc.queue import QueueConfig
 from dagster_hpc.transport import _shell
 
 HETJOB_SCRIPT = "hetjob.sh"
 HET_SUBMIT_TIMEOUT_S = 120.0
-HET_QUERY_TIMEOUT_S = 60.0
-# sacct lags the end of the job a moment (slurmctld -> slurmdbd is asynchronous).
-HET_SACCT_SETTLE_S = 10.0
-HET_SACCT_INTERVAL_S = 0.5
 
 
 def render_hetjob_script(*, run_dir: str, queues: Sequence[QueueConfig], step: str) -> str:
@@ -204,23 +199,11 @@ def _het_env(inner: Any) -> Any:
 
 
 def _het_metrics(transport: Any, job_id: str, n: int) -> dict[int, Any]:
-    """Component i -> JobMetrics of ``<job>+<i>`` (its srun step included), settled, bounded."""
-    deadline = time.monotonic() + HET_SACCT_SETTLE_S
-    while True:
-        res = transport.run(sacct_command(job_id), timeout=HET_QUERY_TIMEOUT_S)
-        out = {}
-        for i in range(n):
-            m = parse_sacct(res.stdout, f"{job_id}+{i}")
-            if m is not None:
-                out[i] = m
-        from dagster_hpc.backends.slurm_poller import slurm_state
-
-        if (
-            len(out) == n
-            and all(slurm_state(m.state).finished and m.from_job_record for m in out.values())
-        ) or (time.monotonic() > deadline):
-            return out
-        time.sleep(HET_SACCT_INTERVAL_S)
+    """Component i -> JobMetrics of ``<job>+<i>`` (its srun step included): one settle
+    (``slurm_sacct.settle``) for the whole hetjob."""
+    wanted = [f"{job_id}+{i}" for i in range(n)]
+    got = settle(transport, [job_id], wanted).metrics
+    return {i: got[w] for i, w in enumerate(wanted) if w in got}
 
 
 def run_hetjob(

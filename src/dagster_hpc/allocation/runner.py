@@ -45,8 +45,8 @@ from dagster_hpc.allocation.tasks import (
 )
 from dagster_hpc.backends.base import JobHandle, JobState
 from dagster_hpc.backends.slurm_poller import slurm_state
+from dagster_hpc.backends.slurm_sacct import settle
 from dagster_hpc.errors import PayloadError, RemoteCommandError, SubmissionError, TransportError
-from dagster_hpc.metrics import parse_sacct, sacct_command
 from dagster_hpc.request import JobRequest
 from dagster_hpc.rundir import EXIT_CODE
 from dagster_hpc.transport import _shell
@@ -62,9 +62,6 @@ ARRAY_EXIT_FILE_GRACE_S = 5.0
 # Staging + N sbatch calls in one shell: a busy slurmctld takes seconds per submission.
 ARRAY_SUBMIT_TIMEOUT_S = 300.0
 ARRAY_QUERY_TIMEOUT_S = 60.0
-# sacct lags the end of the tasks a moment (slurmctld -> slurmdbd is asynchronous).
-ARRAY_SACCT_SETTLE_S = 10.0
-ARRAY_SACCT_INTERVAL_S = 0.5
 # Local mode: how often the pool checks its processes; SIGTERM grace on termination.
 LOCAL_POOL_TICK_S = 0.02
 LOCAL_CANCEL_GRACE_S = 10.0
@@ -478,29 +475,13 @@ def task_job_ids(arrays: Sequence[tuple[str, Sequence[int]]]) -> dict[int, str]:
 def _sacct_tasks(
     transport: Any, task_ids: Mapping[int, str], wanted: Sequence[int]
 ) -> dict[int, Any]:
-    """One sacct for every array job: task index -> JobMetrics (settled, bounded wait)."""
-    ids = sorted({task_ids[i].split("_")[0] for i in wanted if i in task_ids})
+    """One settle (``slurm_sacct.settle``) over every array job: task index -> JobMetrics."""
+    tasks = {i: task_ids[i] for i in wanted if i in task_ids}
+    ids = sorted({tid.split("_")[0] for tid in tasks.values()})
     if not ids:
         return {}
-    deadline = time.monotonic() + ARRAY_SACCT_SETTLE_S
-    while True:
-        try:
-            res = transport.run(sacct_command(",".join(ids)), timeout=ARRAY_QUERY_TIMEOUT_S)
-            text = res.stdout
-        except TransportError:
-            text = ""
-        out = {}
-        for i in wanted:
-            tid = task_ids.get(i)
-            m = parse_sacct(text, tid) if tid else None
-            if m is not None:
-                out[i] = m
-        settled = len(out) == len([i for i in wanted if i in task_ids]) and all(
-            slurm_state(m.state).finished and m.from_job_record for m in out.values()
-        )
-        if settled or time.monotonic() > deadline:
-            return out
-        time.sleep(ARRAY_SACCT_INTERVAL_S)
+    got = settle(transport, ids, list(tasks.values())).metrics
+    return {i: got[tid] for i, tid in tasks.items() if tid in got}
 
 
 def _result(

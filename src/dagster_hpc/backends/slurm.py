@@ -41,6 +41,7 @@ from dagster_hpc.backends.slurm_poller import (
     shared_poller,
     slurm_state,
 )
+from dagster_hpc.backends.slurm_sacct import SACCT_SETTLE_BUDGET_S, SACCT_TIMEOUT_S, settle
 from dagster_hpc.backends.slurm_script import (
     ActivatedLauncher,
     check_preflight,
@@ -63,8 +64,6 @@ from dagster_hpc.errors import (
 from dagster_hpc.metrics import (
     accounting_disabled,
     accounting_unreachable,
-    parse_sacct,
-    sacct_command,
     unavailable_metadata,
 )
 from dagster_hpc.prepared import PreparedJob, StepInfo, choose_python, step_for_context
@@ -106,14 +105,6 @@ PREFLIGHT_TIMEOUT_S = 60.0
 # default, plus epilog time).
 CANCEL_CONFIRM_TIMEOUT_S = 90.0
 CANCEL_CHECK_INTERVAL_S = 0.5
-# After the job ended, sacct needs a moment to record the final state and step usage (slurmctld
-# -> slurmdbd is asynchronous); we wait at most this long, then report what it has.
-SACCT_SETTLE_TIMEOUT_S = 10.0
-SACCT_SETTLE_INTERVAL_S = 0.3
-# The first re-query comes sooner (the record is usually final within ~0.1 s of the job's end,
-# and this wait is on the critical path of every asset), then doubles up to the interval.
-SACCT_SETTLE_FIRST_S = 0.05
-SACCT_TIMEOUT_S = 60.0
 # Printed after a successful removal folded into the sacct round trip (never a sacct row).
 RUN_DIR_REMOVED_MARK = "dagster-hpc-run-dir-removed"
 
@@ -505,7 +496,7 @@ class SlurmBackend(Backend):
         prefetched = self._sacct_prefetch.pop(handle.job_id, None)
         if prefetched is not None and prefetched[0] == exit_code:
             text, metrics = prefetched[1].result(
-                timeout=SACCT_SETTLE_TIMEOUT_S + 2 * SACCT_TIMEOUT_S
+                timeout=SACCT_SETTLE_BUDGET_S + 2 * SACCT_TIMEOUT_S
             )
         else:
             text, metrics = self._settled_sacct(handle.job_id)
@@ -572,36 +563,19 @@ class SlurmBackend(Backend):
     def _settled_sacct(
         self, job_id: str, remove: str | None = None
     ) -> tuple[str, JobMetrics | None]:
-        """sacct until it shows a final state (bounded); a failing sacct is not an error (the
-        metadata then says the numbers are unavailable). ``remove``: a run dir to delete in the
-        same round trip as the first query (after sacct, whatever it says)."""
-        deadline = time.monotonic() + SACCT_SETTLE_TIMEOUT_S
-        text, metrics = "", None
-        pause = SACCT_SETTLE_FIRST_S
-        while True:
-            command = sacct_command(job_id)
-            if remove:
-                command += f"; rm -rf -- {shlex.quote(remove)} && echo {RUN_DIR_REMOVED_MARK}"
-            try:
-                res = self._transport.run(command, timeout=SACCT_TIMEOUT_S)
-                if remove and RUN_DIR_REMOVED_MARK in res.stdout:
-                    self._removed.add(remove)
-                remove = None  # asked once: a failure is left to retention's own attempt
-                text = res.stdout.replace(RUN_DIR_REMOVED_MARK, "") + res.stderr
-                metrics = parse_sacct(text, job_id)
-            except TransportError as exc:
-                text, metrics = str(exc), None
-            if accounting_disabled(text) or accounting_unreachable(text):
-                return text, None
-            settled = (
-                metrics is not None
-                and slurm_state(metrics.state).finished
-                and metrics.from_job_record  # not slurmdbd's partition-less stand-in row
-            )
-            if settled or time.monotonic() >= deadline:
-                return text, metrics
-            time.sleep(pause)
-            pause = min(pause * 2, SACCT_SETTLE_INTERVAL_S)
+        """Slurm's final record of the job (bounded, ``slurm_sacct.settle``); a failing sacct is
+        not an error (the metadata then says the numbers are unavailable). ``remove``: a run dir
+        to delete in the same round trip as the first query (after sacct, whatever it says)."""
+        suffix = ""
+        if remove:
+            suffix = f"; rm -rf -- {shlex.quote(remove)} && echo {RUN_DIR_REMOVED_MARK}"
+
+        def removed(stdout: str) -> None:
+            if remove and RUN_DIR_REMOVED_MARK in stdout:
+                self._removed.add(remove)
+
+        got = settle(self._transport, [job_id], [job_id], first_suffix=suffix, on_first=removed)
+        return got.text.replace(RUN_DIR_REMOVED_MARK, ""), got.metrics.get(job_id)
 
     def failure_error(
         self, handle: JobHandle, outcome: JobOutcome, stderr_tail: list[str]

@@ -1,0 +1,168 @@
+"""Slurm's final accounting record of ended jobs: ONE bounded settle loop for single jobs, array
+tasks and hetjob components.
+
+slurmctld hands a job's records to slurmdbd asynchronously. For a short job the step record
+often arrives first, and slurmdbd then shows a stand-in job row (named ``allocation``, no
+partition) until the job's own start record replaces it, which takes up to ~5 s on a quiet test
+cluster (measured: the stand-in is COMPLETED 0.2-0.5 s after the job's end, the job's own record
+1-5 s later). Waiting for it cost every short asset seconds.
+
+A stand-in row is taken as final when it is *complete*: the job's state is terminal, its
+allocation (AllocTRES, NodeList, ExitCode, ElapsedRaw) is recorded and every step row is
+terminal, i.e. the step usage slurmdbd has is already final. The one field it never has, the
+partition, comes from slurmctld (``squeue --states=all`` still lists a job for MinJobAge after its
+end) in the same round trip; without it the stand-in is not complete. Numbers are never taken
+from a RUNNING/PENDING record (a stand-in is PENDING before it is COMPLETED).
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+from dagster_hpc.backends.slurm_poller import slurm_state
+from dagster_hpc.errors import TransportError
+from dagster_hpc.metrics import (
+    JobMetrics,
+    accounting_disabled,
+    accounting_unreachable,
+    parse_sacct,
+    sacct_command,
+)
+from dagster_hpc.transport.base import Transport
+
+# The whole wait for final records, per settle (one job, one array's tasks, one hetjob): past
+# it we report what sacct has (a RUNNING record's numbers are then left out by the caller's
+# state check). Measured: a complete record is there 0.2-0.5 s after the end on a quiet
+# cluster; slurmdbd's own record of a short job up to ~5 s, so 10 s covers a busy slurmdbd.
+SACCT_SETTLE_BUDGET_S = 10.0
+# The first re-query comes soon (this wait is on the critical path of every asset), then the
+# pause doubles up to the interval.
+SACCT_SETTLE_FIRST_S = 0.05
+SACCT_SETTLE_INTERVAL_S = 0.3
+# One sacct on a loaded slurmdbd can take many seconds.
+SACCT_TIMEOUT_S = 60.0
+# Marks slurmctld's partition lines in the combined answer (never a sacct row: 3 fields).
+PARTITION_MARK = "dagster-hpc-partition"
+STAND_IN_NAME = "allocation"
+
+
+def settle_command(query_ids: Sequence[str]) -> str:
+    """sacct for ``query_ids``; when a stand-in row is among the answer, slurmctld's partition
+    of each job in the same round trip (one ``squeue``, ~15 ms, only then)."""
+    jobs = shlex.quote(",".join(query_ids))
+    return (
+        f"r=$({sacct_command(','.join(query_ids))}); printf '%s\\n' \"$r\"; "
+        f"case $r in *'|{STAND_IN_NAME}|'*) squeue --noheader --states=all --jobs {jobs} "
+        f"--format='{PARTITION_MARK}|%i|%P' 2>/dev/null;; esac"
+    )
+
+
+def split_partitions(text: str) -> tuple[str, dict[str, str]]:
+    """(sacct's text, {job id: partition} from slurmctld's lines)."""
+    rows, partitions = [], {}
+    for line in text.splitlines():
+        mark, _, rest = line.partition("|")
+        if mark == PARTITION_MARK:
+            jid, _, part = rest.partition("|")
+            if jid and part:
+                partitions[jid] = part
+        else:
+            rows.append(line)
+    return "\n".join(rows) + ("\n" if rows else ""), partitions
+
+
+def complete_stand_in(m: JobMetrics) -> bool:
+    """A stand-in row whose numbers are already final (see the module docstring)."""
+    return bool(
+        slurm_state(m.state).finished
+        and m.exit_code is not None
+        and m.elapsed_s is not None
+        and m.alloc_tres
+        and m.node_list
+        and m.node_list != "None assigned"
+        and m.step_states
+        and all(slurm_state(s).finished for s in m.step_states.values())
+    )
+
+
+def final(m: JobMetrics | None, partitions: dict[str, str]) -> JobMetrics | None:
+    """``m`` when it is Slurm's final record, a complete stand-in with slurmctld's partition
+    filled in, or None (ask again)."""
+    if m is None or not slurm_state(m.state).finished:
+        return None
+    if m.from_job_record:
+        return m
+    part = partitions.get(m.job_id)
+    if part and complete_stand_in(m):
+        return replace(m, partition=part)
+    return None
+
+
+@dataclass
+class Settled:
+    """What the settle loop saw last: sacct's text (for the "why no numbers" checks) and the
+    records per wanted id (final ones, or the last non-final ones when the budget ran out)."""
+
+    text: str
+    metrics: dict[str, JobMetrics] = field(default_factory=dict)
+    rounds: int = 0
+
+    @property
+    def unreachable_or_disabled(self) -> bool:
+        return accounting_disabled(self.text) or bool(accounting_unreachable(self.text))
+
+
+def settle(
+    transport: Transport,
+    query_ids: Sequence[str],
+    wanted: Sequence[str],
+    *,
+    first_suffix: str = "",
+    on_first: Callable[[str], None] | None = None,
+    budget_s: float = SACCT_SETTLE_BUDGET_S,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Settled:
+    """sacct ``query_ids`` (job ids, array or hetjob ids) until every id in ``wanted`` (a job,
+    ``<array>_<i>`` or ``<het>+<i>``) has a final record, bounded by ``budget_s``.
+
+    A failing sacct is not an error (the caller's metadata then says the numbers are
+    unavailable); an unreachable or disabled slurmdbd ends the wait at once. ``first_suffix`` is
+    shell appended to the first round trip only (the run dir's removal); ``on_first`` gets that
+    round trip's raw stdout.
+    """
+    deadline = clock() + budget_s
+    pause = SACCT_SETTLE_FIRST_S
+    out = Settled("")
+    suffix = first_suffix
+    while True:
+        out.rounds += 1
+        try:
+            res = transport.run(settle_command(query_ids) + suffix, timeout=SACCT_TIMEOUT_S)
+            if suffix and on_first is not None:
+                on_first(res.stdout)
+            text, partitions = split_partitions(res.stdout)
+            out.text = text + res.stderr
+        except TransportError as exc:
+            out.text, partitions = str(exc), {}
+        suffix = ""  # asked once: a failure is left to the caller's own later attempt
+        if out.unreachable_or_disabled:
+            out.metrics = {}
+            return out
+        done = True
+        for wid in wanted:
+            m = parse_sacct(out.text, wid)
+            f = final(m, partitions)
+            if f is not None:
+                out.metrics[wid] = f
+            else:
+                done = False
+                if m is not None:
+                    out.metrics[wid] = m  # kept in case the budget runs out
+        if done or clock() >= deadline:
+            return out
+        sleep(pause)
+        pause = min(pause * 2, SACCT_SETTLE_INTERVAL_S)
