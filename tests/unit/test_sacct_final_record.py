@@ -117,3 +117,10 @@ def test_hetjob_component_stand_in_with_slurmctlds_partition() -> None:
     transport = Scripted([first])
     out = hetjob._het_metrics(transport, "60", 2)
     assert transport.calls == 1 and (out[0].partition, out[1].partition) == ("debug", "gpu")
+
+
+def test_a_session_steps_own_record_is_final_without_a_partition() -> None:
+    step = "70.3|dhpc-x|COMPLETED|0:0|1|1|1|00:00.095|1|20M|cpu=1,mem=256M,node=1|node1||\n"
+    transport = Scripted([step])
+    got = settle(transport, ["70.3"], ["70.3"]).metrics["70.3"]
+    assert transport.calls == 1 and got.max_rss_mb == 20.0
