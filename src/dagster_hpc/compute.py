@@ -17,6 +17,7 @@ from dagster_hpc.backends.slurm_resource import SlurmResource
 from dagster_hpc.errors import ConfigError
 from dagster_hpc.execution import AnyContext, execute
 from dagster_hpc.launchers import Launcher
+from dagster_hpc.pipes.reader import FORWARD_CAP_BYTES, FORWARD_CAP_MIN_BYTES, check_forward_cap
 from dagster_hpc.prepared import (
     PreparedJob,
     StepInfo,
@@ -61,6 +62,14 @@ class ComputeResource(StrictResource):
         description="Run directories after a step: 'failed' (default: remove successful ones once their "
         "output was read, keep failed ones for debugging), 'always', or 'never'.",
     )
+    forward_cap_bytes: int = Field(
+        default=FORWARD_CAP_BYTES,
+        description="Bytes of a job's stdout, and of its stderr, forwarded to Dagster as log lines "
+        f"(default {FORWARD_CAP_BYTES}: 8 MiB; at least {FORWARD_CAP_MIN_BYTES}). Past it the stream is no "
+        "longer read: the rest stays in the run directory (then kept), and a warning and the metadata "
+        "'dagster-hpc/stdout_not_forwarded' say where. Guards the step and the Dagster host's disk "
+        "against a payload that prints gigabytes.",
+    )
     array_throttle: int | None = Field(
         default=None,
         description="Job arrays (run_array, multi-partition steps): at most this many items run at "
@@ -75,6 +84,11 @@ class ComputeResource(StrictResource):
         default=None,
         description="mode='slurm': cluster, default queue and paths (None: SlurmResource.from_env()).",
     )
+
+    def __init__(self, **data: Any):
+        super().__init__(**data)
+        if isinstance(self.forward_cap_bytes, int):  # an EnvVar is checked when run() reads it
+            check_forward_cap(self.forward_cap_bytes)
 
     def run(
         self,
@@ -98,6 +112,7 @@ class ComputeResource(StrictResource):
         raises PayloadError with its exit code and the last lines of its stderr.
         """
         check_keep_run_dirs(self.keep_run_dirs)
+        check_forward_cap(self.forward_cap_bytes)
         base_env = check_env(self.extra_env, "ComputeResource.extra_env")
         from dagster_hpc.allocation.api import multi_partition_keys, run_partitions
 
@@ -112,8 +127,9 @@ class ComputeResource(StrictResource):
             extras=extras, extra_files=extra_files, queue=queue,
         )  # fmt: skip
         return execute(
-            context, backend, job, base_env=base_env, keep_run_dirs=self.keep_run_dirs, pipes=pipes
-        )
+            context, backend, job, base_env=base_env, keep_run_dirs=self.keep_run_dirs, pipes=pipes,
+            forward_cap_bytes=self.forward_cap_bytes,
+        )  # fmt: skip
 
     def run_array(
         self,

@@ -19,6 +19,7 @@ from dagster_hpc.backends.base import Backend, JobHandle, JobState, JobStatus
 from dagster_hpc.jobscript import render_env_file
 from dagster_hpc.pipes import RunDirContextInjector, RunDirMessageReader
 from dagster_hpc.pipes.forward import LogForwarder
+from dagster_hpc.pipes.reader import FORWARD_CAP_BYTES
 from dagster_hpc.prepared import PreparedJob, render_run_scripts
 from dagster_hpc.request import JobRequest
 from dagster_hpc.retention import KEEP_ALWAYS, apply_retention, kept_metadata, should_remove
@@ -46,6 +47,7 @@ def execute(
     python: str | None = None,
     header_lines: tuple[str, ...] = (),
     pipes: bool = True,
+    forward_cap_bytes: int = FORWARD_CAP_BYTES,
 ) -> dg.PipesClientCompletedInvocation:
     """Run the job ``backend.prepare`` returned through Dagster Pipes; raise PayloadError on failure.
 
@@ -80,6 +82,7 @@ def execute(
         idle_after_s=getattr(backend, "tail_idle_after_s", 0.0),
         pipes=pipes,
         on_attempt=lambda line: context.log.info(f"dagster-hpc: {line}"),
+        forward_cap_bytes=forward_cap_bytes,
     )
     extras = dict(request.extras)
     if job.requeue is not None:

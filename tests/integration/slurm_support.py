@@ -86,11 +86,14 @@ def slurm_resource(cluster, *, queue: QueueConfig | None = None, **kw) -> SlurmR
     return SlurmResource(queue=queue or QueueConfig(time_limit="5", mem="256M"), **kw)
 
 
-def compute(cluster, keep_run_dirs: str = "always", **kw) -> ComputeResource:
+def compute(
+    cluster, keep_run_dirs: str = "always", *, forward_cap_bytes: int | None = None, **kw
+) -> ComputeResource:
     # "always": several tests inspect the run dir after a successful job (permissions, files);
     # the default policy ("failed") is tested in test_slurm_reattach and tests/unit/test_retention
+    cap = {} if forward_cap_bytes is None else {"forward_cap_bytes": forward_cap_bytes}
     return ComputeResource(
-        mode="slurm", keep_run_dirs=keep_run_dirs, slurm=slurm_resource(cluster, **kw)
+        mode="slurm", keep_run_dirs=keep_run_dirs, slurm=slurm_resource(cluster, **kw), **cap
     )
 
 

@@ -40,6 +40,9 @@ REPO = Path(__file__).resolve().parents[2]
 TICKS = 20
 OUTAGE_S = 3.0
 FLOOD_BYTES = 1 << 30  # fault_flood.py's default
+FLOOD_LINE_BYTES = 64  # fault_flood.py: "flood %057d\n", numbered 0..16383 in every MiB
+FLOOD_LINES_PER_BLOCK = (1 << 20) // FLOOD_LINE_BYTES
+FLOOD_CAP = 1 << 20  # the flood test's forward_cap_bytes (the default is 8 MiB)
 # A job of the idle private cluster starts within seconds; generous for a loaded machine.
 RUNNING_WITHIN_S = 120
 POLL_S = 0.2
@@ -229,6 +232,9 @@ def test_node_down_mid_job_fails_node_fail_with_metrics(fault_cluster, tmp_path)
     assert error.cls_name == "SlurmJobError", error.message
     assert f"Slurm job {run.job[0]}" in error.message and "NODE_FAIL" in error.message
     assert "metrics: elapsed " in error.message and run.job[1] in error.message
+    # what the payload wrote before its node went down arrived, each line once (lost 0)
+    before = Counter({f"tick {i}": 1 for i in range(TICKS // 2)})
+    assert Counter(m for m in run.messages if m.startswith("tick ")) == before
     observed = run.observations
     assert observed and observed[0]["slurm/state"].value == "NODE_FAIL"
     assert observed[0]["slurm/metrics_available"].value is True  # the metrics of the failed job
@@ -275,13 +281,34 @@ def test_slurmdbd_down_the_job_succeeds_with_metrics_flagged_unavailable(fault_c
         wall = time.monotonic() - started
     finally:
         fc.up()
+    back = time.monotonic()
     assert result.success, step_error(result, run.name).message
     assert_every_message_once(run)
     md = result.asset_materializations_for_node(run.name)[0].metadata
     assert md["slurm/state"].value == "COMPLETED"
     assert md["slurm/metrics_available"].value is False
     assert "slurmdbd" in md["slurm/metrics_unavailable_reason"].value
-    print(f"\nslurmdbd down: step wall {wall:.1f} s")
+    assert run.job_ids() == [run.job[0]] and run.restarts(run.job[0]) == 0  # double submits 0
+    # slurmctld kept the job's records and hands them over once slurmdbd is back: nothing is
+    # lost from accounting either (what `dagster-hpc jobs` / sacct show later)
+    handed = _sacct_state_within(fc, run.job[0], RUNNING_WITHIN_S)
+    assert handed == "COMPLETED", f"sacct -j {run.job[0]} after slurmdbd restarted: {handed!r}"
+    print(
+        f"\nslurmdbd down: step wall {wall:.1f} s; records in slurmdbd "
+        f"{time.monotonic() - back:.1f} s after it restarted"
+    )
+
+
+def _sacct_state_within(fc: FaultCluster, job_id: str, timeout_s: float) -> str:
+    """The job's state in accounting, asked until it is final or ``timeout_s`` passed."""
+    deadline, state = time.monotonic() + timeout_s, ""
+    while time.monotonic() < deadline:
+        out = fc.slurm("sacct", "-X", "-n", "-P", "-j", job_id, "-o", "State", check=False)
+        state = out.strip().splitlines()[0] if out.strip() else ""
+        if state and state not in ("PENDING", "RUNNING"):
+            return state
+        time.sleep(POLL_S * 5)
+    return state
 
 
 def _descendants(pid: int) -> list[int]:
@@ -396,10 +423,12 @@ def _tree_bytes(path: Path) -> int:
 
 
 def test_stdout_flood_is_capped_the_rest_left_on_the_cluster(fault_cluster, tmp_path):
+    """A 1 GiB flood with ComputeResource(forward_cap_bytes=FLOOD_CAP): the setting, not the
+    8 MiB default, decides (and fewer forwarded lines keep the test short)."""
     from dagster_hpc.pipes.reader import CAPPED_METADATA_KEY, FORWARD_CAP_BYTES
 
     fc = fault_cluster
-    run = Run(fc, tmp_path, "fault_flood.py", keep_run_dirs="failed")
+    run = Run(fc, tmp_path, "fault_flood.py", keep_run_dirs="failed", forward_cap_bytes=FLOOD_CAP)
     started = time.monotonic()
     result = run.materialize(watch=False)
     wall = time.monotonic() - started
@@ -410,8 +439,14 @@ def test_stdout_flood_is_capped_the_rest_left_on_the_cluster(fault_cluster, tmp_
     stdout_log = note.split(" from byte ", 1)[0]
     assert "left in place" in note and stdout_log.endswith("/stdout.log")
     assert any("passed the forwarding cap" in m and stdout_log in m for m in run.messages)
-    forwarded = sum(len(m) + 1 for m in run.messages if m.startswith("flood "))
-    assert FORWARD_CAP_BYTES - 64 <= forwarded <= FORWARD_CAP_BYTES + 1  # the cut line: no newline
+    assert f"forwarding cap of {FLOOD_CAP} bytes" in " ".join(run.messages)
+    flood = [m for m in run.messages if m.startswith("flood ")]
+    forwarded = sum(len(m) + 1 for m in flood)
+    assert FLOOD_CAP - 64 <= forwarded <= FLOOD_CAP + 1 < FORWARD_CAP_BYTES  # the cut line: no \n
+    # the first lines of the file, in order, each once (the payload numbers them per MiB block)
+    whole = [int(m.split()[1]) for m in flood if len(m) == FLOOD_LINE_BYTES - 1]
+    assert whole == [i % FLOOD_LINES_PER_BLOCK for i in range(len(whole))]  # lost 0, doubled 0
+    assert len(run.job_ids()) == 1  # double submits 0
     # the Dagster side holds the cap (event log + compute logs), not the gigabyte
     assert _tree_bytes(tmp_path) < 8 * FORWARD_CAP_BYTES
     try:

@@ -14,10 +14,17 @@ import dagster as dg
 import pytest
 
 from dagster_hpc.backends.slurm_poller import POLL_FLOOR_S
+from dagster_hpc.backends.slurm_script import job_name
 from tests.integration import slurm_load_defs
-from tests.integration.slurm_support import CREATED_BASES, cleanup_remote_bases, slurm_env
+from tests.integration.slurm_support import (
+    CREATED_BASES,
+    SACCT_NAME_LAG_S,
+    cleanup_remote_bases,
+    slurm_env,
+)
 
 MESSAGES = 3  # slurm_payloads/load_messages.py
+POLL_S = 0.5
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -49,6 +56,7 @@ def test_fifty_assets_every_message_once_one_query_per_tick_one_login(
         if k.startswith("DAGSTER_HPC_"):
             monkeypatch.setenv(k, v)
     queries_before = fc.squeue_calls()
+    since = time.strftime("%Y-%m-%dT%H:%M:%S")  # sacct's local time, whole seconds
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
         started = time.monotonic()
         with dg.execute_job(
@@ -84,3 +92,20 @@ def test_fifty_assets_every_message_once_one_query_per_tick_one_login(
     assert max(messages.values()) == 1  # doubled 0
     assert queries <= ticks  # one scheduler query per tick for all 50 steps
     assert logins == 1  # the holder: one login for the whole run
+    names = {job_name(a.key.path[-1]) for a in slurm_load_defs.ASSETS}
+    assert _jobs_per_name(fc, names, since) == dict.fromkeys(names, 1)  # double submits 0
+
+
+def _jobs_per_name(fc, names: set[str], since: str) -> dict[str, int]:
+    """How many jobs of each name accounting has since ``since``; slurmdbd records a job's name
+    a moment after its end, so asked again until every name is there (SACCT_NAME_LAG_S)."""
+    deadline = time.monotonic() + SACCT_NAME_LAG_S
+    while True:
+        out = fc.slurm(
+            "sacct", "-X", "-n", "-P", "-S", since, f"--name={','.join(sorted(names))}",
+            "-o", "JobID,JobName",
+        )  # fmt: skip
+        counts = Counter(line.split("|", 1)[1] for line in out.splitlines() if "|" in line)
+        if set(counts) >= names or time.monotonic() > deadline:
+            return dict(counts)
+        time.sleep(POLL_S)

@@ -5,17 +5,38 @@ unreachable accounting, --no-requeue."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
+from dagster_hpc import ComputeResource, ConfigError, ExecLauncher
 from dagster_hpc.backends.slurm_fs import job_full_error, parse_df, says_full, staging_full_error
 from dagster_hpc.backends.slurm_reattach import parse_workdir_probe
-from dagster_hpc.backends.slurm_script import sbatch_header
-from dagster_hpc.backends.slurm_submit import SUBMIT_LOCK, submit_command
+from dagster_hpc.backends.slurm_script import (
+    FLOCK_PREFLIGHT,
+    check_preflight,
+    parse_preflight,
+    preflight_command,
+    sbatch_header,
+)
+from dagster_hpc.backends.slurm_submit import (
+    NO_FLOCK_MARK,
+    REMOVED_MARK,
+    SUBMIT_LOCK,
+    submit_command,
+)
 from dagster_hpc.errors import FilesystemFullError
 from dagster_hpc.metrics import accounting_unreachable
 from dagster_hpc.pipes import RunDirMessageReader
+from dagster_hpc.pipes.reader import (
+    CAPPED_METADATA_KEY,
+    FORWARD_CAP_BYTES,
+    FORWARD_CAP_MIN_BYTES,
+)
 from dagster_hpc.queue import QueueConfig
 from dagster_hpc.rundir import EXIT_CODE, PIPES_MESSAGES, STDOUT
 from dagster_hpc.transport.base import CommandResult
@@ -60,6 +81,38 @@ def test_stdout_past_the_cap_is_not_read_and_the_messages_still_arrive(tmp_path:
     assert any("forwarding cap" in w for w in warnings)
 
 
+def test_the_cap_is_a_validated_resource_setting_that_reaches_the_reader(tmp_path: Path) -> None:
+    assert ComputeResource().forward_cap_bytes == FORWARD_CAP_BYTES
+    with pytest.raises(ConfigError, match=r"forward_cap_bytes=8 is below 65536 .* in bytes"):
+        ComputeResource(forward_cap_bytes=8)
+    with pytest.raises(ConfigError, match="did you mean 'forward_cap_bytes'"):
+        ComputeResource(forward_cap_byte=1 << 20)
+    cap = FORWARD_CAP_MIN_BYTES
+    line = "y" * 99  # 100 bytes a line: 3 caps' worth of stdout in all
+
+    @dg.asset
+    def chatty(context, compute: ComputeResource):  # this module's annotations are strings
+        argv = [
+            "sh",
+            "-c",
+            f"i=0; while [ $i -lt {3 * cap // 100} ]; do echo {line}; i=$((i+1)); done",
+        ]
+        yield from compute.run(context, argv, launcher=ExecLauncher(), pipes=False).get_results()
+
+    instance = dg.DagsterInstance.ephemeral()
+    resource = ComputeResource(base_dir=str(tmp_path), forward_cap_bytes=cap)
+    result = dg.materialize([chatty], resources={"compute": resource}, instance=instance)
+    lines = [
+        part for e in instance.all_logs(result.run_id) if not e.is_dagster_event
+        for part in e.user_message.split("\n") if part.startswith("y")
+    ]  # fmt: skip
+    assert cap - 100 <= sum(len(x) + 1 for x in lines) <= cap + 1  # the setting, not the default
+    md = result.asset_materializations_for_node("chatty")[0].metadata
+    assert f"from byte {cap} on" in md[CAPPED_METADATA_KEY.format(stream="stdout")].value
+    kept = list(tmp_path.rglob(STDOUT))  # the run directory is kept: the rest is there
+    assert [p.stat().st_size for p in kept] == [3 * cap // 100 * 100]
+
+
 @pytest.mark.parametrize(
     ("stdout", "job_id", "error"),
     [
@@ -84,6 +137,49 @@ def test_parse_workdir_probe(stdout: str, job_id: str | None, error: str) -> Non
 def test_the_submission_holds_its_lock_from_before_the_unpack() -> None:
     cmd = submit_command("tar -x -f -", RUN_DIR)
     assert cmd.index(SUBMIT_LOCK) < cmd.index("tar -x") < cmd.index("sbatch")
+
+
+def _path_without_flock(tmp_path: Path) -> Path:
+    """A PATH directory with the tools a submission needs, a recording sbatch, and no flock."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("mkdir", "rm", "grep", "touch"):
+        found = shutil.which(tool)
+        assert found is not None
+        (bin_dir / tool).symlink_to(found)
+    for fake, body in (("sbatch", f"touch {tmp_path}/sbatch-called; echo 7"), ("squeue", "true")):
+        (bin_dir / fake).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / fake).chmod(0o755)
+    return bin_dir
+
+
+def test_a_login_node_without_flock_is_refused_and_never_submits_unlocked(tmp_path: Path) -> None:
+    bin_dir = _path_without_flock(tmp_path)
+
+    def sh(command: str, path: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["/bin/bash", "-c", command], env={"PATH": path}, capture_output=True, text=True,
+            timeout=JOIN_TIMEOUT_S, check=False,
+        )  # fmt: skip
+
+    assert sh("true" + FLOCK_PREFLIGHT, str(bin_dir)).stdout == "flock=missing\n"
+    assert sh("true" + FLOCK_PREFLIGHT, os.environ["PATH"]).stdout == "flock=ok\n"  # util-linux
+    # the whole preflight still parses (its parts are concatenated) and answers the line
+    full = preflight_command(base_dir=str(tmp_path / "base"), python="python3", activate=None)
+    answered = sh(full, f"{bin_dir}:/usr/bin:/bin")
+    assert answered.returncode == 0, answered.stderr
+    assert parse_preflight(answered.stdout)["base"] == "ok"
+    assert parse_preflight(answered.stdout)["flock"] == "ok"  # /usr/bin has it
+    answer = {"base": "ok", "python": "ok", "flock": "missing"}
+    kw = dict(cluster="c", base_dir="/b", python="python3", activate=None, partition=None)
+    with pytest.raises(ConfigError, match="flock is not on the login node's PATH.*util-linux"):
+        check_preflight(answer, **kw)  # type: ignore[arg-type]
+    check_preflight({**answer, "flock": "ok"}, **kw)  # type: ignore[arg-type]
+    # flock gone after the preflight was cached: the submission stops before sbatch
+    run_dir = tmp_path / "runs" / "step-1"
+    done = sh(submit_command("touch staged", str(run_dir)), str(bin_dir))
+    assert done.returncode != 0 and NO_FLOCK_MARK in done.stderr and REMOVED_MARK in done.stderr
+    assert not (tmp_path / "sbatch-called").exists() and not run_dir.exists()
 
 
 def test_no_requeue_unless_asked() -> None:

@@ -161,6 +161,9 @@ gpu|down|2-00:00:00|1:00:00|2|1-2|64|512000|gpu:a100:4
 @@dagster-hpc-doctor base
 /home/u/.dagster-hpc
 @@dagster-hpc-doctor rc 0
+@@dagster-hpc-doctor flock
+/usr/bin/flock
+@@dagster-hpc-doctor rc 0
 """
 
 
@@ -188,12 +191,15 @@ def test_doctor_explains_problems_in_plain_words():
             "sh: sinfo: not found\n@@dagster-hpc-doctor rc 127",
         )
     )
+    out = out.replace("/usr/bin/flock\n@@dagster-hpc-doctor rc 0", "@@dagster-hpc-doctor rc 1")
     r = parse_report("u@h", out)
-    assert r.slurm_version is None and not r.sacct_ok and not r.base_writable
+    assert r.slurm_version is None and not r.sacct_ok and not r.base_writable and not r.flock_ok
     text = " ".join(r.problems + r.warnings)
     assert "sinfo --version" in text and "module" in text
     assert "accounting storage is disabled" in text and "unavailable" in text
     assert "/scratch/x is not writable" in text and "Permission denied" in text
+    assert "flock is not on the login node's PATH" in text and "util-linux" in text
+    assert parse_report("u@h", DOCTOR_OK).flock_ok
 
 
 def test_doctor_script_quotes_the_base_dir():

@@ -113,7 +113,7 @@ RUN_DIR_REMOVED_MARK = "dagster-hpc-run-dir-removed"
 # still fails with its own clear error (exit 127 and the shell's message in stderr).
 PREFLIGHT_SHARE_TTL_S = 600.0
 # bump when preflight_command answers more (2: partition limits, 3: MaxArraySize, 4: gres)
-PREFLIGHT_FORMAT = "5"  # 5: partition node counts (slurm_nodes)
+PREFLIGHT_FORMAT = "6"  # 5: partition node counts (slurm_nodes), 6: flock
 
 # Preflight answers per process: (cluster, base, python, activate) -> parsed answer. A second
 # asset in the same process costs no round trip.

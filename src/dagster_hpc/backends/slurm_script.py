@@ -85,6 +85,20 @@ class ActivatedLauncher(Launcher):
         self.inner.check_payload(payload)
 
 
+# The submit lock (backends/slurm_submit.py, the array and session submissions) is taken with
+# flock(1) on the login node: without it a re-execution could race a submission still in flight
+# and submit twice, so a login node without flock is refused before anything is submitted.
+FLOCK_PREFLIGHT = (
+    "; if command -v flock >/dev/null 2>&1; then echo flock=ok; else echo flock=missing; fi"
+)
+FLOCK_MISSING_HINT = (
+    "flock is not on the login node's PATH: dagster-hpc takes it around every staging + sbatch, "
+    "so that a re-execution after a killed Dagster process waits for a submission still in "
+    "flight instead of submitting a second job. Nothing was submitted. Install util-linux there "
+    "(it provides flock) or put a directory with flock on PATH in the login shell"
+)
+
+
 def preflight_command(*, base_dir: str, python: str, activate: str | None) -> str:
     """ONE command that checks everything a submit needs: the base directory is writable, the
     interpreter (after activation) runs and imports dagster_pipes, and which partitions exist.
@@ -112,6 +126,7 @@ def preflight_command(*, base_dir: str, python: str, activate: str | None) -> st
         # generic resources (GPUs) per partition: --gpus is checked against the partition
         "echo gres=$(sinfo --noheader --format='%R;%G' 2>/dev/null | sort -u | tr '\\n' ','); "
         + NODES_PREFLIGHT
+        + FLOCK_PREFLIGHT
     )
 
 
@@ -146,6 +161,8 @@ def check_preflight(
             f"activation script {activate} does not exist or is not readable on {cluster}: fix activate= "
             "(a file such as /path/env/bin/activate)"
         )
+    if answer.get("flock") == "missing":  # an answer without the line (a fake) says nothing
+        raise ConfigError(f"{FLOCK_MISSING_HINT} (cluster {cluster})")
     py = answer.get("python") if need_python else "ok"
     if py == "missing":
         raise ConfigError(

@@ -18,8 +18,12 @@ REMOVED_MARK = "dagster-hpc: removed the staged run directory"
 # Held (flock) by the staging + sbatch shell from before the unpack until sbatch answered: a
 # re-execution after a killed Dagster process takes it before it looks for the job, so a
 # submission still in flight (the connection holder outlives the Dagster process) is waited for,
-# never raced by a second sbatch. Without flock on the login node, nothing is locked.
+# never raced by a second sbatch. The preflight refuses a login node without flock; should flock
+# vanish after the preflight answer was cached, the submission stops before the unpack (nothing
+# is ever submitted unlocked).
 SUBMIT_LOCK = ".dagster-hpc-submit.lock"
+# stderr of a submission that found no flock (the step's SubmissionError quotes it)
+NO_FLOCK_MARK = "dagster-hpc: flock is not on the login node's PATH: nothing was submitted"
 
 
 def submit_command(untar: str, remote_run_dir: str) -> str:
@@ -33,7 +37,8 @@ def submit_command(untar: str, remote_run_dir: str) -> str:
     lock = shlex.quote(f"{remote_run_dir.rstrip('/')}/{SUBMIT_LOCK}")
     take_lock = (
         f"umask 077 && mkdir -p {q} && exec 9>>{lock} && "
-        "{ ! command -v flock >/dev/null || flock 9; } && "
+        f"{{ command -v flock >/dev/null || {{ echo {shlex.quote(NO_FLOCK_MARK)} >&2; false; }}; }} && "
+        "flock 9 && "
     )
     return (
         f"{{ {take_lock}{untar} && cd {q} && sbatch --parsable {JOB_SCRIPT}; }} || {{ rc=$?; cd / || exit $rc; "

@@ -2,7 +2,8 @@
 
 Connects with the same settings as ``SSHConnectionResource.from_env`` (flags override) and asks,
 in ONE remote command: the Slurm version, the partitions and their limits, whether accounting
-(sacct) answers, and whether the remote base directory is writable.
+(sacct) answers, whether the remote base directory is writable and whether flock (the submit
+lock) is on the login node's PATH.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def doctor_script(remote_base: str | None) -> str:
             f'printf "%s\\n" "$out" | head -n 3; echo {_MARK} rc $rc',
             f'echo {_MARK} base; b={base}; echo "$b"; mkdir -p "$b" 2>&1 && chmod 700 "$b" 2>&1 && '
             f't="$b/.doctor-$$" && touch "$t" 2>&1 && rm -f "$t"; echo {_MARK} rc $?',
+            f"echo {_MARK} flock; command -v flock 2>&1; echo {_MARK} rc $?",
         ]
     )
 
@@ -69,6 +71,7 @@ class DoctorReport:
     remote_base: str = ""
     base_writable: bool = False
     base_detail: str = ""
+    flock_ok: bool = True
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -154,6 +157,14 @@ def parse_report(target: str, stdout: str, partition: str | None = None) -> Doct
             + ": run directories and environments cannot be staged. Choose another one "
             "(e.g. on your scratch file system) with --remote-base-dir / SlurmResource(remote_base_dir=...)."
         )
+    rc, _lines = s.get("flock", (0, []))  # an older answer without the section: not a problem
+    r.flock_ok = rc == 0
+    if not r.flock_ok:
+        r.problems.append(
+            "flock is not on the login node's PATH: runs refuse to submit without it (it locks "
+            "each staging + sbatch, so a re-execution after a killed Dagster process never "
+            "submits a second job). Install util-linux there or put flock on PATH in the login shell."
+        )
     return r
 
 
@@ -173,6 +184,7 @@ def render(r: DoctorReport) -> str:
     out.append(
         f"  Remote base dir: {r.remote_base} ({'writable' if r.base_writable else 'NOT writable'})"
     )
+    out.append(f"  Submit lock:     {'flock found' if r.flock_ok else 'flock NOT found'}")
     for w in r.warnings:
         out.append(f"  WARNING: {w}")
     for p in r.problems:

@@ -33,7 +33,7 @@ import dagster as dg
 from dagster_pipes import PIPES_PROTOCOL_VERSION, PIPES_PROTOCOL_VERSION_FIELD, PipesParams
 
 from dagster_hpc.attempts import Attempt, AttemptLog
-from dagster_hpc.errors import AuthenticationError, HostKeyError, TransportError
+from dagster_hpc.errors import AuthenticationError, ConfigError, HostKeyError, TransportError
 from dagster_hpc.pipes.tail import FileTail
 from dagster_hpc.rundir import ATTEMPTS, EXIT_CODE, PIPES_MESSAGES, STDERR, STDOUT
 from dagster_hpc.transport.base import Transport
@@ -70,11 +70,15 @@ WATCH_FAST_FOR_S = 5.0
 WATCH_LINGER_S = 0.15
 # Bytes per file per tick; a full chunk means "more is waiting": read again without sleeping.
 READ_CHUNK_BYTES = 4 << 20
-# Bytes of stdout (and of stderr) forwarded to Dagster per job: a payload that prints a gigabyte
-# would otherwise stall the step behind millions of log events and fill the Dagster host's disk
-# (the event log). Past the cap the file is no longer read; the rest stays in the run directory
-# on the cluster (kept, whatever keep_run_dirs says), and the log and metadata say so.
+# Bytes of stdout (and of stderr) forwarded to Dagster per job, by default
+# (``ComputeResource(forward_cap_bytes=...)``): a payload that prints a gigabyte would otherwise
+# stall the step behind millions of log events and fill the Dagster host's disk (the event log).
+# Past the cap the file is no longer read; the rest stays in the run directory on the cluster
+# (kept, whatever keep_run_dirs says), and the log and metadata say so.
 FORWARD_CAP_BYTES = 8 << 20
+# The smallest cap accepted: below it the setting is almost surely a size in the wrong unit
+# (forward_cap_bytes=8 meant as 8 MiB), and a few hundred log lines are always worth forwarding.
+FORWARD_CAP_MIN_BYTES = 64 << 10
 # Metadata key naming what was not forwarded (one per capped stream: stdout, stderr).
 CAPPED_METADATA_KEY = "dagster-hpc/{stream}_not_forwarded"
 # How many stderr lines we keep for error messages.
@@ -87,6 +91,22 @@ FAILURE_WARN_EVERY_S = 30.0
 # After stop is requested, give up the final drain if the transport keeps failing this long
 # (the files stay in the run directory; the error says where).
 FINAL_DRAIN_RETRY_S = 30.0
+
+
+def check_forward_cap(value: object) -> int:
+    """ConfigError unless ``value`` is a whole number of bytes >= FORWARD_CAP_MIN_BYTES."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(
+            f"forward_cap_bytes={value!r} is not a whole number of bytes: e.g. {FORWARD_CAP_BYTES} "
+            "(8 MiB, the default)"
+        )
+    if value < FORWARD_CAP_MIN_BYTES:
+        raise ConfigError(
+            f"forward_cap_bytes={value} is below {FORWARD_CAP_MIN_BYTES} ({FORWARD_CAP_MIN_BYTES >> 10} "
+            f"KiB): the setting is in bytes (8 MiB is {FORWARD_CAP_BYTES})"
+        )
+    return value
+
 
 LineSink = Callable[
     [str, list[str]], None
