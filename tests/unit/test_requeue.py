@@ -376,3 +376,33 @@ def test_requeue_settings_from_the_environment(monkeypatch) -> None:
     monkeypatch.setenv("DAGSTER_HPC_SLURM_REQUEUE", "maybe")
     with pytest.raises(ConfigError, match="DAGSTER_HPC_SLURM_REQUEUE='maybe' is not a yes/no"):
         SlurmResource.from_env()
+    # every spelling of yes and no, in any case; no: --no-requeue and no checkpoint signal
+    monkeypatch.delenv("DAGSTER_HPC_SLURM_MAX_REQUEUES")
+    for word, value in (("YES", True), ("true", True), ("0", False), ("No", False)):
+        monkeypatch.setenv("DAGSTER_HPC_SLURM_REQUEUE", word)
+        assert SlurmResource.from_env().queue.requeue is value, word
+    lines = SlurmResource.from_env().queue.to_sbatch_lines()
+    assert "#SBATCH --no-requeue" in lines and not any("--signal" in line for line in lines)
+    # a budget that is not a whole number, and one without requeue: refused, naming the variables
+    monkeypatch.setenv("DAGSTER_HPC_SLURM_REQUEUE", "1")
+    monkeypatch.setenv("DAGSTER_HPC_SLURM_MAX_REQUEUES", "two")
+    with pytest.raises(ConfigError, match="DAGSTER_HPC_SLURM_MAX_REQUEUES='two' is not a whole"):
+        SlurmResource.from_env()
+    monkeypatch.setenv("DAGSTER_HPC_SLURM_REQUEUE", "0")
+    monkeypatch.setenv("DAGSTER_HPC_SLURM_MAX_REQUEUES", "2")
+    with pytest.raises(ConfigError, match="max_requeues=2 with requeue=False") as refused:
+        SlurmResource.from_env()
+    assert "DAGSTER_HPC_SLURM_REQUEUE, DAGSTER_HPC_SLURM_MAX_REQUEUES" in str(refused.value)
+    # the pre-timeout lead from the environment too (and its older spelling)
+    monkeypatch.setenv("DAGSTER_HPC_SLURM_REQUEUE", "1")
+    monkeypatch.delenv("DAGSTER_HPC_SLURM_MAX_REQUEUES")
+    monkeypatch.setenv("DAGSTER_HPC_SLURM_SIGNAL", "USR1@120")
+    assert SlurmResource.from_env().queue.checkpoint_signal == "USR1"
+    monkeypatch.setenv("DAGSTER_HPC_SLURM_SIGNAL_BEFORE_TIMEOUT", "USR2@90")
+    with pytest.raises(ConfigError, match="set the same setting"):
+        SlurmResource.from_env()
+    # a misspelled variable is refused, not ignored (the job would run without requeue)
+    monkeypatch.delenv("DAGSTER_HPC_SLURM_SIGNAL")
+    monkeypatch.setenv("DAGSTER_HPC_SLURM_MAX_REQUEUE", "2")
+    with pytest.raises(ConfigError, match="did you mean 'DAGSTER_HPC_SLURM_MAX_REQUEUES'"):
+        SlurmResource.from_env()
