@@ -169,3 +169,30 @@ def test_run_array_local_failure_names_the_item(tmp_path: Path, monkeypatch) -> 
     with pytest.raises(PayloadError, match=r"1 of 2 array items failed: b2") as info:
         dg.materialize([sweep], resources={"compute": ComputeResource(base_dir=str(tmp_path))})
     assert "b2 fails on purpose" in str(info.value) and "exit code 3" in str(info.value)
+
+
+def test_a_succeeded_arrays_run_dir_goes_with_the_final_sacct(tmp_path: Path) -> None:
+    """Retention's removal of a successful array's run dir rides on the first round trip of
+    the final sacct settle (as for single jobs): one round trip less per step."""
+    from dagster_hpc.allocation import runner
+    from dagster_hpc.backends.base import JobHandle
+    from dagster_hpc.backends.slurm import RUN_DIR_REMOVED_MARK, SlurmBackend
+    from dagster_hpc.transport.base import CommandResult
+
+    row = "50_0|dhpc-x|COMPLETED|0:0|1|1|1|00:00.095|1||cpu=1,mem=256M,node=1|node1|debug|None\n"
+    commands: list[str] = []
+
+    class Sacct:
+        def run(self, command: str, *, timeout: float | None = None) -> CommandResult:
+            commands.append(command)
+            return CommandResult(0, row + RUN_DIR_REMOVED_MARK + "\n", "")
+
+    backend = SlurmBackend(
+        Sacct(), cluster="fake", remote_base_dir=str(tmp_path), record_launch=False
+    )
+    assert backend.folded_removal(None)[0] == ""
+    suffix, removed = backend.folded_removal("/r/run dir")
+    out = runner._sacct_tasks(Sacct(), {0: "50_0"}, [0], first_suffix=suffix, on_first=removed)
+    assert len(commands) == 1 and out[0].partition == "debug"
+    assert commands[0].endswith(f"; rm -rf -- '/r/run dir' && echo {RUN_DIR_REMOVED_MARK}")
+    assert backend.run_dir_removed(JobHandle("slurm-array", "50", "/r/run dir", "fake"))

@@ -14,7 +14,7 @@ from dagster_hpc.allocation.results import MultiTaskInvocation, MultiTaskOutcome
 from dagster_hpc.allocation.runner import run_array_local, run_array_slurm
 from dagster_hpc.allocation.tasks import TaskItem, normalize_items
 from dagster_hpc.errors import ConfigError
-from dagster_hpc.retention import apply_retention, check_keep_run_dirs
+from dagster_hpc.retention import apply_retention, check_keep_run_dirs, should_remove
 
 
 def multi_partition_keys(context: Any) -> list[str] | None:
@@ -71,6 +71,7 @@ def run_items(
             max_array_size=max_size,
             queue=job.queue,
             python=job.python,
+            remove_if_succeeded=should_remove(resource.keep_run_dirs, succeeded=True),
         )
         handle_backend = backend
     else:

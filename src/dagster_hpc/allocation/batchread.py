@@ -36,13 +36,40 @@ def script() -> str:
     return _SCRIPT
 
 
+def common_dir(paths: Sequence[str]) -> str:
+    """The deepest directory holding every path (compared word by word, not normalised: the
+    names handed to the script are the paths with this prefix cut off); "." when any path is
+    relative."""
+    if not paths or not all(p.startswith("/") for p in paths):
+        return "."
+    common = paths[0].split("/")[:-1]
+    for path in paths[1:]:
+        parts = path.split("/")[:-1]
+        k = 0
+        while k < min(len(common), len(parts)) and common[k] == parts[k]:
+            k += 1
+        common = common[:k]
+    return "/".join(common) or "/"
+
+
+def relative_names(paths: Sequence[str], base: str) -> list[str]:
+    if base == ".":
+        return list(paths)
+    cut = len(base) if base.endswith("/") else len(base) + 1
+    return [p[cut:] for p in paths]
+
+
 def read_command(requests: Sequence[tuple[str, int]], max_bytes: int) -> str:
-    """The shell command running batchread.sh over ``(path, offset)`` pairs, every arg quoted."""
-    args = [str(int(max_bytes))]
+    """The shell command running batchread.sh over ``(path, offset)`` pairs, every arg quoted:
+    the paths' common directory once, then each path relative to it."""
+    paths = [path for path, _ in requests]
     for path, offset in requests:
         if offset < 0 or "\n" in path:
             raise ConfigError(f"bad batched read of {path!r} from byte {offset}")
-        args += [path, str(int(offset))]
+    base = common_dir(paths)
+    args = [str(int(max_bytes)), base]
+    for name, (_, offset) in zip(relative_names(paths, base), requests, strict=True):
+        args += [name, str(int(offset))]
     return "bash -c " + " ".join(shlex.quote(a) for a in [script(), "dhpc-batchread", *args])
 
 
@@ -57,11 +84,13 @@ def read_changed(
         raise TransportError(
             f"batched read of {len(requests)} files failed (exit {res.exit_code}): {res.stderr[-300:]}"
         )
-    return parse_changed(res.stdout, [p for p, _ in requests])
+    paths = [p for p, _ in requests]
+    return parse_changed(res.stdout, relative_names(paths, common_dir(paths)))
 
 
 def parse_changed(stdout: str, paths: Sequence[str]) -> list[bytes]:
-    """batchread.sh's answer -> bytes per path. A torn or misaligned answer (a file shrank or
+    """batchread.sh's answer -> bytes per path (the names it was given: the tar's member
+    names). A torn or misaligned answer (a file shrank or
     vanished between the stat and the read) raises TransportError: the reader retries from the
     same offsets."""
     try:

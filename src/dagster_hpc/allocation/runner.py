@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -142,7 +142,10 @@ def run_array_slurm(
     max_array_size: int,
     queue: Any,
     python: str,
+    remove_if_succeeded: bool = False,
 ) -> MultiTaskOutcome:
+    """``remove_if_succeeded``: the retention policy removes a successful step's run dir; when
+    every task exited 0 that removal rides on the final sacct's first round trip."""
     check_throttle(throttle)
     transport = backend.transport
     step = step_name(context)
@@ -280,7 +283,11 @@ def run_array_slurm(
         reader.stop()
     # what arrays.txt holds now (read at reattach + appended by the submission): no read back
     task_ids = task_job_ids(previous + [(j, t) for j, (_, t) in zip(new_ids, scripts, strict=True)])
-    metrics = _sacct_tasks(transport, task_ids, list(range(len(items))))
+    succeeded = all(ch.exit_code == 0 for ch in channels)
+    suffix, removed = backend.folded_removal(run_dir if remove_if_succeeded and succeeded else None)
+    metrics = _sacct_tasks(
+        transport, task_ids, list(range(len(items))), first_suffix=suffix, on_first=removed
+    )
     results = []
     for ch in channels:
         results.append(
@@ -473,14 +480,22 @@ def task_job_ids(arrays: Sequence[tuple[str, Sequence[int]]]) -> dict[int, str]:
 
 
 def _sacct_tasks(
-    transport: Any, task_ids: Mapping[int, str], wanted: Sequence[int]
+    transport: Any,
+    task_ids: Mapping[int, str],
+    wanted: Sequence[int],
+    *,
+    first_suffix: str = "",
+    on_first: Callable[[str], None] | None = None,
 ) -> dict[int, Any]:
-    """One settle (``slurm_sacct.settle``) over every array job: task index -> JobMetrics."""
+    """One settle (``slurm_sacct.settle``) over every array job: task index -> JobMetrics.
+    ``first_suffix`` / ``on_first``: the folded run-dir removal (``folded_removal``)."""
     tasks = {i: task_ids[i] for i in wanted if i in task_ids}
     ids = sorted({tid.split("_")[0] for tid in tasks.values()})
     if not ids:
-        return {}
-    got = settle(transport, ids, list(tasks.values())).metrics
+        return {}  # nothing to ask (retention then removes the run dir itself)
+    got = settle(
+        transport, ids, list(tasks.values()), first_suffix=first_suffix, on_first=on_first
+    ).metrics
     return {i: got[tid] for i, tid in tasks.items() if tid in got}
 
 

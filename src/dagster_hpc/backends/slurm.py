@@ -18,6 +18,7 @@ import shlex
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -566,16 +567,22 @@ class SlurmBackend(Backend):
         """Slurm's final record of the job (bounded, ``slurm_sacct.settle``); a failing sacct is
         not an error (the metadata then says the numbers are unavailable). ``remove``: a run dir
         to delete in the same round trip as the first query (after sacct, whatever it says)."""
-        suffix = ""
-        if remove:
-            suffix = f"; rm -rf -- {shlex.quote(remove)} && echo {RUN_DIR_REMOVED_MARK}"
-
-        def removed(stdout: str) -> None:
-            if remove and RUN_DIR_REMOVED_MARK in stdout:
-                self._removed.add(remove)
-
+        suffix, removed = self.folded_removal(remove)
         got = settle(self._transport, [job_id], [job_id], first_suffix=suffix, on_first=removed)
         return got.text.replace(RUN_DIR_REMOVED_MARK, ""), got.metrics.get(job_id)
+
+    def folded_removal(self, run_dir: str | None) -> tuple[str, Callable[[str], None]]:
+        """The run dir's removal folded into the first round trip of a final sacct settle (one
+        round trip less per step): the shell suffix, and the ``on_first`` callback that records
+        a removal that worked (``run_dir_removed``; retention then has nothing left to do)."""
+        if not run_dir:
+            return "", lambda stdout: None
+
+        def removed(stdout: str) -> None:
+            if RUN_DIR_REMOVED_MARK in stdout:
+                self._removed.add(run_dir)
+
+        return f"; rm -rf -- {shlex.quote(run_dir)} && echo {RUN_DIR_REMOVED_MARK}", removed
 
     def failure_error(
         self, handle: JobHandle, outcome: JobOutcome, stderr_tail: list[str]
