@@ -52,11 +52,14 @@ TODO_FILE = "docs_todo.parquet"
 FAILED_CHECK = "no_failed_documents"
 GROUP = "documents"
 RAY_START_ARGS = ("--disable-usage-stats",)
-# A one-node cluster (local mode, or a 1-node allocation) starts without the dashboard: nothing
-# here reads it, and its processes cost a core-second or two of every start on a small machine.
+# A one-node cluster (local mode, or a 1-node allocation) starts without the processes nothing
+# here uses: the dashboard, the autoscaler's monitor (nothing scales this cluster) and the log
+# monitor (it streams the workers' stdout to the driver; Ray's own log files stay with the run).
+# Each is a Python process importing Ray (a core-second or so of every start on a small
+# machine), and the monitors poll all along, beside converters that hold every core.
 # Not on multi-node clusters: RayLauncher passes its arguments to every node, and `ray start`
-# refuses this head-only option on a worker.
-NO_DASHBOARD = ("--include-dashboard=false",)
+# refuses the dashboard option on a worker (the workers' log lines are worth keeping there).
+ONE_NODE_START_ARGS = ("--include-dashboard=false", "--no-monitor", "--include-log-monitor=false")
 
 
 class _Step:
@@ -294,7 +297,8 @@ def _run_on_ray(
     launcher = RayLauncher(
         ray=ray.executable or _ray_beside_python(compute),
         node_ip_command=ray.node_ip_command,
-        ray_start_args=RAY_START_ARGS + (NO_DASHBOARD if not slurm or ray.nodes == 1 else ()),
+        ray_start_args=RAY_START_ARGS
+        + (ONE_NODE_START_ARGS if not slurm or ray.nodes == 1 else ()),
     )
     env = {
         "HF_HUB_OFFLINE": "1",

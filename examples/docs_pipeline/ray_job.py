@@ -9,6 +9,7 @@ files, so the files must be on a filesystem every node sees (a cluster's shared 
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +21,14 @@ from docs_pipeline.convert import ConverterConfig, DoclingConverter, finish_batc
 from docs_pipeline.embed import EmbeddingConfig
 from docs_pipeline.shards import guided_batches
 
-# Concurrent Delta writers of the sink: each block is one merge commit; more writers than this
+# Concurrent Delta writers of the sink: each write is one merge commit; more writers than this
 # only lose commit races against each other.
 SINK_CONCURRENCY = 2
+# Delta commits per job (about): the sink gathers converted blocks into writes of at least
+# rows / SINK_COMMITS rows. One write at the end would put a writer's start (a worker process
+# importing polars and deltalake) and the whole merge after the last conversion; one per block
+# would add a commit's CPU beside the converters a dozen times.
+SINK_COMMITS = 4
 # CPU reservation of a write task: none, since the converters hold every CPU while they run and a
 # write (a Delta merge of one shard's rows) is short and mostly I/O.
 WRITER_CPUS = 0
@@ -161,6 +167,7 @@ def map_with_ray(
         # no error column (embeddings): a column name no batch has, so every row is written
         error_column=error_column or NO_ERROR_COLUMN,
         max_concurrency=SINK_CONCURRENCY,
+        min_rows_per_write=max(1, math.ceil(todo.num_rows / SINK_COMMITS)),
         raise_on_failed=False,  # a failed document is recorded and reported, the rest is kept
     )
     # the writers need no CPU of their own: the actors hold every CPU until the last batch

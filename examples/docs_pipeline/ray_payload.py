@@ -72,4 +72,9 @@ with open_dagster_pipes() as pipes:
             "ray/failed": summary.failed,
         }
     )
-    ray.shutdown()
+# Pipes is closed (everything reported, every result committed). The launcher stops this job's
+# private Ray cluster right after this process ends: a driver disconnect (ray.shutdown, which
+# interpreter exit would also run) only delays that stop by a second or so, so skip it.
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(0)

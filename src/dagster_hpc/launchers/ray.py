@@ -22,6 +22,7 @@ from dagster_hpc.launchers.ray_script import (
     JOIN_TIMEOUT_S,
     JOIN_WAIT,
     KEEP_LOGS_FUNCTION,
+    RAY_STARTED_LINE,
     RAY_TEMP_ROOT_MAX,
     STOP_FILE,
     STOP_FILE_POLL_S,
@@ -158,7 +159,9 @@ class RayLauncher(Launcher):
             extra=extra,
             srun=srun,
             worker=quote_all([worker]),
-            join_wait=quote_all([JOIN_WAIT.replace("POLL", f"{JOIN_POLL_S:g}")]),
+            join_wait=quote_all(
+                [JOIN_WAIT.replace("POLL", f"{JOIN_POLL_S:g}").replace("STARTED", RAY_STARTED_LINE)]
+            ),
             join_timeout=f"{self.join_timeout_s:g}",
             exit_not_up=EXIT_RAY_NOT_UP,
             stop_file=STOP_FILE,

@@ -10,8 +10,12 @@ STOP_GRACE_S = 10
 # How often the shutdown checks whether a process group is gone (fast: it is on the job's
 # critical path after the payload ends).
 STOP_POLL_S = 0.1
-# How often the join wait asks the GCS how many nodes are alive.
-JOIN_POLL_S = 0.5
+# How often the join wait reads the start logs (a few lines each: cheap, and on the job's
+# critical path before the payload starts).
+JOIN_POLL_S = 0.1
+# What `ray start` prints once its node is registered in the GCS (Ray's Node() waits for its
+# node info there before the CLI prints it): one line per node that joined.
+RAY_STARTED_LINE = "Ray runtime started."
 # Longest temp dir root under which Ray's Unix sockets stay within the 107-byte limit
 # (Ray adds /<node>/session_<date>_<time>_<usec>_<pid>/sockets/plasma_store, ~75 bytes);
 # longer run directories put the temp dirs in ${TMPDIR:-/tmp}/dhpc-ray-<job id> instead.
@@ -80,37 +84,35 @@ dhpc_stop_groups "TERM:$dhpc_pid:{ticks}"
 dhpc_keep_logs "$dhpc_dir" "$3" "${{dhpc_dir##*/}}"
 """
 
-# Waits until `want` nodes are alive (bounded), failing early when a start process died.
+# Waits until `want` nodes have started (bounded), failing early when a start process died.
+# It counts RAY_STARTED_LINE in the start logs (the head's, and the workers' through srun)
+# instead of asking the GCS: no `import ray` and no driver's connect and disconnect (about a
+# second of CPU and latency on every job's critical path), only a check that the interpreter
+# has the ray package the payload will import.
 JOIN_WAIT = """\
-import os, socket, sys, time
-try:
-    import ray
-except ImportError:
+import importlib.util, os, sys, time
+if importlib.util.find_spec("ray") is None:
     sys.exit(f"dagster-hpc: RayLauncher needs the ray package in {sys.executable}: install ray into the job's environment")
-want, timeout, pids = int(sys.argv[1]), float(sys.argv[2]), [int(p) for p in sys.argv[3:]]
-host, port = os.environ["RAY_ADDRESS"].rsplit(":", 1)
+want, timeout, logs = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3:5]
+pids = [int(p) for p in sys.argv[5:]]
 deadline = time.monotonic() + timeout
-alive, connected = 0, False
 while True:
     for pid in pids:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
             sys.exit(f"dagster-hpc: a Ray start process (pid {pid}) exited before the cluster was up")
-    if not connected:
+    started = 0
+    for log in logs:
         try:
-            socket.create_connection((host, int(port)), timeout=1).close()
-            ray.init(address=os.environ["RAY_ADDRESS"], logging_level="ERROR", log_to_driver=False)
-            connected = True
-        except OSError:  # the head's GCS is not listening yet (ConnectionError is an OSError)
+            with open(log, errors="replace") as fh:
+                started += sum(1 for line in fh if line.rstrip().endswith("STARTED"))
+        except FileNotFoundError:
             pass
-    if connected:
-        alive = sum(1 for node in ray.nodes() if node.get("Alive"))
-        if alive >= want:
-            ray.shutdown()
-            sys.exit(0)
+    if started >= want:
+        sys.exit(0)
     if time.monotonic() > deadline:
-        sys.exit(f"dagster-hpc: {alive} of {want} Ray nodes joined within {timeout:g} s")
+        sys.exit(f"dagster-hpc: {started} of {want} Ray nodes joined within {timeout:g} s")
     time.sleep(POLL)
 """
 
@@ -168,7 +170,7 @@ if [ "$dhpc_nnodes" -gt 1 ]; then
 fi
 # exported only now: the `ray start` processes must not mistake it for a cluster to join
 export RAY_ADDRESS="$dhpc_address"
-if ! "$dhpc_py" -c {join_wait} "$dhpc_nnodes" {join_timeout} "${{dhpc_pids[@]}}"; then
+if ! "$dhpc_py" -c {join_wait} "$dhpc_nnodes" {join_timeout} "$dhpc_ray_dir/head.log" "$dhpc_ray_dir/workers.log" "${{dhpc_pids[@]}}"; then
   echo "dagster-hpc: the Ray cluster ($dhpc_nnodes nodes, head $RAY_ADDRESS) did not come up; Ray's logs: $dhpc_ray_dir/head.log, $dhpc_ray_dir/workers.log" >&2
   dhpc_shutdown
   exit {exit_not_up}

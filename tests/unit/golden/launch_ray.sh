@@ -115,37 +115,31 @@ dhpc_keep_logs "$dhpc_dir" "$3" "${dhpc_dir##*/}"
 fi
 # exported only now: the `ray start` processes must not mistake it for a cluster to join
 export RAY_ADDRESS="$dhpc_address"
-if ! "$dhpc_py" -c 'import os, socket, sys, time
-try:
-    import ray
-except ImportError:
+if ! "$dhpc_py" -c 'import importlib.util, os, sys, time
+if importlib.util.find_spec("ray") is None:
     sys.exit(f"dagster-hpc: RayLauncher needs the ray package in {sys.executable}: install ray into the job'"'"'s environment")
-want, timeout, pids = int(sys.argv[1]), float(sys.argv[2]), [int(p) for p in sys.argv[3:]]
-host, port = os.environ["RAY_ADDRESS"].rsplit(":", 1)
+want, timeout, logs = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3:5]
+pids = [int(p) for p in sys.argv[5:]]
 deadline = time.monotonic() + timeout
-alive, connected = 0, False
 while True:
     for pid in pids:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
             sys.exit(f"dagster-hpc: a Ray start process (pid {pid}) exited before the cluster was up")
-    if not connected:
+    started = 0
+    for log in logs:
         try:
-            socket.create_connection((host, int(port)), timeout=1).close()
-            ray.init(address=os.environ["RAY_ADDRESS"], logging_level="ERROR", log_to_driver=False)
-            connected = True
-        except OSError:  # the head'"'"'s GCS is not listening yet (ConnectionError is an OSError)
+            with open(log, errors="replace") as fh:
+                started += sum(1 for line in fh if line.rstrip().endswith("Ray runtime started."))
+        except FileNotFoundError:
             pass
-    if connected:
-        alive = sum(1 for node in ray.nodes() if node.get("Alive"))
-        if alive >= want:
-            ray.shutdown()
-            sys.exit(0)
+    if started >= want:
+        sys.exit(0)
     if time.monotonic() > deadline:
-        sys.exit(f"dagster-hpc: {alive} of {want} Ray nodes joined within {timeout:g} s")
-    time.sleep(0.5)
-' "$dhpc_nnodes" 120 "${dhpc_pids[@]}"; then
+        sys.exit(f"dagster-hpc: {started} of {want} Ray nodes joined within {timeout:g} s")
+    time.sleep(0.1)
+' "$dhpc_nnodes" 120 "$dhpc_ray_dir/head.log" "$dhpc_ray_dir/workers.log" "${dhpc_pids[@]}"; then
   echo "dagster-hpc: the Ray cluster ($dhpc_nnodes nodes, head $RAY_ADDRESS) did not come up; Ray's logs: $dhpc_ray_dir/head.log, $dhpc_ray_dir/workers.log" >&2
   dhpc_shutdown
   exit 93

@@ -1,5 +1,6 @@
 """A stand-in for the `ray` package in launcher tests: the nodes are the `fake-ray start`
-processes recorded in FAKE_RAY_LOG (FAKE_RAY_HIDE_NODES=1: none ever joins)."""
+processes recorded in FAKE_RAY_LOG (FAKE_RAY_HIDE_NODES=1: none; fake-ray then never says it
+started either, so the launcher's join wait times out)."""
 
 import json
 import os
