@@ -312,6 +312,11 @@ def _run_on_ray(
         # Ray 2.60 re-creates a `uv run` ancestor's environment for its workers (a Dagster
         # started under `uv run` would hand them the project's .venv instead of this job's)
         "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
+        # Ray prestarts default workers (three on 2 CPUs) when the first driver
+        # connects; actors (the converters, Ray Data's own) never run in them, and the job's
+        # runtime_env keeps its tasks out of them too: they would only import Ray on the cores
+        # the actors need while they load Docling
+        "RAY_prestart_worker_first_driver": "0",
     }
     if ray.allow_loopback:
         env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "1"

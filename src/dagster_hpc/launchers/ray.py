@@ -57,7 +57,9 @@ class RayLauncher(Launcher):
     node on every other node. Each node is ``ray start --block`` in its own process group with
     its own temp dir under the run directory (``ray-cluster/<node>``; logs stay with the run), and
     gets the CPUs/GPUs Slurm gave it, not the whole machine. The payload starts only when all
-    nodes have joined (at most ``join_timeout_s``; else exit code 93 and Ray's log paths).
+    nodes have joined, i.e. every node's ``ray start`` printed "Ray runtime started." (Ray
+    prints it once the node is registered in the GCS; the wait reads the start logs and does not
+    import Ray) within ``join_timeout_s`` (else exit code 93 and Ray's log paths).
     Afterwards exactly this cluster's process groups get TERM, ``stop_grace_s`` to finish, then
     KILL: no ``ray stop``, which would kill every Ray on the node, and no unbounded hang.
 
