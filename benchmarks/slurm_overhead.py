@@ -48,6 +48,9 @@ from dagster_hpc.transport.holder_client import shutdown_all
 from dagster_hpc.transport.openssh import OpenSSHTransport
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # the assets' and jobs' builders live in tests/integration
+from tests.integration.slurm_support import multiprocess_job, payload_assets  # noqa: E402
+
 PAYLOAD = HERE / "payloads" / "trivial.py"
 SLEEPY_PAYLOAD = HERE / "payloads" / "sleep3.py"
 N_SLEEPY = 3  # rounds of the sleeping payload (its round trips, not its time, are the point)
@@ -261,30 +264,11 @@ def ours_once(
 
 
 # --- 8 assets, multiprocess (each step its own process; settings from the environment) --------
-def _make(i: int) -> dg.AssetsDefinition:
-    @dg.asset(name=f"bench_mp_{i}")
-    def _asset(context: dg.AssetExecutionContext, compute: ComputeResource):
-        yield from compute.run(context, PAYLOAD).get_results()
-
-    return _asset
-
-
-EIGHT = [_make(i) for i in range(N_EIGHT)]
+EIGHT = payload_assets("bench_mp", N_EIGHT, PAYLOAD)
 
 
 def eight_job() -> dg.JobDefinition:
-    defs = dg.Definitions(
-        assets=EIGHT,
-        jobs=[
-            dg.define_asset_job(
-                "bench_eight",
-                selection=dg.AssetSelection.assets(*EIGHT),
-                config={"execution": {"config": {"multiprocess": {"max_concurrent": N_EIGHT}}}},
-            )
-        ],
-        resources={"compute": ComputeResource(mode="slurm", slurm=SlurmResource.from_env())},
-    )
-    return defs.resolve_job_def("bench_eight")
+    return multiprocess_job("bench_eight", EIGHT, max_concurrent=N_EIGHT)
 
 
 class _DedicatedKey:

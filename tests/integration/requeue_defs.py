@@ -7,14 +7,12 @@ The asset name comes from DAGSTER_HPC_REQUEUE_ASSET; Slurm settings from the env
 
 import os
 import sys
-from pathlib import Path
 
 import dagster as dg
 
-from dagster_hpc.backends.slurm_resource import SlurmResource
-from dagster_hpc.compute import ComputeResource
+from tests.integration.slurm_support import PAYLOADS, drive, driver_job, payload_asset
 
-PAYLOAD = Path(__file__).parent / "slurm_payloads" / "checkpointer.py"
+PAYLOAD = PAYLOADS / "checkpointer.py"
 JOB_NAME = "requeue_job"
 ASSET_ENV = "DAGSTER_HPC_REQUEUE_ASSET"
 # Seconds per attempt: time limit 1 minute, the checkpoint signal 58 s before it.
@@ -28,28 +26,11 @@ FINAL_STEPS = 60
 
 
 def requeue_job() -> dg.JobDefinition:
-    name = os.environ[ASSET_ENV]
-
-    @dg.asset(name=name)
-    def _asset(context: dg.AssetExecutionContext, compute: ComputeResource):
-        queue = {**LONG_ATTEMPTS, "requeue": True, "max_requeues": 2}
-        extras = {"finish_on_attempt": 2, "requeue_after_steps": 3, "final_steps": FINAL_STEPS}
-        completed = compute.run(context, PAYLOAD, queue=queue, extras=extras)
-        yield from completed.get_results()
-
-    defs = dg.Definitions(
-        assets=[_asset],
-        jobs=[dg.define_asset_job(JOB_NAME, selection=[name], executor_def=dg.in_process_executor)],
-        resources={"compute": ComputeResource(mode="slurm", slurm=SlurmResource.from_env())},
-    )
-    return defs.resolve_job_def(JOB_NAME)
-
-
-def main() -> int:
-    with dg.DagsterInstance.get() as instance:
-        result = dg.execute_job(dg.reconstructable(requeue_job), instance=instance)
-        return 0 if result.success else 1
+    queue = {**LONG_ATTEMPTS, "requeue": True, "max_requeues": 2}
+    extras = {"finish_on_attempt": 2, "requeue_after_steps": 3, "final_steps": FINAL_STEPS}
+    asset = payload_asset(os.environ[ASSET_ENV], PAYLOAD, queue=queue, extras=extras)
+    return driver_job(JOB_NAME, asset)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(drive(requeue_job))

@@ -9,37 +9,18 @@ what the sensor reads).
 
 import os
 import sys
-from pathlib import Path
 
 import dagster as dg
 
-from dagster_hpc.backends.slurm_resource import SlurmResource
-from dagster_hpc.compute import ComputeResource
+from tests.integration.slurm_support import PAYLOADS, drive, driver_job, payload_asset
 
-PAYLOAD = Path(__file__).parent / "slurm_payloads" / "sleeper.py"
+PAYLOAD = PAYLOADS / "sleeper.py"
 JOB_NAME = "ops_job"
 
 
 def ops_job() -> dg.JobDefinition:
-    name = os.environ["DAGSTER_HPC_OPS_ASSET"]
-
-    @dg.asset(name=name)
-    def _asset(context: dg.AssetExecutionContext, compute: ComputeResource):
-        yield from compute.run(context, PAYLOAD).get_results()
-
-    defs = dg.Definitions(
-        assets=[_asset],
-        jobs=[dg.define_asset_job(JOB_NAME, selection=[name], executor_def=dg.in_process_executor)],
-        resources={"compute": ComputeResource(mode="slurm", slurm=SlurmResource.from_env())},
-    )
-    return defs.resolve_job_def(JOB_NAME)
-
-
-def main() -> int:
-    with dg.DagsterInstance.get() as instance:
-        result = dg.execute_job(dg.reconstructable(ops_job), instance=instance)
-        return 0 if result.success else 1
+    return driver_job(JOB_NAME, payload_asset(os.environ["DAGSTER_HPC_OPS_ASSET"], PAYLOAD))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(drive(ops_job))

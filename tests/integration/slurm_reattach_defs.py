@@ -8,37 +8,18 @@ DAGSTER_HOME (persistent: the test re-executes the killed run from failure in it
 
 import os
 import sys
-from pathlib import Path
 
 import dagster as dg
 
-from dagster_hpc.backends.slurm_resource import SlurmResource
-from dagster_hpc.compute import ComputeResource
+from tests.integration.slurm_support import PAYLOADS, drive, driver_job, payload_asset
 
-PAYLOAD = Path(__file__).parent / "slurm_payloads" / "slow_reporter.py"
+PAYLOAD = PAYLOADS / "slow_reporter.py"
 JOB_NAME = "reattach_job"
 
 
 def reattach_job() -> dg.JobDefinition:
-    name = os.environ["DAGSTER_HPC_REATTACH_ASSET"]
-
-    @dg.asset(name=name)
-    def _asset(context: dg.AssetExecutionContext, compute: ComputeResource):
-        yield from compute.run(context, PAYLOAD).get_results()
-
-    defs = dg.Definitions(
-        assets=[_asset],
-        jobs=[dg.define_asset_job(JOB_NAME, selection=[name], executor_def=dg.in_process_executor)],
-        resources={"compute": ComputeResource(mode="slurm", slurm=SlurmResource.from_env())},
-    )
-    return defs.resolve_job_def(JOB_NAME)
-
-
-def main() -> int:
-    with dg.DagsterInstance.get() as instance:
-        result = dg.execute_job(dg.reconstructable(reattach_job), instance=instance)
-        return 0 if result.success else 1
+    return driver_job(JOB_NAME, payload_asset(os.environ["DAGSTER_HPC_REATTACH_ASSET"], PAYLOAD))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(drive(reattach_job))

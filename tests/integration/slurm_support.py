@@ -1,13 +1,17 @@
 """Shared pieces of the Slurm-mode integration tests: resources pointed at the test cluster,
-a fresh remote base per test, and ways to ask Slurm what really happened (as hpcuser)."""
-
-from __future__ import annotations
+a fresh remote base per test, the reconstructable definitions' building blocks (assets that run
+one payload each, multiprocess and driver jobs with settings from the environment), and ways to
+ask Slurm what really happened (as hpcuser)."""
 
 import shlex
 import subprocess
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
+
+import dagster as dg
 
 from dagster_hpc.backends.slurm_resource import SlurmResource
 from dagster_hpc.compute import ComputeResource
@@ -109,8 +113,12 @@ def remote(cluster, command: str, *, timeout: float = 60) -> str:
     return out.stdout
 
 
-def jobs_named(cluster, name: str, *, expect: int = 0) -> list[tuple[str, str]]:
-    """(job id, state) of every job of ours with this name in sacct (last hour).
+def jobs_named(
+    cluster, name: str, *, expect: int = 0, runs: Sequence[str] = ()
+) -> list[tuple[str, str]]:
+    """(job id, state) of every job of ours with this name in sacct (last hour); with ``runs``
+    only the jobs of those Dagster runs (run dirs, the jobs' working directories, are
+    <base>/<run id>/<step>-<suffix>).
 
     slurmdbd records a finished job's name a moment after ``sacct -j`` already shows it, so
     when ``expect`` jobs are expected we ask again for up to SACCT_NAME_LAG_S.
@@ -119,11 +127,18 @@ def jobs_named(cluster, name: str, *, expect: int = 0) -> list[tuple[str, str]]:
     while True:
         text = remote(
             cluster,
-            f"sacct -X -n -P --starttime now-1hour --name={shlex.quote(name)} --format=JobID,State",
+            f"sacct -X -n -P --starttime now-1hour --name={shlex.quote(name)} "
+            "--format=JobID,State,WorkDir",
         )
-        rows = [tuple(line.split("|", 1)) for line in text.splitlines() if "|" in line]
+        rows = [
+            (job, state)
+            for job, state, workdir in (
+                line.split("|") for line in text.splitlines() if line.count("|") == 2
+            )
+            if not runs or any(f"/{run_id}/" in workdir for run_id in runs)
+        ]
         if len(rows) >= expect or time.monotonic() > deadline:
-            return rows  # type: ignore[return-value]
+            return rows
         time.sleep(0.5)
 
 
@@ -138,6 +153,23 @@ def live_jobs_named(cluster, name: str) -> list[str]:
     """Lines of squeue (pending/running only) for jobs with this name."""
     text = remote(cluster, f"squeue --me --noheader --name={shlex.quote(name)} --format='%i %T'")
     return [line for line in text.splitlines() if line.strip()]
+
+
+# squeue poll while waiting for a job to start
+RUNNING_POLL_S = 0.3
+
+
+def wait_running(cluster, slurm_name: str, proc: subprocess.Popen, *, within_s: float) -> str:
+    """The job id of our job ``slurm_name`` once squeue shows it RUNNING (the driver process
+    ``proc`` that submits it must stay alive meanwhile: its output is the error otherwise)."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        lines = live_jobs_named(cluster, slurm_name)
+        if lines and lines[0].endswith("RUNNING"):
+            return lines[0].split()[0]
+        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+        time.sleep(RUNNING_POLL_S)
+    raise AssertionError(f"job {slurm_name} did not start within {within_s} s")
 
 
 def slurm_env(
@@ -174,3 +206,63 @@ def slurm_env(
         env["DAGSTER_HPC_SSH_CONTROL_DIR"] = control_dir
     env.update({f"DAGSTER_HPC_SLURM_{k.upper()}": v for k, v in slurm.items()})
     return env
+
+
+# --- reconstructable definitions (tests/integration/*_defs.py, benchmarks) -------------------
+# Their modules must be importable: a multiprocess step, or a driver process started with
+# ``python -m``, rebuilds the job from its module; the compute resource comes from the
+# environment (SlurmResource.from_env), as a deployment against a real site sets it.
+
+
+def payload_asset(name: str, payload: Path, **run_kwargs: Any) -> dg.AssetsDefinition:
+    """An asset ``name`` that runs ``payload`` as one Slurm job (``compute.run(**run_kwargs)``)."""
+
+    @dg.asset(name=name)
+    def _asset(context: dg.AssetExecutionContext, compute: ComputeResource):
+        yield from compute.run(context, payload, **run_kwargs).get_results()
+
+    return _asset
+
+
+def payload_assets(prefix: str, n: int, payload: Path) -> list[dg.AssetsDefinition]:
+    """``n`` assets ``<prefix>_0`` .. ``<prefix>_<n-1>``, each running ``payload``."""
+    return [payload_asset(f"{prefix}_{i}", payload) for i in range(n)]
+
+
+def _from_env_job(
+    name: str, assets: Sequence[dg.AssetsDefinition], **job_kwargs: Any
+) -> dg.JobDefinition:
+    defs = dg.Definitions(
+        assets=assets,
+        jobs=[dg.define_asset_job(name, selection=dg.AssetSelection.assets(*assets), **job_kwargs)],
+        resources={"compute": ComputeResource(mode="slurm", slurm=SlurmResource.from_env())},
+    )
+    return defs.resolve_job_def(name)
+
+
+def multiprocess_job(
+    name: str,
+    assets: Sequence[dg.AssetsDefinition],
+    *,
+    max_concurrent: int,
+    start_method: dict | None = None,
+) -> dg.JobDefinition:
+    """A job of ``assets`` for the multiprocess executor (each step its own process), at most
+    ``max_concurrent`` at a time; ``start_method`` is the executor's setting (default: spawn)."""
+    executor: dict[str, Any] = {"max_concurrent": max_concurrent}
+    if start_method is not None:
+        executor["start_method"] = start_method
+    return _from_env_job(name, assets, config={"execution": {"config": {"multiprocess": executor}}})
+
+
+def driver_job(name: str, asset: dg.AssetsDefinition) -> dg.JobDefinition:
+    """A one-asset job run in process: the driver process a test SIGKILLs is its step."""
+    return _from_env_job(name, [asset], executor_def=dg.in_process_executor)
+
+
+def drive(job_fn: Callable[[], dg.JobDefinition]) -> int:
+    """A driver module's main: run ``job_fn``'s job in the DAGSTER_HOME instance (persistent:
+    the tests re-execute or reconcile its run there); 0 when it succeeded."""
+    with dg.DagsterInstance.get() as instance:
+        result = dg.execute_job(dg.reconstructable(job_fn), instance=instance)
+        return 0 if result.success else 1

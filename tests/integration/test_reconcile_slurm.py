@@ -18,7 +18,12 @@ from dagster_hpc.backends.slurm_script import job_name
 from dagster_hpc.compute import ComputeResource
 from dagster_hpc.launch_records import LaunchRecords
 from dagster_hpc.sensor import build_reconcile_sensor, reconcile_tick
-from tests.integration.slurm_support import cleanup_remote_bases, live_jobs_named, slurm_env
+from tests.integration.slurm_support import (
+    cleanup_remote_bases,
+    live_jobs_named,
+    slurm_env,
+    wait_running,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 # The driver imports Dagster (~3 s, more on a loaded machine) and submits; other people's jobs
@@ -33,17 +38,6 @@ IDLE_TICKS = 10
 def _remove_our_run_dirs(cluster):
     yield
     cleanup_remote_bases(cluster)
-
-
-def _wait_running(cluster, name: str, proc: subprocess.Popen) -> str:
-    deadline = time.monotonic() + JOB_VISIBLE_WITHIN_S
-    while time.monotonic() < deadline:
-        lines = live_jobs_named(cluster, name)
-        if lines and lines[0].endswith("RUNNING"):
-            return lines[0].split()[0]
-        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-        time.sleep(0.3)
-    raise AssertionError(f"job {name} did not start within {JOB_VISIBLE_WITHIN_S} s")
 
 
 @pytest.mark.slow
@@ -71,7 +65,7 @@ def test_sensor_cancels_the_job_of_a_failed_run_and_is_free_when_idle(
     )
     slurm_name = job_name(asset)
     try:
-        job_id = _wait_running(cluster, slurm_name, proc)
+        job_id = wait_running(cluster, slurm_name, proc, within_s=JOB_VISIBLE_WITHIN_S)
         proc.kill()  # the run worker dies: its job keeps running, nobody waits for it
         proc.wait(timeout=30)
         compute = ComputeResource(mode="slurm", slurm=SlurmResource.from_env())

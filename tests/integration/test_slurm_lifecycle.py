@@ -27,6 +27,7 @@ from tests.integration.slurm_support import (
     remote,
     slurm_env,
     ssh_resource,
+    wait_running,
 )
 
 
@@ -61,22 +62,11 @@ def _start_driver(cluster, name: str, home: Path) -> subprocess.Popen:
     )
 
 
-def _wait_running(cluster, name: str, proc: subprocess.Popen) -> str:
-    deadline = time.monotonic() + JOB_VISIBLE_WITHIN_S
-    while time.monotonic() < deadline:
-        lines = live_jobs_named(cluster, job_name(name))
-        if lines and lines[0].endswith("RUNNING"):
-            return lines[0].split()[0]
-        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-        time.sleep(0.5)
-    raise AssertionError(f"job {job_name(name)} did not start within {JOB_VISIBLE_WITHIN_S} s")
-
-
 def test_dagster_termination_cancels_the_job_and_confirms(cluster, tmp_path: Path) -> None:
     name = f"term_{uuid.uuid4().hex[:8]}"
     proc = _start_driver(cluster, name, tmp_path)
     try:
-        job_id = _wait_running(cluster, name, proc)
+        job_id = wait_running(cluster, job_name(name), proc, within_s=JOB_VISIBLE_WITHIN_S)
         proc.send_signal(signal.SIGINT)  # what Dagster sends a run worker it terminates
         out, _ = proc.communicate(timeout=CANCEL_WITHIN_S)
     finally:
@@ -95,7 +85,7 @@ def test_killed_dagster_process_leaves_the_job_running_with_its_handle_recorded(
     proc = _start_driver(cluster, name, tmp_path)
     job_id = ""
     try:
-        job_id = _wait_running(cluster, name, proc)
+        job_id = wait_running(cluster, job_name(name), proc, within_s=JOB_VISIBLE_WITHIN_S)
         proc.kill()  # a crash or a restart of Dagster: not a termination
         proc.wait(timeout=30)
         time.sleep(3)  # give a wrongly-installed cancel path every chance to act

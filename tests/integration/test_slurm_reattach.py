@@ -3,7 +3,6 @@ job runs; the job keeps running; re-executing the run from failure waits for THA
 sbatch) and still delivers every Pipes message and log line it wrote, before and after the kill."""
 
 import os
-import shlex
 import subprocess
 import sys
 import time
@@ -16,12 +15,13 @@ import pytest
 from dagster_hpc.backends.slurm_script import job_name
 from tests.integration import slurm_reattach_defs
 from tests.integration.slurm_support import (
-    SACCT_NAME_LAG_S,
     cleanup_remote_bases,
+    jobs_named,
     live_jobs_named,
     remote,
     slurm_env,
     staged_run_dirs,
+    wait_running,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,39 +43,6 @@ def shared_env(cluster) -> dict[str, str]:
     """One asset name and one set of Slurm settings for the whole module: Dagster caches the
     reconstructed job (and its resources) per process, so every re-execution here uses them."""
     return {**slurm_env(cluster), "DAGSTER_HPC_REATTACH_ASSET": ASSET}
-
-
-def _wait_running(cluster, slurm_name: str, proc: subprocess.Popen) -> str:
-    deadline = time.monotonic() + JOB_VISIBLE_WITHIN_S
-    while time.monotonic() < deadline:
-        lines = live_jobs_named(cluster, slurm_name)
-        if lines and lines[0].endswith("RUNNING"):
-            return lines[0].split()[0]
-        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-        time.sleep(0.3)
-    raise AssertionError(f"job {slurm_name} did not start within {JOB_VISIBLE_WITHIN_S} s")
-
-
-def _jobs_of_run(cluster, slurm_name: str, run_id: str) -> list[tuple[str, str]]:
-    """(job id, state) of every job with this name whose working dir belongs to this Dagster
-    run (run dirs are <base>/<run id>/<step>-<suffix>), from sacct; waits SACCT_NAME_LAG_S for a
-    second one to show up."""
-    leaf = f"/{run_id}/"
-    deadline = time.monotonic() + SACCT_NAME_LAG_S
-    while True:
-        text = remote(
-            cluster,
-            f"sacct -X -n -P --starttime now-1hour --name={shlex.quote(slurm_name)} "
-            "--format=JobID,State,WorkDir",
-        )
-        rows = [
-            tuple(line.split("|")[:2])
-            for line in text.splitlines()
-            if line.count("|") == 2 and leaf in line
-        ]
-        if len(rows) >= 2 or time.monotonic() > deadline:
-            return rows  # type: ignore[return-value]
-        time.sleep(0.5)
 
 
 def _messages(instance: dg.DagsterInstance, run_id: str) -> list[str]:
@@ -109,7 +76,7 @@ def test_killed_step_is_reattached_on_reexecution_without_a_second_sbatch(
     )
     job_id = ""
     try:
-        job_id = _wait_running(cluster, slurm_name, proc)
+        job_id = wait_running(cluster, slurm_name, proc, within_s=JOB_VISIBLE_WITHIN_S)
         proc.kill()  # SIGKILL: the step process dies mid-run (crash, OOM kill, redeploy)
         proc.wait(timeout=30)
         time.sleep(AFTER_KILL_PAUSE_S)
@@ -142,10 +109,10 @@ def test_killed_step_is_reattached_on_reexecution_without_a_second_sbatch(
     finally:
         if proc.poll() is None:
             proc.kill()
-    # exactly one job of this test ever: the re-execution did not sbatch again
-    assert _jobs_of_run(cluster, slurm_name, killed.run_id) + _jobs_of_run(
-        cluster, slurm_name, result.run_id
-    ) == [(job_id, "COMPLETED")]
+    # exactly one job of this test ever: the re-execution did not sbatch again (sacct is asked
+    # until a second job of either run shows up, at most SACCT_NAME_LAG_S)
+    ours = jobs_named(cluster, slurm_name, expect=2, runs=(killed.run_id, result.run_id))
+    assert ours == [(job_id, "COMPLETED")]
     why = "it already finished with exit code 0" if job_ended_first else "it is RUNNING"
     assert any(
         f"reattaching to Slurm job {job_id} (run dir " in m and why in m for m in messages
