@@ -76,7 +76,7 @@ class _Lost(Exception):
 class HolderTransport(RemoteWatchMixin, Transport):
     """Reach a login node through the machine's shared connection holder (module docstring)."""
 
-    _read_kwargs = {"resend_if_lost": True}  # noqa: RUF012 - a watch only reads: re-send it
+    _read_kwargs = {"resend_if_lost": True}  # noqa: RUF012 - reads and watches only read: re-send them
 
     def __init__(self, target: SSHTarget) -> None:
         if not isinstance(target, SSHTarget):
@@ -289,36 +289,6 @@ class HolderTransport(RemoteWatchMixin, Transport):
         self._count(2, int(head["sent"]))
         report(int(head["sent"]))
         return int(head["sent"])
-
-    def read_from(self, remote_path: str, offset: int, *, max_bytes: int = 4 << 20) -> bytes:
-        code, out, err = self._run_bytes(
-            _shell.read_command(remote_path, offset, max_bytes),
-            timeout=None,
-            stdin=None,
-            resend_if_lost=True,
-        )
-        if code != 0:
-            raise errors.TransportError(
-                f"reading {remote_path} from byte {offset} failed (exit {code}): {err.decode(errors='replace')[-300:]}"
-            )
-        return out
-
-    def read_many_from(
-        self, requests: list[tuple[str, int]], *, max_bytes: int = 4 << 20
-    ) -> list[bytes]:
-        if not requests:
-            return []
-        code, out, err = self._run_bytes(
-            _shell.read_many_command(requests, max_bytes),
-            timeout=None,
-            stdin=None,
-            resend_if_lost=True,
-        )
-        if code != 0:
-            raise errors.TransportError(
-                f"batched read of {len(requests)} files failed (exit {code}): {err.decode(errors='replace')[-300:]}"
-            )
-        return _shell.parse_read_many(out, len(requests))
 
     # --- observability and control ----------------------------------------------------------
     def info(self) -> dict[str, Any]:

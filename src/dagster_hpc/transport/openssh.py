@@ -489,30 +489,6 @@ class OpenSSHTransport(RemoteWatchMixin, Transport):
             )
         return len(data)
 
-    def read_from(self, remote_path: str, offset: int, *, max_bytes: int = 4 << 20) -> bytes:
-        code, out, err = self._run_bytes(
-            _shell.read_command(remote_path, offset, max_bytes), timeout=None, stdin=None
-        )
-        if code != 0:
-            raise TransportError(
-                f"reading {remote_path} from byte {offset} failed (exit {code}): {err.decode(errors='replace')[-300:]}"
-            )
-        return out
-
-    def read_many_from(
-        self, requests: list[tuple[str, int]], *, max_bytes: int = 4 << 20
-    ) -> list[bytes]:
-        if not requests:
-            return []
-        code, out, err = self._run_bytes(
-            _shell.read_many_command(requests, max_bytes), timeout=None, stdin=None
-        )
-        if code != 0:
-            raise TransportError(
-                f"batched read of {len(requests)} files failed (exit {code}): {err.decode(errors='replace')[-300:]}"
-            )
-        return _shell.parse_read_many(out, len(requests))
-
     @property
     def authentications(self) -> int:
         """Logins this transport made itself (opening a master); reusing one costs none."""

@@ -539,29 +539,6 @@ class SSHTransport(RemoteWatchMixin, Transport):
                 "hint: check that the remote directory exists and is writable"
             ) from exc
 
-    def read_from(self, remote_path: str, offset: int, *, max_bytes: int = 4 << 20) -> bytes:
-        code, out, err = self._run_bytes(
-            _shell.read_command(remote_path, offset, max_bytes), timeout=None, stdin=None
-        )
-        if code != 0:
-            raise TransportError(
-                f"reading {remote_path} from byte {offset} failed (exit {code}): {err.decode(errors='replace')[-300:]}"
-            )
-        return out
-
-    def read_many_from(
-        self, requests: list[tuple[str, int]], *, max_bytes: int = 4 << 20
-    ) -> list[bytes]:
-        if not requests:
-            return []
-        command = _shell.read_many_command(requests, max_bytes)
-        code, out, err = self._run_bytes(command, timeout=None, stdin=None)
-        if code != 0:
-            raise TransportError(
-                f"batched read of {len(requests)} files failed (exit {code}): {err.decode(errors='replace')[-300:]}"
-            )
-        return _shell.parse_read_many(out, len(requests))
-
     def close(self) -> None:
         """Private connections close; a shared one stays for the process (see close_all_connections)."""
         if self._private:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from dagster_hpc.errors import ConfigError, TransportError
+from dagster_hpc.transport.remote_reads import RemoteReadsMixin
 
 SCRIPT_NAME = "watch.sh"
 # The answer may take the window plus the checks' own time; past this margin the login node
@@ -100,10 +101,9 @@ def parse_watch(stdout: bytes, tails: list[tuple[str, int]]) -> WatchResult:
     return WatchResult(exit_chunk, chunks, waited=True, next_check_s=check_ms / 1000)
 
 
-class RemoteWatchMixin:
-    """``watch_files`` for transports that run shell commands remotely (``_run_bytes``)."""
-
-    _read_kwargs: dict = {}  # noqa: RUF012 - per-class constant (HolderTransport re-sends reads)
+class RemoteWatchMixin(RemoteReadsMixin):
+    """``watch_files`` (and the reads) for transports that run shell commands remotely
+    (``_run_bytes``); a watch only reads, so it takes the reads' ``_read_kwargs``."""
 
     def watch_files(
         self,
