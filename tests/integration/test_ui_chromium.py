@@ -75,45 +75,45 @@ def test_asset_page_shows_slurm_kind_metadata_and_plot(cluster, tmp_path, monkey
     sys.modules.pop("tests.integration.ui_defs", None)
     from tests.integration import ui_defs
 
-    with dg.DagsterInstance.get() as instance:
-        result = dg.materialize(
-            [ui_defs.ui_asset], resources={"compute": ui_defs.COMPUTE}, instance=instance
-        )
-    assert result.success
-    md = result.asset_materializations_for_node(asset)[0].metadata
-    job_id = md["slurm/job_id"].value
-    assert "slurm/live_plot" in md
-
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "webserver.log"
-    with log.open("w") as fh:
-        server = subprocess.Popen(
-            [str(Path(sys.executable).parent / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port),
-             "-m", "tests.integration.ui_defs"],
-            cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
-        _wait_ready(base, server)
-        shots = Path(tempfile.mkdtemp(prefix="dagster-hpc-ui-"))
-        browser = Browser(CHROMIUM, tmp_path / "chromium-profile")  # a fresh --user-data-dir
+    with dg.DagsterInstance.get() as instance:  # its storage exists before the webserver opens it
+        # the webserver imports Dagster and loads the code location while the job runs on Slurm
+        with log.open("w") as fh:
+            server = subprocess.Popen(
+                [str(Path(sys.executable).parent / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port),
+                 "-m", "tests.integration.ui_defs"],
+                cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT,
+            )  # fmt: skip
         try:
-            browser.navigate(f"{base}/assets/{asset}")
-            browser.wait_for(
-                "document.body.innerText.includes('slurm/live_plot')", PAGE_READY_WITHIN_S
+            result = dg.materialize(
+                [ui_defs.ui_asset], resources={"compute": ui_defs.COMPUTE}, instance=instance
             )
-            text = browser.evaluate("document.body.innerText")
-            kind_icon = browser.evaluate(KIND_ICON_JS)
-            assert browser.evaluate(SHOW_PLOT_JS), "no [Show Markdown] link on the plot's row"
-            browser.wait_for(PLOT_IMAGES_JS + ".length > 0", PLOT_SHOWN_WITHIN_S)
-            images = browser.evaluate(PLOT_IMAGES_JS)
-            browser.screenshot(shots / "asset.png")
-            print(f"screenshot: {shots / 'asset.png'}")
+            assert result.success
+            md = result.asset_materializations_for_node(asset)[0].metadata
+            job_id = md["slurm/job_id"].value
+            assert "slurm/live_plot" in md
+            _wait_ready(base, server)
+            shots = Path(tempfile.mkdtemp(prefix="dagster-hpc-ui-"))
+            browser = Browser(CHROMIUM, tmp_path / "chromium-profile")  # a fresh --user-data-dir
+            try:
+                browser.navigate(f"{base}/assets/{asset}")
+                browser.wait_for(
+                    "document.body.innerText.includes('slurm/live_plot')", PAGE_READY_WITHIN_S
+                )
+                text = browser.evaluate("document.body.innerText")
+                kind_icon = browser.evaluate(KIND_ICON_JS)
+                assert browser.evaluate(SHOW_PLOT_JS), "no [Show Markdown] link on the plot's row"
+                browser.wait_for(PLOT_IMAGES_JS + ".length > 0", PLOT_SHOWN_WITHIN_S)
+                images = browser.evaluate(PLOT_IMAGES_JS)
+                browser.screenshot(shots / "asset.png")
+                print(f"screenshot: {shots / 'asset.png'}")
+            finally:
+                browser.close()
         finally:
-            browser.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
+            server.terminate()
+            server.wait(timeout=60)
     assert (shots / "asset.png").stat().st_size > 10_000
     assert asset in text
     kinds = text.split("Kinds", 1)[1].split("Tags", 1)[0]
