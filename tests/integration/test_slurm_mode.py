@@ -1,5 +1,6 @@
 """Slurm mode end to end on the real test cluster over real SSH (dg.materialize, in process)."""
 
+import time
 import uuid
 from pathlib import Path
 
@@ -125,19 +126,36 @@ def test_asset_on_slurm_logs_metadata_check_extras_env_and_sacct(cluster) -> Non
     assert listing.strip().endswith("0")
 
 
+# How long slurmdbd may take to replace a short job's stand-in row by the job's own record
+# (measured 1-5 s on a quiet test cluster; a loaded one is slower).
+OWN_RECORD_WAIT_S = 60.0
+
+
+def _own_record_partition(cluster, job_id: str) -> str:
+    """The partition of the job's own sacct record, once slurmdbd has it."""
+    deadline = time.monotonic() + OWN_RECORD_WAIT_S
+    while True:
+        shown = remote(
+            cluster, f"sacct -X -n -P -j {job_id} --starttime now-1hour --format Partition"
+        ).strip()
+        if shown or time.monotonic() > deadline:
+            return shown
+        time.sleep(0.5)
+
+
 def test_sub_second_jobs_report_slurms_final_record(cluster) -> None:
     # A job this short often reaches sacct first as slurmdbd's stand-in row (named "allocation",
-    # no partition, already COMPLETED): the metadata must come from the job's own record.
+    # no partition, already COMPLETED). The settle takes a complete stand-in as final and fills
+    # in the partition from slurmctld: the metadata must match the job's own record, which
+    # slurmdbd writes a few seconds later.
     names = [_name("subsec"), _name("subsec")]
     assets = [_asset(n, PAYLOADS / "trivial.py") for n in names]
     result, _ = _materialize(assets, compute(cluster, keep_run_dirs="failed"))
     for name in names:
         md = result.asset_materializations_for_node(name)[0].metadata
         job_id = md["slurm/job_id"].value
-        shown = remote(
-            cluster, f"sacct -X -n -P -j {job_id} --starttime now-1hour --format Partition"
-        )
-        assert md["slurm/partition"].value == shown.strip() != ""
+        assert md["slurm/state"].value == "COMPLETED"
+        assert md["slurm/partition"].value == _own_record_partition(cluster, job_id) != ""
         # MaxRSS may be absent: the job ends before the first accounting sample (JobAcctGather
         # frequency 2 s on the test cluster); the partition never may.
 
