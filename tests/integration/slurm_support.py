@@ -113,6 +113,24 @@ def remote(cluster, command: str, *, timeout: float = 60) -> str:
     return out.stdout
 
 
+# How long slurmdbd may take to replace a short job's stand-in row (no partition) by the job's
+# own record: measured 1-5 s on a quiet test cluster, a loaded one is slower.
+OWN_RECORD_WAIT_S = 60.0
+
+
+def own_record_partition(cluster, job_id: str) -> str:
+    """The partition in the job's own sacct record, once slurmdbd has written it ('' if it has
+    not within OWN_RECORD_WAIT_S). Our metadata may come earlier, from a complete stand-in row
+    plus slurmctld's partition (backends/slurm_sacct.py)."""
+    deadline = time.monotonic() + OWN_RECORD_WAIT_S
+    query = f"sacct -X -n -P -j {shlex.quote(str(job_id))} --starttime now-1hour --format Partition"
+    while True:
+        shown = remote(cluster, query).strip()
+        if shown or time.monotonic() > deadline:
+            return shown
+        time.sleep(0.5)
+
+
 def jobs_named(
     cluster, name: str, *, expect: int = 0, runs: Sequence[str] = ()
 ) -> list[tuple[str, str]]:

@@ -12,7 +12,7 @@ import pytest
 from tests.integration.slurm_support import (
     CREATED_BASES,
     cleanup_remote_bases,
-    remote,
+    own_record_partition,
     slurm_env,
 )
 
@@ -78,7 +78,7 @@ def test_component_materializes_on_the_cluster(cluster, tmp_path, monkeypatch):
     md = result.asset_materializations_for_node(asset)[0].metadata
     assert md["answer"].value == 42 and md["slurm/state"].value == "COMPLETED"
     job = md["slurm/job_id"].value
-    assert remote(cluster, f"sacct -X -n -P -j {job} --format=Partition").strip() == "debug"
+    assert own_record_partition(cluster, job) == "debug"
     lines = [e.user_message for e in instance.all_logs(result.run_id)]
     assert any("['--greeting', 'hello'] on node" in line for line in lines)
     sys.modules.pop(package, None)

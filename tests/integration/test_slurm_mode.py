@@ -1,6 +1,5 @@
 """Slurm mode end to end on the real test cluster over real SSH (dg.materialize, in process)."""
 
-import time
 import uuid
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from tests.integration.slurm_support import (
     compute,
     jobs_named,
     live_jobs_named,
+    own_record_partition,
     remote,
     slurm_resource,
     staged_run_dirs,
@@ -126,23 +126,6 @@ def test_asset_on_slurm_logs_metadata_check_extras_env_and_sacct(cluster) -> Non
     assert listing.strip().endswith("0")
 
 
-# How long slurmdbd may take to replace a short job's stand-in row by the job's own record
-# (measured 1-5 s on a quiet test cluster; a loaded one is slower).
-OWN_RECORD_WAIT_S = 60.0
-
-
-def _own_record_partition(cluster, job_id: str) -> str:
-    """The partition of the job's own sacct record, once slurmdbd has it."""
-    deadline = time.monotonic() + OWN_RECORD_WAIT_S
-    while True:
-        shown = remote(
-            cluster, f"sacct -X -n -P -j {job_id} --starttime now-1hour --format Partition"
-        ).strip()
-        if shown or time.monotonic() > deadline:
-            return shown
-        time.sleep(0.5)
-
-
 def test_sub_second_jobs_report_slurms_final_record(cluster) -> None:
     # A job this short often reaches sacct first as slurmdbd's stand-in row (named "allocation",
     # no partition, already COMPLETED). The settle takes a complete stand-in as final and fills
@@ -155,7 +138,7 @@ def test_sub_second_jobs_report_slurms_final_record(cluster) -> None:
         md = result.asset_materializations_for_node(name)[0].metadata
         job_id = md["slurm/job_id"].value
         assert md["slurm/state"].value == "COMPLETED"
-        assert md["slurm/partition"].value == _own_record_partition(cluster, job_id) != ""
+        assert md["slurm/partition"].value == own_record_partition(cluster, job_id) != ""
         # MaxRSS may be absent: the job ends before the first accounting sample (JobAcctGather
         # frequency 2 s on the test cluster); the partition never may.
 
