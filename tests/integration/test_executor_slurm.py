@@ -80,7 +80,10 @@ def _jobs(cluster, run_ids: list[str], expect: int = 0) -> list[dict]:
                         "run": next(r for r in run_ids if f"/{r}/" in workdir),
                     }
                 )
-        if len(rows) >= expect or time.monotonic() > deadline:
+        # slurmdbd's stand-in row of a short job is named "allocation" until the job's own
+        # record replaces it (a few seconds later): wait for the real names too
+        named = all(row["step"] != "allocation" for row in rows)
+        if (len(rows) >= expect and named) or time.monotonic() > deadline:
             return rows
         time.sleep(0.5)
 
