@@ -3,13 +3,15 @@ a fresh remote base per test, the reconstructable definitions' building blocks (
 one payload each, multiprocess and driver jobs with settings from the environment), and ways to
 ask Slurm what really happened (as hpcuser)."""
 
+import contextlib
 import shlex
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
@@ -17,6 +19,9 @@ from dagster_hpc.backends.slurm_resource import SlurmResource
 from dagster_hpc.compute import ComputeResource
 from dagster_hpc.queue import QueueConfig
 from dagster_hpc.ssh_resource import SSHConnectionResource
+
+if TYPE_CHECKING:  # the defs modules import this file in step processes: no pytest there
+    import pytest
 
 PAYLOADS = Path(__file__).parent / "slurm_payloads"
 # A trivial job on the idle test cluster finishes in ~2 s; other engineers' jobs may queue ours.
@@ -160,6 +165,21 @@ def jobs_named(
         time.sleep(0.5)
 
 
+def jobs_in_slurmctld(cluster, name: str, *, runs: Sequence[str] = ()) -> list[str]:
+    """Job ids of every job of ours with this name that slurmctld holds (``squeue -t all``:
+    pending, running and ended less than MinJobAge ago, 300 s on the test cluster), with
+    ``runs`` only those of these Dagster runs. A job is there from its sbatch on: no accounting
+    lag, so "no second job" needs no wait (jobs_named waits SACCT_NAME_LAG_S for it)."""
+    text = remote(
+        cluster, f"squeue --me --noheader -t all --name={shlex.quote(name)} --format='%i|%Z'"
+    )
+    return [
+        job
+        for job, workdir in (line.split("|", 1) for line in text.splitlines() if "|" in line)
+        if not runs or any(f"/{run_id}/" in workdir for run_id in runs)
+    ]
+
+
 def staged_run_dirs(cluster, remote_base_dir: str) -> list[str]:
     """Run directories under a test's remote base: none means nothing was staged or submitted."""
     base = remote_base_dir.replace("~/", "$HOME/", 1)
@@ -224,6 +244,34 @@ def slurm_env(
         env["DAGSTER_HPC_SSH_CONTROL_DIR"] = control_dir
     env.update({f"DAGSTER_HPC_SLURM_{k.upper()}": v for k, v in slurm.items()})
     return env
+
+
+# --- waits for Slurm's clock, run beside the other tests of their module ----------------------
+# A test that waits for a time limit (Slurm's shortest is 1 minute, checked every ~30 s) mostly
+# sleeps. Its materialization starts in a thread when its module starts (the module's other
+# tests run meanwhile); the test itself, last in its module, waits for the result and asserts.
+
+
+@contextlib.contextmanager
+def in_background(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Iterator[Future]:
+    """``fn(*args, **kwargs)`` in a thread of its own; leaving waits for it (the module's
+    cleanup of run directories comes after)."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="slurm-wait") as pool:
+        yield pool.submit(fn, *args, **kwargs)
+
+
+def start_early(request: "pytest.FixtureRequest", fixtures: dict[str, str]) -> None:
+    """For a module's autouse fixture: set up ``fixtures[test]`` (which starts a background
+    wait) now, at the module's start, for each ``test`` of this module that will run (a test
+    deselected with -k or a node id starts nothing)."""
+    selected = {
+        getattr(item, "originalname", item.name)
+        for item in request.session.items
+        if getattr(item, "module", None) is request.module
+    }
+    for test, fixture in fixtures.items():
+        if test in selected:
+            request.getfixturevalue(fixture)
 
 
 # --- reconstructable definitions (tests/integration/*_defs.py, benchmarks) -------------------

@@ -15,12 +15,14 @@ from tests.integration.slurm_support import (
     PAYLOADS,
     cleanup_remote_bases,
     compute,
+    in_background,
     jobs_named,
     live_jobs_named,
     own_record_partition,
     remote,
     slurm_resource,
     staged_run_dirs,
+    start_early,
 )
 
 
@@ -82,6 +84,28 @@ def _observed(entries: list) -> dict:
     ]
     assert obs, "a failed job must still carry its metrics (as an asset observation)"
     return obs[-1].dagster_event.event_specific_data.asset_observation.metadata
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _start_the_slow_waits(request, _remove_our_run_dirs):
+    start_early(request, {"test_timeout_job_is_timeout_with_metrics": "timed_out_run"})
+
+
+# The 1-minute time limit (Slurm's shortest) ends the job 60-90 s after it starts (slurmctld
+# checks limits every ~30 s, then KillWait); bounded so a hang fails the test.
+TIMEOUT_RUN_WITHIN_S = 420
+
+
+@pytest.fixture(scope="module")
+def timed_out_run(cluster, _remove_our_run_dirs):
+    """A job that runs into its time limit, materialized in the background from the module's
+    start (the result: ``(result, entries)`` of ``_materialize``)."""
+    res = compute(
+        cluster, queue=QueueConfig(time_limit="1", mem="128M", signal_before_timeout="USR2@30")
+    )
+    asset = _asset(_name("timeout"), PAYLOADS / "sleeper.py")
+    with in_background(_materialize, [asset], res, raise_on_error=False) as future:
+        yield future
 
 
 def test_asset_on_slurm_logs_metadata_check_extras_env_and_sacct(cluster) -> None:
@@ -186,23 +210,6 @@ def test_over_memory_job_is_out_of_memory_with_its_peak(cluster) -> None:
     assert md["slurm/mem_efficiency_pct"].value > 100
 
 
-@pytest.mark.slow
-def test_timeout_job_is_timeout_with_metrics(cluster) -> None:
-    name = _name("timeout")
-    res = compute(
-        cluster, queue=QueueConfig(time_limit="1", mem="128M", signal_before_timeout="USR2@30")
-    )
-    result, entries = _materialize(
-        [_asset(name, PAYLOADS / "sleeper.py")], res, raise_on_error=False
-    )
-    error = _failure(result)
-    assert "ended TIMEOUT" in error.message and "time_limit" in error.message
-    assert any("got USR2: checkpointing" in line for _, line in _lines(entries))  # forwarded
-    md = _observed(entries)
-    assert md["slurm/state"].value == "TIMEOUT"
-    assert md["slurm/elapsed_s"].value >= 60
-
-
 @pytest.mark.parametrize(
     ("queue", "match"),
     [
@@ -265,3 +272,16 @@ def test_pending_reason_and_expected_start_are_logged(cluster) -> None:
     pending = [line for _, line in _lines(entries) if " is pending " in line]
     assert pending, "the pending state was not logged"
     assert "(reason: BeginTime)" in pending[0] and ", expected start 20" in pending[0], pending[0]
+
+
+# Last in the module: its job started with the module (timed_out_run) and has been waiting for
+# Slurm's time limit while the tests above ran.
+@pytest.mark.slow
+def test_timeout_job_is_timeout_with_metrics(timed_out_run) -> None:
+    result, entries = timed_out_run.result(timeout=TIMEOUT_RUN_WITHIN_S)
+    error = _failure(result)
+    assert "ended TIMEOUT" in error.message and "time_limit" in error.message
+    assert any("got USR2: checkpointing" in line for _, line in _lines(entries))  # forwarded
+    md = _observed(entries)
+    assert md["slurm/state"].value == "TIMEOUT"
+    assert md["slurm/elapsed_s"].value >= 60

@@ -16,6 +16,7 @@ from dagster_hpc.backends.slurm_script import job_name
 from tests.integration import slurm_reattach_defs
 from tests.integration.slurm_support import (
     cleanup_remote_bases,
+    jobs_in_slurmctld,
     jobs_named,
     live_jobs_named,
     remote,
@@ -109,10 +110,11 @@ def test_killed_step_is_reattached_on_reexecution_without_a_second_sbatch(
     finally:
         if proc.poll() is None:
             proc.kill()
-    # exactly one job of this test ever: the re-execution did not sbatch again (sacct is asked
-    # until a second job of either run shows up, at most SACCT_NAME_LAG_S)
-    ours = jobs_named(cluster, slurm_name, expect=2, runs=(killed.run_id, result.run_id))
-    assert ours == [(job_id, "COMPLETED")]
+    # exactly one job of this test ever: the re-execution did not sbatch again (slurmctld holds
+    # every job of both runs, ended ones for MinJobAge), and accounting has it COMPLETED
+    runs = (killed.run_id, result.run_id)
+    assert jobs_in_slurmctld(cluster, slurm_name, runs=runs) == [job_id]
+    assert jobs_named(cluster, slurm_name, expect=1, runs=runs) == [(job_id, "COMPLETED")]
     why = "it already finished with exit code 0" if job_ended_first else "it is RUNNING"
     assert any(
         f"reattaching to Slurm job {job_id} (run dir " in m and why in m for m in messages

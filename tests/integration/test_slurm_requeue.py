@@ -28,9 +28,11 @@ from tests.integration.slurm_support import (
     PAYLOADS,
     cleanup_remote_bases,
     compute,
+    in_background,
     live_jobs_named,
     remote,
     slurm_env,
+    start_early,
 )
 
 PAYLOAD = PAYLOADS / "checkpointer.py"
@@ -44,6 +46,8 @@ LONG_ATTEMPTS = requeue_defs.LONG_ATTEMPTS
 # each requeue waits cred_expire + 1 s (~21 s here) plus the attempt itself: several minutes
 # for three attempts is a broken requeue, not a slow one
 REQUEUE_DEADLINE_S = 240
+# the round trip: three attempts and two requeues
+ROUND_TRIP_WITHIN_S = 3 * REQUEUE_DEADLINE_S
 # the urgent job that preempts ours: long enough for Slurm to see it running
 URGENT_SLEEP_S = 3
 
@@ -53,6 +57,38 @@ def _remove_our_run_dirs(cluster):
     since = len(CREATED_BASES)
     yield
     cleanup_remote_bases(cluster, since)
+
+
+def _round_trip(
+    name: str, resource: ComputeResource
+) -> tuple[dg.ExecuteInProcessResult, list[str], float]:
+    queue = {**SHORT_ATTEMPTS, "requeue": True, "max_requeues": 2}
+    started = time.monotonic()
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = dg.materialize(
+            [_asset(name, queue, finish_on_attempt=3)],
+            resources={"compute": resource},
+            instance=instance,
+        )
+        logs = [e.user_message for e in instance.all_logs(result.run_id) if e.user_message]
+    return result, logs, time.monotonic() - started
+
+
+@pytest.fixture(scope="module")
+def round_trip(cluster, _remove_our_run_dirs):
+    """The three-attempt round trip (two waits for the pre-timeout signal and two requeues,
+    about a minute), materialized in the background from the module's start: (asset name,
+    future of ``_round_trip``)."""
+    name = f"requeue_{uuid.uuid4().hex[:8]}"
+    with in_background(_round_trip, name, compute(cluster)) as future:
+        yield name, future
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _start_the_slow_waits(request, _remove_our_run_dirs):
+    start_early(
+        request, {"test_requeue_round_trip_three_attempts_one_successful_step": "round_trip"}
+    )
 
 
 def _asset(name: str, queue: dict, **extras):
@@ -77,41 +113,6 @@ def _assert_resumed(history: list[list[int]], attempts: int) -> None:
     assert history[0][1] == 0
     for before, after in zip(history, history[1:], strict=False):
         assert after[1] == before[2] > before[1], history  # resumed exactly where it stopped
-
-
-def test_requeue_round_trip_three_attempts_one_successful_step(cluster) -> None:
-    name = f"requeue_{uuid.uuid4().hex[:8]}"
-    queue = {**SHORT_ATTEMPTS, "requeue": True, "max_requeues": 2}
-    started = time.monotonic()
-    with dg.DagsterInstance.ephemeral() as instance:
-        result = dg.materialize(
-            [_asset(name, queue, finish_on_attempt=3)],
-            resources={"compute": compute(cluster)},
-            instance=instance,
-        )
-        logs = [e.user_message for e in instance.all_logs(result.run_id) if e.user_message]
-    wall = time.monotonic() - started
-    assert result.success
-    (mat,) = result.asset_materializations_for_node(name)  # one step, one materialization
-    md = mat.metadata
-    assert md["slurm/attempts"].value == 3
-    assert md["slurm/attempt_states"].value == "REQUEUED, REQUEUED, COMPLETED"
-    attempts = _attempts(md)
-    assert [a["attempt"] for a in attempts] == [1, 2, 3]
-    assert all(a["elapsed_s"] is not None and a["elapsed_s"] < 60 for a in attempts), attempts
-    assert md["slurm/state"].value == "COMPLETED"
-    assert md["attempt"].value == 3
-    _assert_resumed(_history(md), 3)
-    # the same Slurm job all along (scontrol requeue keeps the id), one step in Dagster
-    steps = [e for e in result.all_events if e.event_type_value == "STEP_SUCCESS"]
-    assert len(steps) == 1
-    for n in (1, 2, 3):  # every attempt's Pipes log message arrived exactly once
-        assert sum(f"checkpointer: attempt {n} resumes" in m for m in logs) == 1, logs
-    assert any("attempt 2 started" in m and "requeued" in m for m in logs), logs
-    assert not any("unexpected message received after closed" in m for m in logs), logs
-    print(
-        f"requeue round trip: 3 attempts {[a['elapsed_s'] for a in attempts]} s, wall {wall:.1f} s"
-    )
 
 
 def test_max_requeues_exceeded_fails_naming_the_attempts(cluster) -> None:
@@ -231,3 +232,31 @@ def test_reattach_during_the_second_attempt(cluster, tmp_path: Path, monkeypatch
         "checkpointer: attempt 1",
         "checkpointer: attempt 2",
     ], logs
+
+
+# Last in the module: its job started with the module (round_trip) and went through its
+# attempts while the tests above ran.
+def test_requeue_round_trip_three_attempts_one_successful_step(round_trip) -> None:
+    name, future = round_trip
+    result, logs, wall = future.result(timeout=ROUND_TRIP_WITHIN_S)
+    assert result.success
+    (mat,) = result.asset_materializations_for_node(name)  # one step, one materialization
+    md = mat.metadata
+    assert md["slurm/attempts"].value == 3
+    assert md["slurm/attempt_states"].value == "REQUEUED, REQUEUED, COMPLETED"
+    attempts = _attempts(md)
+    assert [a["attempt"] for a in attempts] == [1, 2, 3]
+    assert all(a["elapsed_s"] is not None and a["elapsed_s"] < 60 for a in attempts), attempts
+    assert md["slurm/state"].value == "COMPLETED"
+    assert md["attempt"].value == 3
+    _assert_resumed(_history(md), 3)
+    # the same Slurm job all along (scontrol requeue keeps the id), one step in Dagster
+    steps = [e for e in result.all_events if e.event_type_value == "STEP_SUCCESS"]
+    assert len(steps) == 1
+    for n in (1, 2, 3):  # every attempt's Pipes log message arrived exactly once
+        assert sum(f"checkpointer: attempt {n} resumes" in m for m in logs) == 1, logs
+    assert any("attempt 2 started" in m and "requeued" in m for m in logs), logs
+    assert not any("unexpected message received after closed" in m for m in logs), logs
+    print(
+        f"requeue round trip: 3 attempts {[a['elapsed_s'] for a in attempts]} s, wall {wall:.1f} s"
+    )
