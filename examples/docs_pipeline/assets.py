@@ -60,6 +60,9 @@ RAY_START_ARGS = ("--disable-usage-stats",)
 # Not on multi-node clusters: RayLauncher passes its arguments to every node, and `ray start`
 # refuses the dashboard option on a worker (the workers' log lines are worth keeping there).
 ONE_NODE_START_ARGS = ("--include-dashboard=false", "--no-monitor", "--include-log-monitor=false")
+# Idle Ray workers kept alive (RAY_num_workers_soft_limit): more than the converter actors, Ray
+# Data's own actors and the sink's writers together.
+IDLE_WORKERS_KEPT = 16
 
 
 class _Step:
@@ -294,12 +297,6 @@ def _run_on_ray(
     import pyarrow.parquet as pq
 
     slurm = compute.mode == "slurm"
-    launcher = RayLauncher(
-        ray=ray.executable or _ray_beside_python(compute),
-        node_ip_command=ray.node_ip_command,
-        ray_start_args=RAY_START_ARGS
-        + (ONE_NODE_START_ARGS if not slurm or ray.nodes == 1 else ()),
-    )
     env = {
         "HF_HUB_OFFLINE": "1",
         "RAY_USAGE_STATS_ENABLED": "0",
@@ -317,11 +314,21 @@ def _run_on_ray(
         # runtime_env keeps its tasks out of them too: they would only import Ray on the cores
         # the actors need while they load Docling
         "RAY_prestart_worker_first_driver": "0",
+        # keep idle workers (Ray kills them after 1 s above one per CPU, and the actors are more
+        # than that): the sink's write tasks then reuse one worker process instead of starting
+        # a fresh one (importing Ray, polars and deltalake) for every commit
+        "RAY_num_workers_soft_limit": str(IDLE_WORKERS_KEPT),
     }
-    if ray.allow_loopback:
-        env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "1"
-    options: dict[str, Any] = {"launcher": launcher, "extra_env": env}
+    options: dict[str, Any] = {"extra_env": env}
+    local_ray = None
     if slurm:
+        if ray.allow_loopback:
+            env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "1"
+        options["launcher"] = RayLauncher(
+            ray=ray.executable or _ray_beside_python(compute),
+            node_ip_command=ray.node_ip_command,
+            ray_start_args=RAY_START_ARGS + (ONE_NODE_START_ARGS if ray.nodes == 1 else ()),
+        )
         options["queue"] = {
             "nodes": ray.nodes,
             "ntasks": ray.nodes,
@@ -329,6 +336,11 @@ def _run_on_ray(
             "mem": ray.mem,
             "time_limit": ray.time_limit,
         }
+    else:
+        # local mode: the payload starts a private one-node Ray in its own process (ray.init),
+        # with this machine's CPUs: no `ray start` process, no join wait, and its Ray processes
+        # end with it (docs/document-pipeline.md, "Where conversion runs")
+        local_ray = {"cpus": _ray_workers(compute, settings, ray)}
     with tempfile.TemporaryDirectory(prefix="dagster-hpc-docs-") as tmp:
         pq.write_table(inputs, Path(tmp) / TODO_FILE)
         staged = [Path(tmp) / TODO_FILE, engine_archive(tmp), pipeline_archive(tmp)]
@@ -340,6 +352,7 @@ def _run_on_ray(
                 "store_root": str(Path(settings.store_root).absolute()),
                 "todo_file": TODO_FILE,
                 "code_version": config.code_version,
+                "local_ray": local_ray,
             }
         }
         launched = Timer()
