@@ -4,7 +4,7 @@
     PYTHONPATH=src:examples $ENV/bin/python benchmarks/documents.py [--docs 200] [--changed 20]
 
 - round 1 (initial load): docs/converted of ours (Ray Data, an actor pool of warm converters over
-  cost-cut batches on a one-node RayLauncher cluster using this machine's cores) vs a plain
+  cost-cut batches on a private one-node Ray using this machine's cores) vs a plain
   single-process Docling loop over the same files (a fresh process: import, converter, loop);
 - round 2 (``--changed`` documents edited): ours (the increment: the changed documents only;
   below the cost threshold it converts in the step's process) vs the floor (the same plain loop

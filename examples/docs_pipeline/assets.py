@@ -6,8 +6,9 @@ docs/converted decides where conversion runs from the estimated cost of the incr
 - at most ``threshold_s`` seconds of estimated conversion (where Ray's fixed price would not be
   won back; or, when set, at most ``in_process_max_docs`` documents): in this step's own
   process (no Ray, no job);
-- more: a payload through ``ComputeResource.run`` with ``RayLauncher`` (a one-node Ray cluster
-  on this machine in local mode, a multi-node one inside a Slurm allocation in slurm mode).
+- more: a payload through ``ComputeResource.run`` on Ray (in local mode a private one-node Ray
+  that the payload starts itself; in slurm mode a multi-node Ray cluster that ``RayLauncher``
+  starts inside the allocation).
 The decision and its figures are in the materialization's metadata (``route/*``).
 
 Every asset runs the same frame (``_Step``): resolve the increment and count it, hand over the
@@ -52,7 +53,7 @@ TODO_FILE = "docs_todo.parquet"
 FAILED_CHECK = "no_failed_documents"
 GROUP = "documents"
 RAY_START_ARGS = ("--disable-usage-stats",)
-# A one-node cluster (local mode, or a 1-node allocation) starts without the processes nothing
+# A one-node RayLauncher cluster (a 1-node allocation) starts without the processes nothing
 # here uses: the dashboard, the autoscaler's monitor (nothing scales this cluster) and the log
 # monitor (it streams the workers' stdout to the driver; Ray's own log files stay with the run).
 # Each is a Python process importing Ray (a core-second or so of every start on a small
@@ -292,8 +293,9 @@ def _run_on_ray(
     ray: RayOptions,
     kind: str = "convert",
 ) -> dict[str, Any]:
-    """The ``kind`` ("convert" or "embed") payload over ``inputs`` as a RayLauncher job;
-    returns its reported metadata plus the job's wall (``ray/job_s``)."""
+    """The ``kind`` ("convert" or "embed") payload over ``inputs`` as a Ray job (slurm mode:
+    through RayLauncher; local mode: the payload starts its own one-node Ray); returns its
+    reported metadata plus the job's wall (``ray/job_s``)."""
     import pyarrow.parquet as pq
 
     slurm = compute.mode == "slurm"
