@@ -6,8 +6,9 @@ docs/converted decides where conversion runs from the estimated cost of the incr
 - at most ``threshold_s`` seconds of estimated conversion (where Ray's fixed price would not be
   won back; or, when set, at most ``in_process_max_docs`` documents): in this step's own
   process (no Ray, no job);
-- more: a payload through ``ComputeResource.run`` with ``RayLauncher`` (a one-node Ray cluster
-  on this machine in local mode, a multi-node one inside a Slurm allocation in slurm mode).
+- more: a payload through ``ComputeResource.run`` on Ray (in local mode a private one-node Ray
+  that the payload starts itself; in slurm mode a multi-node Ray cluster that ``RayLauncher``
+  starts inside the allocation).
 The decision and its figures are in the materialization's metadata (``route/*``).
 
 Every asset runs the same frame (``_Step``): resolve the increment and count it, hand over the
@@ -52,7 +53,7 @@ TODO_FILE = "docs_todo.parquet"
 FAILED_CHECK = "no_failed_documents"
 GROUP = "documents"
 RAY_START_ARGS = ("--disable-usage-stats",)
-# A one-node cluster (local mode, or a 1-node allocation) starts without the processes nothing
+# A one-node RayLauncher cluster (a 1-node allocation) starts without the processes nothing
 # here uses: the dashboard, the autoscaler's monitor (nothing scales this cluster) and the log
 # monitor (it streams the workers' stdout to the driver; Ray's own log files stay with the run).
 # Each is a Python process importing Ray (a core-second or so of every start on a small
@@ -60,6 +61,9 @@ RAY_START_ARGS = ("--disable-usage-stats",)
 # Not on multi-node clusters: RayLauncher passes its arguments to every node, and `ray start`
 # refuses the dashboard option on a worker (the workers' log lines are worth keeping there).
 ONE_NODE_START_ARGS = ("--include-dashboard=false", "--no-monitor", "--include-log-monitor=false")
+# Idle Ray workers kept alive (RAY_num_workers_soft_limit): more than the converter actors, Ray
+# Data's own actors and the sink's writers together.
+IDLE_WORKERS_KEPT = 16
 
 
 class _Step:
@@ -289,17 +293,12 @@ def _run_on_ray(
     ray: RayOptions,
     kind: str = "convert",
 ) -> dict[str, Any]:
-    """The ``kind`` ("convert" or "embed") payload over ``inputs`` as a RayLauncher job;
-    returns its reported metadata plus the job's wall (``ray/job_s``)."""
+    """The ``kind`` ("convert" or "embed") payload over ``inputs`` as a Ray job (slurm mode:
+    through RayLauncher; local mode: the payload starts its own one-node Ray); returns its
+    reported metadata plus the job's wall (``ray/job_s``)."""
     import pyarrow.parquet as pq
 
     slurm = compute.mode == "slurm"
-    launcher = RayLauncher(
-        ray=ray.executable or _ray_beside_python(compute),
-        node_ip_command=ray.node_ip_command,
-        ray_start_args=RAY_START_ARGS
-        + (ONE_NODE_START_ARGS if not slurm or ray.nodes == 1 else ()),
-    )
     env = {
         "HF_HUB_OFFLINE": "1",
         "RAY_USAGE_STATS_ENABLED": "0",
@@ -317,11 +316,21 @@ def _run_on_ray(
         # runtime_env keeps its tasks out of them too: they would only import Ray on the cores
         # the actors need while they load Docling
         "RAY_prestart_worker_first_driver": "0",
+        # keep idle workers (Ray kills them after 1 s above one per CPU, and the actors are more
+        # than that): the sink's write tasks then reuse one worker process instead of starting
+        # a fresh one (importing Ray, polars and deltalake) for every commit
+        "RAY_num_workers_soft_limit": str(IDLE_WORKERS_KEPT),
     }
-    if ray.allow_loopback:
-        env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "1"
-    options: dict[str, Any] = {"launcher": launcher, "extra_env": env}
+    options: dict[str, Any] = {"extra_env": env}
+    local_ray = None
     if slurm:
+        if ray.allow_loopback:
+            env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "1"
+        options["launcher"] = RayLauncher(
+            ray=ray.executable or _ray_beside_python(compute),
+            node_ip_command=ray.node_ip_command,
+            ray_start_args=RAY_START_ARGS + (ONE_NODE_START_ARGS if ray.nodes == 1 else ()),
+        )
         options["queue"] = {
             "nodes": ray.nodes,
             "ntasks": ray.nodes,
@@ -329,6 +338,11 @@ def _run_on_ray(
             "mem": ray.mem,
             "time_limit": ray.time_limit,
         }
+    else:
+        # local mode: the payload starts a private one-node Ray in its own process (ray.init),
+        # with this machine's CPUs: no `ray start` process, no join wait, and its Ray processes
+        # end with it (docs/document-pipeline.md, "Where conversion runs")
+        local_ray = {"cpus": _ray_workers(compute, settings, ray)}
     with tempfile.TemporaryDirectory(prefix="dagster-hpc-docs-") as tmp:
         pq.write_table(inputs, Path(tmp) / TODO_FILE)
         staged = [Path(tmp) / TODO_FILE, engine_archive(tmp), pipeline_archive(tmp)]
@@ -340,6 +354,7 @@ def _run_on_ray(
                 "store_root": str(Path(settings.store_root).absolute()),
                 "todo_file": TODO_FILE,
                 "code_version": config.code_version,
+                "local_ray": local_ray,
             }
         }
         launched = Timer()

@@ -9,8 +9,11 @@ files, so the files must be on a filesystem every node sees (a cluster's shared 
 
 from __future__ import annotations
 
+import atexit
 import math
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,9 +24,10 @@ from docs_pipeline.convert import ConverterConfig, DoclingConverter, finish_batc
 from docs_pipeline.embed import EmbeddingConfig
 from docs_pipeline.shards import guided_batches
 
-# Concurrent Delta writers of the sink: each write is one merge commit; more writers than this
-# only lose commit races against each other.
-SINK_CONCURRENCY = 2
+# Concurrent Delta writers of the sink: one. Each write is one merge commit, and commits of one
+# table are serial anyway (a second writer only loses commit races); each writer is a Ray worker
+# process that imports Ray, polars and deltalake once, beside converters holding every CPU.
+SINK_CONCURRENCY = 1
 # Delta commits per job (about): the sink gathers converted blocks into writes of at least
 # rows / SINK_COMMITS rows. One write at the end would put a writer's start (a worker process
 # importing polars and deltalake) and the whole merge after the last conversion; one per block
@@ -33,6 +37,10 @@ SINK_COMMITS = 4
 # write (a Delta merge of one shard's rows) is short and mostly I/O.
 WRITER_CPUS = 0
 RAY_PREFIX = "DAGSTER_HPC_DOCS_RAY_"
+# Local mode's Ray: its temp dir's parent (short: Ray puts Unix sockets ~75 bytes below it) and
+# where its logs go in the run directory.
+LOCAL_RAY_TEMP_ROOT = "/tmp"
+LOCAL_RAY_LOGS = "ray-logs"
 # The embedding todo's input-only columns (not stored in docs/embeddings).
 EMBED_INPUT_ONLY = ("text", "estimated_s")
 NO_ERROR_COLUMN = "__no_error_column__"
@@ -149,7 +157,9 @@ def map_with_ray(
     n_actors = min(ray_actor_count(actors), max(1, todo.num_rows))
     groups = guided_batches(todo.column("estimated_s").to_pylist(), n_actors)
     blocks = [todo.take(pa.array(g, pa.int64())) for g in groups]
-    dataset = ray.data.from_arrow(blocks)
+    # from_blocks: the blocks' metadata is read here; from_arrow would start a Ray task per block
+    # for it (fresh worker processes importing Ray Data before the first conversion)
+    dataset = ray.data.from_blocks(blocks)
     mapped = dataset.map_batches(
         actor,
         fn_constructor_args=actor_args,
@@ -175,6 +185,47 @@ def map_with_ray(
         sink, concurrency=sink.max_concurrency, ray_remote_args={"num_cpus": WRITER_CPUS}
     )
     return sink.summary, len(blocks)
+
+
+@dataclass(frozen=True)
+class LocalRay:
+    """A private one-node Ray started by this process (local mode): its temp dir."""
+
+    temp_dir: str
+
+    def stop(self, run_dir: str) -> None:
+        """Stop this Ray (every process it started: without it its agents outlive this one),
+        give its logs to the run directory (``ray-logs``, a few hundred KB), drop the temp dir."""
+        import ray
+
+        ray.shutdown()
+        logs = Path(self.temp_dir) / "session_latest" / "logs"
+        if logs.is_dir():
+            shutil.copytree(logs, Path(run_dir) / LOCAL_RAY_LOGS, dirs_exist_ok=True)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def start_local_ray(cpus: int, runtime_env: dict[str, Any]) -> LocalRay:
+    """Start a private one-node Ray with ``cpus`` CPUs in this process and connect to it.
+
+    Without RayLauncher: no `ray start` process (nor the Ray client server it adds), no join
+    wait, no process group to signal afterwards. No dashboard; a temp dir of its own (never
+    another Ray's), short enough for Ray's Unix sockets (107 bytes)."""
+    import ray
+
+    temp_dir = tempfile.mkdtemp(prefix="dhpc-ray-", dir=LOCAL_RAY_TEMP_ROOT)
+    ray.init(
+        address="local",
+        num_cpus=cpus,
+        include_dashboard=False,
+        runtime_env=runtime_env,
+        logging_level="WARNING",
+        _temp_dir=temp_dir,
+    )
+    local = LocalRay(temp_dir)
+    # a payload that fails stops it too (the success path calls it before os._exit)
+    atexit.register(local.stop, os.environ.get("DAGSTER_HPC_RUN_DIR", os.getcwd()))
+    return local
 
 
 def worker_runtime_env(paths: list[str]) -> dict[str, Any]:

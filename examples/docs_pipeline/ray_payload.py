@@ -1,5 +1,6 @@
-"""Payload: convert documents (or embed chunks) of the todo table on the Ray cluster that
-RayLauncher started (``RAY_ADDRESS``), in a Slurm allocation or on this machine. Staged next to
+"""Payload: convert documents (or embed chunks) of the todo table on Ray: in slurm mode on the
+cluster RayLauncher started across the allocation (``RAY_ADDRESS``), in local mode on a private
+one-node Ray this process starts itself (``local_ray`` in the job's extras). Staged next to
 it by the docs/converted (docs/embeddings) asset: the todo table (ids, paths, sizes, estimated
 seconds, provenance: never file contents; chunk texts for embeddings), the engine
 (``dagster_hpc_engine.zip``) and this pipeline's modules (``docs_pipeline.zip``).
@@ -41,7 +42,11 @@ with open_dagster_pipes() as pipes:
     graph = features.build_graph(settings)
     todo = pq.read_table(os.path.join(RUN_DIR, job["todo_file"]))
     started = time.monotonic()
-    ray.init(runtime_env=ray_job.worker_runtime_env(ZIPS), logging_level="WARNING")
+    runtime_env = ray_job.worker_runtime_env(ZIPS)
+    if job.get("local_ray"):
+        local = ray_job.start_local_ray(job["local_ray"]["cpus"], runtime_env)
+    else:
+        ray.init(runtime_env=runtime_env, logging_level="WARNING")
     connected = time.monotonic()
     # no progress bars: in a job's log they are a line per operator every few seconds
     ray.data.DataContext.get_current().enable_progress_bars = False
@@ -72,9 +77,12 @@ with open_dagster_pipes() as pipes:
             "ray/failed": summary.failed,
         }
     )
-# Pipes is closed (everything reported, every result committed). The launcher stops this job's
-# private Ray cluster right after this process ends: a driver disconnect (ray.shutdown, which
-# interpreter exit would also run) only delays that stop by a second or so, so skip it.
+# Pipes is closed (everything reported, every result committed). Local mode: this process stops
+# the Ray it started. Slurm mode: the launcher stops this job's private Ray cluster right after
+# this process ends, and a driver disconnect (ray.shutdown, which interpreter exit would also
+# run) only delays that stop by a second or so, so skip it.
+if job.get("local_ray"):
+    local.stop(RUN_DIR)
 sys.stdout.flush()
 sys.stderr.flush()
 os._exit(0)
