@@ -59,6 +59,10 @@ FLOOR_TIMEOUT_S = 300
 # Slurm starts a job at submit time only when the scheduler is idle: each measurement starts
 # after this pause, so every variant meets the same scheduler.
 SETTLE_S = 3.0
+# The src/ of an earlier commit (e.g. a `git worktree add --detach <commit>`): its 100-partition
+# array runs in every round too (array_100_before_s), so a change is measured against the code
+# before it on the same machine, cluster and rounds.
+BEFORE_SRC = os.environ.get("DHPC_BENCH_BEFORE_SRC", "")
 # Rounds per section (medians over them); each section stays under ~6 min on the quiet machine.
 ARRAY_ROUNDS = int(os.environ.get("DHPC_BENCH_ARRAY_ROUNDS", "5"))
 EIGHT_ROUNDS = int(os.environ.get("DHPC_BENCH_EIGHT_ROUNDS", "3"))
@@ -398,14 +402,15 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def _run_measurement(name: str) -> dict:
+def _run_measurement(name: str, src: str | None = None) -> dict:
+    """``src``: a dagster_hpc source tree put first on the child's PYTHONPATH (BEFORE_SRC)."""
+    env = _child_env()
+    if src:
+        env["PYTHONPATH"] = src
     proc = subprocess.run(
-        [sys.executable, __file__, "--one", name],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        env=_child_env(),
-    )
+        [sys.executable, __file__, "--one", name], capture_output=True, text=True, timeout=1800,
+        env=env,
+    )  # fmt: skip
     if proc.returncode != 0:
         raise RuntimeError(
             f"measurement {name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
@@ -447,6 +452,10 @@ def section_arrays() -> dict:
             samples.setdefault(first, []).append(floors[first]())
             samples.setdefault("array_100", []).append(_run_measurement("array_100"))
             samples.setdefault(second, []).append(floors[second]())
+            if BEFORE_SRC:
+                samples.setdefault("array_100_before", []).append(
+                    _run_measurement("array_100", BEFORE_SRC)
+                )
             samples.setdefault("array_100_floor_login_per_probe", []).append(
                 _floor("floor_login_per_probe", "true", max_size, None)
             )
@@ -481,6 +490,15 @@ def section_arrays() -> dict:
     }
     f["array_vs_runs_20"] = round(f["array_20_s"] / f["runs_20_s"], 3)
     f["array_100_vs_floor"] = round(f["array_100_s"] / f["array_100_floor_s"], 3)
+    if "array_100_before" in samples:
+        before = samples["array_100_before"]
+        f["array_100_before_s"] = _median(before)
+        f["array_100_before_src"] = BEFORE_SRC
+        f["array_100_before_vs_floor"] = round(f["array_100_before_s"] / f["array_100_floor_s"], 3)
+        f["array_100_before_phases_s"] = {
+            k: round(statistics.median(x["phases"].get(k, 0.0) for x in before), 2)
+            for k in before[0].get("phases", {})
+        }
     f["array_100_vs_payload_floor"] = round(f["array_100_s"] / f["array_100_payload_floor_s"], 3)
     f["array_100_vs_floor_login_per_probe"] = round(
         f["array_100_s"] / f["array_100_floor_login_per_probe_s"], 3
