@@ -1,9 +1,13 @@
 """Allocation modes on the test cluster (issue 13), in two sections (each one bench
 invocation of ~5 min; both write into the same JSON):
 
-``arrays``: rounds of, interleaved (every variant meets the same machine and scheduler):
+``arrays``: rounds of, interleaved (every variant meets the same machine and scheduler; the two
+bare floors swap places around ours from one round to the next):
 - the floor: 3 bare ``sbatch --array=0-N -o /dev/null --wrap true`` (``--array=0-99`` itself is
-  refused by MaxArraySize=40) submitted in one SSH command, ``squeue`` every 0.1 s until gone;
+  refused by MaxArraySize=40) and ``squeue`` every 0.1 s until gone, all in ONE command over an
+  SSH connection opened before the clock starts (ours, too, is logged in before: its connection
+  holder outlives the warm-up); the earlier floor logged in afresh for every squeue (~0.25 s
+  and ~0.1 s of CPU each on this machine), kept as ``array_100_floor_login_per_probe_s``;
 - ours: 100 partitions in one single-run backfill (one step, 3 arrays);
 - the payload floor: the same bare arrays, each task running the payload's interpreter and
   ``import dagster_pipes`` (what any client running a Python Pipes payload per task pays);
@@ -55,8 +59,12 @@ FLOOR_TIMEOUT_S = 300
 # Slurm starts a job at submit time only when the scheduler is idle: each measurement starts
 # after this pause, so every variant meets the same scheduler.
 SETTLE_S = 3.0
+# The src/ of an earlier commit (e.g. a `git worktree add --detach <commit>`): its 100-partition
+# array runs in every round too (array_100_before_s), so a change is measured against the code
+# before it on the same machine, cluster and rounds.
+BEFORE_SRC = os.environ.get("DHPC_BENCH_BEFORE_SRC", "")
 # Rounds per section (medians over them); each section stays under ~6 min on the quiet machine.
-ARRAY_ROUNDS = int(os.environ.get("DHPC_BENCH_ARRAY_ROUNDS", "3"))
+ARRAY_ROUNDS = int(os.environ.get("DHPC_BENCH_ARRAY_ROUNDS", "5"))
 EIGHT_ROUNDS = int(os.environ.get("DHPC_BENCH_EIGHT_ROUNDS", "3"))
 # Where the measurements' Dagster instances live (tmpfs when there is one; see the docstring).
 INSTANCE_DIR = os.environ.get("DHPC_BENCH_INSTANCE_DIR") or (
@@ -185,14 +193,52 @@ def _single_partition_runs(n: int, instance) -> None:
         assert result.success
 
 
-def _array_floor(total: int, max_size: int, wrap: str = "true") -> int:
-    """Bare sbatch --array chunks (one SSH command), then squeue until none is left."""
+class _Master:
+    """One OpenSSH ControlMaster connection for the floors (opened before any clock starts)."""
+
+    def __init__(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="dhpc-bench-cm-")
+        self.opts = ["-o", f"ControlPath={self.dir}/cm", "-o", "ControlMaster=no"]
+        subprocess.run(
+            [*SSH[:-1], "-o", f"ControlPath={self.dir}/cm", "-o", "ControlMaster=yes",
+             "-o", "ControlPersist=600", "-N", "-f", SSH[-1]],
+            check=True, timeout=60,
+        )  # fmt: skip
+
+    def run(self, command: str) -> str:
+        return subprocess.run(
+            [*SSH[:-1], *self.opts, SSH[-1], command],
+            capture_output=True, text=True, check=True, timeout=FLOOR_TIMEOUT_S + 60,
+        ).stdout  # fmt: skip
+
+    def close(self) -> None:
+        subprocess.run([*SSH[:-1], *self.opts, "-O", "exit", SSH[-1]], capture_output=True)
+
+
+def _floor_submit(total: int, max_size: int, wrap: str) -> str:
     sizes = [min(max_size, total - s) for s in range(0, total, max_size)]
-    submit = " && ".join(
+    return " && ".join(
         f"sbatch --parsable --array=0-{k - 1} -o /dev/null --wrap {shlex.quote(wrap)}"
         for k in sizes
     )
-    ids = [line.split(";")[0] for line in _remote(submit).split()]
+
+
+def _array_floor_remote(master: _Master, total: int, max_size: int, wrap: str = "true") -> int:
+    """Bare sbatch --array chunks, then squeue every FLOOR_POLL_S until none is left: ONE
+    command over the open connection (the poll runs on the login node)."""
+    script = (
+        f"ids=$({{ {_floor_submit(total, max_size, wrap)}; }} | cut -d';' -f1 | paste -sd,) && "
+        f"end=$((SECONDS + {FLOOR_TIMEOUT_S})) && "
+        'while [ -n "$(squeue --noheader --jobs="$ids" --format=%i 2>/dev/null)" ]; do '
+        f'[ "$SECONDS" -lt "$end" ] || exit 3; sleep {FLOOR_POLL_S}; done && echo "$ids"'
+    )
+    return len(master.run(script).strip().split(","))
+
+
+def _array_floor(total: int, max_size: int, wrap: str = "true") -> int:
+    """The earlier floor: bare sbatch --array chunks (one SSH command), then one SSH login per
+    squeue until none is left."""
+    ids = [line.split(";")[0] for line in _remote(_floor_submit(total, max_size, wrap)).split()]
     deadline = time.monotonic() + FLOOR_TIMEOUT_S
     probe = f"squeue --noheader --jobs={','.join(ids)} --format=%i 2>/dev/null | wc -l"
     while time.monotonic() < deadline:
@@ -356,14 +402,15 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def _run_measurement(name: str) -> dict:
+def _run_measurement(name: str, src: str | None = None) -> dict:
+    """``src``: a dagster_hpc source tree put first on the child's PYTHONPATH (BEFORE_SRC)."""
+    env = _child_env()
+    if src:
+        env["PYTHONPATH"] = src
     proc = subprocess.run(
-        [sys.executable, __file__, "--one", name],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        env=_child_env(),
-    )
+        [sys.executable, __file__, "--one", name], capture_output=True, text=True, timeout=1800,
+        env=env,
+    )  # fmt: skip
     if proc.returncode != 0:
         raise RuntimeError(
             f"measurement {name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
@@ -374,8 +421,11 @@ def _run_measurement(name: str) -> dict:
     return got
 
 
-def _floor(name: str, wrap: str, max_size: int) -> dict:
-    s, sbatch = _timed(lambda: _array_floor(100, max_size, wrap))
+def _floor(name: str, wrap: str, max_size: int, master: "_Master | None") -> dict:
+    if master is None:
+        s, sbatch = _timed(lambda: _array_floor(100, max_size, wrap))
+    else:
+        s, sbatch = _timed(lambda: _array_floor_remote(master, 100, max_size, wrap))
     got = {"s": s, "sbatch": sbatch, "load_1min": round(os.getloadavg()[0], 2)}
     print(name, got, file=sys.stderr, flush=True)
     return got
@@ -389,14 +439,32 @@ def section_arrays() -> dict:
     max_size = _max_array_size()
     samples: dict[str, list[dict]] = {}
     _run_measurement("warmup")
-    for _ in range(ARRAY_ROUNDS):
-        samples.setdefault("array_100_floor", []).append(_floor("floor", "true", max_size))
-        samples.setdefault("array_100", []).append(_run_measurement("array_100"))
-        samples.setdefault("array_100_payload_floor", []).append(
-            _floor("payload_floor", _payload_wrap(), max_size)
-        )
-        samples.setdefault("dagster_floor_100", []).append(_run_measurement("dagster_floor_100"))
-        samples.setdefault("array_20", []).append(_run_measurement("array_20"))
+    master = _Master()
+    floors = {
+        "array_100_floor": lambda: _floor("floor", "true", max_size, master),
+        "array_100_payload_floor": lambda: _floor(
+            "payload_floor", _payload_wrap(), max_size, master
+        ),
+    }
+    try:
+        for r in range(ARRAY_ROUNDS):
+            first, second = sorted(floors, reverse=bool(r % 2))  # they swap places each round
+            samples.setdefault(first, []).append(floors[first]())
+            samples.setdefault("array_100", []).append(_run_measurement("array_100"))
+            samples.setdefault(second, []).append(floors[second]())
+            if BEFORE_SRC:
+                samples.setdefault("array_100_before", []).append(
+                    _run_measurement("array_100", BEFORE_SRC)
+                )
+            samples.setdefault("array_100_floor_login_per_probe", []).append(
+                _floor("floor_login_per_probe", "true", max_size, None)
+            )
+            samples.setdefault("dagster_floor_100", []).append(
+                _run_measurement("dagster_floor_100")
+            )
+            samples.setdefault("array_20", []).append(_run_measurement("array_20"))
+    finally:
+        master.close()
     for name in ("runs_20", "array_100_disk", "dagster_floor_100_disk"):
         samples[name] = [_run_measurement(name)]
     a100 = samples["array_100"]
@@ -413,6 +481,7 @@ def section_arrays() -> dict:
         },
         "array_100_floor_s": _median(samples["array_100_floor"]),
         "array_100_floor_sbatch": samples["array_100_floor"][0]["sbatch"],
+        "array_100_floor_login_per_probe_s": _median(samples["array_100_floor_login_per_probe"]),
         "array_100_payload_floor_s": _median(samples["array_100_payload_floor"]),
         "dagster_floor_100_s": _median(samples["dagster_floor_100"]),
         "array_100_disk_s": _median(samples["array_100_disk"]),
@@ -421,7 +490,20 @@ def section_arrays() -> dict:
     }
     f["array_vs_runs_20"] = round(f["array_20_s"] / f["runs_20_s"], 3)
     f["array_100_vs_floor"] = round(f["array_100_s"] / f["array_100_floor_s"], 3)
+    if "array_100_before" in samples:
+        before = samples["array_100_before"]
+        f["array_100_before_s"] = _median(before)
+        f["array_100_before_src"] = BEFORE_SRC
+        f["array_100_before_vs_floor"] = round(f["array_100_before_s"] / f["array_100_floor_s"], 3)
+        f["array_100_before_phases_s"] = {
+            k: round(statistics.median(x["phases"].get(k, 0.0) for x in before), 2)
+            for k in before[0].get("phases", {})
+        }
     f["array_100_vs_payload_floor"] = round(f["array_100_s"] / f["array_100_payload_floor_s"], 3)
+    f["array_100_vs_floor_login_per_probe"] = round(
+        f["array_100_s"] / f["array_100_floor_login_per_probe_s"], 3
+    )
+    f["payload_floor_vs_floor"] = round(f["array_100_payload_floor_s"] / f["array_100_floor_s"], 3)
     # what is left of ours once Dagster's own 100-partition cost is taken out, vs the floor
     f["array_100_minus_dagster_vs_floor"] = round(
         (f["array_100_s"] - f["dagster_floor_100_s"]) / f["array_100_floor_s"], 3
@@ -499,8 +581,11 @@ NOTES = {
     "runs_20": "20 runs one after another in one process (in-process executor, 1 Slurm job "
     "each); every measurement runs in a fresh Python process, timed around execute_job only",
     "array_100_floor": "bare sbatch --array chunks of MaxArraySize (--array=0-99 is refused "
-    "there), one SSH command, squeue every 0.1 s until gone; the payload floor's tasks run "
-    "'<payload python> -u -c \"import dagster_pipes\"' instead of true",
+    "there) and squeue every 0.1 s on the login node until gone, in ONE command over an SSH "
+    "connection opened before the clock starts; the payload floor's tasks run "
+    "'<payload python> -u -c \"import dagster_pipes\"' instead of true; the two swap places "
+    "around ours each round. array_100_floor_login_per_probe: the earlier floor (one SSH login "
+    "per squeue probe, ~0.25 s each)",
     "dagster_floor_100": "the same 100-partition single-run backfill without Slurm (in-process "
     "executor; the body attaches a 2-entry metadata dict per partition): Dagster's own cost",
     "array_100_minus_dagster_vs_floor": "(array_100_s - dagster_floor_100_s) / array_100_floor_s",

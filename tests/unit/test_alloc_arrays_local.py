@@ -41,7 +41,7 @@ def test_array_script_maps_array_index_to_task_through_a_list() -> None:
     assert "#SBATCH --array=0-1%4\n" in text
     assert "#SBATCH --output=slurm-%A_%a.log\n" in text
     assert "TASKS=(3 17)\n" in text
-    assert "exec bash '/r/un dir'/t/\"$i\"/job.sh\n" in text
+    assert ". '/r/un dir'/t/\"$i\"/job.sh\n" in text
     with pytest.raises(ConfigError, match="throttle"):
         render_array_script(run_dir="/r", tasks=[1], queue=QueueConfig(), step="s", throttle=0)
     cmd = submit_command("/r", [("array.a.0.sh", [3, 17])])

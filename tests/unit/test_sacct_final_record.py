@@ -124,3 +124,63 @@ def test_a_session_steps_own_record_is_final_without_a_partition() -> None:
     transport = Scripted([step])
     got = settle(transport, ["70.3"], ["70.3"]).metrics["70.3"]
     assert transport.calls == 1 and got.max_rss_mb == 20.0
+
+
+@dataclass
+class Recorded:
+    """Answers sacct from ``rows`` (every row whose task is asked for) and records the ids."""
+
+    rows: dict[str, str]
+    asked: list[list[str]]
+
+    def run(self, command: str, *, timeout: float | None = None) -> CommandResult:
+        ids = command.split("--jobs ", 1)[1].split(" ", 1)[0].strip("'").split(",")
+        self.asked.append(ids)
+        return CommandResult(0, "".join(self.rows.get(i, "") for i in ids), "")
+
+
+def test_collect_final_keeps_final_records_only() -> None:
+    transport = Recorded({"50_0": rows("50_0"), "50_1": rows("50_1", state="RUNNING")}, [])
+    into: dict = {}
+    assert slurm_sacct.collect_final(transport, ["50_0", "50_1", "50_2"], into)
+    assert list(into) == ["50_0"] and transport.asked == [["50_0", "50_1", "50_2"]]
+
+
+def test_collect_final_stops_when_accounting_is_off() -> None:
+    class Off:
+        def run(self, command: str, *, timeout: float | None = None) -> CommandResult:
+            return CommandResult(1, "", "sacct: error: Slurm accounting storage is disabled\n")
+
+    assert not slurm_sacct.collect_final(Off(), ["50_0"], {})
+
+
+def test_the_final_settle_asks_only_for_the_tasks_not_yet_known() -> None:
+    transport = Recorded({f"50_{i}": rows(f"50_{i}") for i in range(4)}, [])
+    known: dict = {}
+    slurm_sacct.collect_final(transport, ["50_0", "50_1"], known)
+    out = runner._sacct_tasks(transport, {i: f"50_{i}" for i in range(4)}, range(4), known=known)
+    assert transport.asked[-1] == ["50_2", "50_3"] and sorted(out) == [0, 1, 2, 3]
+
+
+def test_every_task_known_means_no_final_round_trip() -> None:
+    transport = Recorded({"50_0": rows("50_0")}, [])
+    known: dict = {}
+    slurm_sacct.collect_final(transport, ["50_0"], known)
+    out = runner._sacct_tasks(transport, {0: "50_0"}, [0], known=known)
+    assert len(transport.asked) == 1 and out[0].state == "COMPLETED"
+
+
+def test_the_wait_asks_for_ended_tasks_only_and_at_most_every_interval(monkeypatch) -> None:
+    from dagster_hpc.allocation.tasks import TaskChannel
+
+    transport = Recorded({"50_0": rows("50_0"), "50_1": rows("50_1")}, [])
+    channels = [TaskChannel(i, f"k{i}", f"/r/t/{i}") for i in range(3)]
+    channels[0].exit_code, channels[1].exit_code = 0, 3
+    early = runner._EarlyRecords(transport, channels, {i: f"50_{i}" for i in range(3)})
+    now = 1e9
+    early.poll(now)
+    early.poll(now + runner.ARRAY_EARLY_SACCT_INTERVAL_S / 2)  # too soon: not asked
+    assert transport.asked == [["50_0", "50_1"]] and sorted(early.metrics) == ["50_0", "50_1"]
+    channels[2].exit_code = 0
+    early.poll(now + runner.ARRAY_EARLY_SACCT_INTERVAL_S)
+    assert transport.asked[-1] == ["50_2"]  # the known ones are not asked again

@@ -45,7 +45,7 @@ from dagster_hpc.allocation.tasks import (
 )
 from dagster_hpc.backends.base import JobHandle, JobState
 from dagster_hpc.backends.slurm_poller import slurm_state
-from dagster_hpc.backends.slurm_sacct import settle
+from dagster_hpc.backends.slurm_sacct import collect_final, settle
 from dagster_hpc.errors import PayloadError, RemoteCommandError, SubmissionError, TransportError
 from dagster_hpc.request import JobRequest
 from dagster_hpc.rundir import EXIT_CODE
@@ -56,6 +56,10 @@ ARRAY_BACKEND = "slurm-array"  # JobHandle.backend of a recorded array launch
 # How often the array jobs' squeue state is asked (one query for all chunks). The exit_code
 # files, read every tail tick, usually announce the end first.
 ARRAY_POLL_INTERVAL_S = 2.0
+# How often, while tasks still run, one sacct asks for the final records of the tasks that
+# ended (their exit_code file is there): slurmdbd has a task's record ~0.5-3 s after its end, so
+# the final settle then waits for the last tasks' records only, not for 100.
+ARRAY_EARLY_SACCT_INTERVAL_S = 2.0
 # After squeue lost every array job, how long to wait for missing exit_code files (shared
 # filesystems publish late; killed tasks never write one).
 ARRAY_EXIT_FILE_GRACE_S = 5.0
@@ -67,9 +71,17 @@ LOCAL_POOL_TICK_S = 0.02
 LOCAL_CANCEL_GRACE_S = 10.0
 # One batched read of every task's files per tick over SSH (3 ms on a warm connection).
 SLURM_TASK_TAIL_S = 0.2
+# The tick of an array while squeue still lists pending tasks: each batched read of 100 tasks
+# costs ~25-40 ms of CPU on the login node and here (sshd, bash, stat, the parse, the log
+# events), which on a small login node is taken from the tasks themselves. Once nothing is
+# pending (the last tasks run) the tick is SLURM_TASK_TAIL_S again, so the end is seen at once.
+ARRAY_TASK_TAIL_PENDING_S = 0.5
 SLURM_TASK_TAIL_IDLE_S = 1.0
 SLURM_TASK_TAIL_IDLE_AFTER_S = 30.0
 LOCAL_TASK_TAIL_S = 0.02
+# The final settle asks for at most this many tasks by task id (``<array>_<i>``); more are
+# asked by array job id (a shorter command line, sacct's answer then holds every task).
+SACCT_BY_TASK_MAX = 200
 
 
 class _NullLog:
@@ -255,13 +267,16 @@ def run_array_slurm(
     all_ids = [jid for jid, _ in previous] + new_ids
     _record(context, backend, run_dir, previous_ids=all_ids)
     watch_ids = live_ids + new_ids
+    # what arrays.txt holds now (read at reattach + appended by the submission): no read back
+    task_ids = task_job_ids(previous + [(j, t) for j, (_, t) in zip(new_ids, scripts, strict=True)])
+    early = _EarlyRecords(transport, channels, task_ids)
 
     # replayed channels (kept from an earlier attempt) are read for their metadata only
     reader = TaskReader(
         transport,
         [ch for ch in channels if ch.index not in reused],
         log=log,
-        interval_s=SLURM_TASK_TAIL_S,
+        interval_s=ARRAY_TASK_TAIL_PENDING_S if watch_ids else SLURM_TASK_TAIL_S,
         idle_interval_s=SLURM_TASK_TAIL_IDLE_S,
         idle_after_s=SLURM_TASK_TAIL_IDLE_AFTER_S,
     )
@@ -273,7 +288,7 @@ def run_array_slurm(
             replay.start()
             replay.stop()
         try:
-            _wait_slurm(transport, reader, watch_ids)
+            _wait_slurm(transport, reader, watch_ids, early)
         except (KeyboardInterrupt, dg.DagsterExecutionInterruptedError):
             log.warning(
                 f"dagster-hpc: run interrupted: cancelling array job(s) {', '.join(all_ids)}"
@@ -281,12 +296,15 @@ def run_array_slurm(
             _scancel(transport, all_ids)
             raise
         reader.stop()
-    # what arrays.txt holds now (read at reattach + appended by the submission): no read back
-    task_ids = task_job_ids(previous + [(j, t) for j, (_, t) in zip(new_ids, scripts, strict=True)])
     succeeded = all(ch.exit_code == 0 for ch in channels)
     suffix, removed = backend.folded_removal(run_dir if remove_if_succeeded and succeeded else None)
     metrics = _sacct_tasks(
-        transport, task_ids, list(range(len(items))), first_suffix=suffix, on_first=removed
+        transport,
+        task_ids,
+        list(range(len(items))),
+        known=early.metrics,
+        first_suffix=suffix,
+        on_first=removed,
     )
     results = []
     for ch in channels:
@@ -414,27 +432,68 @@ def _adopt_unrecorded(
 
 def _live_jobs(transport: Any, job_ids: Sequence[str]) -> set[str]:
     """Array job ids of ``job_ids`` with any task still pending/running."""
+    return _queue_states(transport, job_ids)[0]
+
+
+def _queue_states(transport: Any, job_ids: Sequence[str]) -> tuple[set[str], bool]:
+    """(array job ids of ``job_ids`` with any task still pending/running, whether any task is
+    still PENDING), from one squeue."""
     if not job_ids:
-        return set()
+        return set(), False
     ids = ",".join(job_ids)
     res = transport.run(
         f"squeue --noheader --jobs={shlex.quote(ids)} --states=all --format='%F|%T'",
         timeout=ARRAY_QUERY_TIMEOUT_S,
     )
     if not res.ok and "Invalid job id" in res.stderr:
-        return set()  # every job is gone from slurmctld's memory: none is live
+        return set(), False  # every job is gone from slurmctld's memory: none is live
     if not res.ok:
         # cannot know: treat all as live (never rerun a task that may still be running)
-        return set(job_ids)
-    live = set()
+        return set(job_ids), True
+    live, pending = set(), False
     for line in res.stdout.splitlines():
         jid, _, state = line.strip().partition("|")
         if jid and not slurm_state(state).finished:
             live.add(jid)
-    return live
+            pending = pending or state.strip().upper().startswith("PENDING")
+    return live, pending
 
 
-def _wait_slurm(transport: Any, reader: TaskReader, watch_ids: list[str]) -> None:
+class _EarlyRecords:
+    """The final sacct records of tasks that ended while others still run (``collect_final``,
+    at most every ARRAY_EARLY_SACCT_INTERVAL_S): the final settle skips them."""
+
+    def __init__(
+        self, transport: Any, channels: Sequence[TaskChannel], task_ids: Mapping[int, str]
+    ):
+        self._transport = transport
+        self._channels = channels
+        self._task_ids = task_ids
+        self.metrics: dict[str, Any] = {}
+        self._next = time.monotonic() + ARRAY_EARLY_SACCT_INTERVAL_S
+        self._useful = True  # False once sacct says accounting is off or unreachable
+        self.rounds = 0
+
+    def poll(self, now: float) -> None:
+        if not self._useful or now < self._next:
+            return
+        self._next = now + ARRAY_EARLY_SACCT_INTERVAL_S
+        ended = [
+            self._task_ids[ch.index]
+            for ch in self._channels
+            if ch.exit_code is not None
+            and ch.index in self._task_ids
+            and self._task_ids[ch.index] not in self.metrics
+        ]
+        if ended:
+            self.rounds += 1
+            ended = ended[:SACCT_BY_TASK_MAX]
+            self._useful = collect_final(self._transport, ended, self.metrics)
+
+
+def _wait_slurm(
+    transport: Any, reader: TaskReader, watch_ids: list[str], early: _EarlyRecords | None = None
+) -> None:
     gone_at: float | None = None
     next_poll = 0.0
     while True:
@@ -444,12 +503,15 @@ def _wait_slurm(transport: Any, reader: TaskReader, watch_ids: list[str]) -> Non
         if reader.all_exited():
             return
         now = time.monotonic()
+        if early is not None:
+            early.poll(now)
         if now >= next_poll and watch_ids:
             next_poll = now + ARRAY_POLL_INTERVAL_S
             try:
-                live = _live_jobs(transport, watch_ids)
+                live, pending = _queue_states(transport, watch_ids)
             except TransportError:
-                live = set(watch_ids)
+                live, pending = set(watch_ids), True
+            reader.set_interval(ARRAY_TASK_TAIL_PENDING_S if pending else SLURM_TASK_TAIL_S)
             if not live:
                 gone_at = gone_at or now
             else:
@@ -484,17 +546,27 @@ def _sacct_tasks(
     task_ids: Mapping[int, str],
     wanted: Sequence[int],
     *,
+    known: Mapping[str, Any] | None = None,
     first_suffix: str = "",
     on_first: Callable[[str], None] | None = None,
 ) -> dict[int, Any]:
-    """One settle (``slurm_sacct.settle``) over every array job: task index -> JobMetrics.
+    """One settle (``slurm_sacct.settle``) over the tasks without a final record yet (``known``:
+    the ones gathered while the array ran): task index -> JobMetrics. Few missing tasks are
+    asked by task id (``<array>_<i>``, a small answer), many by array job id.
     ``first_suffix`` / ``on_first``: the folded run-dir removal (``folded_removal``)."""
     tasks = {i: task_ids[i] for i in wanted if i in task_ids}
-    ids = sorted({tid.split("_")[0] for tid in tasks.values()})
-    if not ids:
+    if not tasks:
         return {}  # nothing to ask (retention then removes the run dir itself)
+    missing = [tid for tid in tasks.values() if tid not in (known or {})]
+    by_task = len(missing) <= SACCT_BY_TASK_MAX
+    query = None if by_task else sorted({tid.split("_")[0] for tid in missing})
     got = settle(
-        transport, ids, list(tasks.values()), first_suffix=first_suffix, on_first=on_first
+        transport,
+        query,
+        list(tasks.values()),
+        known=known,
+        first_suffix=first_suffix,
+        on_first=on_first,
     ).metrics
     return {i: got[tid] for i, tid in tasks.items() if tid in got}
 

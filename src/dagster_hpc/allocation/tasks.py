@@ -254,6 +254,10 @@ class TaskReader:
         if self._thread is not None:
             self._thread.join()
 
+    def set_interval(self, interval_s: float) -> None:
+        """The tick while data keeps coming (from the next tick on; the idle tick stays)."""
+        self._interval_s = interval_s
+
     def add(self, channels: Sequence[TaskChannel]) -> None:
         with self._lock:
             self.channels.extend(channels)
@@ -278,7 +282,6 @@ class TaskReader:
         failing_since: float | None = None
         warned_at: float | None = None
         last_data = time.monotonic()
-        delay = self._interval_s
         while True:
             stopping = self._stop.is_set()
             try:
@@ -315,12 +318,14 @@ class TaskReader:
                 continue
             if got:
                 last_data = time.monotonic()
-                delay = self._interval_s
-            elif (
-                self._idle_interval_s is not None
+            if (
+                not got
+                and self._idle_interval_s is not None
                 and time.monotonic() - last_data > self._idle_after_s
             ):
                 delay = self._idle_interval_s
+            else:
+                delay = self._interval_s  # read each tick: set_interval may change it
             self._stop.wait(delay)
 
     def _active(self) -> list[TaskChannel]:

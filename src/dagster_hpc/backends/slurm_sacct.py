@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import shlex
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from dagster_hpc.backends.slurm_poller import slurm_state
@@ -115,11 +115,33 @@ class Settled:
         return accounting_disabled(self.text) or bool(accounting_unreachable(self.text))
 
 
+def collect_final(transport: Transport, ids: Sequence[str], into: dict[str, JobMetrics]) -> bool:
+    """ONE sacct round trip over ``ids`` (jobs or array tasks whose exit_code file says they
+    ended, while others of the same step still run): each id's FINAL record goes into ``into``;
+    a RUNNING, PENDING or incomplete record is left for the final ``settle``. The final settle
+    then waits only for the records of the last tasks, not for all of them. Returns False when
+    asking again cannot help (accounting disabled or slurmdbd unreachable)."""
+    try:
+        res = transport.run(settle_command(ids), timeout=SACCT_TIMEOUT_S)
+    except TransportError:
+        return True  # the final settle asks again; nothing is taken from a failed read
+    text, partitions = split_partitions(res.stdout)
+    text += res.stderr
+    if accounting_disabled(text) or accounting_unreachable(text):
+        return False
+    for wid in ids:
+        f = final(parse_sacct(text, wid), partitions)
+        if f is not None:
+            into[wid] = f
+    return True
+
+
 def settle(
     transport: Transport,
-    query_ids: Sequence[str],
+    query_ids: Sequence[str] | None,
     wanted: Sequence[str],
     *,
+    known: Mapping[str, JobMetrics] | None = None,
     first_suffix: str = "",
     on_first: Callable[[str], None] | None = None,
     budget_s: float = SACCT_SETTLE_BUDGET_S,
@@ -127,21 +149,26 @@ def settle(
     sleep: Callable[[float], None] = time.sleep,
 ) -> Settled:
     """sacct ``query_ids`` (job ids, array or hetjob ids) until every id in ``wanted`` (a job,
-    ``<array>_<i>`` or ``<het>+<i>``) has a final record, bounded by ``budget_s``.
+    ``<array>_<i>`` or ``<het>+<i>``) has a final record, bounded by ``budget_s``. With
+    ``query_ids=None`` each round asks for the wanted ids still without a final record only
+    (sacct takes ``<array>_<i>``): a small answer once most tasks are known.
 
     A failing sacct is not an error (the caller's metadata then says the numbers are
     unavailable); an unreachable or disabled slurmdbd ends the wait at once. ``first_suffix`` is
     shell appended to the first round trip only (the run dir's removal); ``on_first`` gets that
-    round trip's raw stdout.
+    round trip's raw stdout. ``known``: final records gathered earlier (``collect_final``),
+    not asked again; when every wanted id is known there is no round trip at all.
     """
     deadline = clock() + budget_s
     pause = SACCT_SETTLE_FIRST_S
-    out = Settled("")
+    out = Settled("", metrics=dict(known or {}))
+    missing = [wid for wid in wanted if wid not in out.metrics]
     suffix = first_suffix
-    while True:
+    while missing:
         out.rounds += 1
+        asked = missing if query_ids is None else query_ids
         try:
-            res = transport.run(settle_command(query_ids) + suffix, timeout=SACCT_TIMEOUT_S)
+            res = transport.run(settle_command(asked) + suffix, timeout=SACCT_TIMEOUT_S)
             if suffix and on_first is not None:
                 on_first(res.stdout)
             text, partitions = split_partitions(res.stdout)
@@ -150,19 +177,21 @@ def settle(
             out.text, partitions = str(exc), {}
         suffix = ""  # asked once: a failure is left to the caller's own later attempt
         if out.unreachable_or_disabled:
-            out.metrics = {}
+            out.metrics = dict(known or {})  # the earlier final records stay true
             return out
-        done = True
-        for wid in wanted:
+        still = []
+        for wid in missing:
             m = parse_sacct(out.text, wid)
             f = final(m, partitions)
             if f is not None:
                 out.metrics[wid] = f
             else:
-                done = False
+                still.append(wid)
                 if m is not None:
                     out.metrics[wid] = m  # kept in case the budget runs out
-        if done or clock() >= deadline:
+        missing = still
+        if not missing or clock() >= deadline:
             return out
         sleep(pause)
         pause = min(pause * 2, SACCT_SETTLE_INTERVAL_S)
+    return out
