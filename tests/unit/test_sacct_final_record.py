@@ -184,3 +184,124 @@ def test_the_wait_asks_for_ended_tasks_only_and_at_most_every_interval(monkeypat
     channels[2].exit_code = 0
     early.poll(now + runner.ARRAY_EARLY_SACCT_INTERVAL_S)
     assert transport.asked[-1] == ["50_2"]  # the known ones are not asked again
+
+
+# --- a single job's first query: final_record.sh ----------------------------------------------
+NO_TRES_ROW = "{jid}|{name}|COMPLETED|0:0|1|1|1|00:00.095|1|20M|node1|{part}|None\n"
+NO_TRES_STEP = "{jid}.batch|batch|COMPLETED|0:0|1|1|1|00:00.095|1|20M|node1||\n"
+CTLD_TRES = "cpu=1,mem=1000M,node=1,billing=1"
+
+
+def ended(jid: str, part: str = "debug", state: str = "COMPLETED") -> str:
+    return f"{slurm_sacct.ENDED_MARK}|{jid}|{state}|{part}|{CTLD_TRES}|\n"
+
+
+class FirstThenSettle(Scripted):
+    def run(self, command: str, *, timeout: float | None = None) -> CommandResult:
+        want = "sh -c " if self.calls == 0 else "r=$(sacct "
+        assert command.startswith(want), command
+        self.calls += 1
+        return CommandResult(0, self.answers[min(self.calls, len(self.answers)) - 1], "")
+
+
+def test_the_final_record_takes_tres_and_partition_from_slurmctld() -> None:
+    answer = ended("7") + NO_TRES_ROW.format(jid="7", name="dhpc-x", part="debug")
+    answer += NO_TRES_STEP.format(jid="7")
+    transport = FirstThenSettle([answer])
+    cmd = slurm_sacct.final_record_command("7")
+    got = settle(transport, ["7"], ["7"], first_command=cmd).metrics["7"]
+    assert transport.calls == 1
+    assert got.alloc_tres == {"cpu": "1", "mem": "1000M", "node": "1", "billing": "1"}
+    assert (got.partition, got.max_rss_mb, got.node_list) == ("debug", 20.0, "node1")
+
+
+def test_a_stand_in_is_complete_with_slurmctlds_line_alone() -> None:
+    answer = ended("7", part="gpu") + NO_TRES_ROW.format(jid="7", name="allocation", part="")
+    answer += NO_TRES_STEP.format(jid="7")
+    transport = FirstThenSettle([answer])
+    got = settle(transport, ["7"], ["7"], first_command="sh -c x").metrics["7"]
+    assert transport.calls == 1 and got.partition == "gpu" and got.alloc_tres["cpu"] == "1"
+
+
+def test_a_job_that_never_got_nodes_keeps_sacct_s_empty_allocation() -> None:
+    row = "7|dhpc-x|CANCELLED by 0|0:0|0|0|0|00:00:00|0||None assigned|debug|None\n"
+    transport = FirstThenSettle([ended("7", state="CANCELLED") + row])
+    got = settle(transport, ["7"], ["7"], first_command="sh -c x").metrics["7"]
+    assert got.state == "CANCELLED" and got.alloc_tres == {}  # squeue's would be the request
+
+
+def test_later_rounds_ask_sacct_with_alloc_tres() -> None:
+    first = ended("7") + NO_TRES_ROW.format(jid="7", name="dhpc-x", part="debug").replace(
+        "COMPLETED", "RUNNING", 1
+    )
+    transport = FirstThenSettle([first, rows("7")])
+    got = settle(transport, ["7"], ["7"], first_command="sh -c x").metrics["7"]
+    assert transport.calls == 2 and got.alloc_tres["mem"] == "256M"  # sacct's own
+
+
+FAKE_SQUEUE = """#!/bin/sh
+n=$(cat "$D/squeue.n" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$D/squeue.n"
+echo "$*" >> "$D/squeue.args"
+[ "$n" -le "$RUNNING_FOR" ] && { echo 'RUNNING|debug|cpu=2,node=1|'; exit 0; }
+[ -n "$FORGOTTEN" ] && exit 0
+echo 'COMPLETED|debug|cpu=2,node=1|'
+"""
+FAKE_SACCT = """#!/bin/sh
+n=$(cat "$D/sacct.n" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$D/sacct.n"
+echo "$*" >> "$D/sacct.args"
+[ "$n" -le "$SACCT_RUNNING_FOR" ] && s=RUNNING || s=COMPLETED
+echo "9|dhpc-x|$s|0:0|1|1|1|00:00.095|1||node1|debug|None"
+"""
+
+
+def _run_program(tmp_path, **env: str) -> tuple[str, dict[str, int], str, str]:
+    import os
+    import subprocess
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("squeue", FAKE_SQUEUE), ("sacct", FAKE_SACCT)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    full_env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "D": str(tmp_path)}
+    full_env.update({"RUNNING_FOR": "0", "SACCT_RUNNING_FOR": "0", **env})
+    out = subprocess.run(
+        ["bash", "-c", slurm_sacct.final_record_command("9")],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    calls = {n: int((tmp_path / f"{n}.n").read_text()) for n in ("squeue", "sacct")}
+    return out, calls, (tmp_path / "sacct.args").read_text(), (tmp_path / "squeue.args").read_text()
+
+
+def test_program_waits_for_slurmctld_to_end_the_job_then_asks_sacct_once(tmp_path) -> None:
+    out, calls, sacct_args, squeue_args = _run_program(tmp_path, RUNNING_FOR="2")
+    assert calls == {"squeue": 3, "sacct": 1}
+    assert out.splitlines()[0] == f"{slurm_sacct.ENDED_MARK}|9|COMPLETED|debug|cpu=2,node=1|"
+    assert "AllocTRES" not in sacct_args and "--jobs 9" in squeue_args
+    text, ctld = slurm_sacct.split_partitions(out)
+    m = slurm_sacct.final(slurm_sacct.parse_sacct(text, "9", ctld.fields("9")), ctld)
+    assert m is not None and m.alloc_tres == {"cpu": "2", "node": "1"}
+
+
+def test_program_asks_sacct_again_while_slurmdbd_lags(tmp_path) -> None:
+    out, calls, _, _ = _run_program(tmp_path, SACCT_RUNNING_FOR="1")
+    assert calls == {"squeue": 1, "sacct": 2} and "|COMPLETED|" in out.splitlines()[-1]
+
+
+def test_program_is_bounded_when_the_job_never_ends(tmp_path) -> None:
+    out, calls, _, _ = _run_program(tmp_path, RUNNING_FOR="99", SACCT_RUNNING_FOR="99")
+    assert calls == {
+        "squeue": len(slurm_sacct.FINAL_SQUEUE_PAUSES_S),
+        "sacct": 1 + len(slurm_sacct.FINAL_SACCT_PAUSES_S),
+    }
+    assert "|RUNNING|" in out  # the caller's settle decides; never taken as final
+
+
+def test_program_asks_for_alloc_tres_when_slurmctld_forgot_the_job(tmp_path) -> None:
+    out, calls, sacct_args, _ = _run_program(tmp_path, FORGOTTEN="1")
+    assert calls["squeue"] == 1 and "AllocTRES" in sacct_args
+    assert slurm_sacct.ENDED_MARK not in out

@@ -32,4 +32,10 @@ def test_every_shipped_program_is_used() -> None:
     shipped = {
         p.name for p in resources.files("dagster_hpc.sh").iterdir() if p.name.endswith(".sh")
     }
-    assert shipped == {"runs_gc_list.sh", "envs_gc_list.sh"}
+    assert shipped == {"runs_gc_list.sh", "envs_gc_list.sh", "final_record.sh"}
+
+
+def test_final_record_command_is_golden() -> None:
+    from dagster_hpc.backends.slurm_sacct import final_record_command
+
+    assert_golden("sh_final_record.txt", final_record_command("123") + "\n")

@@ -42,7 +42,12 @@ from dagster_hpc.backends.slurm_poller import (
     shared_poller,
     slurm_state,
 )
-from dagster_hpc.backends.slurm_sacct import SACCT_SETTLE_BUDGET_S, SACCT_TIMEOUT_S, settle
+from dagster_hpc.backends.slurm_sacct import (
+    SACCT_SETTLE_BUDGET_S,
+    SACCT_TIMEOUT_S,
+    final_record_command,
+    settle,
+)
 from dagster_hpc.backends.slurm_script import (
     ActivatedLauncher,
     check_preflight,
@@ -568,7 +573,14 @@ class SlurmBackend(Backend):
         not an error (the metadata then says the numbers are unavailable). ``remove``: a run dir
         to delete in the same round trip as the first query (after sacct, whatever it says)."""
         suffix, removed = self.folded_removal(remove)
-        got = settle(self._transport, [job_id], [job_id], first_suffix=suffix, on_first=removed)
+        got = settle(
+            self._transport,
+            [job_id],
+            [job_id],
+            first_command=final_record_command(job_id),
+            first_suffix=suffix,
+            on_first=removed,
+        )
         return got.text.replace(RUN_DIR_REMOVED_MARK, ""), got.metrics.get(job_id)
 
     def folded_removal(self, run_dir: str | None) -> tuple[str, Callable[[str], None]]:

@@ -22,13 +22,17 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from dagster_hpc import sh
 from dagster_hpc.backends.slurm_poller import slurm_state
 from dagster_hpc.errors import TransportError
 from dagster_hpc.metrics import (
+    SACCT_FIELDS,
+    SACCT_FIELDS_NO_TRES,
     JobMetrics,
     accounting_disabled,
     accounting_unreachable,
     parse_sacct,
+    parse_tres,
     sacct_command,
 )
 from dagster_hpc.transport.base import Transport
@@ -47,6 +51,15 @@ SACCT_TIMEOUT_S = 60.0
 # Marks slurmctld's partition lines in the combined answer (never a sacct row: 3 fields).
 PARTITION_MARK = "dagster-hpc-partition"
 STAND_IN_NAME = "allocation"
+# Marks slurmctld's line in a final record's answer: "MARK|job|state|partition|tres|".
+ENDED_MARK = "dagster-hpc-ended"
+# A single job's final record first waits on the login node for slurmctld to list the job as
+# ended (squeue after each pause: at most ~1.3 s and 8 calls of a few ms; slurmctld shows the end
+# 10-20 ms after the job's last instruction), then asks sacct again after each pause of
+# FINAL_SACCT_PAUSES_S while a row is not terminal (slurmdbd lags slurmctld by 0.1-0.2 s).
+FINAL_SQUEUE_PAUSES_S = (0.0, 0.02, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64)
+FINAL_SACCT_PAUSES_S = (0.1, 0.2)
+SACCT_START_TIME = "now-7days"
 
 
 def settle_command(query_ids: Sequence[str]) -> str:
@@ -60,18 +73,50 @@ def settle_command(query_ids: Sequence[str]) -> str:
     )
 
 
-def split_partitions(text: str) -> tuple[str, dict[str, str]]:
-    """(sacct's text, {job id: partition} from slurmctld's lines)."""
-    rows, partitions = [], {}
+def final_record_command(job_id: str) -> str:
+    """ONE round trip for a single job's final record (see the module docstring)."""
+    return sh.command(
+        "final_record.sh",
+        shlex.quote(job_id),
+        shlex.quote(",".join(SACCT_FIELDS_NO_TRES)),
+        shlex.quote(",".join(SACCT_FIELDS)),
+        shlex.quote(SACCT_START_TIME),
+        shlex.quote(" ".join(f"{p:g}" for p in FINAL_SQUEUE_PAUSES_S)),
+        shlex.quote(" ".join(f"{p:g}" for p in FINAL_SACCT_PAUSES_S)),
+        shlex.quote(ENDED_MARK),
+    )
+
+
+@dataclass(frozen=True)
+class Slurmctld:
+    """What slurmctld said in the same round trip: partitions, and (final_record.sh only) the
+    allocated TRES of jobs whose sacct rows were asked for without AllocTRES."""
+
+    partitions: dict[str, str] = field(default_factory=dict)
+    tres: dict[str, str] = field(default_factory=dict)
+
+    def fields(self, job_id: str) -> tuple[str, ...]:
+        return SACCT_FIELDS_NO_TRES if job_id in self.tres else SACCT_FIELDS
+
+
+def split_partitions(text: str) -> tuple[str, Slurmctld]:
+    """(sacct's text, slurmctld's partitions and TRES from the marked lines)."""
+    rows, ctld = [], Slurmctld()
     for line in text.splitlines():
         mark, _, rest = line.partition("|")
         if mark == PARTITION_MARK:
             jid, _, part = rest.partition("|")
             if jid and part:
-                partitions[jid] = part
+                ctld.partitions[jid] = part
+        elif mark == ENDED_MARK:
+            jid, _state, part, tres, *_ = [*rest.split("|"), "", "", "", ""]
+            if jid:
+                ctld.tres[jid] = tres
+                if part:
+                    ctld.partitions[jid] = part
         else:
             rows.append(line)
-    return "\n".join(rows) + ("\n" if rows else ""), partitions
+    return "\n".join(rows) + ("\n" if rows else ""), ctld
 
 
 def complete_stand_in(m: JobMetrics) -> bool:
@@ -88,14 +133,24 @@ def complete_stand_in(m: JobMetrics) -> bool:
     )
 
 
-def final(m: JobMetrics | None, partitions: dict[str, str]) -> JobMetrics | None:
+def with_ctld_tres(m: JobMetrics, ctld: Slurmctld) -> JobMetrics:
+    """``m`` with slurmctld's allocated TRES when sacct was asked without AllocTRES; only for a
+    job that got nodes (for a job that never started, squeue shows the requested TRES)."""
+    tres = ctld.tres.get(m.job_id)
+    if m.alloc_tres or not tres or not m.node_list or m.node_list == "None assigned":
+        return m
+    return replace(m, alloc_tres=parse_tres(tres))
+
+
+def final(m: JobMetrics | None, ctld: Slurmctld) -> JobMetrics | None:
     """``m`` when it is Slurm's final record, a complete stand-in with slurmctld's partition
     filled in, or None (ask again)."""
     if m is None or not slurm_state(m.state).finished:
         return None
+    m = with_ctld_tres(m, ctld)
     if m.from_job_record:
         return m
-    part = partitions.get(m.job_id)
+    part = ctld.partitions.get(m.job_id)
     if part and complete_stand_in(m):
         return replace(m, partition=part)
     return None
@@ -125,12 +180,12 @@ def collect_final(transport: Transport, ids: Sequence[str], into: dict[str, JobM
         res = transport.run(settle_command(ids), timeout=SACCT_TIMEOUT_S)
     except TransportError:
         return True  # the final settle asks again; nothing is taken from a failed read
-    text, partitions = split_partitions(res.stdout)
+    text, ctld = split_partitions(res.stdout)
     text += res.stderr
     if accounting_disabled(text) or accounting_unreachable(text):
         return False
     for wid in ids:
-        f = final(parse_sacct(text, wid), partitions)
+        f = final(parse_sacct(text, wid), ctld)
         if f is not None:
             into[wid] = f
     return True
@@ -142,6 +197,7 @@ def settle(
     wanted: Sequence[str],
     *,
     known: Mapping[str, JobMetrics] | None = None,
+    first_command: str | None = None,
     first_suffix: str = "",
     on_first: Callable[[str], None] | None = None,
     budget_s: float = SACCT_SETTLE_BUDGET_S,
@@ -158,31 +214,33 @@ def settle(
     shell appended to the first round trip only (the run dir's removal); ``on_first`` gets that
     round trip's raw stdout. ``known``: final records gathered earlier (``collect_final``),
     not asked again; when every wanted id is known there is no round trip at all.
+    ``first_command``: the first round trip's query instead of ``settle_command`` (a single
+    job's ``final_record_command``).
     """
     deadline = clock() + budget_s
     pause = SACCT_SETTLE_FIRST_S
     out = Settled("", metrics=dict(known or {}))
     missing = [wid for wid in wanted if wid not in out.metrics]
-    suffix = first_suffix
+    suffix, first = first_suffix, first_command
     while missing:
         out.rounds += 1
         asked = missing if query_ids is None else query_ids
         try:
-            res = transport.run(settle_command(asked) + suffix, timeout=SACCT_TIMEOUT_S)
+            res = transport.run((first or settle_command(asked)) + suffix, timeout=SACCT_TIMEOUT_S)
             if suffix and on_first is not None:
                 on_first(res.stdout)
-            text, partitions = split_partitions(res.stdout)
+            text, ctld = split_partitions(res.stdout)
             out.text = text + res.stderr
         except TransportError as exc:
-            out.text, partitions = str(exc), {}
-        suffix = ""  # asked once: a failure is left to the caller's own later attempt
+            out.text, ctld = str(exc), Slurmctld()
+        suffix, first = "", None  # asked once: a failure is left to the caller's later attempt
         if out.unreachable_or_disabled:
             out.metrics = dict(known or {})  # the earlier final records stay true
             return out
         still = []
         for wid in missing:
-            m = parse_sacct(out.text, wid)
-            f = final(m, partitions)
+            m = parse_sacct(out.text, wid, ctld.fields(wid))
+            f = final(m, ctld)
             if f is not None:
                 out.metrics[wid] = f
             else:
