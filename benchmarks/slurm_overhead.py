@@ -449,6 +449,14 @@ def main(n: int) -> dict:
         "payload_floor_median_s": round(statistics.median(pfloor), 3),
         "payload_floor_roundtrips_per_job": statistics.median(pfloor_rt),
         "ours_vs_payload_floor": round(statistics.median(ours) / statistics.median(pfloor), 3),
+        # Paired per round (the same scheduler state for both, give or take one tick): the
+        # medians above move with how often Slurm starts a job at submit time.
+        "ours_minus_floor_paired_median_s": round(
+            statistics.median(c - f for c, f in zip(ours, floor, strict=True)), 3
+        ),
+        "ours_minus_payload_floor_paired_median_s": round(
+            statistics.median(c - f for c, f in zip(ours, pfloor, strict=True)), 3
+        ),
         "ours_sleep3_median_s": round(statistics.median(sleepy_s), 3),
         "ours_sleep3_roundtrips_per_job": statistics.median(sleepy_rt),
         "load_avg_1min_per_round": [round(x, 1) for x in loads],
