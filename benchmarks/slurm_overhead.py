@@ -52,8 +52,13 @@ sys.path.insert(0, str(HERE.parent))  # the assets' and jobs' builders live in t
 from tests.integration.slurm_support import multiprocess_job, payload_assets  # noqa: E402
 
 PAYLOAD = HERE / "payloads" / "trivial.py"
-SLEEPY_PAYLOAD = HERE / "payloads" / "sleep3.py"
+SLEEPY_PAYLOAD = HERE / "payloads" / "sleepy.py"
 N_SLEEPY = 3  # rounds of the sleeping payload (its round trips, not its time, are the point)
+# Two durations, both inside the watch's first window (WATCH_WINDOW_MIN_S, 10 s): the same round
+# trips for both say a job's duration does not add reads; past the window a silent job pays one
+# read per window (10 s, doubling to 30 s; tests/unit/test_reader_idle.py).
+SLEEP_DURATIONS_S = (3, 9)
+_sleep_s = {"s": 3.0}
 FLOOR_DIR = "~/.dagster-hpc-bench/floor"
 RESULT = HERE / "results" / "slurm_overhead.json"
 PEER_PYTHON = HERE / ".peer-venv" / "bin" / "python"
@@ -245,7 +250,9 @@ def trivial_slurm(context: dg.AssetExecutionContext, compute: ComputeResource):
 def sleepy_slurm(context: dg.AssetExecutionContext, compute: ComputeResource):
     _run_start["rt"] = _rt["n"]
     started = time.perf_counter()
-    results = list(compute.run(context, SLEEPY_PAYLOAD).get_results())
+    results = list(
+        compute.run(context, SLEEPY_PAYLOAD, extras={"sleep_s": _sleep_s["s"]}).get_results()
+    )
     _client.append(time.perf_counter() - started)
     yield from results
 
@@ -429,13 +436,16 @@ def main(n: int) -> dict:
             f"peer {peer[-1] if peer else '-'}, load {loads[-1]:.1f}",
             flush=True,
         )
-    sleepy_rt, sleepy_s = [], []
-    for _ in range(N_SLEEPY):
-        time.sleep(SETTLE_S)
-        c, _w, rt = ours_once(ours_res, instance, sleepy_slurm)
-        sleepy_rt.append(rt)
-        sleepy_s.append(c)
-        print(f"sleeping payload: ours {c:.2f} s ({rt} round trips)", flush=True)
+    sleepy: dict[int, tuple[list[int], list[float]]] = {}
+    for duration in SLEEP_DURATIONS_S:
+        _sleep_s["s"] = duration
+        sleepy[duration] = ([], [])
+        for _ in range(N_SLEEPY):
+            time.sleep(SETTLE_S)
+            c, _w, rt = ours_once(ours_res, instance, sleepy_slurm)
+            sleepy[duration][0].append(rt)
+            sleepy[duration][1].append(c)
+            print(f"payload sleeping {duration} s: ours {c:.2f} s ({rt} round trips)", flush=True)
     out: dict = {
         "n": len(floor),
         "peer_n": len(peer),
@@ -457,8 +467,14 @@ def main(n: int) -> dict:
         "ours_minus_payload_floor_paired_median_s": round(
             statistics.median(c - f for c, f in zip(ours, pfloor, strict=True)), 3
         ),
-        "ours_sleep3_median_s": round(statistics.median(sleepy_s), 3),
-        "ours_sleep3_roundtrips_per_job": statistics.median(sleepy_rt),
+        **{
+            key: value
+            for d, (rts, secs) in sleepy.items()
+            for key, value in (
+                (f"ours_sleep{d}_median_s", round(statistics.median(secs), 3)),
+                (f"ours_sleep{d}_roundtrips_per_job", statistics.median(rts)),
+            )
+        },
         "load_avg_1min_per_round": [round(x, 1) for x in loads],
         "peer_status": peer_status,
     }
