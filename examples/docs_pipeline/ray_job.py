@@ -46,6 +46,24 @@ EMBED_INPUT_ONLY = ("text", "estimated_s")
 NO_ERROR_COLUMN = "__no_error_column__"
 # Columns the todo table must carry (the Dagster side writes them).
 TODO_COLUMNS = ("doc_id", "path", "size", "estimated_s", "provenance_by_field", "provenance")
+# Threads of one actor's numeric libraries (torch intra-op, OpenMP, BLAS): one. The actors are
+# the parallelism (one per CPU); torch, which Docling imports, would otherwise size its pool by
+# the node's cores (two threads per actor on a 2-core node, beside the other actor's two).
+ACTOR_THREADS = 1
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def pin_threads(threads: int = ACTOR_THREADS) -> None:
+    """Size this process's numeric thread pools to ``threads`` (before Docling or the model
+    imports torch; torch's own setting too if it is imported already). A variable the job's
+    environment sets is kept."""
+    import sys
+
+    for name in THREAD_ENV:
+        os.environ.setdefault(name, str(threads))
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 class ConvertActor:
@@ -53,6 +71,7 @@ class ConvertActor:
     keeps (one stage: a separate CPU task per batch would wait for the CPUs the actors hold)."""
 
     def __init__(self, config_json: str):
+        pin_threads()
         self._converter = DoclingConverter(config_json)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -102,6 +121,7 @@ class EmbedActor:
     the rows docs/embeddings stores (ids, provenance, the vector)."""
 
     def __init__(self, config_json: str):
+        pin_threads()
         self._embedder = EmbeddingConfig.from_json(config_json).build()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -205,20 +225,24 @@ class LocalRay:
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
-def start_local_ray(cpus: int, runtime_env: dict[str, Any]) -> LocalRay:
+def start_local_ray(cpus: int, worker_env: dict[str, str]) -> LocalRay:
     """Start a private one-node Ray with ``cpus`` CPUs in this process and connect to it.
 
     Without RayLauncher: no `ray start` process (nor the Ray client server it adds), no join
     wait, no process group to signal afterwards. No dashboard; a temp dir of its own (never
-    another Ray's), short enough for Ray's Unix sockets (107 bytes)."""
+    another Ray's), short enough for Ray's Unix sockets (107 bytes). ``worker_env`` goes into
+    this process's environment, which Ray's processes and so every worker inherit: no
+    ``runtime_env``, so the workers Ray prestarts for this driver match the actors' (empty)
+    runtime environment and the actors start in them (an actor with a runtime_env of its own
+    waits for a fresh worker process, importing Ray, after the driver has planned)."""
     import ray
 
+    os.environ.update(worker_env)
     temp_dir = tempfile.mkdtemp(prefix="dhpc-ray-", dir=LOCAL_RAY_TEMP_ROOT)
     ray.init(
         address="local",
         num_cpus=cpus,
         include_dashboard=False,
-        runtime_env=runtime_env,
         logging_level="WARNING",
         _temp_dir=temp_dir,
     )
@@ -228,14 +252,21 @@ def start_local_ray(cpus: int, runtime_env: dict[str, Any]) -> LocalRay:
     return local
 
 
-def worker_runtime_env(paths: list[str]) -> dict[str, Any]:
-    """Ray workers do not inherit the driver's sys.path: give them the staged zips (engine,
-    pipeline) on PYTHONPATH, ahead of whatever the job environment has."""
+def worker_pythonpath(paths: list[str]) -> dict[str, str]:
+    """PYTHONPATH for Ray workers (they do not inherit the driver's sys.path): the staged zips
+    (engine, pipeline) ahead of whatever the job environment has; empty without any."""
     entries = [str(Path(p).resolve()) for p in paths if Path(p).exists()]
     existing = os.environ.get("PYTHONPATH")
     if existing:
         entries.append(existing)
-    return {"env_vars": {"PYTHONPATH": os.pathsep.join(entries)}} if entries else {}
+    return {"PYTHONPATH": os.pathsep.join(entries)} if entries else {}
+
+
+def worker_runtime_env(paths: list[str]) -> dict[str, Any]:
+    """A multi-node cluster's workers (not children of this driver): the same PYTHONPATH as
+    a runtime_env."""
+    env = worker_pythonpath(paths)
+    return {"env_vars": env} if env else {}
 
 
 @dataclass(frozen=True)

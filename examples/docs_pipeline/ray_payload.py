@@ -42,11 +42,10 @@ with open_dagster_pipes() as pipes:
     graph = features.build_graph(settings)
     todo = pq.read_table(os.path.join(RUN_DIR, job["todo_file"]))
     started = time.monotonic()
-    runtime_env = ray_job.worker_runtime_env(ZIPS)
     if job.get("local_ray"):
-        local = ray_job.start_local_ray(job["local_ray"]["cpus"], runtime_env)
+        local = ray_job.start_local_ray(job["local_ray"]["cpus"], ray_job.worker_pythonpath(ZIPS))
     else:
-        ray.init(runtime_env=runtime_env, logging_level="WARNING")
+        ray.init(runtime_env=ray_job.worker_runtime_env(ZIPS), logging_level="WARNING")
     connected = time.monotonic()
     # no progress bars: in a job's log they are a line per operator every few seconds
     ray.data.DataContext.get_current().enable_progress_bars = False

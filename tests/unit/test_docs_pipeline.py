@@ -299,3 +299,36 @@ def test_settings_from_the_environment_name_the_bad_variable(monkeypatch, tmp_pa
     monkeypatch.setenv("DAGSTER_HPC_DOCS_RAY_FIXED_S", "soon")
     with pytest.raises(ValueError, match="DAGSTER_HPC_DOCS_RAY_FIXED_S='soon'"):
         Settings.from_env()
+
+
+def test_actor_threads_are_pinned_to_one_unless_the_environment_says_otherwise(
+    monkeypatch,
+) -> None:
+    import types
+
+    from docs_pipeline.ray_job import ACTOR_THREADS, THREAD_ENV, pin_threads
+
+    for name in THREAD_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MKL_NUM_THREADS", "3")
+    calls: list[int] = []
+    fake_torch = types.SimpleNamespace(set_num_threads=calls.append)
+    monkeypatch.setitem(sys.modules, "torch", fake_torch)
+    pin_threads()
+    assert os.environ["OMP_NUM_THREADS"] == str(ACTOR_THREADS) == "1"
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "1"
+    assert os.environ["MKL_NUM_THREADS"] == "3", "a site's own setting is kept"
+    assert calls == [1], "torch imported already: its pool is resized too"
+
+
+def test_local_ray_workers_get_the_staged_zips_by_inheritance(monkeypatch, tmp_path) -> None:
+    from docs_pipeline.ray_job import worker_pythonpath, worker_runtime_env
+
+    staged = tmp_path / "engine.zip"
+    staged.write_bytes(b"")
+    monkeypatch.setenv("PYTHONPATH", "/site/lib")
+    env = worker_pythonpath([str(staged), str(tmp_path / "missing.zip")])
+    assert env == {"PYTHONPATH": os.pathsep.join([str(staged.resolve()), "/site/lib"])}
+    assert worker_runtime_env([str(staged)]) == {"env_vars": env}, "slurm mode: a runtime_env"
+    monkeypatch.delenv("PYTHONPATH")
+    assert worker_pythonpath([]) == {} and worker_runtime_env([]) == {}
