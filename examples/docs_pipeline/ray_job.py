@@ -13,6 +13,7 @@ import atexit
 import math
 import os
 import shutil
+import signal
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,12 @@ RAY_PREFIX = "DAGSTER_HPC_DOCS_RAY_"
 # where its logs go in the run directory.
 LOCAL_RAY_TEMP_ROOT = "/tmp"
 LOCAL_RAY_LOGS = "ray-logs"
+# Ray's autoscaler monitor, which ray.init starts on every head node (the script's path inside
+# the Ray package): nothing scales local mode's one-node Ray (RayLauncher's one-node start
+# passes --no-monitor, which ray.init cannot), it polls beside the converters, and at
+# ray.shutdown it outlasts the SIGTERM by the whole second Ray grants before its SIGKILL (1.0 s
+# of a 1.4 s stop, measured). Stopped right after ray.init, by its PID.
+AUTOSCALER_MONITOR_SCRIPT = "autoscaler/_private/monitor.py"
 # The embedding todo's input-only columns (not stored in docs/embeddings).
 EMBED_INPUT_ONLY = ("text", "estimated_s")
 NO_ERROR_COLUMN = "__no_error_column__"
@@ -247,9 +254,31 @@ def start_local_ray(cpus: int, worker_env: dict[str, str]) -> LocalRay:
         _temp_dir=temp_dir,
     )
     local = LocalRay(temp_dir)
+    stop_child(AUTOSCALER_MONITOR_SCRIPT)
     # a payload that fails stops it too (the success path calls it before os._exit)
     atexit.register(local.stop, os.environ.get("DAGSTER_HPC_RUN_DIR", os.getcwd()))
     return local
+
+
+def stop_child(script: str) -> int | None:
+    """SIGKILL this process's child whose command line runs ``script`` (the first found);
+    its PID, or None if there is none (Ray reaps it at ``ray.shutdown``)."""
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid != me:
+                continue
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile, or not ours
+        if script in cmdline:
+            pid = int(entry.name)
+            os.kill(pid, signal.SIGKILL)
+            return pid
+    return None
 
 
 def worker_pythonpath(paths: list[str]) -> dict[str, str]:

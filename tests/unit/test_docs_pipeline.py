@@ -332,3 +332,21 @@ def test_local_ray_workers_get_the_staged_zips_by_inheritance(monkeypatch, tmp_p
     assert worker_runtime_env([str(staged)]) == {"env_vars": env}, "slurm mode: a runtime_env"
     monkeypatch.delenv("PYTHONPATH")
     assert worker_pythonpath([]) == {} and worker_runtime_env([]) == {}
+
+
+def test_stop_child_kills_only_this_process_s_child_running_the_script() -> None:
+    import signal
+    import subprocess
+
+    from docs_pipeline.ray_job import stop_child
+
+    marker = "dhpc-test-monitor-stand-in.py"
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", marker])
+    try:
+        assert stop_child("no-such-script.py") is None
+        assert stop_child(marker) == child.pid
+        assert child.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
