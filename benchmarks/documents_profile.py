@@ -42,20 +42,20 @@ TICKS = os.sysconf("SC_CLK_TCK")
 # Role of a process from its command line (Ray workers retitle themselves `ray::<what>`); the
 # first match wins, a worker keeps the most specific role it was ever seen with.
 WORKER_ROLES = (
-    ("converter actor", ("MapWorker", "ConvertActor", "EmbedActor")),
+    ("converter actors", ("MapWorker", "ConvertActor", "EmbedActor")),
     ("sink writer", ("Write",)),
-    ("idle worker", ("ray::IDLE",)),
+    ("ray data internal actors", ("_StatsActor", "AutoscalingCoordinator", "ActorLocationTracker")),
+    ("ray agents (dashboard agent, runtime env agent)", ("DashboardAgent", "RuntimeEnvAgent")),
+    ("idle workers", ("ray::IDLE",)),
 )
-# Processes that are not Ray workers: by their executable or script.
+# Processes that are not Ray workers: by their executable or script (the first words).
 DAEMON_ROLES = (
-    ("gcs_server", ("gcs_server",)),
-    ("raylet", ("raylet",)),
-    ("dashboard/agents", ("dashboard", "agent.py", "runtime_env")),
-    ("log monitor", ("log_monitor",)),
+    ("ray daemons (gcs, raylet, dashboard head)", ("gcs_server", "raylet", "dashboard")),
+    ("ray monitors (log monitor, autoscaler monitor)", ("log_monitor", "monitor.py")),
     ("payload driver", ("ray_payload.py",)),
-    ("idle worker", ("default_worker.py",)),
+    ("idle workers", ("default_worker.py",)),
 )
-GENERIC = ("idle worker", "ray internal (other ray:: titles)", "other")
+GENERIC = ("idle workers", "ray (other ray:: titles)", "other")
 
 
 def _children() -> dict[int, list[int]]:
@@ -77,8 +77,8 @@ def _role(cmdline: str) -> str:
         for role, needles in WORKER_ROLES:
             if any(n in cmdline for n in needles):
                 return role
-        return "ray internal (other ray:: titles)"
-    head = " ".join(cmdline.split()[:2])
+        return "ray (other ray:: titles)"
+    head = " ".join(cmdline.split()[:3])
     for role, needles in DAEMON_ROLES:
         if any(n in head for n in needles):
             return role
@@ -124,19 +124,19 @@ class Sampler(threading.Thread):
             if not history or history[-1][2] != title:
                 history.append((round(time.monotonic() - self.t0, 2), self.cpu[pid], title))
             role = _role(cmd)
-            if role == "converter actor" and pid not in self.threads_env:
+            if role == "converter actors" and pid not in self.threads_env:
                 try:
                     environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
                     omp = [e.decode() for e in environ if e.startswith(b"OMP_NUM_THREADS=")]
                     self.threads_env[pid] = omp[0] if omp else "OMP_NUM_THREADS unset"
                 except OSError:
                     pass
-            if role == "converter actor":
+            if role == "converter actors":
                 threads = int(stat[17])
                 self.threads[pid] = max(self.threads.get(pid, 0), threads)
             if pid not in self.roles or self.roles[pid] in GENERIC:
                 self.roles[pid] = role
-                self.titles[pid] = cmd[:120]
+                self.titles[pid] = cmd[:200]
 
     def stop(self) -> dict[str, dict[str, float]]:
         self._done.set()
