@@ -158,15 +158,17 @@ def _wait(
     last: JobStatus | None = None
     finished_at: float | None = None
     try:
-        first_poll_at = time.monotonic() + backend.first_poll_after_s
+        next_poll_at = time.monotonic() + backend.first_poll_after_s
         while not reader.exited.wait(backend.poll_interval_s):
-            if time.monotonic() < first_poll_at:
-                continue
             cancellation.check_current()  # a stop request for a step on a worker thread
+            if time.monotonic() < next_poll_at:
+                continue
             status = backend.poll(handle)
             if status != last:
                 _log_status(context, handle, status, first=last is None)
                 last = status
+            if status.state is JobState.RUNNING:
+                next_poll_at = time.monotonic() + backend.running_poll_interval_s
             if status.state.finished:
                 finished_at = finished_at or time.monotonic()
                 # the grace counts from the reader's last progress: a reader still forwarding a

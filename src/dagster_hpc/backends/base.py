@@ -127,6 +127,9 @@ class Backend(abc.ABC):
     # The first ``poll`` comes this long after the start of the wait (the Pipes reader sees a
     # job's end by itself; the scheduler query is for jobs that end without an exit code).
     first_poll_after_s: float = 0.0
+    # Once ``poll`` says RUNNING, the next one comes no sooner than this (0: every tick): the
+    # reader sees a normal end by itself, the query only catches a job that dies without one.
+    running_poll_interval_s: float = 0.0
     # Interpreter for Python payloads when neither the launcher nor the resource names one.
     default_python: str = "python3"
     # Whether the flow records each launch in the Dagster run (so a retry can reattach).

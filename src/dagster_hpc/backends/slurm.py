@@ -100,6 +100,12 @@ SLURM_POLL_INTERVAL_S = 1.0
 # dir reports the job's end by itself (the exit_code file), so a short job costs no scheduler
 # query at all; a job still pending after 3 s has its reason logged then.
 SLURM_FIRST_POLL_AFTER_S = 3.0
+# Once squeue says the job runs, the next squeue (for this job's wait) comes 10 s later, the
+# watch's first window (pipes/reader.WATCH_WINDOW_MIN_S): a job that ends normally is seen from
+# its exit_code file, so a short job pays one scheduler query whatever its length (a 9 s job made
+# 3 in the 2 s-floor backoff), and a job killed without one is noticed within 10 s + the grace.
+# The machine-wide poller's own backoff (up to 30 s) still applies on top for long jobs.
+SLURM_RUNNING_POLL_S = 10.0
 # After squeue says the job ended, how long to wait for the exit_code file to become visible
 # (shared filesystems cache attributes for a few seconds); killed jobs never write it.
 SLURM_EXIT_FILE_GRACE_S = 5.0
@@ -146,6 +152,7 @@ class SlurmBackend(Backend):
     tail_idle_after_s = SLURM_TAIL_IDLE_AFTER_S
     poll_interval_s = SLURM_POLL_INTERVAL_S
     first_poll_after_s = SLURM_FIRST_POLL_AFTER_S
+    running_poll_interval_s = SLURM_RUNNING_POLL_S
     exit_file_grace_s = SLURM_EXIT_FILE_GRACE_S
 
     def __init__(
