@@ -262,9 +262,14 @@ def start_local_ray(cpus: int, worker_env: dict[str, str]) -> LocalRay:
 
 def stop_child(script: str) -> int | None:
     """SIGKILL this process's child whose command line runs ``script`` (the first found);
-    its PID, or None if there is none (Ray reaps it at ``ray.shutdown``)."""
+    its PID, or None if there is none or no /proc to look in (macOS: Ray reaps it at
+    ``ray.shutdown``, a second later)."""
     me = os.getpid()
-    for entry in Path("/proc").iterdir():
+    try:
+        entries = list(Path("/proc").iterdir())
+    except OSError:
+        return None
+    for entry in entries:
         if not entry.name.isdigit():
             continue
         try:

@@ -350,3 +350,13 @@ def test_stop_child_kills_only_this_process_s_child_running_the_script() -> None
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+def test_stop_child_without_proc_does_nothing(monkeypatch) -> None:
+    from docs_pipeline import ray_job
+
+    def no_proc(self):
+        raise FileNotFoundError("/proc")  # macOS: no /proc
+
+    monkeypatch.setattr(ray_job.Path, "iterdir", no_proc)
+    assert ray_job.stop_child("anything.py") is None
