@@ -21,6 +21,7 @@ ssh/scp processes counted through a PATH shim). Writes benchmarks/results/slurm_
 import json
 import os
 import platform
+import random
 import shlex
 import shutil
 import statistics
@@ -74,6 +75,21 @@ FLOOR_TIMEOUT_S = 120
 # back-to-back `sbatch --wrap true` take 0.3 s, then 0.9-1.9 s). Each measurement starts after
 # this pause, so all three clients meet the same idle scheduler.
 SETTLE_S = 3.0
+# slurmctld here starts a pending job in a pass of its main loop, once a second, unless it
+# starts it at submit time. A fixed pause after the previous client's end locks each client to
+# its own phase of that second (measured: ours, which always followed the payload floor, waited
+# ~0.85 s in nearly every round while the bare floor often started at once). Each pause adds a
+# random part in [0, SCHED_PHASE_S) so every client meets the same uniform phase; the seed is in
+# the JSON.
+SCHED_PHASE_S = 1.0
+SEED = int(os.environ.get("DHPC_BENCH_SEED", "20261203"))
+_rng = random.Random(SEED)
+
+
+def _settle() -> None:
+    time.sleep(SETTLE_S + _rng.uniform(0.0, SCHED_PHASE_S))
+
+
 # The peer costs ~9 s per asset and ~160 ssh processes for 8: bound it.
 PEER_TIMEOUT_S = 900
 N_EIGHT = 8
@@ -410,11 +426,11 @@ def main(n: int) -> dict:
     pfloor, pfloor_rt, loads = [], [], []
     peer_status = "ok" if peer_ok else f"not run: {PEER_PYTHON} missing (see {PEER_SCRIPT.name})"
     for i in range(n):  # alternate, so load changes on the shared machine hit all three alike
-        time.sleep(SETTLE_S)
+        _settle()
         f, frt = floor_once(floor_t)
-        time.sleep(SETTLE_S)
+        _settle()
         pf, pfrt = payload_floor_once(floor_t, floor_payload, floor_python)
-        time.sleep(SETTLE_S)
+        _settle()
         c, w, rt = ours_once(ours_res, instance)
         loads.append(os.getloadavg()[0])
         if i >= WARMUP:
@@ -426,7 +442,7 @@ def main(n: int) -> dict:
             ours_wall.append(w)
             ours_rt.append(rt)
         if peer_ok and peer_status == "ok" and i <= PEER_ROUNDS:
-            time.sleep(SETTLE_S)
+            _settle()
             data, spawned, peer_status = peer_run(["single", "1"], shim, peer_log)
             if data and i >= WARMUP:
                 peer.extend(data["client"])
@@ -441,7 +457,7 @@ def main(n: int) -> dict:
         _sleep_s["s"] = duration
         sleepy[duration] = ([], [])
         for _ in range(N_SLEEPY):
-            time.sleep(SETTLE_S)
+            _settle()
             c, _w, rt = ours_once(ours_res, instance, sleepy_slurm)
             sleepy[duration][0].append(rt)
             sleepy[duration][1].append(c)
@@ -511,6 +527,8 @@ def main(n: int) -> dict:
         {
             "floor_poll_s": FLOOR_POLL_S,
             "settle_between_measurements_s": SETTLE_S,
+            "settle_random_extra_max_s": SCHED_PHASE_S,
+            "seed": SEED,
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} at end",
             "load_avg_at_start": LOAD_AT_START,
             "load_avg_at_end": [round(x, 2) for x in os.getloadavg()],
