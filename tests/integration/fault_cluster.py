@@ -37,8 +37,8 @@ POLL_S = 0.1
 SHIM_PAUSE_MAX_S = 120
 
 _SQUEUE_SHIM = """#!/bin/sh
-# fault-test shim: count scheduler queries, then run the real squeue
-echo "$(date +%s.%N) $$" >> {calls}
+# fault-test shim: count scheduler queries (with their arguments), then run the real squeue
+echo "$(date +%s.%N) $$ $*" >> {calls}
 exec /usr/bin/squeue "$@"
 """
 _PAUSE_SHIM = """#!/bin/sh
@@ -105,11 +105,17 @@ class FaultCluster:
             raise AssertionError(f"{args} exited {out.returncode}: {out.stderr}")
         return out.stdout
 
-    def squeue_calls(self) -> int:
+    def squeue_calls(self, *, single_job: bool | None = None) -> int:
+        """squeue calls on the login node so far; ``single_job``: only the lookups of one job
+        (``--jobs``: a final record waiting for slurmctld to end its job), or only the queue
+        queries (the machine-wide poll, gc, reattach)."""
         try:
-            return len(self.squeue_calls_file.read_text().splitlines())
+            lines = self.squeue_calls_file.read_text().splitlines()
         except FileNotFoundError:
             return 0
+        if single_job is None:
+            return len(lines)
+        return sum(("--jobs" in line.split()) == single_job for line in lines)
 
     # --- daemons -------------------------------------------------------------------------------
     def pid(self, pidfile: str, comm: str) -> int | None:

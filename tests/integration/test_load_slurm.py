@@ -14,6 +14,7 @@ import dagster as dg
 import pytest
 
 from dagster_hpc.backends.slurm_poller import POLL_FLOOR_S
+from dagster_hpc.backends.slurm_sacct import FINAL_SQUEUE_PAUSES_S
 from dagster_hpc.backends.slurm_script import job_name
 from tests.integration import slurm_load_defs
 from tests.integration.slurm_support import (
@@ -55,7 +56,8 @@ def test_fifty_assets_every_message_once_one_query_per_tick_one_login(
     for k, v in slurm_env(fc.cluster, key_path=key).items():
         if k.startswith("DAGSTER_HPC_"):
             monkeypatch.setenv(k, v)
-    queries_before = fc.squeue_calls()
+    queries_before = fc.squeue_calls(single_job=False)
+    lookups_before = fc.squeue_calls(single_job=True)
     since = time.strftime("%Y-%m-%dT%H:%M:%S")  # sacct's local time, whole seconds
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
         started = time.monotonic()
@@ -75,12 +77,13 @@ def test_fifty_assets_every_message_once_one_query_per_tick_one_login(
                 for e in instance.all_logs(result.run_id)
                 if e.user_message.startswith("load message ")
             )
-    queries = fc.squeue_calls() - queries_before
+    queries = fc.squeue_calls(single_job=False) - queries_before
+    lookups = fc.squeue_calls(single_job=True) - lookups_before
     logins = dedicated_key.accepted(fc.cluster.sshd_log("main"))
     ticks = math.ceil(wall / POLL_FLOOR_S) + 1
     print(
         f"\n50 assets (max_concurrent {slurm_load_defs.MAX_CONCURRENT}): wall {wall:.1f} s, "
-        f"squeue calls {queries} (ticks {ticks}), logins {logins}"
+        f"squeue calls {queries} (ticks {ticks}), single-job lookups {lookups}, logins {logins}"
     )
     assert states == {"COMPLETED": slurm_load_defs.N_ASSETS}
     expected = {
@@ -91,6 +94,8 @@ def test_fifty_assets_every_message_once_one_query_per_tick_one_login(
     assert set(messages) == expected  # lost 0
     assert max(messages.values()) == 1  # doubled 0
     assert queries <= ticks  # one scheduler query per tick for all 50 steps
+    # each job's final record asks slurmctld about that one job until it has ended it (bounded)
+    assert 0 < lookups <= slurm_load_defs.N_ASSETS * len(FINAL_SQUEUE_PAUSES_S)
     assert logins == 1  # the holder: one login for the whole run
     names = {job_name(a.key.path[-1]) for a in slurm_load_defs.ASSETS}
     assert _jobs_per_name(fc, names, since) == dict.fromkeys(names, 1)  # double submits 0
