@@ -138,6 +138,19 @@ def round1(assets: list, compute: ComputeResource) -> tuple[float, dict]:
     return materialize(assets, [CONVERTED], compute)
 
 
+def setup(work: Path, docs: int, profile: str, **settings: object):
+    """The benchmark's pipeline in ``work``: settings (weight-free embeddings), the generated
+    corpus's paths and a local ComputeResource (shared with documents_profile.py)."""
+    config = Settings(
+        corpus_dir=work / "corpus",
+        store_root=work / "store",
+        embedding=EmbeddingConfig(model="hashing"),
+        **settings,
+    )
+    paths = corpus.generate(config.corpus_dir, docs, broken=False, profile=profile)
+    return config, paths, ComputeResource(base_dir=str(work / "runs"))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--docs", type=int, default=200)
@@ -148,13 +161,7 @@ def main() -> int:
     load_start = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="dhpc-bench-docs-"))
     try:
-        settings = Settings(
-            corpus_dir=work / "corpus",
-            store_root=work / "store",
-            embedding=EmbeddingConfig(model="hashing"),
-        )
-        paths = corpus.generate(settings.corpus_dir, args.docs, broken=False, profile=args.profile)
-        compute = ComputeResource(base_dir=str(work / "runs"))
+        settings, paths, compute = setup(work, args.docs, args.profile)
         everything = [a.key.to_user_string() for a in build_assets(settings)]
         source = "docs/source"
 

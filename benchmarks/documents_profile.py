@@ -31,10 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import documents as bench  # noqa: E402
 from docs_pipeline import corpus  # noqa: E402
 from docs_pipeline.assets import build_assets  # noqa: E402
-from docs_pipeline.embed import EmbeddingConfig  # noqa: E402
-from docs_pipeline.features import CONVERTED, Settings  # noqa: E402
-
-from dagster_hpc import ComputeResource  # noqa: E402
+from docs_pipeline.features import CONVERTED  # noqa: E402
 
 # How often the sampler reads /proc: a process that ends loses at most this much of its CPU.
 SAMPLE_INTERVAL_S = 0.2
@@ -178,14 +175,7 @@ def main() -> int:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dhpc-prof-docs-"))
     try:
-        settings = Settings(
-            corpus_dir=work / "corpus",
-            store_root=work / "store",
-            embedding=EmbeddingConfig(model="hashing"),
-            in_process_max_docs=0,
-        )
-        paths = corpus.generate(settings.corpus_dir, args.docs, broken=False, profile=args.profile)
-        compute = ComputeResource(base_dir=str(work / "runs"))
+        settings, paths, compute = bench.setup(work, args.docs, args.profile, in_process_max_docs=0)
         assets = build_assets(replace(settings))
         bench.materialize(assets, ["docs/source"], compute)
         sampler = Sampler(os.getpid())
