@@ -12,6 +12,13 @@ through a ``StepCancellation`` registered under (run id, step key):
   the step's thread asynchronously (what an interrupt does to the main thread under Dagster's
   in-process executor). The lock below makes the choice atomic: a step is never interrupted
   asynchronously while it is between ``sbatch`` and recording the job it submitted.
+- an asynchronous exception fires at whatever Python line the thread runs next. Landing inside
+  ``logging``, ``threading``, the import system, SQLite/SQLAlchemy or Dagster's own event
+  machinery, it can leave a lock taken for good (measured: a body that logs in a loop left a
+  logging handler's lock held and the run hung at its own failure event). So the interrupt is
+  raised only while the thread's innermost frame is outside those modules (``safe_point``);
+  otherwise the orchestrator tries again every tick (``interrupt_pending``), and after
+  ``FORCE_INTERRUPT_AFTER_S`` it raises wherever the thread is (a run that cannot stop is worse).
 
 Under other executors nothing is registered and ``execute`` behaves as before.
 """
@@ -20,7 +27,9 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -32,6 +41,49 @@ _registry: dict[tuple[str, str], StepCancellation] = {}
 _current = threading.local()  # .token: the request ``cooperative_step`` is honouring on this thread
 F = TypeVar("F", bound=Callable[..., Any])
 
+# Top-level modules an asynchronous interrupt must not land in (see the module docstring): locks
+# taken without a ``with`` (logging handlers, the import lock, queue and thread internals), half-
+# written events and storage transactions, and dagster-hpc's own bookkeeping (it is stopped
+# cooperatively, never asynchronously).
+UNSAFE_MODULES = frozenset(
+    {
+        "_frozen_importlib",
+        "_frozen_importlib_external",
+        "_weakrefset",
+        "abc",
+        "asyncio",
+        "asyncssh",
+        "concurrent",
+        "contextlib",
+        "dagster",
+        "dagster_hpc",
+        "dagster_pipes",
+        "dagster_shared",
+        "importlib",
+        "logging",
+        "queue",
+        "selectors",
+        "socket",
+        "sqlalchemy",
+        "sqlite3",
+        "ssl",
+        "subprocess",
+        "threading",
+        "weakref",
+        "zipimport",
+    }
+)
+# A stop request waits at most this long for the step's thread to be at a safe point, then the
+# interrupt is raised wherever the thread is.
+FORCE_INTERRUPT_AFTER_S = 20.0
+# Each attempt to find a safe point looks at the thread this many times, this far apart (the
+# thread runs in between): a body that logs in a tight loop is in its own code a few % of the time.
+SAFE_POINT_TRIES = 50
+SAFE_POINT_TRY_INTERVAL_S = 0.001
+# While looking at the thread and raising in it, no other thread may take the GIL (the thread
+# must not move between the two): the interpreter's switch interval, raised for those microseconds.
+_HOLD_GIL_S = 1.0
+
 
 class StepCancellation:
     """The stop request of one step attempt, and who is in a position to honour it."""
@@ -40,22 +92,55 @@ class StepCancellation:
         self._lock = threading.Lock()
         self._thread_id: int | None = None  # the step's thread, once it runs (``attach``)
         self._requested = threading.Event()
+        self._requested_at = 0.0
         self._cooperative = 0  # ComputeResource.run calls of this step currently waiting on a job
         self._closed = False  # the step's code has returned: nothing left to interrupt
+        self._honoured = False  # the step saw the request itself (``check``) or was interrupted
+        self._pending = False  # an asynchronous interrupt is owed, waiting for a safe point
         self.raised_async = False
 
     @property
     def requested(self) -> bool:
         return self._requested.is_set()
 
+    @property
+    def pending(self) -> bool:
+        """An asynchronous interrupt is still owed (``interrupt_pending`` tries again)."""
+        return self._pending
+
     def request(self) -> None:
-        """Ask the step to stop: cooperatively if it is inside ``execute``, else asynchronously."""
+        """Ask the step to stop: cooperatively if it is inside ``execute``, else asynchronously
+        (at the thread's next safe point: now, or in a later ``interrupt_pending``)."""
         with self._lock:
             if self._requested.is_set():
                 return
             self._requested.set()
-            if self._thread_id is not None and self._cooperative == 0 and not self._closed:
-                self.raised_async = _raise_in_thread(self._thread_id)
+            self._requested_at = time.monotonic()
+            self._pending = (
+                self._thread_id is not None and self._cooperative == 0 and not self._closed
+            )
+        self.interrupt_pending()
+
+    def interrupt_pending(self) -> bool:
+        """Raise the owed interrupt if the thread is at a safe point (a few looks, a few ms
+        apart); True once raised. Called by the orchestrator every tick while one is owed."""
+        for attempt in range(SAFE_POINT_TRIES):
+            if attempt:
+                time.sleep(SAFE_POINT_TRY_INTERVAL_S)
+            with self._lock:
+                if not self._pending:
+                    return self.raised_async
+                if self._closed or self._honoured or self._cooperative:
+                    self._pending = False  # it stops by itself, or has stopped
+                    return False
+                forced = time.monotonic() - self._requested_at >= FORCE_INTERRUPT_AFTER_S
+                assert self._thread_id is not None
+                if _interrupt(self._thread_id, forced=forced):
+                    self._pending = False
+                    self._honoured = True
+                    self.raised_async = True
+                    return True
+        return False
 
     def attach(self) -> None:
         """Called first on the step's own thread (a request that came earlier stops it here)."""
@@ -66,6 +151,7 @@ class StepCancellation:
     def check(self) -> None:
         """Raise DagsterExecutionInterruptedError if a stop was requested."""
         if self._requested.is_set():
+            self._honoured = True  # no asynchronous interrupt on top of this one
             raise dg.DagsterExecutionInterruptedError(
                 "dagster-hpc: the run is being terminated; this step stops"
             )
@@ -74,6 +160,7 @@ class StepCancellation:
         """The step's code has returned: a later request must not interrupt the thread."""
         with self._lock:
             self._closed = True
+            self._pending = False
 
     @contextmanager
     def cooperative(self) -> Iterator[None]:
@@ -86,6 +173,32 @@ class StepCancellation:
         finally:
             with self._lock:
                 self._cooperative -= 1
+
+
+def safe_point(frame: Any) -> bool:
+    """Whether an asynchronous exception may fire in ``frame`` (a thread's innermost frame):
+    not inside one of UNSAFE_MODULES."""
+    if frame is None:
+        return False
+    name = frame.f_globals.get("__name__") or ""
+    return name.split(".", 1)[0] not in UNSAFE_MODULES
+
+
+def _interrupt(thread_id: int, *, forced: bool) -> bool:
+    """Raise the interrupt in ``thread_id`` if it is at a safe point (or ``forced``). The thread
+    cannot move between the look and the raise: this thread keeps the GIL throughout."""
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(_HOLD_GIL_S)
+    try:
+        frame = sys._current_frames().get(thread_id)
+        if frame is None:
+            return False  # the thread has ended
+        if not forced and not safe_point(frame):
+            return False
+        del frame
+        return _raise_in_thread(thread_id)
+    finally:
+        sys.setswitchinterval(previous)
 
 
 def _raise_in_thread(thread_id: int) -> bool:

@@ -192,6 +192,10 @@ class _Orchestration:
                 yield from self._launch_ready()
             yield from self._receive()
             yield from self._active.plan_events_iterator(self._context)
+            if self._stop_deadline is not None:
+                for worker in self._workers.values():
+                    if worker.stop.pending:  # its thread was not at a safe point yet
+                        worker.stop.interrupt_pending()
             if self._stop_deadline is not None and time.monotonic() > self._stop_deadline:
                 yield from self._give_up()
                 break

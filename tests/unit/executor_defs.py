@@ -134,10 +134,29 @@ def _busy_asset() -> dg.AssetsDefinition:
     return busy
 
 
+def _chatty_asset() -> dg.AssetsDefinition:
+    """Logs in a tight loop: nearly all its time is inside logging and Dagster's event log, where
+    an asynchronous interrupt must not land (it once left a handler's lock held: a hung run)."""
+
+    @dg.asset(name="chatty")
+    def chatty(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        import time
+
+        context.log.info("chatty: logging in a loop")
+        deadline = time.monotonic() + float(os.environ.get("DH_EXEC_SLOW_S", "1"))
+        n = 0
+        while time.monotonic() < deadline:
+            n += 1
+            context.log.debug(f"chatty: tick {n}")
+        return dg.MaterializeResult()
+
+    return chatty
+
+
 def termination_job() -> dg.JobDefinition:
-    """``fanout`` and ``busy`` side by side: what run termination must stop besides a plain
-    ``compute.run`` asset body."""
-    assets = [_fanout_asset(), _busy_asset()]
+    """``fanout``, ``busy`` and ``chatty`` side by side: what run termination must stop besides
+    a plain ``compute.run`` asset body."""
+    assets = [_fanout_asset(), _busy_asset(), _chatty_asset()]
     defs = dg.Definitions(
         assets=assets,
         jobs=[dg.define_asset_job("termination", selection=dg.AssetSelection.assets(*assets))],

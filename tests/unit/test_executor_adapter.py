@@ -162,3 +162,88 @@ def test_a_finished_step_is_never_interrupted() -> None:
     token.close()
     token.request()
     assert token.requested and not token.raised_async
+
+
+def test_an_interrupt_waits_for_the_thread_to_leave_library_code() -> None:
+    """A thread inside logging/threading (a lock may be held there) is not interrupted; once it
+    is back in its own code the owed interrupt is raised (docs/executor.md)."""
+    token = cancellation.StepCancellation()
+    in_library = threading.Event()
+    leave = threading.Event()
+    outcome = {}
+
+    def body() -> None:
+        token.attach()
+        try:
+            in_library.set()
+            leave.wait(30)  # innermost frame: threading (Condition.wait)
+            outcome["left library code"] = True
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                sum(range(100))
+            outcome["result"] = "ran to the end"
+        except dg.DagsterExecutionInterruptedError:
+            outcome["result"] = "interrupted"
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    assert in_library.wait(10)
+    time.sleep(0.1)
+    token.request()
+    assert token.pending and not token.raised_async  # deferred: not at a safe point
+    assert not token.interrupt_pending()
+    leave.set()
+    deadline = time.monotonic() + 10
+    while token.pending and time.monotonic() < deadline:
+        token.interrupt_pending()
+    thread.join(timeout=10)
+    assert outcome == {"left library code": True, "result": "interrupted"}
+    assert token.raised_async and not token.pending
+
+
+def test_an_owed_interrupt_is_forced_after_its_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A thread that never leaves library code is interrupted anyway after
+    FORCE_INTERRUPT_AFTER_S (a run that cannot stop is worse than the risk)."""
+    monkeypatch.setattr(cancellation, "FORCE_INTERRUPT_AFTER_S", 0.3)
+    token = cancellation.StepCancellation()
+    outcome = {}
+    started = threading.Event()
+
+    def body() -> None:
+        token.attach()
+        started.set()
+        try:
+            while True:
+                threading.Event().wait(0.01)  # always inside threading
+        except dg.DagsterExecutionInterruptedError:
+            outcome["result"] = "interrupted"
+
+    thread = threading.Thread(target=body, daemon=True)
+    thread.start()
+    assert started.wait(10)
+    token.request()
+    t0 = time.monotonic()
+    while token.pending and time.monotonic() - t0 < 10:
+        token.interrupt_pending()
+    thread.join(timeout=10)
+    assert outcome == {"result": "interrupted"}
+    assert time.monotonic() - t0 >= 0.25
+
+
+def test_safe_points_are_outside_logging_threading_and_dagster() -> None:
+    import logging
+    import sys
+
+    frames = {}
+
+    class Grab(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            frames["logging"] = sys._getframe(1)  # Handler.handle, holding the handler's lock
+
+    log = logging.getLogger("dagster-hpc-test-safe-point")
+    log.addHandler(Grab())
+    log.propagate = False
+    log.warning("x")
+    assert cancellation.safe_point(sys._getframe())  # this test: user code
+    assert not cancellation.safe_point(frames["logging"])
+    assert not cancellation.safe_point(None)
