@@ -205,6 +205,8 @@ def test_an_owed_interrupt_is_forced_after_its_deadline(monkeypatch: pytest.Monk
     """A thread that never leaves library code is interrupted anyway after
     FORCE_INTERRUPT_AFTER_S (a run that cannot stop is worse than the risk)."""
     monkeypatch.setattr(cancellation, "FORCE_INTERRUPT_AFTER_S", 0.3)
+    # this module counts as library code here: the body below is never at a safe point
+    monkeypatch.setattr(cancellation, "UNSAFE_MODULES", cancellation.UNSAFE_MODULES | {"tests"})
     token = cancellation.StepCancellation()
     outcome = {}
     started = threading.Event()
@@ -214,15 +216,15 @@ def test_an_owed_interrupt_is_forced_after_its_deadline(monkeypatch: pytest.Monk
         started.set()
         try:
             while True:
-                threading.Event().wait(0.01)  # always inside threading
+                sum(range(100))
         except dg.DagsterExecutionInterruptedError:
             outcome["result"] = "interrupted"
 
     thread = threading.Thread(target=body, daemon=True)
     thread.start()
     assert started.wait(10)
-    token.request()
     t0 = time.monotonic()
+    token.request()
     while token.pending and time.monotonic() - t0 < 10:
         token.interrupt_pending()
     thread.join(timeout=10)
@@ -247,3 +249,38 @@ def test_safe_points_are_outside_logging_threading_and_dagster() -> None:
     assert cancellation.safe_point(sys._getframe())  # this test: user code
     assert not cancellation.safe_point(frames["logging"])
     assert not cancellation.safe_point(None)
+
+
+def test_a_request_that_compute_run_did_not_see_is_raised_after_it_returns() -> None:
+    """The job ended just before its wait loop saw the request: the body, back in plain Python,
+    is interrupted asynchronously instead of running on."""
+    token = cancellation.StepCancellation()
+    inside = threading.Event()
+    requested = threading.Event()
+    outcome = {}
+
+    def body() -> None:
+        token.attach()
+        try:
+            with token.cooperative():  # compute.run, whose job ends without seeing the request
+                inside.set()
+                requested.wait(10)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                sum(range(100))
+            outcome["result"] = "ran to the end"
+        except dg.DagsterExecutionInterruptedError:
+            outcome["result"] = "interrupted"
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    assert inside.wait(10)
+    token.request()
+    assert not token.pending  # inside compute.run: asked, not interrupted
+    requested.set()
+    deadline = time.monotonic() + 10
+    while not token.raised_async and time.monotonic() < deadline:
+        token.interrupt_pending()
+        time.sleep(0.01)
+    thread.join(timeout=10)
+    assert outcome == {"result": "interrupted"} and token.raised_async
