@@ -37,8 +37,17 @@ from dagster_hpc.errors import ConfigError
 # cluster's queue, not this process, is what limits real concurrency.
 DEFAULT_MAX_CONCURRENT = 32
 # How long the orchestrating thread waits for a step event before it looks again for a run
-# termination and for steps whose retry delay has passed (step ends wake it at once).
+# termination and for steps whose retry delay has passed (a step event is seen within
+# INBOX_POLL_MAX_S).
 ORCHESTRATOR_TICK_S = 0.1
+# Within a tick the orchestrator polls its inbox, the pause doubling from the first to the last
+# value while nothing arrives, instead of blocking in ``SimpleQueue.get(timeout)``: on CPython
+# 3.11 a signal that reaches the main thread during that call while other threads hold the GIL
+# can leave it waiting for ever (reproduced in ~80 calls), and the run's SIGINT was then
+# recorded but never looked at (a terminated run that never stopped). ``put``/``get_nowait`` stay
+# single C calls (an asynchronous interrupt in a step thread cannot leave the queue half-updated).
+INBOX_POLL_FIRST_S = 0.001
+INBOX_POLL_MAX_S = 0.02
 # After a run termination, how long the in-flight steps get to stop: a Slurm step sends scancel
 # and waits up to CANCEL_CONFIRM_TIMEOUT_S (90 s) for Slurm to confirm; plus a slow round trip.
 TERMINATION_GRACE_S = 150.0
@@ -193,9 +202,7 @@ class _Orchestration:
             yield from self._receive()
             yield from self._active.plan_events_iterator(self._context)
             if self._stop_deadline is not None:
-                for worker in self._workers.values():
-                    if worker.stop.pending:  # its thread was not at a safe point yet
-                        worker.stop.interrupt_pending()
+                yield from self._interrupt_owed()
             if self._stop_deadline is not None and time.monotonic() > self._stop_deadline:
                 yield from self._give_up()
                 break
@@ -219,12 +226,13 @@ class _Orchestration:
 
     def _receive(self) -> Iterator[Any]:
         """Forward what the workers sent (waiting up to one tick for the first message)."""
-        try:
-            messages = [self._inbox.get(timeout=ORCHESTRATOR_TICK_S)]
-        except queue.Empty:
-            messages = []
-        while not self._inbox.empty():
-            messages.append(self._inbox.get_nowait())
+        messages = self._drain()
+        deadline = time.monotonic() + ORCHESTRATOR_TICK_S
+        pause = INBOX_POLL_FIRST_S
+        while not messages and time.monotonic() < deadline:
+            time.sleep(pause)
+            pause = min(pause * 2, INBOX_POLL_MAX_S)
+            messages = self._drain()
         for message in messages:
             if message.event is not None:
                 yield message.event
@@ -236,6 +244,14 @@ class _Orchestration:
             for key, worker in list(self._workers.items()):
                 if not worker.thread.is_alive() and self._inbox.empty():
                     self._finish(key, None)
+
+    def _drain(self) -> list[_Message]:
+        messages = []
+        while True:
+            try:
+                messages.append(self._inbox.get_nowait())
+            except queue.Empty:
+                return messages
 
     def _finish(self, step_key: str, error: BaseException | None) -> None:
         worker = self._workers.pop(step_key, None)
@@ -257,6 +273,17 @@ class _Orchestration:
         self._stop_deadline = time.monotonic() + TERMINATION_GRACE_S
         for worker in self._workers.values():
             worker.stop.request()
+
+    def _interrupt_owed(self) -> Iterator[Any]:
+        """Retry the asynchronous interrupts still owed (their threads were not at a safe point)."""
+        for key, worker in sorted(self._workers.items()):
+            if worker.stop.pending and worker.stop.interrupt_pending() and worker.stop.forced:
+                yield adapter.engine_event(
+                    self._context,
+                    f"dagster-hpc executor: step {key} was not back in its own code within "
+                    f"{cancellation.FORCE_INTERRUPT_AFTER_S:.0f} s of the termination: it was "
+                    "interrupted inside library code (a lock held there may stay held)",
+                )
 
     def _give_up(self) -> Iterator[Any]:
         keys = sorted(self._workers)
