@@ -306,3 +306,47 @@ def test_a_request_that_compute_run_did_not_see_is_raised_after_it_returns() -> 
         time.sleep(0.01)
     thread.join(timeout=10)
     assert outcome == {"result": "interrupted"} and token.raised_async
+
+
+def test_the_orchestrator_wait_survives_signals_under_gil_contention(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The run's SIGINT reaches the main thread while the orchestrator waits for step events and
+    other threads hold the GIL: every wait still ends within its tick (CPython 3.11's
+    SimpleQueue.get(timeout) can block for ever there, which hid run termination)."""
+    import queue
+    import signal
+
+    from dagster_hpc import executor
+
+    monkeypatch.setattr(executor, "ORCHESTRATOR_TICK_S", 0.02)
+    orchestration = executor._Orchestration.__new__(executor._Orchestration)
+    orchestration._inbox = queue.SimpleQueue()
+    orchestration._workers = {}
+    stop = threading.Event()
+    main = threading.main_thread().ident
+
+    def hog() -> None:
+        while not stop.is_set():
+            sum(range(20000))  # long C calls holding the GIL
+
+    def signals() -> None:
+        while not stop.wait(0.003):
+            signal.pthread_kill(main, signal.SIGUSR1)
+
+    previous = signal.signal(signal.SIGUSR1, lambda *_: None)
+    threads = [threading.Thread(target=hog), threading.Thread(target=signals)]
+    for t in threads:
+        t.start()
+    try:
+        slowest = 0.0
+        for _ in range(300):
+            t0 = time.monotonic()
+            assert list(orchestration._receive()) == []
+            slowest = max(slowest, time.monotonic() - t0)
+            assert slowest < 2.0, "the orchestrator's wait did not end within its tick"
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=10)
+        signal.signal(signal.SIGUSR1, previous)
