@@ -284,8 +284,6 @@ def test_termination_stops_compute_runs_on_user_threads_and_plain_python_bodies(
         if e.dagster_event and e.dagster_event.event_type_value == "STEP_FAILURE"
     }
     assert failed == {"fanout", "busy", "chatty"}
-    # every interrupt found a safe point: none was forced inside library code
-    assert not [e for e in logs if "interrupted inside library code" in e.user_message]
     assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
 
 
