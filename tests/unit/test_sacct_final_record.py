@@ -305,3 +305,18 @@ def test_program_asks_for_alloc_tres_when_slurmctld_forgot_the_job(tmp_path) -> 
     out, calls, sacct_args, _ = _run_program(tmp_path, FORGOTTEN="1")
     assert calls["squeue"] == 1 and "AllocTRES" in sacct_args
     assert slurm_sacct.ENDED_MARK not in out
+
+
+def test_a_session_step_is_asked_with_sacct_alone_not_the_whole_job_program() -> None:
+    """squeue --jobs <allocation>.<step> lists the allocation, still RUNNING: the final-record
+    program would wait out its pauses (~1.3 s a step, 8 steps = 10 s measured) and hand the
+    step the allocation's TRES. A step's final record is its own sacct row."""
+    from dagster_hpc.backends.slurm import SlurmBackend
+
+    step = "70.3|dhpc-x|COMPLETED|0:0|1|1|1|00:00.095|1|20M|cpu=1,mem=256M,node=1|node1||\n"
+    transport = Scripted([step])
+    backend = SlurmBackend.__new__(SlurmBackend)
+    backend._transport = transport
+    _, got = backend._settled_sacct("70.3")  # Scripted refuses anything but a plain sacct
+    assert transport.calls == 1 and got is not None and got.max_rss_mb == 20.0
+    assert got.alloc_tres  # the step's own, from its sacct row

@@ -580,11 +580,15 @@ class SlurmBackend(Backend):
         not an error (the metadata then says the numbers are unavailable). ``remove``: a run dir
         to delete in the same round trip as the first query (after sacct, whatever it says)."""
         suffix, removed = self.folded_removal(remove)
+        # final_record.sh is for a whole job: asked for a job step ("<allocation>.<step>", a
+        # session step), squeue lists the allocation, still RUNNING, so it would wait out all
+        # its pauses (~1.3 s per step) and give the step the allocation's TRES
+        single_job = job_id.isdigit()
         got = settle(
             self._transport,
             [job_id],
             [job_id],
-            first_command=final_record_command(job_id),
+            first_command=final_record_command(job_id) if single_job else None,
             first_suffix=suffix,
             on_first=removed,
         )
