@@ -107,19 +107,24 @@ def test_step_context_exposes_what_execute_uses_for_the_stop_request() -> None:
 # --- cancellation: the stop request of a step on a worker thread ------------------------------
 
 
+def _spin(outcome: dict, seconds: float = 30) -> None:
+    """Light Python (no compute.run) until interrupted: outcome["result"] says which."""
+    try:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            sum(range(100))
+        outcome["result"] = "ran to the end"
+    except dg.DagsterExecutionInterruptedError:
+        outcome["result"] = "interrupted"
+
+
 def test_a_step_in_plain_python_is_interrupted_asynchronously() -> None:
     token = cancellation.StepCancellation()
     outcome = {}
 
     def body() -> None:
         token.attach()
-        try:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:  # light Python, no compute.run
-                sum(range(100))
-            outcome["result"] = "ran to the end"
-        except dg.DagsterExecutionInterruptedError:
-            outcome["result"] = "interrupted"
+        _spin(outcome)
 
     thread = threading.Thread(target=body)
     thread.start()
@@ -174,16 +179,10 @@ def test_an_interrupt_waits_for_the_thread_to_leave_library_code() -> None:
 
     def body() -> None:
         token.attach()
-        try:
-            in_library.set()
-            leave.wait(30)  # innermost frame: threading (Condition.wait)
-            outcome["left library code"] = True
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                sum(range(100))
-            outcome["result"] = "ran to the end"
-        except dg.DagsterExecutionInterruptedError:
-            outcome["result"] = "interrupted"
+        in_library.set()
+        leave.wait(30)  # innermost frame: threading (Condition.wait)
+        outcome["left library code"] = True
+        _spin(outcome)
 
     thread = threading.Thread(target=body)
     thread.start()
@@ -283,16 +282,10 @@ def test_a_request_that_compute_run_did_not_see_is_raised_after_it_returns() -> 
 
     def body() -> None:
         token.attach()
-        try:
-            with token.cooperative():  # compute.run, whose job ends without seeing the request
-                inside.set()
-                requested.wait(10)
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                sum(range(100))
-            outcome["result"] = "ran to the end"
-        except dg.DagsterExecutionInterruptedError:
-            outcome["result"] = "interrupted"
+        with token.cooperative():  # compute.run, whose job ends without seeing the request
+            inside.set()
+            requested.wait(10)
+        _spin(outcome)
 
     thread = threading.Thread(target=body)
     thread.start()
