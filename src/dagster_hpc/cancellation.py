@@ -17,10 +17,11 @@ through a ``StepCancellation`` registered under (run id, step key):
   machinery, it can leave a lock taken for good (measured: a body that logs in a loop left a
   logging handler's lock held and the run hung at its own failure event). So the interrupt is
   raised only while the thread's innermost frame is outside those modules (UNSAFE_MODULES,
-  ``safe_point``) and not while it handles an exception; otherwise the orchestrator tries again every tick
-  (``interrupt_pending``), and after FORCE_INTERRUPT_AFTER_S it raises wherever the thread is
-  (a run that cannot stop is worse; the executor says so in an engine event). A body blocked
-  in ``queue.get``/``Event.wait`` loops or in ``subprocess`` waits is therefore forced.
+  ``safe_point``) and not while it handles an exception; otherwise the orchestrator tries again
+  every tick (``interrupt_pending``), and after FORCE_INTERRUPT_AFTER_S (5 s) it raises wherever
+  the thread is (a run that cannot stop is worse; the executor says so in an engine event). A
+  body looping on ``queue.get``/``Event.wait``, in ``subprocess`` waits or logging in a tight
+  loop is therefore forced.
   Once raised, an interrupt is not repeated: a body that swallows it runs on until the
   executor's termination grace ends.
 
@@ -86,8 +87,8 @@ UNSAFE_MODULES = frozenset(
 FORCE_INTERRUPT_AFTER_S = 5.0
 # Each ``interrupt_pending`` looks at the thread up to this many times, this far apart (the thread
 # runs in between; with the GIL contended a look costs ~5 ms): a body that logs in a tight loop
-# is in its own code well under 1% of the time when this thread gets to look. ``request`` looks once (the orchestrator asks
-# every in-flight step first, then retries the owed ones every tick).
+# is in its own code well under 1% of the time when this thread gets to look. ``request`` looks
+# once (the orchestrator asks every in-flight step first, then retries the owed ones every tick).
 SAFE_POINT_TRIES = 50
 SAFE_POINT_TRY_INTERVAL_S = 0.001
 # While looking at the thread and raising in it, the thread should not run (it must not move
@@ -232,10 +233,8 @@ def _interrupt(thread_id: int, *, forced: bool) -> bool:
             frame = sys._current_frames().get(thread_id)
             if frame is None:
                 return False  # the thread has ended
-            if not forced and _active_exception(thread_id) is not None:
-                return False  # inside an except/finally: not now
-            if not forced and not safe_point(frame):
-                return False
+            if not forced and (_active_exception(thread_id) is not None or not safe_point(frame)):
+                return False  # handling an exception, or inside library code: not now
             where = frame.f_lasti
             tid = ctypes.c_ulong(thread_id)
             if _SET_ASYNC_EXC(tid, ctypes.py_object(dg.DagsterExecutionInterruptedError)) != 1:
