@@ -16,6 +16,11 @@ bare floors swap places around ours from one round to the next):
   floor does not);
 - the Dagster floor: the same 100-partition single-run backfill with no Slurm at all (the body
   attaches a metadata dict to each partition): what Dagster itself costs for 100 partitions;
+- the Dagster + payload floor: that backfill whose body runs the payload floor's arrays (over a
+  connection opened before the clock) before it attaches the metadata: the least ANY Dagster
+  client with a Python payload per partition can take here (no Pipes read, no wrapper, no
+  accounting), so ``dagster_payload_floor_vs_floor`` says whether ``array_100_vs_floor <= 2``
+  is reachable at all on this machine;
 - 20 partitions in one single-run backfill (array);
 then once: 20 partitions as 20 runs (one Slurm job each, one after another), and ours and the
 Dagster floor for 100 partitions with the Dagster instance on disk instead of tmpfs.
@@ -199,14 +204,22 @@ def _single_partition_runs(n: int, instance) -> None:
 class _Master:
     """One OpenSSH ControlMaster connection for the floors (opened before any clock starts)."""
 
-    def __init__(self) -> None:
-        self.dir = tempfile.mkdtemp(prefix="dhpc-bench-cm-")
+    def __init__(self, directory: str | None = None) -> None:
+        self.dir = directory or tempfile.mkdtemp(prefix="dhpc-bench-cm-")
         self.opts = ["-o", f"ControlPath={self.dir}/cm", "-o", "ControlMaster=no"]
+        if directory is not None:
+            return  # attach: the master runs already
         subprocess.run(
             [*SSH[:-1], "-o", f"ControlPath={self.dir}/cm", "-o", "ControlMaster=yes",
              "-o", "ControlPersist=600", "-N", "-f", SSH[-1]],
             check=True, timeout=60,
         )  # fmt: skip
+
+    @classmethod
+    def attach(cls, directory: str) -> "_Master":
+        """The master another object of this process opened (a Dagster body reaches it by the
+        directory only: the reconstructed job is imported afresh)."""
+        return cls(directory)
 
     def run(self, command: str) -> str:
         return subprocess.run(
@@ -238,13 +251,15 @@ def _array_floor_remote(master: _Master, total: int, max_size: int, wrap: str = 
     return len(master.run(script).strip().split(","))
 
 
-def _array_floor_accounting_remote(master: _Master, total: int, max_size: int) -> int:
+def _array_floor_accounting_remote(
+    master: _Master, total: int, max_size: int, wrap: str = "true"
+) -> int:
     """Informational, NOT the floor: the bare floor's arrays, then sacct every FLOOR_POLL_S
     until every task has its own terminal record (what ours must wait for: each partition's
     metadata is Slurm's final record). slurmctld hands array tasks' records to slurmdbd in
     bursts (its db-index thread wakes every ~5 s), which the bare floor never waits for."""
     script = (
-        f"ids=$({{ {_floor_submit(total, max_size, 'true')}; }} | cut -d';' -f1 | paste -sd,) && "
+        f"ids=$({{ {_floor_submit(total, max_size, wrap)}; }} | cut -d';' -f1 | paste -sd,) && "
         f"end=$((SECONDS + {FLOOR_TIMEOUT_S})) && "
         'while [ -n "$(squeue --noheader --jobs="$ids" --format=%i 2>/dev/null)" ]; do '
         f'[ "$SECONDS" -lt "$end" ] || exit 3; sleep {FLOOR_POLL_S}; done && '
@@ -306,6 +321,50 @@ def dagster_floor_100_job() -> dg.JobDefinition:
         ],
     )
     return defs.resolve_job_def("floor_parts_job")
+
+
+def dagster_payload_floor_100_job() -> dg.JobDefinition:
+    """The lower bound of ANY Dagster client running a Python Pipes payload per partition: the
+    same 100-partition single-run backfill, whose body submits the payload floor's bare arrays
+    (each task ``<payload python> -c "import dagster_pipes"``) over a connection opened before
+    the clock, polls squeue on the login node until they are gone and attaches a metadata dict
+    per partition. No Pipes channel is read, no wrapper runs, no metrics are asked for. With
+    DHPC_BENCH_ACCOUNTING=1 the body then also polls sacct until every task has its own
+    COMPLETED record: the bound of a client whose partition metadata is Slurm's record."""
+    keys = alloc_defs.partition_keys(100)
+    parts = dg.StaticPartitionsDefinition(keys)
+
+    @dg.asset(
+        name="payload_floor_parts",
+        partitions_def=parts,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+    )
+    def _asset(context: dg.AssetExecutionContext):
+        master = _Master.attach(os.environ["DHPC_BENCH_CM_DIR"])
+        max_size = int(os.environ["DHPC_BENCH_MAX_ARRAY_SIZE"])
+        n = len(context.partition_keys)
+        if os.environ.get("DHPC_BENCH_ACCOUNTING") == "1":
+            _array_floor_accounting_remote(master, n, max_size, _payload_wrap())
+        else:
+            _array_floor_remote(master, n, max_size, _payload_wrap())
+        for key in context.partition_keys:
+            context.add_asset_metadata(
+                {"partition": key, "square": int(key[1:]) ** 2}, partition_key=key
+            )
+        return dg.MaterializeResult(metadata={"items": len(keys)})
+
+    defs = dg.Definitions(
+        assets=[_asset],
+        jobs=[
+            dg.define_asset_job(
+                "payload_floor_parts_job",
+                selection=[_asset],
+                partitions_def=parts,
+                executor_def=dg.in_process_executor,
+            )
+        ],
+    )
+    return defs.resolve_job_def("payload_floor_parts_job")
 
 
 # --- 8 assets ----------------------------------------------------------------------------------
@@ -396,6 +455,21 @@ def measure(name: str) -> dict:
                         tags=alloc_defs.range_tags("p000", "p099"),
                     )
                 )
+            elif kind in ("dagster_payload_floor_100", "dagster_payload_accounting_floor_100"):
+                master = _Master()  # opened before the clock, as the floors' connection
+                os.environ["DHPC_BENCH_CM_DIR"] = master.dir
+                os.environ["DHPC_BENCH_ACCOUNTING"] = "1" if "accounting" in kind else "0"
+                os.environ["DHPC_BENCH_MAX_ARRAY_SIZE"] = str(_max_array_size())
+                try:
+                    out["s"], _ = _timed(
+                        lambda: dg.execute_job(
+                            dg.reconstructable(dagster_payload_floor_100_job),
+                            instance=instance,
+                            tags=alloc_defs.range_tags("p000", "p099"),
+                        )
+                    )
+                finally:
+                    master.close()
             elif kind == "dagster_floor_8":
                 out["s"], _ = _timed(
                     lambda: dg.execute_job(dg.reconstructable(dagster_floor_job), instance=instance)
@@ -491,6 +565,12 @@ def section_arrays() -> dict:
             samples.setdefault("dagster_floor_100", []).append(
                 _run_measurement("dagster_floor_100")
             )
+            samples.setdefault("dagster_payload_floor_100", []).append(
+                _run_measurement("dagster_payload_floor_100")
+            )
+            samples.setdefault("dagster_payload_accounting_floor_100", []).append(
+                _run_measurement("dagster_payload_accounting_floor_100")
+            )
             samples.setdefault("array_20", []).append(_run_measurement("array_20"))
     finally:
         master.close()
@@ -514,6 +594,10 @@ def section_arrays() -> dict:
         "array_100_payload_floor_s": _median(samples["array_100_payload_floor"]),
         "array_100_floor_accounting_s": _median(samples["array_100_floor_accounting"]),
         "dagster_floor_100_s": _median(samples["dagster_floor_100"]),
+        "dagster_payload_floor_100_s": _median(samples["dagster_payload_floor_100"]),
+        "dagster_payload_accounting_floor_100_s": _median(
+            samples["dagster_payload_accounting_floor_100"]
+        ),
         "array_100_disk_s": _median(samples["array_100_disk"]),
         "dagster_floor_100_disk_s": _median(samples["dagster_floor_100_disk"]),
         "max_array_size": max_size,
@@ -540,6 +624,20 @@ def section_arrays() -> dict:
     # what is left of ours once Dagster's own 100-partition cost is taken out, vs the floor
     f["array_100_minus_dagster_vs_floor"] = round(
         (f["array_100_s"] - f["dagster_floor_100_s"]) / f["array_100_floor_s"], 3
+    )
+    # the lower bound of any Dagster client with a Python payload per partition, vs the floor:
+    # above 2, array_100_vs_floor <= 2 cannot be met on this machine by any such client
+    f["dagster_payload_floor_vs_floor"] = round(
+        f["dagster_payload_floor_100_s"] / f["array_100_floor_s"], 3
+    )
+    f["array_100_vs_dagster_payload_floor"] = round(
+        f["array_100_s"] / f["dagster_payload_floor_100_s"], 3
+    )
+    f["dagster_payload_accounting_floor_vs_floor"] = round(
+        f["dagster_payload_accounting_floor_100_s"] / f["array_100_floor_s"], 3
+    )
+    f["array_100_vs_dagster_payload_accounting_floor"] = round(
+        f["array_100_s"] / f["dagster_payload_accounting_floor_100_s"], 3
     )
     f["array_100_disk_vs_floor"] = round(f["array_100_disk_s"] / f["array_100_floor_s"], 3)
     f["arrays_rounds"] = ARRAY_ROUNDS
@@ -626,6 +724,15 @@ NOTES = {
     "dagster_floor_100": "the same 100-partition single-run backfill without Slurm (in-process "
     "executor; the body attaches a 2-entry metadata dict per partition): Dagster's own cost",
     "array_100_minus_dagster_vs_floor": "(array_100_s - dagster_floor_100_s) / array_100_floor_s",
+    "dagster_payload_floor_100": "the lower bound of any Dagster client that runs a Python Pipes "
+    "payload per partition: the 100-partition single-run backfill whose body submits the payload "
+    "floor's arrays over a connection opened before the clock, polls squeue on the login node "
+    "until they are gone and attaches a metadata dict per partition (no Pipes channel read, no "
+    "job wrapper, no accounting); dagster_payload_floor_vs_floor above 2 means "
+    "array_100_vs_floor <= 2 is out of reach for every such client on this machine. "
+    "dagster_payload_accounting_floor_100: the same, then sacct every 0.1 s until every task has "
+    "its own COMPLETED record (the bound of a client whose partition metadata is Slurm's final "
+    "record, as ours)",
     "instance": "every Dagster instance in a temporary directory under instance_dir (tmpfs); the "
     "*_disk figures put it under /var/tmp (ext4, the disk the other engineers' work shares): "
     "SQLite commits each event",
