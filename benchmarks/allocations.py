@@ -48,6 +48,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
@@ -205,6 +206,9 @@ class _Master:
     """One OpenSSH ControlMaster connection for the floors (opened before any clock starts)."""
 
     def __init__(self, directory: str | None = None) -> None:
+        """``directory``: attach to the master another object of this process opened there (a
+        Dagster body reaches it by its directory only: the reconstructed job is imported
+        afresh)."""
         self.dir = directory or tempfile.mkdtemp(prefix="dhpc-bench-cm-")
         self.opts = ["-o", f"ControlPath={self.dir}/cm", "-o", "ControlMaster=no"]
         if directory is not None:
@@ -214,12 +218,6 @@ class _Master:
              "-o", "ControlPersist=600", "-N", "-f", SSH[-1]],
             check=True, timeout=60,
         )  # fmt: skip
-
-    @classmethod
-    def attach(cls, directory: str) -> "_Master":
-        """The master another object of this process opened (a Dagster body reaches it by the
-        directory only: the reconstructed job is imported afresh)."""
-        return cls(directory)
 
     def run(self, command: str) -> str:
         return subprocess.run(
@@ -294,33 +292,46 @@ def _max_array_size() -> int:
     return int(text) if text.isdigit() else 1001
 
 
-def dagster_floor_100_job() -> dg.JobDefinition:
-    """The 100-partition single-run backfill without Slurm: Dagster's own cost."""
+def _floor_parts_job(name: str, before: Callable[[int], object] | None = None) -> dg.JobDefinition:
+    """A 100-partition single-run backfill whose body runs ``before(partition count)`` (if any),
+    then attaches a 2-entry metadata dict to each partition."""
     keys = alloc_defs.partition_keys(100)
     parts = dg.StaticPartitionsDefinition(keys)
 
-    @dg.asset(
-        name="floor_parts", partitions_def=parts, backfill_policy=dg.BackfillPolicy.single_run()
-    )
+    @dg.asset(name=name, partitions_def=parts, backfill_policy=dg.BackfillPolicy.single_run())
     def _asset(context: dg.AssetExecutionContext):
+        if before is not None:
+            before(len(context.partition_keys))
         for key in context.partition_keys:
             context.add_asset_metadata(
                 {"partition": key, "square": int(key[1:]) ** 2}, partition_key=key
             )
         return dg.MaterializeResult(metadata={"items": len(keys)})
 
+    job = f"{name}_job"
     defs = dg.Definitions(
         assets=[_asset],
         jobs=[
             dg.define_asset_job(
-                "floor_parts_job",
-                selection=[_asset],
-                partitions_def=parts,
-                executor_def=dg.in_process_executor,
+                job, selection=[_asset], partitions_def=parts, executor_def=dg.in_process_executor
             )
         ],
     )
-    return defs.resolve_job_def("floor_parts_job")
+    return defs.resolve_job_def(job)
+
+
+def dagster_floor_100_job() -> dg.JobDefinition:
+    """The 100-partition single-run backfill without Slurm: Dagster's own cost."""
+    return _floor_parts_job("floor_parts")
+
+
+def _payload_floor_arrays(n: int) -> None:
+    master = _Master(os.environ["DHPC_BENCH_CM_DIR"])  # opened by measure(), before the clock
+    max_size = int(os.environ["DHPC_BENCH_MAX_ARRAY_SIZE"])
+    if os.environ.get("DHPC_BENCH_ACCOUNTING") == "1":
+        _array_floor_accounting_remote(master, n, max_size, _payload_wrap())
+    else:
+        _array_floor_remote(master, n, max_size, _payload_wrap())
 
 
 def dagster_payload_floor_100_job() -> dg.JobDefinition:
@@ -331,40 +342,7 @@ def dagster_payload_floor_100_job() -> dg.JobDefinition:
     per partition. No Pipes channel is read, no wrapper runs, no metrics are asked for. With
     DHPC_BENCH_ACCOUNTING=1 the body then also polls sacct until every task has its own
     COMPLETED record: the bound of a client whose partition metadata is Slurm's record."""
-    keys = alloc_defs.partition_keys(100)
-    parts = dg.StaticPartitionsDefinition(keys)
-
-    @dg.asset(
-        name="payload_floor_parts",
-        partitions_def=parts,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-    )
-    def _asset(context: dg.AssetExecutionContext):
-        master = _Master.attach(os.environ["DHPC_BENCH_CM_DIR"])
-        max_size = int(os.environ["DHPC_BENCH_MAX_ARRAY_SIZE"])
-        n = len(context.partition_keys)
-        if os.environ.get("DHPC_BENCH_ACCOUNTING") == "1":
-            _array_floor_accounting_remote(master, n, max_size, _payload_wrap())
-        else:
-            _array_floor_remote(master, n, max_size, _payload_wrap())
-        for key in context.partition_keys:
-            context.add_asset_metadata(
-                {"partition": key, "square": int(key[1:]) ** 2}, partition_key=key
-            )
-        return dg.MaterializeResult(metadata={"items": len(keys)})
-
-    defs = dg.Definitions(
-        assets=[_asset],
-        jobs=[
-            dg.define_asset_job(
-                "payload_floor_parts_job",
-                selection=[_asset],
-                partitions_def=parts,
-                executor_def=dg.in_process_executor,
-            )
-        ],
-    )
-    return defs.resolve_job_def("payload_floor_parts_job")
+    return _floor_parts_job("payload_floor_parts", _payload_floor_arrays)
 
 
 # --- 8 assets ----------------------------------------------------------------------------------
